@@ -1,0 +1,14 @@
+"""The README's quick-start lines are the ones CI runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = ci_lines[ci_lines.index(next(line for line in ci_lines if "README test" in line)) + 1]
+    assert command.startswith("python3 -m venv .venv")
+    assert command in (ROOT / "README.md").read_text().splitlines()
