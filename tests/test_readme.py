@@ -12,3 +12,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = ci_lines[ci_lines.index(next(line for line in ci_lines if "README test" in line)) + 1]
     assert command.startswith("python3 -m venv .venv")
     assert command in (ROOT / "README.md").read_text().splitlines()
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    text = (ROOT / "README.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block.split("```")[0], "README.md", "exec"), {"__name__": "readme"})
