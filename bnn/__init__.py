@@ -1,15 +1,64 @@
 """bnn: Bayesian deep learning for PyTorch — reproducible randomness, calibrated uncertainty."""
 
+from bnn import metrics, priors
+from bnn.convert import bayesianize
 from bnn.determinism import deterministic_mode
+from bnn.dropout import MCDropout
+from bnn.early_stopping import EarlyStopping
+from bnn.infer.vi import History, NonFiniteLossError, fit
+from bnn.layers import (
+    BayesConv1d,
+    BayesConv2d,
+    BayesConv3d,
+    BayesConvTranspose2d,
+    BayesianModule,
+    BayesianParameter,
+    BayesLinear,
+    kl_divergence,
+    posterior_mean,
+)
+from bnn.likelihoods import Bernoulli, Categorical, Gaussian, HeteroscedasticGaussian, Likelihood
+from bnn.posterior import ModelPosterior, Posterior, as_posterior
+from bnn.predict import predict_with_uncertainty
+from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
 from bnn.rng import RNG, RNGLike, get_rng, resolve_rng, seed_everything, seed_worker, use_rng
 from bnn.sweep import SweepResult, seed_sweep
 
 __all__ = [
     "RNG",
+    "BayesConv1d",
+    "BayesConv2d",
+    "BayesConv3d",
+    "BayesConvTranspose2d",
+    "BayesLinear",
+    "BayesianModule",
+    "BayesianParameter",
+    "Bernoulli",
+    "Categorical",
+    "ClassificationPrediction",
+    "EarlyStopping",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "History",
+    "Likelihood",
+    "MCDropout",
+    "ModelPosterior",
+    "NonFiniteLossError",
+    "Posterior",
+    "Prediction",
     "RNGLike",
+    "RegressionPrediction",
     "SweepResult",
+    "as_posterior",
+    "bayesianize",
     "deterministic_mode",
+    "fit",
     "get_rng",
+    "kl_divergence",
+    "metrics",
+    "posterior_mean",
+    "predict_with_uncertainty",
+    "priors",
     "resolve_rng",
     "seed_everything",
     "seed_sweep",

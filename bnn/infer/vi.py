@@ -1,0 +1,300 @@
+"""Bayes by backprop: minimise the per-datum negative ELBO with mini-batches.
+
+For data ``D = {(x_i, y_i)}_{i=1..N}`` and a mini-batch ``B``, each step minimises
+
+    loss = - 1/|B| Σ_{i∈B} E_q[log p(y_i | x_i, w)]  +  β_t · KL(q ‖ p) / N
+
+(Blundell et al. 2015, "Weight Uncertainty in Neural Networks"), an unbiased estimate of
+``-ELBO / N``. ``β_t`` ramps linearly from 0 to ``kl_weight`` over ``kl_annealing_epochs``
+(KL annealing / warm-up; Sønderby et al. 2016), and ``kl_weight < 1`` gives a tempered
+posterior. A model without Bayesian layers (``MCDropout``, a plain network) has ``KL = 0``:
+the same loop then does maximum-likelihood / MAP training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import vmap
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from bnn.early_stopping import EarlyStopping
+from bnn.layers import kl_divergence
+from bnn.likelihoods import Likelihood
+from bnn.posterior import as_posterior
+from bnn.predict import predict_with_uncertainty
+from bnn.rng import RNG, RNGLike, resolve_rng
+
+__all__ = ["History", "NonFiniteLossError", "fit"]
+
+TrainData = tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any]
+OptimizerSpec = torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class History:
+    """Per-epoch training record.
+
+    Attributes:
+        loss: mean per-datum negative ELBO over the epoch's steps.
+        nll: mean negative log-likelihood term.
+        kl: KL divergence ``KL(q ‖ p)`` (not divided by N) at the end of each epoch.
+        kl_weight: ``β`` at the end of each epoch.
+        val_nll: validation negative log predictive density (if validation data was given).
+        best_epoch: epoch whose weights were restored (``None`` without validation data).
+        stopped_early: whether early stopping ended training.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    kl_weight: list[float] = field(default_factory=list)
+    val_nll: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+
+def fit(
+    model: nn.Module,
+    train_data: TrainData,
+    *,
+    likelihood: Likelihood,
+    epochs: int = 100,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: OptimizerSpec | None = None,
+    num_samples: int = 1,
+    kl_weight: float = 1.0,
+    kl_annealing_epochs: int = 0,
+    val_data: tuple[Tensor, Tensor] | None = None,
+    patience: int | None = None,
+    val_samples: int = 20,
+    dataset_size: int | None = None,
+    rng: RNGLike = None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` (and a learnable ``likelihood``) by maximising the per-datum ELBO.
+
+    Args:
+        model: network with Bayesian layers (VI), or ``MCDropout``/plain network (KL = 0).
+        train_data: ``(x, y)`` tensors ``[N, ...]``, a ``Dataset`` of ``(x, y)`` pairs, or a
+            ``DataLoader`` (used as is; its shuffling is then yours to seed, e.g. with
+            ``rng.dataloader_kwargs()``).
+        likelihood: observation model (its parameters, e.g. a learned noise std, are trained).
+        epochs: passes over the data (≥ 1).
+        batch_size: mini-batch size for tensors/datasets.
+        lr: learning rate of the default Adam optimiser.
+        optimizer: an optimiser over ``model`` and ``likelihood`` parameters, or a factory
+            ``params -> Optimizer``; default ``Adam(lr)``.
+        num_samples: Monte Carlo samples of the expected log-likelihood per step (vectorised).
+        kl_weight: final ``β`` (1 = the ELBO).
+        kl_annealing_epochs: epochs over which ``β`` ramps up linearly from 0.
+        val_data: ``(x, y)`` for early stopping on the validation NLL; the best epoch's weights
+            are restored at the end.
+        patience: epochs without validation improvement before stopping (needs ``val_data``).
+        val_samples: function samples for the validation predictive.
+        dataset_size: ``N`` for the KL scaling when a DataLoader's dataset has no length.
+        rng: randomness: shuffling (generator ``"data"``), weight noise (stream ``"fit"``),
+            validation (stream ``"predict"``).
+        progress: show a tqdm bar.
+
+    Returns:
+        The :class:`History`. The model is left in eval mode.
+
+    Raises:
+        NonFiniteLossError: a NaN/inf loss, naming the epoch, step and which term.
+        ValueError / TypeError: invalid data or hyper-parameters.
+    """
+    _check_hyperparameters(epochs, batch_size, lr, num_samples, kl_weight, kl_annealing_epochs)
+    if not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
+    if patience is not None and val_data is None:
+        raise ValueError("patience needs val_data to monitor; pass val_data=(x_val, y_val).")
+    generator = resolve_rng(rng)
+    device = _device_of(model)
+    likelihood.to(device)
+    loader, size = _loader(train_data, batch_size, dataset_size, generator)
+    optim = _optimizer(optimizer, model, likelihood, lr)
+    stopper = EarlyStopping(patience) if val_data is not None else None
+    history = History()
+    steps_per_epoch = max(len(loader), 1)
+    annealing_steps = kl_annealing_epochs * steps_per_epoch
+    step = 0
+    bar = tqdm(range(epochs), desc="fit", disable=not progress)
+    for epoch in bar:
+        model.train()
+        likelihood.train()
+        totals = {"loss": 0.0, "nll": 0.0}
+        kl_value = torch.zeros(())
+        beta = kl_weight
+        for batch_index, (x, y) in enumerate(loader):
+            x, y = x.to(device), y.to(device)
+            beta = (
+                kl_weight * min(1.0, (step + 1) / annealing_steps) if annealing_steps else kl_weight
+            )
+            with generator.stream("fit"):
+                nll = _expected_nll(model, likelihood, x, y, num_samples)
+                kl_value = kl_divergence(model)
+            loss = nll + beta * kl_value / size
+            if not bool(torch.isfinite(loss)):
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {step} (batch {batch_index}): "
+                    f"nll={float(nll.detach()):.4g}, kl={float(kl_value.detach()):.4g}. Lower the learning rate, "
+                    "standardise inputs and targets, or check the data for NaN/inf."
+                )
+            optim.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optim.step()
+            totals["loss"] += float(loss.detach())
+            totals["nll"] += float(nll.detach())
+            step += 1
+        history.loss.append(totals["loss"] / steps_per_epoch)
+        history.nll.append(totals["nll"] / steps_per_epoch)
+        history.kl.append(float(kl_value.detach()))
+        history.kl_weight.append(beta)
+        postfix = {"loss": f"{history.loss[-1]:.4f}"}
+        if val_data is not None and stopper is not None:
+            val_nll = _validation_nll(model, likelihood, val_data, val_samples, generator)
+            history.val_nll.append(val_nll)
+            postfix["val_nll"] = f"{val_nll:.4f}"
+            if stopper.update(val_nll, model, likelihood):
+                history.stopped_early = True
+                bar.set_postfix(postfix)
+                break
+        bar.set_postfix(postfix)
+    bar.close()
+    if stopper is not None:
+        stopper.restore(model, likelihood)
+        history.best_epoch = stopper.best_step
+    model.eval()
+    likelihood.eval()
+    return history
+
+
+def _check_hyperparameters(
+    epochs: int, batch_size: int, lr: float, num_samples: int, kl_weight: float, annealing: int
+) -> None:
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("num_samples", num_samples),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if isinstance(annealing, bool) or not isinstance(annealing, int) or annealing < 0:
+        raise ValueError(f"kl_annealing_epochs must be a non-negative int, got {annealing!r}.")
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if not isinstance(kl_weight, int | float) or not math.isfinite(kl_weight) or kl_weight < 0:
+        raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}.")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        raise ValueError("model has no parameters to train.")
+    return parameter.device
+
+
+def _loader(
+    data: TrainData, batch_size: int, dataset_size: int | None, rng: RNG
+) -> tuple[DataLoader[Any], int]:
+    if isinstance(data, DataLoader):
+        loader = data
+    else:
+        if isinstance(data, tuple):
+            dataset: Dataset[Any] = _tensor_dataset(data)
+        elif isinstance(data, Dataset):
+            dataset = data
+        else:
+            raise TypeError(
+                "train_data must be (x, y) tensors, a Dataset or a DataLoader, got "
+                f"{type(data).__name__}."
+            )
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, **rng.dataloader_kwargs("data")
+        )
+    if dataset_size is not None:
+        size = dataset_size
+    else:
+        try:
+            size = len(loader.dataset)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise ValueError(
+                "cannot tell the dataset size N (needed to scale the KL); pass dataset_size=N."
+            ) from error
+    if size < 1:
+        raise ValueError("training data is empty.")
+    return loader, size
+
+
+def _tensor_dataset(data: tuple[Any, ...]) -> TensorDataset:
+    if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
+        raise TypeError("train_data as a tuple must be (x, y) tensors.")
+    x, y = data
+    if x.shape[0] == 0:
+        raise ValueError("training data is empty (x has 0 rows).")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; they must match.")
+    for name, tensor in (("x", x), ("y", y)):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or inf; clean or impute it before training.")
+    return TensorDataset(x, y)
+
+
+def _optimizer(
+    spec: OptimizerSpec | None, model: nn.Module, likelihood: Likelihood, lr: float
+) -> torch.optim.Optimizer:
+    if isinstance(spec, torch.optim.Optimizer):
+        return spec
+    parameters = [*model.parameters(), *likelihood.parameters()]
+    if spec is None:
+        return torch.optim.Adam(parameters, lr=lr)
+    return spec(parameters)
+
+
+def _expected_nll(
+    model: nn.Module, likelihood: Likelihood, x: Tensor, y: Tensor, num_samples: int
+) -> Tensor:
+    if num_samples == 1:
+        return -likelihood.log_prob(model(x), y).mean()
+
+    def one_sample(_: Tensor) -> Tensor:
+        return likelihood.log_prob(model(x), y).mean()
+
+    log_likelihoods: Tensor = vmap(one_sample, randomness="different")(torch.arange(num_samples))
+    return -log_likelihoods.mean()
+
+
+def _validation_nll(
+    model: nn.Module,
+    likelihood: Likelihood,
+    val_data: tuple[Tensor, Tensor],
+    num_samples: int,
+    rng: RNG,
+) -> float:
+    x, y = val_data
+    device = _device_of(model)
+    x, y = x.to(device), y.to(device)
+    try:
+        as_posterior(model)
+    except TypeError:  # a plain network: its single prediction
+        model.eval()
+        with torch.no_grad():
+            return -float(likelihood.log_prob(model(x), y).mean())
+    prediction = predict_with_uncertainty(
+        model, x, num_samples=num_samples, likelihood=likelihood, rng=rng
+    )
+    return -float(prediction.log_likelihood(y).mean())  # type: ignore[attr-defined]

@@ -1,0 +1,202 @@
+"""The `Posterior` protocol: draw ``S`` function samples of a batch in one vectorised call.
+
+Every method in ``bnn`` becomes a `Posterior`; prediction and diagnostics only talk to this
+interface. For models, posteriors are *noise first*: all randomness of a chunk of samples
+(weights of Bayesian layers, dropout masks) is drawn up front from the ``"predict"`` stream of
+the `RNG`, then the deterministic function of that noise is evaluated for all samples at once
+with ``torch.func.vmap`` + ``functional_call``. Hence
+
+* no Python loop over samples, and chunks sized to a memory budget, not to ``S × N``;
+* a vectorised sample equals the loop ``model(x)`` with the same noise, sample for sample.
+
+Example:
+    >>> posterior = bnn.as_posterior(model)          # Bayesian layers and/or MCDropout
+    >>> f = posterior.sample_functions(x, 100, rng=0)   # [100, N, ...]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from bnn.dropout import MCDropout
+from bnn.layers import bayesian_modules, posterior_mean
+from bnn.rng import RNGLike, resolve_rng
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "ModelPosterior",
+    "Posterior",
+    "as_posterior",
+    "check_inputs",
+]
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20
+"""Bytes of activations (plus sampled noise) one vectorised chunk of samples may use."""
+
+
+@runtime_checkable
+class Posterior(Protocol):
+    """Anything that draws function samples: ``sample_functions(x, S, rng=...) -> [S, N, ...]``."""
+
+    def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:
+        """Draw ``num_samples`` function values at ``x``, shape ``[S, N, ...]``."""
+        ...
+
+
+def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> None:
+    """Validate a batch of inputs and a sample count at the public boundary."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch [N, ...], got shape {tuple(x.shape)}.")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf; clean or impute the inputs first.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    if reference is not None:
+        if x.device != reference.device:
+            raise ValueError(
+                f"x is on {x.device} but the model is on {reference.device}; move one of them, "
+                f"e.g. x.to('{reference.device}')."
+            )
+        if x.is_floating_point() and x.dtype != reference.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
+                f"convert with x.to({reference.dtype})."
+            )
+
+
+class ModelPosterior:
+    """Posterior of a model with Bayesian layers and/or an `MCDropout` wrapper.
+
+    Args:
+        model: the network (``MCDropout`` at the top, Bayesian layers anywhere inside).
+        memory_budget: bytes a chunk of samples may use (activations + noise).
+    """
+
+    def __init__(self, model: nn.Module, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self.model = model
+        self.layers = [(name, layer) for name, layer in bayesian_modules(model)]
+        self.dropout = model if isinstance(model, MCDropout) else None
+        if not self.layers and self.dropout is None:
+            raise TypeError(
+                f"{type(model).__name__} has no Bayesian layers and is not MCDropout, so it has "
+                "no posterior to sample. Use bnn.bayesianize(model), bnn.MCDropout(model), or "
+                "pass a Posterior (DeepEnsemble, SampleSet)."
+            )
+        if memory_budget < 1:
+            raise ValueError(f"memory_budget must be positive bytes, got {memory_budget}.")
+        self.memory_budget = memory_budget
+
+    def _reference_tensor(self) -> Tensor | None:
+        return next(self.model.parameters(), None)
+
+    # ---------------------------------------------------------------------- noise
+    def sample_noise(self, x: Tensor, num_samples: int) -> dict[str, Any]:
+        """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
+        weights = {
+            f"{name}.module.{parameter}" if name else f"module.{parameter}": posterior.sample(
+                (num_samples,)
+            )
+            for name, layer in self.layers
+            for parameter, posterior in layer.bayesian_parameters().items()
+        }
+        masks = self.dropout.sample_masks(x, num_samples) if self.dropout is not None else []
+        return {"weights": weights, "masks": masks}
+
+    def evaluate(self, noise: dict[str, Any], x: Tensor) -> Tensor:
+        """Evaluate every function sample given its noise, in one vmap: ``[S, N, ...]``."""
+
+        def one_function(weights: dict[str, Tensor], masks: list[Tensor]) -> Tensor:
+            context = (
+                self.dropout.mask_context(masks)
+                if self.dropout is not None
+                else contextlib.nullcontext()
+            )
+            with context:
+                return functional_call(self.model, weights, (x,))  # type: ignore[no-any-return]
+
+        batched = vmap(one_function, randomness="different")
+        output: Tensor = batched(noise["weights"], noise["masks"])
+        return output
+
+    # ---------------------------------------------------------------------- sampling
+    def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:
+        """Draw ``num_samples`` function values at ``x`` (``[S, N, ...]``), chunked to the budget.
+
+        Randomness: the ``"predict"`` stream of ``rng``.
+        """
+        check_inputs(x, self._reference_tensor(), num_samples)
+        chunk = self.chunk_size(x, num_samples)
+        generator = resolve_rng(rng)
+        outputs = []
+        with _eval_mode(self.model), generator.stream("predict"):
+            for start in range(0, num_samples, chunk):
+                size = min(chunk, num_samples - start)
+                outputs.append(self.evaluate(self.sample_noise(x, size), x))
+        return torch.cat(outputs)
+
+    def chunk_size(self, x: Tensor, num_samples: int) -> int:
+        """How many samples fit in the memory budget at once (at least 1)."""
+        per_sample = self._activation_bytes(x) + self._noise_bytes(x)
+        return max(1, min(num_samples, self.memory_budget // max(per_sample, 1)))
+
+    def _noise_bytes(self, x: Tensor) -> int:
+        weights = sum(
+            p.loc.numel() * p.loc.element_size()
+            for _, layer in self.layers
+            for p in layer.bayesian_parameters().values()
+        )
+        if self.dropout is None:
+            return weights
+        shapes = self.dropout.mask_shapes(x)
+        return weights + sum(int(torch.Size(s).numel()) * x.element_size() for s in shapes)
+
+    def _activation_bytes(self, x: Tensor) -> int:
+        total = 0
+
+        def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            nonlocal total
+            if isinstance(output, Tensor):
+                total += output.numel() * output.element_size()
+
+        handles = [m.register_forward_hook(count) for m in self.model.modules()]
+        quiet = self.dropout.identity_dropout() if self.dropout else contextlib.nullcontext()
+        try:
+            with torch.no_grad(), _eval_mode(self.model), posterior_mean(self.model), quiet:
+                self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return total
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def as_posterior(obj: object, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Posterior:
+    """A `Posterior` for ``obj``: itself if it is one, else a :class:`ModelPosterior`."""
+    if isinstance(obj, nn.Module):
+        if isinstance(obj, Posterior):
+            return obj
+        return ModelPosterior(obj, memory_budget=memory_budget)
+    if isinstance(obj, Posterior):
+        return obj
+    raise TypeError(
+        f"expected a model with Bayesian layers, an MCDropout, or a Posterior; got "
+        f"{type(obj).__name__}."
+    )
