@@ -106,7 +106,7 @@ class Gaussian(Likelihood):
         return RegressionPrediction(samples=samples, loc=samples, scale=scale)
 
     def extra_repr(self) -> str:
-        return f"std={float(self.std):.4g}, learn_std={self.learn_std}"
+        return f"std={float(self.std.detach()):.4g}, learn_std={self.learn_std}"
 
 
 class HeteroscedasticGaussian(Likelihood):
