@@ -55,8 +55,6 @@ def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> No
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch [N, ...], got shape {tuple(x.shape)}.")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf; clean or impute the inputs first.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
     if reference is not None:
@@ -70,6 +68,8 @@ def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> No
                 f"x has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
                 f"convert with x.to({reference.dtype})."
             )
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf; clean or impute the inputs first.")
 
 
 class ModelPosterior:
@@ -94,7 +94,8 @@ class ModelPosterior:
             raise ValueError(f"memory_budget must be positive bytes, got {memory_budget}.")
         self.memory_budget = memory_budget
 
-    def _reference_tensor(self) -> Tensor | None:
+    def reference_tensor(self) -> Tensor | None:
+        """A parameter of the model (its device and dtype are what inputs must match)."""
         return next(self.model.parameters(), None)
 
     # ---------------------------------------------------------------------- noise
@@ -132,7 +133,7 @@ class ModelPosterior:
 
         Randomness: the ``"predict"`` stream of ``rng``.
         """
-        check_inputs(x, self._reference_tensor(), num_samples)
+        check_inputs(x, self.reference_tensor(), num_samples)
         chunk = self.chunk_size(x, num_samples)
         generator = resolve_rng(rng)
         outputs = []
@@ -171,6 +172,11 @@ class ModelPosterior:
         try:
             with torch.no_grad(), _eval_mode(self.model), posterior_mean(self.model), quiet:
                 self.model(x)
+        except RuntimeError as error:
+            raise ValueError(
+                f"the model failed on x of shape {tuple(x.shape)}: {error}. Check that x has the "
+                "feature dimensions the model expects."
+            ) from error
         finally:
             for handle in handles:
                 handle.remove()

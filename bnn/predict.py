@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from bnn.likelihoods import Likelihood
-from bnn.posterior import DEFAULT_MEMORY_BUDGET, as_posterior, check_inputs
+from bnn.posterior import DEFAULT_MEMORY_BUDGET, ModelPosterior, as_posterior, check_inputs
 from bnn.prediction import Prediction, RegressionPrediction
 from bnn.rng import RNGLike, resolve_rng
 
@@ -47,7 +47,8 @@ def predict_with_uncertainty(
         >>> lower, upper = pred.interval(0.95)
     """
     posterior = as_posterior(model_or_posterior, memory_budget=memory_budget)
-    check_inputs(x, None, num_samples)
+    reference = posterior.reference_tensor() if isinstance(posterior, ModelPosterior) else None
+    check_inputs(x, reference, num_samples)
     if likelihood is not None and not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
     if batch_size is not None and (

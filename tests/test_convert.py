@@ -62,7 +62,7 @@ def test_batchnorm_stays_deterministic_and_everything_else_converts() -> None:
         ("4", {"4"}),
         (["0", "1.conv2"], {"0", "1.conv2"}),
         (nn.Linear, {"4"}),
-        (lambda name, module: name.startswith("1."), {"1.conv1", "1.conv2"}),
+        (lambda name, _module: name.startswith("1."), {"1.conv1", "1.conv2"}),
     ],
 )
 def test_only_converts_exactly_the_selection(only, expected) -> None:  # type: ignore[no-untyped-def]
@@ -94,7 +94,7 @@ def test_random_init_is_seeded() -> None:
 
 
 def test_per_layer_priors() -> None:
-    def prior(name: str, module: nn.Module) -> bnn.priors.Prior:
+    def prior(name: str, _module: nn.Module) -> bnn.priors.Prior:
         return bnn.priors.Normal(0.0, 0.1 if name == "2" else 1.0)
 
     net = bnn.bayesianize(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), prior=prior)

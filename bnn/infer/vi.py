@@ -149,8 +149,8 @@ def fit(
             if not bool(torch.isfinite(loss)):
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch}, step {step} (batch {batch_index}): "
-                    f"nll={float(nll.detach()):.4g}, kl={float(kl_value.detach()):.4g}. Lower the learning rate, "
-                    "standardise inputs and targets, or check the data for NaN/inf."
+                    f"nll={float(nll.detach()):.4g}, kl={float(kl_value.detach()):.4g}. Lower the "
+                    "learning rate, standardise inputs and targets, or check the data for NaN/inf."
                 )
             optim.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]

@@ -1,0 +1,190 @@
+"""predict_with_uncertainty: vectorised = loop, uncertainty where it belongs, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+import bnn
+
+
+def _bayesian_mlp(seed: int = 0) -> nn.Module:
+    with bnn.RNG(seed).stream("init"):
+        net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    return bnn.bayesianize(net, delta=0.3)
+
+
+def test_vectorised_bayesian_prediction_equals_loop_over_the_same_weights() -> None:
+    net = _bayesian_mlp()
+    x = torch.randn(7, 2)
+    posterior = bnn.ModelPosterior(net)
+    vectorised = posterior.sample_functions(x, 50, rng=3)
+    with bnn.RNG(3).stream("predict"):
+        noise = posterior.sample_noise(x, 50)
+    reference = torch.stack(
+        [
+            functional_call(net, {k: v[s] for k, v in noise["weights"].items()}, (x,))
+            for s in range(50)
+        ]
+    )
+    assert vectorised.shape == (50, 7, 1)
+    torch.testing.assert_close(vectorised, reference, rtol=1e-5, atol=1e-6)
+    assert vectorised.std(0).min() > 0
+
+
+def test_vectorised_mc_dropout_equals_manual_loop_over_the_same_masks() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    model = bnn.MCDropout(net).eval()
+    x = torch.randn(5, 2)
+    vectorised = bnn.ModelPosterior(model).sample_functions(x, 40, rng=1)
+    with bnn.RNG(1).stream("predict"):
+        (mask,) = model.sample_masks(x, 40)
+    hidden = F.relu(F.linear(x, net[0].weight, net[0].bias))
+    reference = torch.stack(
+        [F.linear(hidden * mask[s], net[3].weight, net[3].bias) for s in range(40)]
+    )
+    torch.testing.assert_close(vectorised, reference, rtol=1e-5, atol=1e-6)
+    assert 0.55 < float((mask > 0).float().mean()) < 0.85  # keep rate 0.7
+
+
+def test_chunking_to_a_tiny_memory_budget_gives_the_same_distribution() -> None:
+    net = _bayesian_mlp()
+    x = torch.zeros(1, 2)
+    posterior = bnn.ModelPosterior(net, memory_budget=1)
+    assert posterior.chunk_size(x, 100) == 1
+    with torch.no_grad():
+        chunked = posterior.sample_functions(x, 2000, rng=0).flatten()
+        whole = bnn.ModelPosterior(net).sample_functions(x, 2000, rng=1).flatten()
+    se = (chunked.var() / 2000 + whole.var() / 2000).sqrt()
+    assert abs(float(chunked.mean() - whole.mean())) < 5 * float(se)
+
+
+def test_prediction_is_reproducible_with_a_seed() -> None:
+    net = _bayesian_mlp()
+    x = torch.randn(4, 2)
+    first = bnn.predict_with_uncertainty(net, x, num_samples=10, rng=5).samples
+    assert torch.equal(first, bnn.predict_with_uncertainty(net, x, num_samples=10, rng=5).samples)
+    assert not torch.equal(
+        first, bnn.predict_with_uncertainty(net, x, num_samples=10, rng=6).samples
+    )
+
+
+def test_predict_leaves_training_mode_and_global_rng_alone() -> None:
+    net = _bayesian_mlp().train()
+    x = torch.randn(3, 2)
+    state = torch.get_rng_state()
+    bnn.predict_with_uncertainty(net, x, num_samples=5, rng=0)
+    assert net.training and all(m.training for m in net.modules())
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_batch_size_splits_inputs() -> None:
+    net = _bayesian_mlp()
+    prediction = bnn.predict_with_uncertainty(
+        net, torch.randn(10, 2), num_samples=8, batch_size=3, rng=0
+    )
+    assert prediction.samples.shape == (8, 10, 1)
+
+
+def test_bayesian_layers_and_mc_dropout_together() -> None:
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
+    bnn.bayesianize(net, only="3")
+    prediction = bnn.predict_with_uncertainty(
+        bnn.MCDropout(net).eval(), torch.randn(6, 2), num_samples=20, rng=0
+    )
+    assert prediction.samples.shape == (20, 6, 1)
+
+
+def _toy_regression() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 1, generator=generator) * 2 - 1
+    return x, torch.sin(3 * x) + 0.1 * torch.randn(200, 1, generator=generator)
+
+
+@pytest.mark.parametrize("method", ["vi", "mc_dropout"])
+def test_predictive_std_grows_away_from_the_data(method: str) -> None:
+    x, y = _toy_regression()
+    with bnn.RNG(0).stream("init"):
+        net = nn.Sequential(
+            nn.Linear(1, 50),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(50, 50),
+            nn.ReLU(),
+            nn.Linear(50, 1),
+        )
+    model: nn.Module
+    if method == "vi":
+        model = bnn.bayesianize(net, init="random", rng=0, init_std=1e-3)
+    else:
+        model = bnn.MCDropout(net)
+    bnn.fit(
+        model,
+        (x, y),
+        likelihood=bnn.Gaussian(0.1),
+        epochs=150,
+        batch_size=50,
+        lr=1e-2,
+        rng=0,
+        progress=False,
+    )
+    inside = torch.linspace(-0.8, 0.8, 50).unsqueeze(-1)
+    outside = torch.cat([torch.linspace(-4, -3, 25), torch.linspace(3, 4, 25)]).unsqueeze(-1)
+    predict = lambda points: bnn.predict_with_uncertainty(model, points, num_samples=200, rng=1)  # noqa: E731
+    assert float(predict(outside).std.min()) > 2 * float(predict(inside).std.max())
+
+
+def test_mutual_information_is_higher_out_of_distribution() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    x = centres[labels] + 0.5 * torch.randn(400, 2, generator=generator)
+    with bnn.RNG(0).stream("init"):
+        net = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, 2))
+    bnn.bayesianize(net, init="random", rng=0)
+    bnn.fit(
+        net,
+        (x, labels),
+        likelihood=bnn.Categorical(),
+        epochs=100,
+        batch_size=100,
+        lr=1e-2,
+        rng=0,
+        progress=False,
+    )
+    in_distribution = centres[labels[:50]] + 0.5 * torch.randn(50, 2, generator=generator)
+    far = torch.tensor([[0.0, 8.0], [0.0, -8.0], [0.0, 10.0], [0.0, -10.0]])
+    mi_in = bnn.predict_with_uncertainty(
+        net, in_distribution, likelihood=bnn.Categorical(), rng=1
+    ).mutual_information
+    mi_far = bnn.predict_with_uncertainty(
+        net, far, likelihood=bnn.Categorical(), rng=1
+    ).mutual_information
+    assert float(mi_far.mean()) > 3 * float(mi_in.mean())
+
+
+@pytest.mark.parametrize(
+    "x, kwargs, error, match",
+    [
+        (torch.randn(4, 3), {}, ValueError, "failed on x of shape"),
+        (torch.full((4, 2), float("nan")), {}, ValueError, "NaN"),
+        (torch.randn(0, 2), {}, ValueError, "non-empty"),
+        (torch.randn(4, 2), {"num_samples": 0}, ValueError, "num_samples"),
+        (torch.randn(4, 2, dtype=torch.float64), {}, TypeError, "dtype"),
+        (torch.randn(4, 2, device="meta"), {}, ValueError, "is on meta"),
+        (torch.randn(4, 2), {"batch_size": 0}, ValueError, "batch_size"),
+        ([[1.0, 2.0]], {}, TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_clear_errors(x, kwargs, error, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=match):
+        bnn.predict_with_uncertainty(_bayesian_mlp(), x, **kwargs)
+
+
+def test_plain_model_has_no_posterior() -> None:
+    with pytest.raises(TypeError, match="bayesianize"):
+        bnn.predict_with_uncertainty(nn.Linear(2, 1), torch.randn(3, 2))
