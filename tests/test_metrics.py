@@ -80,10 +80,6 @@ def test_gaussian_crps_matches_closed_form_and_mixture_matches_monte_carlo() -> 
     scale = 0.2 + torch.rand(8, 1, generator=generator, dtype=torch.float64)
     mixture = RegressionPrediction(samples=loc, loc=loc, scale=scale)
     n = 400_000
-    pick = lambda: (
-        loc[torch.randint(0, 8, (n,), generator=generator), 0]
-        + scale[torch.randint(0, 8, (n,), generator=generator), 0] * 0
-    )  # noqa: E731
     first_idx = torch.randint(0, 8, (n,), generator=generator)
     second_idx = torch.randint(0, 8, (n,), generator=generator)
     a = loc[first_idx, 0] + scale[first_idx, 0] * torch.randn(
