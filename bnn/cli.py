@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
 
 __all__ = ["main"]
 
@@ -19,7 +22,15 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnn", description="Bayesian deep learning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"bnn {_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="MC dropout and Bayes by backprop on a toy problem and UCI yacht"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the whole run (default 0)")
+    demo.add_argument(
+        "--output", type=Path, default=Path("bnn-demo-output"), help="folder for PNG and JSON"
+    )
+    demo.add_argument("--quick", action="store_true", help="few epochs (a smoke test)")
     return parser
 
 
@@ -29,6 +40,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        return 0
+    if args.command == "demo":
+        return _demo(args.output, seed=args.seed, quick=args.quick)
+    return 0
+
+
+def _demo(output: Path, *, seed: int, quick: bool) -> int:
+    from bnn.demo import format_table, run_demo
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(f"bnn demo: seed {seed}, writing to {output.resolve()}")
+    results = run_demo(output, seed=seed, quick=quick)
+    print(format_table(results))
+    print(f"wrote {output / 'metrics.json'} and {output / 'toy_predictive.png'}")
     return 0
 
 

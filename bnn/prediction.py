@@ -98,6 +98,22 @@ class RegressionPrediction(Prediction):
         """Total predictive standard deviation ``[N, ...]``."""
         return self.variance.sqrt()
 
+    def rescale(self, shift: Tensor | float, scale: Tensor | float) -> RegressionPrediction:
+        """The prediction of ``shift + scale · y``, e.g. back to the original target scale.
+
+        Args:
+            shift: added to every sample (e.g. the training targets' mean).
+            scale: positive factor (e.g. the training targets' std).
+        """
+        factor = torch.as_tensor(scale, dtype=self.loc.dtype, device=self.loc.device)
+        if not bool((factor > 0).all()):
+            raise ValueError("scale must be positive.")
+        return RegressionPrediction(
+            samples=self.samples * factor + shift,
+            loc=self.loc * factor + shift,
+            scale=self.scale * factor,
+        )
+
     def cdf(self, y: Tensor) -> Tensor:
         """Predictive CDF at ``y`` ``[N, ...]`` (the PIT values when ``y`` are observations)."""
         y = _align(y, self.loc.shape[1:])
