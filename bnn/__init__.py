@@ -1,6 +1,6 @@
 """bnn: Bayesian deep learning for PyTorch — reproducible randomness, calibrated uncertainty."""
 
-from bnn import metrics, priors
+from bnn import data, infer, metrics, priors
 from bnn.convert import bayesianize
 from bnn.determinism import deterministic_mode
 from bnn.dropout import MCDropout
@@ -22,6 +22,7 @@ from bnn.posterior import ModelPosterior, Posterior, as_posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
 from bnn.rng import RNG, RNGLike, get_rng, resolve_rng, seed_everything, seed_worker, use_rng
+from bnn.sample_set import SampleSet
 from bnn.sweep import SweepResult, seed_sweep
 
 __all__ = [
@@ -48,9 +49,12 @@ __all__ = [
     "Prediction",
     "RNGLike",
     "RegressionPrediction",
+    "SampleSet",
     "SweepResult",
     "as_posterior",
     "bayesianize",
+    "data",
+    "infer",
     "deterministic_mode",
     "fit",
     "get_rng",

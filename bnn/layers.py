@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -45,9 +46,11 @@ __all__ = [
     "BayesLinear",
     "BayesianModule",
     "BayesianParameter",
+    "WeightSlot",
     "bayesian_modules",
     "kl_divergence",
     "posterior_mean",
+    "weight_space",
 ]
 
 DEFAULT_INIT_STD = 1e-3
@@ -260,3 +263,34 @@ def posterior_mean(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, flag in zip(modules, previous, strict=True):
             module.use_mean = flag
+
+
+@dataclass(frozen=True)
+class WeightSlot:
+    """One tensor a sampler can draw: its current value (template) and its layer's prior."""
+
+    value: Tensor
+    prior: Prior | None
+
+
+def weight_space(model: nn.Module) -> dict[str, WeightSlot]:
+    """Every weight tensor of ``model`` that samplers and ``functional_call`` can fill, by name.
+
+    Plain parameters appear under their ``named_parameters()`` names with ``prior=None``; each
+    Bayesian parameter appears as its wrapped slot ``"<layer>.module.<name>"`` with the posterior
+    mean as template and the layer's prior. Filling every slot of a Bayesian layer makes it
+    deterministic (see :class:`BayesianModule`).
+    """
+    slots: dict[str, WeightSlot] = {}
+    bayesian_names = set()
+    for path, layer in bayesian_modules(model):
+        prefix = f"{path}." if path else ""
+        for name, posterior in layer.bayesian_parameters().items():
+            slots[f"{prefix}module.{name}"] = WeightSlot(posterior.loc.detach(), posterior.prior)
+            bayesian_names.update(
+                {f"{prefix}posterior.{name}.loc", f"{prefix}posterior.{name}.rho"}
+            )
+    for name, parameter in model.named_parameters():
+        if name not in bayesian_names:
+            slots[name] = WeightSlot(parameter.detach(), None)
+    return slots

@@ -33,7 +33,10 @@ __all__ = [
     "ModelPosterior",
     "Posterior",
     "as_posterior",
+    "activation_bytes",
     "check_inputs",
+    "eval_mode",
+    "evaluate_parameter_samples",
 ]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
@@ -137,7 +140,7 @@ class ModelPosterior:
         chunk = self.chunk_size(x, num_samples)
         generator = resolve_rng(rng)
         outputs = []
-        with _eval_mode(self.model), generator.stream("predict"):
+        with eval_mode(self.model), generator.stream("predict"):
             for start in range(0, num_samples, chunk):
                 size = min(chunk, num_samples - start)
                 outputs.append(self.evaluate(self.sample_noise(x, size), x))
@@ -160,31 +163,64 @@ class ModelPosterior:
         return weights + sum(int(torch.Size(s).numel()) * x.element_size() for s in shapes)
 
     def _activation_bytes(self, x: Tensor) -> int:
-        total = 0
-
-        def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            nonlocal total
-            if isinstance(output, Tensor):
-                total += output.numel() * output.element_size()
-
-        handles = [m.register_forward_hook(count) for m in self.model.modules()]
         quiet = self.dropout.identity_dropout() if self.dropout else contextlib.nullcontext()
-        try:
-            with torch.no_grad(), _eval_mode(self.model), posterior_mean(self.model), quiet:
-                self.model(x)
-        except RuntimeError as error:
-            raise ValueError(
-                f"the model failed on x of shape {tuple(x.shape)}: {error}. Check that x has the "
-                "feature dimensions the model expects."
-            ) from error
-        finally:
-            for handle in handles:
-                handle.remove()
-        return total
+        with posterior_mean(self.model), quiet:
+            return activation_bytes(self.model, x)
+
+
+def activation_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of all module outputs in one forward pass on ``x`` (a per-sample memory estimate).
+
+    Runs one forward pass without gradients in eval mode; a model that cannot take ``x``
+    raises a ``ValueError`` naming the input shape.
+    """
+    total = 0
+
+    def count(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x)
+    except RuntimeError as error:
+        raise ValueError(
+            f"the model failed on x of shape {tuple(x.shape)}: {error}. Check that x has the "
+            "feature dimensions the model expects."
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def evaluate_parameter_samples(
+    model: nn.Module, parameters: dict[str, Tensor], x: Tensor
+) -> Tensor:
+    """``functional_call(model, {name: p[s]}, x)`` for every sample ``s`` in one ``vmap``.
+
+    Args:
+        model: the network; parameters not in ``parameters`` keep their current values.
+        parameters: name -> ``[S, *shape]`` stacked parameter samples.
+        x: inputs ``[N, ...]``.
+
+    Returns:
+        ``[S, N, ...]``.
+    """
+
+    def one_function(sample: dict[str, Tensor]) -> Tensor:
+        return functional_call(model, sample, (x,))  # type: ignore[no-any-return]
+
+    with eval_mode(model):
+        output: Tensor = vmap(one_function, randomness="different")(parameters)
+    return output
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode inside the block; restore every module's flag afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

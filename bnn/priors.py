@@ -45,6 +45,10 @@ class Prior:
         """The prior as a distribution with ``like``'s shape, device and dtype."""
         raise NotImplementedError
 
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log density summed over all elements of ``value`` (a scalar; fast, no validation)."""
+        return self.distribution(value).log_prob(value).sum()
+
     def kl_from_normal(self, loc: Tensor, scale: Tensor) -> Tensor | None:  # noqa: ARG002
         """Elementwise ``KL(N(loc, scale²) ‖ prior)``, or ``None`` if no closed form exists."""
         return None
@@ -69,6 +73,11 @@ class Normal(Prior):
     def distribution(self, like: Tensor) -> td.Distribution:
         loc = torch.full_like(like, self.loc)
         return td.Normal(loc, torch.full_like(like, self.std))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        standardised = (value - self.loc) / self.std
+        constant = value.numel() * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * (standardised * standardised).sum() - constant
 
     def kl_from_normal(self, loc: Tensor, scale: Tensor) -> Tensor:
         # KL(N(m, s²) ‖ N(m0, s0²)) = log(s0/s) + (s² + (m - m0)²) / (2 s0²) - 1/2
@@ -95,6 +104,10 @@ class Laplace(Prior):
 
     def distribution(self, like: Tensor) -> td.Distribution:
         return td.Laplace(torch.full_like(like, self.loc), torch.full_like(like, self.scale))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        constant = value.numel() * math.log(2 * self.scale)
+        return -(value - self.loc).abs().sum() / self.scale - constant
 
     def kl_from_normal(self, loc: Tensor, scale: Tensor) -> Tensor:
         # KL = -H[N(m, s²)] + log(2b) + E|w - loc| / b, with the folded-normal mean
@@ -132,6 +145,14 @@ class ScaleMixture(Prior):
             raise ValueError(f"ScaleMixture pi must be in (0, 1), got {self.pi}.")
         _check_positive("ScaleMixture std1", self.std1)
         _check_positive("ScaleMixture std2", self.std2)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        log_weights = (math.log(self.pi), math.log1p(-self.pi))
+        components = [
+            log_weight - 0.5 * (value / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+            for log_weight, std in zip(log_weights, (self.std1, self.std2), strict=True)
+        ]
+        return torch.logaddexp(*components).sum()
 
     def distribution(self, like: Tensor) -> td.Distribution:
         mixing = td.Categorical(

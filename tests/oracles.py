@@ -45,3 +45,54 @@ def linear_regression_data(
     w = torch.randn(d, generator=generator, dtype=torch.float64)
     y = x @ w + noise * torch.randn(n, generator=generator, dtype=torch.float64)
     return x, y, w
+
+
+def sgld_stationary_covariance(posterior: LinearGaussianPosterior, step: float) -> Tensor:
+    """Exact stationary covariance of full-batch SGLD ``w ← w - (ε/2)Λ(w - μ) + √ε ξ``.
+
+    In the eigenbasis of ``Λ`` each coordinate is an AR(1) with coefficient ``a = 1 - ελ/2`` and
+    noise variance ``ε``: stationary variance ``ε / (1 - a²)`` (→ ``1/λ`` as ``ε → 0``).
+    """
+    eigenvalues, basis = torch.linalg.eigh(posterior.precision)
+    a = 1 - step * eigenvalues / 2
+    return basis @ torch.diag(step / (1 - a**2)) @ basis.T
+
+
+def sghmc_stationary_covariance(
+    posterior: LinearGaussianPosterior, step: float, friction: float
+) -> Tensor:
+    """Exact stationary covariance of full-batch SGHMC ``v ← (1-α)v - εΛ(w-μ) + ξ``, ``w ← w + v``.
+
+    Per eigen-direction the state ``(w, v)`` follows ``s' = M s + (1, 1)ᵀ ξ`` with
+    ``M = [[1 - ελ, 1 - α], [-ελ, 1 - α]]`` and ``Var ξ = 2αε``; the discrete Lyapunov equation
+    ``Σ = M Σ Mᵀ + Q`` is solved exactly by vectorisation.
+    """
+    eigenvalues, basis = torch.linalg.eigh(posterior.precision)
+    variances = []
+    for lam in eigenvalues.tolist():
+        m = torch.tensor(
+            [[1 - step * lam, 1 - friction], [-step * lam, 1 - friction]], dtype=torch.float64
+        )
+        q = 2 * friction * step * torch.ones(2, 2, dtype=torch.float64)
+        sigma = torch.linalg.solve(
+            torch.eye(4, dtype=torch.float64) - torch.kron(m, m), q.reshape(-1)
+        )
+        variances.append(sigma.reshape(2, 2)[0, 0])
+    return basis @ torch.diag(torch.stack(variances)) @ basis.T
+
+
+def batch_means_mcse(draws: Tensor, batches: int = 20) -> Tensor:
+    """Monte Carlo standard error of the mean of autocorrelated draws ``[T, ...]`` (batch means)."""
+    usable = draws.shape[0] - draws.shape[0] % batches
+    means = draws[:usable].reshape(batches, -1, *draws.shape[1:]).mean(1)
+    return means.std(0) / batches**0.5
+
+
+def split_rhat(chains: Tensor) -> Tensor:
+    """Split R-hat (Gelman et al., BDA3 §11.4) of ``[chain, draw, ...]`` draws."""
+    half = chains.shape[1] // 2
+    split = torch.cat([chains[:, :half], chains[:, half : 2 * half]])
+    within = split.var(1).mean(0)
+    between = half * split.mean(1).var(0)
+    pooled = (half - 1) / half * within + between / half
+    return (pooled / within).sqrt()
