@@ -36,7 +36,19 @@ class Likelihood(nn.Module):
     """Base class for observation models."""
 
     def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
-        """Per-datum log-likelihood ``[N]`` of targets ``y`` given one model output ``[N, ...]``."""
+        """Per-datum log-likelihood ``[N]`` of targets ``y`` given one model output ``[N, ...]``.
+
+        Validates ``y`` (shape, dtype, finiteness, support) first; see :meth:`log_density` for
+        the unchecked version used in inner loops.
+        """
+        return self.log_density(output, self.check_targets(output, y))
+
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
+        """Validate ``y`` against ``output``; return it reshaped to the expected shape."""
+        raise NotImplementedError
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        """Per-datum log-likelihood ``[N]``, unvalidated (``y`` from :meth:`check_targets`)."""
         raise NotImplementedError
 
     def predict(self, samples: Tensor) -> Prediction:
@@ -92,9 +104,12 @@ class Gaussian(Likelihood):
     def std(self) -> Tensor:
         return self.log_std.exp()
 
-    def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
         y = _match_target(y, output, "model output")
         _check_finite_targets(y)
+        return y
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
         std = self.std.to(output)
         log_density = (
             -0.5 * ((y - output) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
@@ -135,10 +150,14 @@ class HeteroscedasticGaussian(Likelihood):
         mean, raw = output.chunk(2, dim=-1)
         return mean, F.softplus(raw) + self.min_std
 
-    def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
-        mean, std = self.split(output)
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
+        mean, _ = self.split(output)
         y = _match_target(y, mean, "predicted mean")
         _check_finite_targets(y)
+        return y
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        mean, std = self.split(output)
         log_density = -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
         return _per_datum(log_density)
 
@@ -150,7 +169,7 @@ class HeteroscedasticGaussian(Likelihood):
 class Categorical(Likelihood):
     """Softmax over logits ``[N, K]``; targets are class indices ``[N]``."""
 
-    def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
         if output.dim() != 2:
             raise ValueError(
                 f"Categorical needs logits of shape [N, K], got {tuple(output.shape)}."
@@ -168,7 +187,10 @@ class Categorical(Likelihood):
             )
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= output.shape[-1]):
             raise ValueError(f"class indices must lie in [0, {output.shape[-1] - 1}].")
-        return -F.cross_entropy(output, y.long(), reduction="none")
+        return y.long()
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        return -F.cross_entropy(output, y, reduction="none")
 
     def predict(self, samples: Tensor) -> ClassificationPrediction:
         return ClassificationPrediction(samples=samples, class_probs=samples.softmax(-1))
@@ -177,12 +199,15 @@ class Categorical(Likelihood):
 class Bernoulli(Likelihood):
     """Sigmoid of one logit per datum; targets are 0/1 floats of the same shape."""
 
-    def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
         y = _match_target(y, output, "model output")
         _check_finite_targets(y)
         if not bool(((y == 0) | (y == 1)).all()):
             raise ValueError("Bernoulli targets must be 0 or 1.")
-        log_density = -F.binary_cross_entropy_with_logits(output, y.to(output), reduction="none")
+        return y.to(output)
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        log_density = -F.binary_cross_entropy_with_logits(output, y, reduction="none")
         return _per_datum(log_density)
 
     def predict(self, samples: Tensor) -> ClassificationPrediction:

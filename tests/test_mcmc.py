@@ -256,6 +256,7 @@ def test_toy_bnn_predict_on_sample_set_equals_per_draw_loop() -> None:
         num_chains=2,
         warmup=30,
         draws=20,
+        max_tree_depth=5,
         rng=0,
         progress=False,
     )

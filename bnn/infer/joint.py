@@ -74,6 +74,43 @@ class LogJoint:
         self.priors = {
             name: _prior_for(prior, name, slot.value, slot.prior) for name, slot in slots.items()
         }
+        self.sizes = [t.numel() for t in self.templates.values()]
+        # Runs of consecutive weights sharing one prior are scored in one call on the flat vector.
+        self._prior_runs = _runs([self.priors[name] for name in self.templates], self.sizes)
+
+    def prepare(self, x: Tensor, y: Tensor) -> Tensor:
+        """Check ``y`` against the model's output on ``x`` once; return it as the loop needs it."""
+        with torch.no_grad():
+            output = functional_call(self.model, self.templates, (x,))
+        return self.likelihood.check_targets(output, y)
+
+    def flatten(self, weights: dict[str, Tensor]) -> Tensor:
+        """All weights as one vector (in weight-space order)."""
+        return torch.cat([weights[name].reshape(-1) for name in self.templates])
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """Views of ``vector`` as the model's weights (``[..., D]`` gives ``[..., *shape]``)."""
+        pieces = torch.split(vector, self.sizes, dim=-1)
+        return {
+            name: piece.reshape(*vector.shape[:-1], *template.shape)
+            for (name, template), piece in zip(self.templates.items(), pieces, strict=True)
+        }
+
+    def log_density_flat(self, vector: Tensor, x: Tensor, y: Tensor, scale: float = 1.0) -> Tensor:
+        """``log p(w) + scale · Σ log p(y | x, w)`` for flat weights, without input checks.
+
+        ``y`` must come from :meth:`prepare`. This is the inner-loop version used by samplers.
+        """
+        segments = torch.split(vector, [size for _, size in self._prior_runs])
+        prior = sum(
+            (
+                p.log_prob(segment)
+                for (p, _), segment in zip(self._prior_runs, segments, strict=True)
+            ),
+            torch.zeros((), dtype=vector.dtype, device=vector.device),
+        )
+        output = functional_call(self.model, self.unflatten(vector), (x,))
+        return prior + scale * self.likelihood.log_density(output, y).sum()
 
     def log_prior(self, weights: dict[str, Tensor]) -> Tensor:
         return torch.stack([self.priors[name].log_prob(w) for name, w in weights.items()]).sum()
@@ -98,6 +135,16 @@ class LogJoint:
                     for name, t in self.templates.items()
                 }
         raise ValueError(f"init must be 'prior' or 'current', got {init!r}.")
+
+
+def _runs(priors: list[Prior], sizes: list[int]) -> list[tuple[Prior, int]]:
+    runs: list[tuple[Prior, int]] = []
+    for prior, size in zip(priors, sizes, strict=True):
+        if runs and runs[-1][0] == prior:
+            runs[-1] = (prior, runs[-1][1] + size)
+        else:
+            runs.append((prior, size))
+    return runs
 
 
 def _prior_for(spec: PriorSpec, name: str, template: Tensor, own: Prior | None) -> Prior:

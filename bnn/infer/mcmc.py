@@ -165,15 +165,19 @@ def _check_mcmc(num_chains: int, warmup: int, draws: int) -> None:
             raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
 
 
+SITE = "weights"
+"""Pyro sees one site: all weights as one flat vector (fewer per-site operations per step)."""
+
+
 class _Counter:
-    """Counts potential evaluations (one per gradient) to report leapfrog steps per draw."""
+    """The potential ``-log p(w, D)`` on the flat weight vector; counts its evaluations."""
 
     def __init__(self, log_joint: LogJoint, x: Tensor, y: Tensor) -> None:
-        self.log_joint, self.x, self.y, self.count = log_joint, x, y, 0
+        self.log_joint, self.x, self.y, self.count = log_joint, x, log_joint.prepare(x, y), 0
 
-    def __call__(self, weights: dict[str, Tensor]) -> Tensor:
+    def __call__(self, sites: dict[str, Tensor]) -> Tensor:
         self.count += 1
-        return -self.log_joint(weights, self.x, self.y)
+        return -self.log_joint.log_density_flat(sites[SITE], self.x, self.y)
 
 
 def _run(
@@ -231,7 +235,7 @@ def _run_chain(
     potential = _Counter(log_joint, x, y)
     kernel = make_kernel(potential)
     recorder = _StatsRecorder(potential)
-    initial = log_joint.initial_weights(init, rng)
+    initial = {SITE: log_joint.flatten(log_joint.initial_weights(init, rng))}
     start = time.perf_counter()
     with rng.stream("mcmc"):
         mcmc = MCMC(
@@ -246,8 +250,9 @@ def _run_chain(
         mcmc.run()
     history.seconds.append(time.perf_counter() - start)
     history.gradient_evaluations.append(potential.count)
-    samples = {name: value.detach() for name, value in mcmc.get_samples().items()}
-    stats = recorder.stats(samples[next(iter(samples))].dtype)
+    flat = mcmc.get_samples()[SITE].detach()
+    samples = log_joint.unflatten(flat)
+    stats = recorder.stats(flat.dtype)
     history.divergences.append(int(stats["diverging"].sum()))
     history.step_size.append(float(stats["step_size"][-1]))
     return samples, stats

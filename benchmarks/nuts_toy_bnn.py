@@ -1,0 +1,194 @@
+"""NUTS on the toy BNN (1→50→1 tanh, noise 0.1, 200 points): bnn.infer.nuts vs plain Pyro.
+
+Both run Pyro's NUTS kernel with the same settings in the same process; plain Pyro gets the
+model as a ``PyroModule`` with ``PyroSample`` priors (the documented Pyro way), bnn gets the
+``nn.Module`` and builds a functional potential. Reported: seconds per gradient evaluation,
+gradient evaluations per draw, effective sample size per second (min over the predictive
+mean at 20 test points, split-R-hat style ESS from arviz), and the ratio bnn / Pyro.
+
+    python benchmarks/nuts_toy_bnn.py [--warmup 100 --draws 100 --chains 1 --jit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import MCMC, NUTS
+from pyro.nn import PyroModule, PyroSample
+from torch import nn
+
+import bnn
+
+
+def data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, generator=generator) * 2 - 1
+    y = torch.sin(3 * x) + 0.1 * torch.randn(n, 1, generator=generator)
+    return x, y
+
+
+def network() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+
+
+class PyroBNN(PyroModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = PyroModule[nn.Linear](1, 50)
+        self.hidden.weight = PyroSample(dist.Normal(0.0, 1.0).expand([50, 1]).to_event(2))
+        self.hidden.bias = PyroSample(dist.Normal(0.0, 1.0).expand([50]).to_event(1))
+        self.out = PyroModule[nn.Linear](50, 1)
+        self.out.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 50]).to_event(2))
+        self.out.bias = PyroSample(dist.Normal(0.0, 1.0).expand([1]).to_event(1))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        mean = self.out(torch.tanh(self.hidden(x))).squeeze(-1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Normal(mean, 0.1), obs=None if y is None else y.squeeze(-1))
+        return mean
+
+
+def min_ess(predictions: np.ndarray) -> float:
+    """Minimum bulk ESS over test points; predictions [chain, draw, points]."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        ess = az.ess(az.convert_to_dataset({"f": predictions}))["f"].values
+    return float(np.min(ess))
+
+
+class GradientCounter:
+    """Counts Pyro's gradient evaluations (``pyro.ops.integrator.potential_grad`` calls)."""
+
+    def __init__(self) -> None:
+        import pyro.ops.integrator as integrator
+
+        self.integrator = integrator
+        self.original = integrator.potential_grad
+        self.calls = 0
+
+    def __enter__(self) -> GradientCounter:
+        def counted(potential_fn, z):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return self.original(potential_fn, z)
+
+        self.integrator.potential_grad = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.integrator.potential_grad = self.original
+
+
+def run_pyro(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
+    pyro.clear_param_store()
+    model = PyroBNN()
+    start = time.perf_counter()
+    chains = []
+    gradients = 0
+    for chain in range(args.chains):
+        pyro.set_rng_seed(chain)
+        mcmc = MCMC(
+            NUTS(
+                model,
+                jit_compile=args.jit,
+                ignore_jit_warnings=True,
+                max_tree_depth=args.max_tree_depth,
+            ),
+            num_samples=args.draws,
+            warmup_steps=args.warmup,
+            disable_progbar=True,
+        )
+        with GradientCounter() as counter:
+            mcmc.run(x, y)
+        gradients += counter.calls
+        chains.append(mcmc.get_samples())
+    seconds = time.perf_counter() - start
+    grid = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    predictions = []
+    for samples in chains:
+        predictive = pyro.infer.Predictive(model, samples, return_sites=["_RETURN"])
+        predictions.append(predictive(grid)["_RETURN"].detach().numpy())
+    ess = min_ess(np.stack(predictions))
+    return {
+        "seconds": seconds,
+        "min_ess": ess,
+        "ess_per_second": ess / seconds,
+        "gradient_evaluations": gradients,
+        "ms_per_gradient": 1e3 * seconds / gradients,
+    }
+
+
+def run_bnn(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
+    with bnn.RNG(0).stream("init"):
+        net = network()
+    start = time.perf_counter()
+    samples, history = bnn.infer.nuts(
+        net,
+        x,
+        y,
+        likelihood=bnn.Gaussian(0.1),
+        num_chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        max_tree_depth=args.max_tree_depth,
+        jit_compile=args.jit,
+        rng=0,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    grid = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    functions = bnn.predict_with_uncertainty(samples, grid, num_samples=samples.num_samples).samples
+    predictions = functions.reshape(args.chains, args.draws, -1).numpy()
+    ess = min_ess(predictions)
+    gradients = sum(history.gradient_evaluations)
+    return {
+        "seconds": seconds,
+        "min_ess": ess,
+        "ess_per_second": ess / seconds,
+        "gradient_evaluations": gradients,
+        "ms_per_gradient": 1e3 * seconds / gradients,
+        "mean_leapfrog_steps_per_draw": float(samples.sample_stats["n_steps"].float().mean()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--max-tree-depth", type=int, default=10)
+    parser.add_argument("--jit", action="store_true")
+    parser.add_argument("--skip-pyro", action="store_true")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    x, y = data()
+    result: dict[str, object] = {"settings": vars(args) | {"output": str(args.output)}}
+    result["bnn"] = run_bnn(x, y, args)
+    print("bnn ", result["bnn"])
+    if not args.skip_pyro:
+        result["pyro"] = run_pyro(x, y, args)
+        print("pyro", result["pyro"])
+        ratio = result["bnn"]["ess_per_second"] / result["pyro"]["ess_per_second"]  # type: ignore[index]
+        time_ratio = result["pyro"]["seconds"] / result["bnn"]["seconds"]  # type: ignore[index]
+        result["ratio_ess_per_second"] = ratio
+        result["ratio_wall_time"] = time_ratio
+        print(
+            f"ESS/s ratio bnn/pyro: {ratio:.2f} (target >= 5); wall-time ratio pyro/bnn: {time_ratio:.2f}"
+        )
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
