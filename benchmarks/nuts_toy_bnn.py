@@ -184,7 +184,8 @@ def main() -> None:
         result["ratio_ess_per_second"] = ratio
         result["ratio_wall_time"] = time_ratio
         print(
-            f"ESS/s ratio bnn/pyro: {ratio:.2f} (target >= 5); wall-time ratio pyro/bnn: {time_ratio:.2f}"
+            f"ESS/s ratio bnn/pyro: {ratio:.2f} (target >= 5); "
+            f"wall-time ratio pyro/bnn: {time_ratio:.2f}"
         )
     if args.output:
         args.output.write_text(json.dumps(result, indent=2))
