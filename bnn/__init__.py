@@ -1,8 +1,10 @@
 """bnn: Bayesian deep learning for PyTorch — reproducible randomness, calibrated uncertainty."""
 
-from bnn import data, infer, metrics, priors
+from bnn import data, infer, metrics, plots, priors
+from bnn.calibration import CalibrationReport, calibration
 from bnn.convert import bayesianize
 from bnn.determinism import deterministic_mode
+from bnn.diagnostics import ConvergenceWarning, Summary, summary, to_arviz
 from bnn.dropout import MCDropout
 from bnn.early_stopping import EarlyStopping
 from bnn.infer.vi import History, NonFiniteLossError, fit
@@ -34,6 +36,8 @@ __all__ = [
     "BayesLinear",
     "BayesianModule",
     "BayesianParameter",
+    "CalibrationReport",
+    "ConvergenceWarning",
     "Bernoulli",
     "Categorical",
     "ClassificationPrediction",
@@ -50,9 +54,11 @@ __all__ = [
     "RNGLike",
     "RegressionPrediction",
     "SampleSet",
+    "Summary",
     "SweepResult",
     "as_posterior",
     "bayesianize",
+    "calibration",
     "data",
     "infer",
     "deterministic_mode",
@@ -60,6 +66,7 @@ __all__ = [
     "get_rng",
     "kl_divergence",
     "metrics",
+    "plots",
     "posterior_mean",
     "predict_with_uncertainty",
     "priors",
@@ -67,5 +74,7 @@ __all__ = [
     "seed_everything",
     "seed_sweep",
     "seed_worker",
+    "summary",
+    "to_arviz",
     "use_rng",
 ]

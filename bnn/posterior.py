@@ -102,15 +102,19 @@ class ModelPosterior:
         return next(self.model.parameters(), None)
 
     # ---------------------------------------------------------------------- noise
-    def sample_noise(self, x: Tensor, num_samples: int) -> dict[str, Any]:
-        """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
-        weights = {
+    def sample_weights(self, num_samples: int) -> dict[str, Tensor]:
+        """Weight draws of every Bayesian layer: slot name -> ``[S, *shape]`` (global generator)."""
+        return {
             f"{name}.module.{parameter}" if name else f"module.{parameter}": posterior.sample(
                 (num_samples,)
             )
             for name, layer in self.layers
             for parameter, posterior in layer.bayesian_parameters().items()
         }
+
+    def sample_noise(self, x: Tensor, num_samples: int) -> dict[str, Any]:
+        """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
+        weights = self.sample_weights(num_samples)
         masks = self.dropout.sample_masks(x, num_samples) if self.dropout is not None else []
         return {"weights": weights, "masks": masks}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -97,6 +98,12 @@ class RegressionPrediction(Prediction):
     def std(self) -> Tensor:
         """Total predictive standard deviation ``[N, ...]``."""
         return self.variance.sqrt()
+
+    def plot(self, x: Tensor, **kwargs: Any) -> Any:
+        """1-D predictive bands at inputs ``x``; see :func:`bnn.plots.plot_predictive`."""
+        from bnn.plots import plot_predictive
+
+        return plot_predictive(self, x, **kwargs)
 
     def rescale(self, shift: Tensor | float, scale: Tensor | float) -> RegressionPrediction:
         """The prediction of ``shift + scale · y``, e.g. back to the original target scale.
