@@ -7,6 +7,7 @@ from bnn.determinism import deterministic_mode
 from bnn.diagnostics import ConvergenceWarning, Summary, summary, to_arviz
 from bnn.dropout import MCDropout
 from bnn.early_stopping import EarlyStopping
+from bnn.ensemble import DeepEnsemble
 from bnn.infer.vi import History, NonFiniteLossError, fit
 from bnn.layers import (
     BayesConv1d,
@@ -38,6 +39,7 @@ __all__ = [
     "BayesianParameter",
     "CalibrationReport",
     "ConvergenceWarning",
+    "DeepEnsemble",
     "Bernoulli",
     "Categorical",
     "ClassificationPrediction",
