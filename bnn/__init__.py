@@ -8,6 +8,7 @@ from bnn.diagnostics import ConvergenceWarning, Summary, summary, to_arviz
 from bnn.dropout import MCDropout
 from bnn.early_stopping import EarlyStopping
 from bnn.ensemble import DeepEnsemble
+from bnn.heads import BayesianLinearRegression, NeuralLinear
 from bnn.infer.vi import History, NonFiniteLossError, fit
 from bnn.layers import (
     BayesConv1d,
@@ -20,8 +21,15 @@ from bnn.layers import (
     kl_divergence,
     posterior_mean,
 )
-from bnn.likelihoods import Bernoulli, Categorical, Gaussian, HeteroscedasticGaussian, Likelihood
-from bnn.posterior import ModelPosterior, Posterior, as_posterior
+from bnn.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    HeteroscedasticGaussian,
+    Likelihood,
+    MixtureDensity,
+)
+from bnn.posterior import ModelPosterior, PointEstimate, Posterior, as_posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
 from bnn.rng import RNG, RNGLike, get_rng, resolve_rng, seed_everything, seed_worker, use_rng
@@ -36,6 +44,7 @@ __all__ = [
     "BayesConvTranspose2d",
     "BayesLinear",
     "BayesianModule",
+    "BayesianLinearRegression",
     "BayesianParameter",
     "CalibrationReport",
     "ConvergenceWarning",
@@ -49,8 +58,11 @@ __all__ = [
     "History",
     "Likelihood",
     "MCDropout",
+    "MixtureDensity",
     "ModelPosterior",
+    "NeuralLinear",
     "NonFiniteLossError",
+    "PointEstimate",
     "Posterior",
     "Prediction",
     "RNGLike",

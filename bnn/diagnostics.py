@@ -112,6 +112,11 @@ def to_arviz(
         dims["f"] = ["obs_id", *[f"f_dim_{i}" for i in range(draws.functions.dim() - 3)]]
     if not groups["posterior"]:
         raise ValueError("nothing to convert: the posterior has no parameters and no x was given.")
+    if isinstance(prediction, RegressionPrediction) and prediction.weights is not None:
+        raise ValueError(
+            "mixture-density predictions have several weighted components per draw; convert "
+            "the posterior without them (drop prediction/likelihood) or use a Gaussian head."
+        )
     if prediction is not None:
         if prediction.num_samples != chains * length:
             raise ValueError(

@@ -29,7 +29,14 @@ from torch import Tensor, nn
 
 from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
 
-__all__ = ["Bernoulli", "Categorical", "Gaussian", "HeteroscedasticGaussian", "Likelihood"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "Likelihood",
+    "MixtureDensity",
+]
 
 
 class Likelihood(nn.Module):
@@ -164,6 +171,74 @@ class HeteroscedasticGaussian(Likelihood):
     def predict(self, samples: Tensor) -> RegressionPrediction:
         mean, std = self.split(samples)
         return RegressionPrediction(samples=samples, loc=mean, scale=std)
+
+
+class MixtureDensity(Likelihood):
+    """Mixture density network head (Bishop 1994): ``K`` Gaussians per input, scalar targets.
+
+    The output ``[N, 3K]`` splits into mixture logits ``[..., :K]``, means ``[..., K:2K]`` and
+    raw stds ``[..., 2K:]`` (``std = softplus(raw) + min_std``). Over ``S`` function samples the
+    predictive is the mixture of all ``S·K`` components with weights ``π_k / S``.
+
+    Args:
+        num_components: ``K`` (≥ 1).
+        min_std: floor on each component's std (> 0).
+    """
+
+    def __init__(self, num_components: int, min_std: float = 1e-6) -> None:
+        super().__init__()
+        if (
+            isinstance(num_components, bool)
+            or not isinstance(num_components, int)
+            or num_components < 1
+        ):
+            raise ValueError(f"num_components must be a positive int, got {num_components!r}.")
+        if not isinstance(min_std, int | float) or not min_std > 0:
+            raise ValueError(f"min_std must be a positive number, got {min_std!r}.")
+        self.num_components = num_components
+        self.min_std = float(min_std)
+
+    def split(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log_weights, means, stds)``, each ``[..., K]``, from an output ``[..., 3K]``."""
+        if output.shape[-1] != 3 * self.num_components:
+            raise ValueError(
+                f"MixtureDensity({self.num_components}) needs outputs with last dimension "
+                f"{3 * self.num_components} (logits, means, stds), got {tuple(output.shape)}."
+            )
+        logits, means, raw = output.chunk(3, dim=-1)
+        return logits.log_softmax(-1), means, F.softplus(raw) + self.min_std
+
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
+        self.split(output)
+        if not isinstance(y, Tensor):
+            raise TypeError(f"targets must be a torch.Tensor, got {type(y).__name__}.")
+        if y.dim() == 2 and y.shape[1] == 1:
+            y = y.squeeze(-1)
+        if y.shape != output.shape[:-1]:
+            raise ValueError(
+                f"MixtureDensity targets must be scalars per datum {tuple(output.shape[:-1])}, got "
+                f"{tuple(y.shape)}."
+            )
+        _check_finite_targets(y)
+        return y
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        log_weights, means, stds = self.split(output)
+        standardised = (y.unsqueeze(-1) - means) / stds
+        component = -0.5 * standardised**2 - torch.log(stds) - 0.5 * math.log(2 * math.pi)
+        return torch.logsumexp(log_weights + component, dim=-1)
+
+    def predict(self, samples: Tensor) -> RegressionPrediction:
+        log_weights, means, stds = self.split(samples)
+        s, k = samples.shape[0], self.num_components
+
+        def components(t: Tensor) -> Tensor:  # [S, N, K] -> [S·K, N, 1]
+            return t.movedim(-1, 1).reshape(s * k, *t.shape[1:-1], 1)
+
+        weights = components(log_weights.exp()) / s
+        return RegressionPrediction(
+            samples=samples, loc=components(means), scale=components(stds), weights=weights
+        )
 
 
 class Categorical(Likelihood):

@@ -78,12 +78,14 @@ def crps(prediction: RegressionPrediction, y: Tensor) -> float:
     """
     loc = prediction.loc
     variance = (prediction.scale**2).expand_as(loc)
+    weights = prediction.component_weights
     y = _targets(y, loc[0])
-    first = _expected_abs(y.unsqueeze(0) - loc, variance).mean(0)
+    first = (weights * _expected_abs(y.unsqueeze(0) - loc, variance)).sum(0)
     pairwise = _expected_abs(
         loc.unsqueeze(0) - loc.unsqueeze(1), variance.unsqueeze(0) + variance.unsqueeze(1)
     )
-    return float((first - 0.5 * pairwise.mean((0, 1))).mean())
+    pair_weights = weights.unsqueeze(0) * weights.unsqueeze(1)
+    return float((first - 0.5 * (pair_weights * pairwise).sum((0, 1))).mean())
 
 
 def _expected_abs(mean: Tensor, variance: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ from bnn.rng import RNGLike, resolve_rng
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "ModelPosterior",
+    "PointEstimate",
     "Posterior",
     "as_posterior",
     "activation_bytes",
@@ -232,6 +233,25 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, mode in modes:
             module.training = mode
+
+
+class PointEstimate:
+    """A single network as a one-sample `Posterior` (e.g. a MAP fit with a probabilistic head).
+
+    Its only uncertainty is what the likelihood models (aleatoric): ``sample_functions``
+    returns ``[1, N, ...]``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+        self.model = model
+
+    def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:  # noqa: ARG002
+        """The network's output at ``x`` as one sample: ``[1, N, ...]``."""
+        check_inputs(x, next(self.model.parameters(), None), num_samples)
+        with eval_mode(self.model):
+            return self.model(x).unsqueeze(0)  # type: ignore[no-any-return]
 
 
 def as_posterior(obj: object, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Posterior:

@@ -67,27 +67,42 @@ class RegressionPrediction(Prediction):
 
     Attributes:
         samples: raw model outputs ``[S, N, ...]``.
-        loc: per-sample predictive means ``[S, N, ...]``.
-        scale: per-sample observation-noise stds, broadcastable to ``loc`` (0 if noise-free).
+        loc: per-component predictive means ``[C, N, ...]`` (``C = S`` components, one per
+            function sample, unless a mixture-density head adds several per sample).
+        scale: per-component observation-noise stds, broadcastable to ``loc`` (0 if noise-free).
+        weights: mixture weights broadcastable to ``loc``, summing to 1 over components
+            (``None``: equal weights ``1/C``).
     """
 
     loc: Tensor
     scale: Tensor
+    weights: Tensor | None = None
+
+    @property
+    def component_weights(self) -> Tensor:
+        """Mixture weights ``[C, N, ...]`` (equal unless given)."""
+        if self.weights is None:
+            return torch.full_like(self.loc, 1.0 / self.loc.shape[0])
+        return self.weights.expand_as(self.loc)
 
     @property
     def mean(self) -> Tensor:
         """Predictive mean ``[N, ...]``."""
-        return self.loc.mean(0)
+        if self.weights is None:
+            return self.loc.mean(0)
+        return (self.component_weights * self.loc).sum(0)
 
     @property
     def epistemic(self) -> Tensor:
-        """Variance of the sample means ``[N, ...]`` (model uncertainty)."""
-        return self.loc.var(0, unbiased=False)
+        """Variance of the component means ``[N, ...]`` (model uncertainty)."""
+        if self.weights is None:
+            return self.loc.var(0, unbiased=False)
+        return (self.component_weights * (self.loc - self.mean) ** 2).sum(0)
 
     @property
     def aleatoric(self) -> Tensor:
         """Mean observation-noise variance ``[N, ...]`` (data noise)."""
-        return (self.scale**2).expand_as(self.loc).mean(0)
+        return (self.component_weights * (self.scale**2).expand_as(self.loc)).sum(0)
 
     @property
     def variance(self) -> Tensor:
@@ -115,10 +130,12 @@ class RegressionPrediction(Prediction):
         factor = torch.as_tensor(scale, dtype=self.loc.dtype, device=self.loc.device)
         if not bool((factor > 0).all()):
             raise ValueError("scale must be positive.")
+        samples = self.samples * factor + shift if self.weights is None else self.samples
         return RegressionPrediction(
-            samples=self.samples * factor + shift,
+            samples=samples,
             loc=self.loc * factor + shift,
             scale=self.scale * factor,
+            weights=self.weights,
         )
 
     def cdf(self, y: Tensor) -> Tensor:
@@ -129,7 +146,7 @@ class RegressionPrediction(Prediction):
         safe = torch.where(noisy, scale, torch.ones_like(scale))
         normal_cdf = 0.5 * (1 + torch.erf((y - self.loc) / (safe * math.sqrt(2.0))))
         step = (y >= self.loc).to(self.loc.dtype)
-        return torch.where(noisy, normal_cdf, step).mean(0)
+        return (self.component_weights * torch.where(noisy, normal_cdf, step)).sum(0)
 
     def quantile(self, probability: float) -> Tensor:
         """Predictive quantile ``[N, ...]`` of the mixture, by bisection on :meth:`cdf`."""
@@ -165,7 +182,10 @@ class RegressionPrediction(Prediction):
             )
         log_density = torch.distributions.Normal(self.loc, scale).log_prob(y)  # type: ignore[no-untyped-call]
         per_datum = log_density.reshape(*log_density.shape[:2], -1).sum(-1)
-        return _log_mean_exp(per_datum, dim=0)
+        if self.weights is None:
+            return _log_mean_exp(per_datum, dim=0)
+        log_weights = self.component_weights.reshape(*per_datum.shape, -1)[..., 0].log()
+        return torch.logsumexp(per_datum + log_weights, dim=0)
 
 
 @dataclass(frozen=True)
