@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=Path("bnn-demo-output"), help="folder for PNG and JSON"
     )
     demo.add_argument("--quick", action="store_true", help="few epochs (a smoke test)")
+    benchmark = commands.add_parser("benchmark", help="standard benchmarks")
+    suites = benchmark.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    uci = suites.add_parser("uci", help="UCI regression benchmark (20 standard splits)")
+    uci.add_argument(
+        "--dataset", required=True, help="boston, concrete, energy, yacht, kin8nm, ..."
+    )
+    uci.add_argument("--method", required=True, choices=["mc_dropout", "ensemble", "vi", "sghmc"])
+    uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
+    uci.add_argument("--data-dir", type=Path, default=None, help="folder in the UCI layout")
+    uci.add_argument("--epochs", type=int, default=None, help="override the default epochs")
+    uci.add_argument("--seed", type=int, default=0)
+    uci.add_argument("--output", type=Path, default=Path("uci-results"))
     return parser
 
 
@@ -43,6 +55,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         return _demo(args.output, seed=args.seed, quick=args.quick)
+    if args.command == "benchmark" and args.suite == "uci":
+        return _uci(args)
+    return 0
+
+
+def _uci(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bnn.uci import Defaults, run_uci, write_report
+
+    defaults = Defaults() if args.epochs is None else replace(Defaults(), epochs=args.epochs)
+    results = run_uci(
+        args.dataset,
+        args.method,
+        splits=args.splits,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        defaults=defaults,
+    )
+    print(write_report(results, args.output))
+    print(f"wrote {args.output / 'uci.md'} and {args.output / 'uci.json'}")
     return 0
 
 

@@ -72,6 +72,25 @@ def _directory(name: str, data_dir: str | Path | None) -> Path:
     return path
 
 
+def _read(path: Path, dtype: type) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file {path} (expected the UCI benchmark layout).")
+    try:
+        return np.loadtxt(path, dtype=dtype, ndmin=1)
+    except ValueError as error:
+        raise ValueError(f"{path} could not be parsed: {error}") from error
+
+
+def _indices(path: Path, limit: int, what: str) -> np.ndarray:
+    values = _read(path, float).reshape(-1)
+    if values.size == 0 or not np.all(values == np.round(values)):
+        raise ValueError(f"{path} must hold integer {what} indices.")
+    indices = values.astype(np.int64)
+    if indices.min() < 0 or indices.max() >= limit:
+        raise ValueError(f"{path} has {what} index {int(indices.max())} outside [0, {limit}).")
+    return indices
+
+
 def num_splits(name: str, data_dir: str | Path | None = None) -> int:
     """How many ``index_train_{i}.txt`` splits the data set has."""
     return len(list(_directory(name, data_dir).glob("index_train_*.txt")))
@@ -96,11 +115,24 @@ def load_uci(
     available = num_splits(name, data_dir)
     if isinstance(split, bool) or not isinstance(split, int) or not 0 <= split < available:
         raise ValueError(f"split must be an int in [0, {available}), got {split!r}.")
-    data = np.loadtxt(path / "data.txt")
-    features = np.loadtxt(path / "index_features.txt", dtype=np.int64).reshape(-1)
-    target = int(np.loadtxt(path / "index_target.txt", dtype=np.int64))
-    train = np.loadtxt(path / f"index_train_{split}.txt", dtype=np.int64).reshape(-1)
-    test = np.loadtxt(path / f"index_test_{split}.txt", dtype=np.int64).reshape(-1)
+    data = _read(path / "data.txt", float)
+    if data.ndim != 2 or not np.isfinite(data).all():
+        bad = np.argwhere(~np.isfinite(np.atleast_2d(data)))[:1]
+        raise ValueError(
+            f"{path / 'data.txt'} has non-finite values (first at row {int(bad[0][0])}); remove "
+            "or impute those rows."
+            if len(bad)
+            else f"{path / 'data.txt'} is not a 2-D table."
+        )
+    features = _indices(path / "index_features.txt", data.shape[1], "column")
+    targets = _indices(path / "index_target.txt", data.shape[1], "column")
+    train = _indices(path / f"index_train_{split}.txt", data.shape[0], "row")
+    test = _indices(path / f"index_test_{split}.txt", data.shape[0], "row")
+    if len(targets) != 1:
+        raise ValueError(f"{path / 'index_target.txt'} must name exactly one column.")
+    if np.intersect1d(train, test).size:
+        raise ValueError(f"split {split} of {path}: train and test indices overlap.")
+    target = int(targets[0])
     x = torch.as_tensor(data[:, features], dtype=dtype)
     y = torch.as_tensor(data[:, target], dtype=dtype)
     return UCISplit(

@@ -1,0 +1,280 @@
+"""The UCI regression benchmark (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016).
+
+Protocol: one hidden layer of 50 ReLU units; inputs and targets standardised with the training
+split's statistics; metrics on the original target scale (RMSE, test log-likelihood as the
+log-sum-exp over function samples, 95% interval coverage); mean ± standard error over splits.
+Hyper-parameters are the library's defaults below — nothing is tuned on test data.
+
+    bnn benchmark uci --dataset boston --method mc_dropout --splits 20 \
+        --data-dir ../shared/benchdata/uci --output uci-results
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from bnn import metrics
+from bnn.convert import bayesianize
+from bnn.data import Standardizer, UCISplit, load_uci, num_splits
+from bnn.dropout import MCDropout
+from bnn.ensemble import DeepEnsemble
+from bnn.infer.sgmcmc import sghmc
+from bnn.infer.vi import fit
+from bnn.likelihoods import Gaussian, HeteroscedasticGaussian
+from bnn.predict import predict_with_uncertainty
+from bnn.prediction import RegressionPrediction
+from bnn.rng import RNG
+
+__all__ = ["METHODS", "PUBLISHED", "SplitResult", "format_table", "run_uci"]
+
+METHODS = ("mc_dropout", "ensemble", "vi", "sghmc")
+HIDDEN = 50
+
+# Gal & Ghahramani (2016), corrected arXiv v6, Table 1: MC dropout (mean, standard error).
+PUBLISHED = {
+    "boston": {"rmse": (2.97, 0.19), "log_likelihood": (-2.46, 0.06)},
+    "concrete": {"rmse": (5.23, 0.12), "log_likelihood": (-3.04, 0.02)},
+    "energy": {"rmse": (1.66, 0.04), "log_likelihood": (-1.99, 0.02)},
+    "yacht": {"rmse": (1.11, 0.09), "log_likelihood": (-1.55, 0.03)},
+    "kin8nm": {"rmse": (0.10, 0.00), "log_likelihood": (0.95, 0.01)},
+}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The library's defaults for the benchmark (the same for every data set)."""
+
+    epochs: int = 400
+    batch_size: int = 32
+    lr: float = 3e-3
+    dropout: float = 0.05
+    ensemble_members: int = 5
+    num_samples: int = 200
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    dataset: str
+    method: str
+    split: int
+    rmse: float
+    log_likelihood: float
+    coverage_95: float
+    seconds: float
+
+
+def _network(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, outputs))
+
+
+def _train_and_predict(
+    method: str, split: UCISplit, defaults: Defaults, rng: RNG
+) -> RegressionPrediction:
+    x_scaler, y_scaler = Standardizer.fit(split.x_train), Standardizer.fit(split.y_train)
+    x = x_scaler.transform(split.x_train)
+    y = y_scaler.transform(split.y_train).unsqueeze(-1)
+    x_test = x_scaler.transform(split.x_test)
+    inputs = x.shape[1]
+    options: dict[str, Any] = {
+        "epochs": defaults.epochs,
+        "batch_size": defaults.batch_size,
+        "lr": defaults.lr,
+    }
+    if method == "ensemble":
+        ensemble = DeepEnsemble(lambda: _network(inputs, 2), defaults.ensemble_members, rng=rng)
+        ensemble.fit((x, y), likelihood=HeteroscedasticGaussian(), **options)
+        prediction = predict_with_uncertainty(
+            ensemble,
+            x_test,
+            likelihood=HeteroscedasticGaussian(),
+            num_samples=defaults.ensemble_members,
+        )
+    elif method == "mc_dropout":
+        with rng.stream("init"):
+            network = nn.Sequential(
+                nn.Linear(inputs, HIDDEN),
+                nn.ReLU(),
+                nn.Dropout(defaults.dropout),
+                nn.Linear(HIDDEN, 1),
+            )
+        model = MCDropout(network)
+        likelihood = Gaussian(0.5, learn_std=True)
+        fit(model, (x, y), likelihood=likelihood, rng=rng, progress=False, **options)
+        prediction = predict_with_uncertainty(
+            model, x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
+        )
+    elif method == "vi":
+        with rng.stream("init"):
+            network = _network(inputs, 1)
+        bayesianize(network, init="random", init_std=1e-3, rng=rng)
+        likelihood = Gaussian(0.5, learn_std=True)
+        fit(network, (x, y), likelihood=likelihood, rng=rng, progress=False, **options)
+        prediction = predict_with_uncertainty(
+            network, x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
+        )
+    elif method == "sghmc":
+        with rng.stream("init"):
+            network = _network(inputs, 1)
+        learned = Gaussian(0.5, learn_std=True)
+        fit(
+            network, (x, y), likelihood=learned, rng=rng, progress=False, **options
+        )  # MAP start + noise
+        noise = Gaussian(float(learned.std.detach()))
+        steps_per_epoch = math.ceil(x.shape[0] / defaults.batch_size)
+        samples, _ = sghmc(
+            network,
+            x,
+            y,
+            likelihood=noise,
+            lr=1e-2 * noise.std.item() ** 2 / x.shape[0],
+            steps=200 * steps_per_epoch,
+            burn_in=50 * steps_per_epoch,
+            thin=steps_per_epoch,
+            batch_size=defaults.batch_size,
+            rng=rng,
+            progress=False,
+        )
+        prediction = predict_with_uncertainty(
+            samples, x_test, likelihood=noise, num_samples=samples.num_samples
+        )
+    else:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction.rescale(y_scaler.mean, y_scaler.std)
+
+
+def run_uci(
+    dataset: str,
+    method: str,
+    *,
+    splits: int | None = None,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    defaults: Defaults | None = None,
+    progress: bool = True,
+) -> list[SplitResult]:
+    """Run ``method`` on the first ``splits`` splits of ``dataset`` (all when ``None``).
+
+    Split ``i`` uses ``RNG(seed).spawn(i)``: results do not depend on which splits run.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    defaults = defaults or Defaults()
+    available = num_splits(dataset, data_dir)
+    count = available if splits is None else splits
+    if not 1 <= count <= available:
+        raise ValueError(f"splits must be in [1, {available}], got {splits}.")
+    results = []
+    for index in tqdm(range(count), desc=f"{dataset}/{method}", disable=not progress):
+        split = load_uci(dataset, index, data_dir=data_dir)
+        start = time.perf_counter()
+        prediction = _train_and_predict(method, split, defaults, RNG(seed).spawn(index))
+        seconds = time.perf_counter() - start
+        y = split.y_test.unsqueeze(-1)
+        results.append(
+            SplitResult(
+                dataset=dataset,
+                method=method,
+                split=index,
+                rmse=metrics.rmse(prediction, y),
+                log_likelihood=-metrics.nll(prediction, y),
+                coverage_95=metrics.interval_coverage(prediction, y, 0.95),
+                seconds=seconds,
+            )
+        )
+    return results
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Mean ± standard error over splits for one (dataset, method)."""
+
+    dataset: str
+    method: str
+    splits: int
+    rmse: tuple[float, float]
+    log_likelihood: tuple[float, float]
+    coverage_95: tuple[float, float]
+    seconds: tuple[float, float]
+    published_rmse: tuple[float, float] | None
+    published_log_likelihood: tuple[float, float] | None
+
+    @property
+    def reaches_published(self) -> bool | None:
+        """Both RMSE and log-likelihood at least as good as the published MC dropout row."""
+        if self.published_rmse is None or self.published_log_likelihood is None:
+            return None
+        return (
+            self.rmse[0] <= self.published_rmse[0]
+            and self.log_likelihood[0] >= self.published_log_likelihood[0]
+        )
+
+
+def summarise(results: list[SplitResult]) -> list[SummaryRow]:
+    """One row per (dataset, method) next to the published MC dropout numbers."""
+    rows = []
+    for dataset, method in dict.fromkeys((r.dataset, r.method) for r in results):
+        group = [r for r in results if (r.dataset, r.method) == (dataset, method)]
+        published = PUBLISHED.get(dataset, {})
+        rows.append(
+            SummaryRow(
+                dataset=dataset,
+                method=method,
+                splits=len(group),
+                rmse=_mean_se([r.rmse for r in group]),
+                log_likelihood=_mean_se([r.log_likelihood for r in group]),
+                coverage_95=_mean_se([r.coverage_95 for r in group]),
+                seconds=_mean_se([r.seconds for r in group]),
+                published_rmse=published.get("rmse"),
+                published_log_likelihood=published.get("log_likelihood"),
+            )
+        )
+    return rows
+
+
+def _pm(value: tuple[float, float] | None) -> str:
+    return "—" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+
+
+def format_table(rows: list[SummaryRow]) -> str:
+    """Markdown table: ours (mean ± s.e.) next to the published MC dropout row."""
+    lines = [
+        "| dataset | method | splits | RMSE | test log-lik | 95% coverage | s/split "
+        "| published MC-dropout RMSE | published log-lik | reaches published |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        reaches = {True: "yes", False: "no", None: "—"}[row.reaches_published]
+        lines.append(
+            f"| {row.dataset} | {row.method} | {row.splits} | {_pm(row.rmse)} | "
+            f"{_pm(row.log_likelihood)} | {_pm(row.coverage_95)} | {row.seconds[0]:.1f} | "
+            f"{_pm(row.published_rmse)} | {_pm(row.published_log_likelihood)} | {reaches} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(results: list[SplitResult], output: Path) -> str:
+    """Write ``uci.json`` (per split and summary) and ``uci.md``; return the markdown table."""
+    output.mkdir(parents=True, exist_ok=True)
+    rows = summarise(results)
+    table = format_table(rows)
+    report = {"splits": [asdict(r) for r in results], "summary": [asdict(r) for r in rows]}
+    (output / "uci.json").write_text(json.dumps(report, indent=2))
+    (output / "uci.md").write_text(table + "\n")
+    return table
