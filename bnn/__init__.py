@@ -1,6 +1,7 @@
 """bnn: Bayesian deep learning for PyTorch — reproducible randomness, calibrated uncertainty."""
 
 from bnn import data, infer, metrics, plots, priors
+from bnn.augment import AugmentedDataset, TestTimeAugmentation
 from bnn.calibration import CalibrationReport, calibration
 from bnn.convert import bayesianize
 from bnn.determinism import deterministic_mode
@@ -38,6 +39,7 @@ from bnn.sweep import SweepResult, seed_sweep
 
 __all__ = [
     "RNG",
+    "AugmentedDataset",
     "BayesConv1d",
     "BayesConv2d",
     "BayesConv3d",
@@ -70,6 +72,7 @@ __all__ = [
     "SampleSet",
     "Summary",
     "SweepResult",
+    "TestTimeAugmentation",
     "as_posterior",
     "bayesianize",
     "calibration",

@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from bnn.early_stopping import EarlyStopping
-from bnn.layers import kl_divergence
+from bnn.layers import bayesian_modules, kl_divergence
 from bnn.likelihoods import Likelihood
 from bnn.posterior import as_posterior
 from bnn.predict import predict_with_uncertainty
+from bnn.priors import Prior
 from bnn.rng import RNG, RNGLike, resolve_rng
 
 __all__ = ["History", "NonFiniteLossError", "fit"]
@@ -80,6 +81,7 @@ def fit(
     patience: int | None = None,
     val_samples: int = 20,
     dataset_size: int | None = None,
+    prior: Prior | None = None,
     rng: RNGLike = None,
     progress: bool = True,
 ) -> History:
@@ -104,6 +106,10 @@ def fit(
         patience: epochs without validation improvement before stopping (needs ``val_data``).
         val_samples: function samples for the validation predictive.
         dataset_size: ``N`` for the KL scaling when a DataLoader's dataset has no length.
+        prior: MAP regularisation of the model's *plain* (non-Bayesian) parameters: adds
+            ``-log p(w) / N`` to the loss. ``Normal(0, s)`` is L2 weight decay with coefficient
+            ``1 / (2 s² N)`` on the per-datum loss (``weight_decay = 1 / (s² N)`` in
+            ``torch.optim.SGD`` terms); ``Laplace(0, b)`` is an L1 penalty ``|w| / (b N)``.
         rng: randomness: shuffling (generator ``"data"``), weight noise (stream ``"fit"``),
             validation (stream ``"predict"``).
         progress: show a tqdm bar.
@@ -118,6 +124,8 @@ def fit(
     _check_hyperparameters(epochs, batch_size, lr, num_samples, kl_weight, kl_annealing_epochs)
     if not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
+    if prior is not None and not isinstance(prior, Prior):
+        raise TypeError(f"prior must be a bnn.priors.Prior, got {type(prior).__name__}.")
     if patience is not None and val_data is None:
         raise ValueError("patience needs val_data to monitor; pass val_data=(x_val, y_val).")
     generator = resolve_rng(rng)
@@ -132,6 +140,9 @@ def fit(
     step = 0
     bar = tqdm(range(epochs), desc="fit", disable=not progress)
     for epoch in bar:
+        set_epoch = getattr(loader.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
         model.train()
         likelihood.train()
         totals = {"loss": 0.0, "nll": 0.0}
@@ -145,6 +156,8 @@ def fit(
             with generator.stream("fit"):
                 nll = _expected_nll(model, likelihood, x, y, num_samples)
                 kl_value = kl_divergence(model)
+            if prior is not None:
+                kl_value = kl_value - _log_prior_of_plain_parameters(model, prior)
             loss = nll + beta * kl_value / size
             if not bool(torch.isfinite(loss)):
                 raise NonFiniteLossError(
@@ -179,6 +192,18 @@ def fit(
     model.eval()
     likelihood.eval()
     return history
+
+
+def _log_prior_of_plain_parameters(model: nn.Module, prior: Prior) -> Tensor:
+    bayesian = {
+        f"{path}.{name}" if path else name
+        for path, layer in bayesian_modules(model)
+        for name, _ in layer.named_parameters()
+    }
+    terms = [prior.log_prob(p) for name, p in model.named_parameters() if name not in bayesian]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).sum()
 
 
 def _check_hyperparameters(
