@@ -1,0 +1,264 @@
+"""Benchmark suite: costs of bnn relative to plain PyTorch and to Pyro, measured in one run.
+
+    python benchmarks/suite.py [--inputs 10000] [--samples 100] [--repeats 3] [--output DIR]
+
+Model: MLP 784→400→400→10 (ReLU). Every figure is a ratio to a baseline measured in the same
+process (machines are noisy), median of ``--repeats`` runs. Peak memory is the growth of the
+process's maximum resident set, measured in a fresh process per prediction case.
+
+1. Training step (forward + backward + KL + Adam step), batch 128: each estimator ÷ plain
+   ``nn.Linear``; Pyro SVI (``PyroModule`` + ``AutoNormal``) ÷ plain.
+2. ``predict_with_uncertainty`` with S samples on N inputs ÷ S deterministic forward passes
+   (the FLOP floor), for a Bayesian model, MC dropout and a ``SampleSet``; and
+   ``pyro.infer.Predictive`` on the Pyro model.
+3. Small batch (32 inputs, S samples): bnn ÷ a Python loop over samples, and ÷ Pyro Predictive.
+4. Growth of prediction time with the number of samples and the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import bnn
+
+TARGETS = {
+    "train_local_reparam": 2.0,
+    "train_flipout": 2.0,
+    "train_reparam": 2.5,
+    "predict_bayesian": 1.15,
+    "predict_mc_dropout": 1.15,
+    "predict_sample_set": 1.15,
+}
+
+
+def mlp(dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(784, 400), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(400, 400), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(400, 10))
+    return nn.Sequential(*layers)
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------- training
+def training_ratios(repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    likelihood = bnn.Categorical()
+
+    def step_fn(model: nn.Module, with_kl: bool) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step() -> None:
+            for _ in range(20):
+                loss = -likelihood.log_prob(model(x), y).mean()
+                if with_kl:
+                    loss = loss + bnn.kl_divergence(model) / 60_000
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+        return step
+
+    plain = median_seconds(step_fn(mlp(), False), repeats)
+    result = {"train_plain_seconds_per_20_steps": plain}
+    for estimator in ("reparam", "local_reparam", "flipout"):
+        model = bnn.bayesianize(mlp(), estimator=estimator, init="random", rng=0)
+        result[f"train_{estimator}"] = median_seconds(step_fn(model, True), repeats) / plain
+    result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
+    return result
+
+
+def pyro_model_and_guide() -> tuple[Any, Any]:
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+    from pyro.nn import PyroSample
+    from pyro.nn.module import to_pyro_module_
+
+    model = mlp()
+    to_pyro_module_(model)
+    for name in ("0", "2", "4"):
+        layer = getattr(model, name)
+        layer.weight = PyroSample(dist.Normal(0.0, 1.0).expand(layer.weight.shape).to_event(2))
+        layer.bias = PyroSample(dist.Normal(0.0, 1.0).expand(layer.bias.shape).to_event(1))
+
+    def pyro_model(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        logits = model(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+        return logits
+
+    return pyro_model, AutoNormal(pyro_model)
+
+
+def pyro_svi_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    pyro.clear_param_store()
+    model, guide = pyro_model_and_guide()
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+
+    def steps() -> None:
+        for _ in range(20):
+            svi.step(x, y)
+
+    return median_seconds(steps, repeats)
+
+
+# ----------------------------------------------------------------------------- prediction
+def _prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple[float, float]:
+    """Runs in a fresh process: (median seconds, peak RSS growth in MB)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(torch.get_num_threads())
+    x = torch.randn(inputs, 784)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if case == "floor":
+        net = mlp().eval()
+
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(samples):
+                    net(x)
+    elif case == "loop_bayesian":
+        net = bnn.bayesianize(mlp(), init="random", rng=0).eval()
+
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(samples):
+                    net(x)
+    elif case in ("bayesian", "flipout", "mc_dropout", "sample_set"):
+        if case == "mc_dropout":
+            model: Any = bnn.MCDropout(mlp(0.1)).eval()
+        elif case == "sample_set":
+            net = mlp()
+            draws = {
+                n: p.detach() + 0.01 * torch.randn(1, samples, *p.shape)
+                for n, p in net.named_parameters()
+            }
+            model = bnn.SampleSet(net, draws)
+        else:
+            estimator = "flipout" if case == "flipout" else "reparam"
+            model = bnn.bayesianize(mlp(), estimator=estimator, init="random", rng=0)
+
+        def run() -> None:
+            bnn.predict_with_uncertainty(model, x, num_samples=samples, rng=0)
+    elif case == "pyro_predictive":
+        from pyro.infer import Predictive
+
+        pyro_model, guide = pyro_model_and_guide()
+        guide(x[:2], torch.zeros(2, dtype=torch.long))  # set up the guide on observed data
+        predictive = Predictive(
+            pyro_model, guide=guide, num_samples=samples, return_sites=["_RETURN"]
+        )
+
+        def run() -> None:
+            with torch.no_grad():
+                predictive(x)
+    else:
+        raise ValueError(case)
+    seconds = median_seconds(run, repeats)
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return seconds, peak
+
+
+def prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple[float, float]:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_prediction_case, (case, inputs, samples, repeats))
+
+
+def prediction_ratios(inputs: int, samples: int, repeats: int) -> dict[str, float]:
+    floor, floor_memory = prediction_case("floor", inputs, samples, repeats)
+    result = {"predict_floor_seconds": floor, "predict_floor_peak_mb": floor_memory}
+    for case in ("bayesian", "flipout", "mc_dropout", "sample_set", "pyro_predictive"):
+        seconds, memory = prediction_case(case, inputs, samples, repeats)
+        result[f"predict_{case}"] = seconds / floor
+        result[f"predict_{case}_peak_mb"] = memory
+    return result
+
+
+def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
+    ours, _ = prediction_case("bayesian", 32, samples, repeats)
+    loop, _ = prediction_case("loop_bayesian", 32, samples, repeats)
+    pyro, _ = prediction_case("pyro_predictive", 32, samples, repeats)
+    return {"small_batch_speedup_vs_loop": loop / ours, "small_batch_speedup_vs_pyro": pyro / ours}
+
+
+def scaling(repeats: int) -> dict[str, float]:
+    result = {}
+    for samples in (10, 100, 1000):
+        result[f"scaling_samples_{samples}_seconds"], _ = prediction_case(
+            "bayesian", 256, samples, repeats
+        )
+    for inputs in (32, 512, 4096):
+        result[f"scaling_inputs_{inputs}_seconds"], _ = prediction_case(
+            "bayesian", inputs, 100, repeats
+        )
+    return result
+
+
+def markdown(results: dict[str, float]) -> str:
+    lines = ["| measurement | value | target | holds |", "|---|---|---|---|"]
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        holds = "—" if target is None else ("yes" if value <= target else "no")
+        lines.append(
+            f"| {key} | {value:.3f} | {'—' if target is None else f'≤ {target}'} | {holds} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--inputs", type=int, default=10_000)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--output", type=Path, default=Path("benchmark-results"))
+    args = parser.parse_args()
+    results: dict[str, float] = {
+        "threads": float(torch.get_num_threads()),
+        "inputs": float(args.inputs),
+        "samples": float(args.samples),
+    }
+    results |= training_ratios(args.repeats)
+    results |= prediction_ratios(args.inputs, args.samples, args.repeats)
+    results |= small_batch_ratios(args.samples, args.repeats)
+    if not args.skip_scaling:
+        results |= scaling(args.repeats)
+    table = markdown(results)
+    print(table)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "suite.json").write_text(json.dumps(results, indent=2))
+    (args.output / "suite.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
