@@ -34,7 +34,8 @@ def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untype
     )
 
 
-def test_nuts_matches_closed_form_posterior_and_mixes() -> None:
+@pytest.mark.parametrize("backend", ["bnn", "pyro"])
+def test_nuts_matches_closed_form_posterior_and_mixes(backend: str) -> None:
     """Mean within 5 MCSE and covariance within 5 MCSE of the exact posterior (d = 5, 4 chains)."""
     x, y, exact, layer = _blr(50, 5, 1.0)
     samples, history = bnn.infer.nuts(
@@ -45,6 +46,7 @@ def test_nuts_matches_closed_form_posterior_and_mixes() -> None:
         num_chains=4,
         warmup=200,
         draws=400,
+        backend=backend,
         rng=0,
         progress=False,
     )
@@ -410,3 +412,11 @@ def test_bayesianized_model_samples_its_weights_with_its_priors() -> None:
     )
     assert bnn.predict_with_uncertainty(samples, x).samples.shape == (5, 10, 1)
     assert math.isfinite(float(samples.samples["0.module.weight"].sum()))
+
+
+def test_lock_step_backend_rejects_pyro_only_options() -> None:
+    x, y, _, layer = _blr(10, 2, 1.0)
+    with pytest.raises(ValueError, match="backend='pyro'"):
+        bnn.infer.nuts(layer, x, y, likelihood=bnn.Gaussian(1.0), full_mass=True, progress=False)
+    with pytest.raises(ValueError, match="backend must be"):
+        bnn.infer.nuts(layer, x, y, likelihood=bnn.Gaussian(1.0), backend="stan", progress=False)

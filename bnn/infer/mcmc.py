@@ -23,6 +23,7 @@ from pyro.infer.mcmc import HMC, MCMC, NUTS
 from torch import Tensor, nn
 
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
+from bnn.infer.vnuts import run_vectorised_nuts
 from bnn.likelihoods import Likelihood
 from bnn.rng import RNG, RNGLike, resolve_rng
 from bnn.sample_set import SampleSet
@@ -62,6 +63,7 @@ def nuts(
     full_mass: bool = False,
     init: str = "prior",
     jit_compile: bool = False,
+    backend: str = "bnn",
     rng: RNGLike = None,
     progress: bool = True,
 ) -> tuple[SampleSet, MCMCHistory]:
@@ -80,7 +82,11 @@ def nuts(
         max_tree_depth: cap on trajectory doubling.
         full_mass: adapt a dense mass matrix instead of a diagonal one.
         init: ``"prior"`` (each chain from a prior draw) or ``"current"`` (model weights).
-        jit_compile: let Pyro trace the potential with the PyTorch JIT.
+        jit_compile: let Pyro trace the potential with the PyTorch JIT (``backend="pyro"``).
+        backend: ``"bnn"`` advances all chains in lock-step with one vmapped gradient per
+            leapfrog (:mod:`bnn.infer.vnuts`; diagonal mass); ``"pyro"`` runs Pyro's NUTS kernel
+            chain after chain (dense mass and JIT available; chains bit-independent of the
+            chain count).
         rng: randomness (chain ``c`` uses ``rng.spawn(c)``).
         progress: Pyro's progress bar per chain.
 
@@ -92,6 +98,25 @@ def nuts(
     _check_mcmc(num_chains, warmup, draws)
     if not 0.0 < target_accept < 1.0:
         raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}.")
+    if backend not in ("bnn", "pyro"):
+        raise ValueError(f"backend must be 'bnn' or 'pyro', got {backend!r}.")
+    if backend == "bnn":
+        if full_mass or jit_compile:
+            raise ValueError("full_mass and jit_compile need backend='pyro'.")
+        return _run_vectorised(
+            model,
+            x,
+            y,
+            likelihood,
+            prior,
+            num_chains,
+            warmup,
+            draws,
+            target_accept,
+            max_tree_depth,
+            init,
+            rng,
+        )
 
     def kernel(potential: Any) -> Any:
         return NUTS(
@@ -153,6 +178,47 @@ def hmc(
     return _run(
         model, x, y, likelihood, prior, kernel, num_chains, warmup, draws, init, rng, progress
     )
+
+
+def _run_vectorised(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood,
+    prior: PriorSpec,
+    num_chains: int,
+    warmup: int,
+    draws: int,
+    target_accept: float,
+    max_tree_depth: int,
+    init: str,
+    rng: RNGLike,
+) -> tuple[SampleSet, MCMCHistory]:
+    x, y = check_data(model, x, y)
+    log_joint = LogJoint(model, likelihood, prior)
+    parent = resolve_rng(rng)
+    rngs = [parent.spawn(chain) for chain in range(num_chains)]
+    initial = torch.stack([log_joint.flatten(log_joint.initial_weights(init, r)) for r in rngs])
+    start = time.perf_counter()
+    flat, stats, gradients = run_vectorised_nuts(
+        log_joint,
+        x,
+        y,
+        initial,
+        rngs,
+        warmup=warmup,
+        draws=draws,
+        target_accept=target_accept,
+        max_tree_depth=max_tree_depth,
+    )
+    seconds = time.perf_counter() - start
+    history = MCMCHistory(
+        seconds=[seconds] * num_chains,
+        gradient_evaluations=[gradients] * num_chains,
+        divergences=[int(d) for d in stats["diverging"].sum(1)],
+        step_size=[float(s) for s in stats["step_size"][:, -1]],
+    )
+    return SampleSet(model, log_joint.unflatten(flat), sample_stats=stats, is_mcmc=True), history
 
 
 def _check_mcmc(num_chains: int, warmup: int, draws: int) -> None:
