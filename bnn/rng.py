@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 import secrets
 from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
+
+from bnn.global_generators import python_state, restore, seed_all, seed_worker, snapshot
 
 __all__ = [
     "RNG",
@@ -98,55 +99,6 @@ def _spawn_words(key: object) -> tuple[int, ...]:
         )
     value = int(key)
     return (0, value & 0xFFFFFFFF, value >> 32)
-
-
-def _global_state() -> dict[str, Any]:
-    """Snapshot of Python, NumPy (legacy global) and torch (CPU + CUDA) generator states."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_global_state(state: dict[str, Any]) -> None:
-    random.setstate(_python_state(state["python"]))
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["kind"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["pos"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if torch.cuda.is_available() and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _python_state(state: Any) -> tuple[Any, ...]:
-    # torch.load returns lists/tuples as saved; random.setstate needs (int, tuple, None|float).
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
-
-
-def _seed_globals(seed: int) -> None:
-    """Seed Python, NumPy, torch (all devices) and hence Pyro, exactly as ``pyro.set_rng_seed``."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 class RNG:
@@ -230,19 +182,19 @@ class RNG:
                 f"stream {name!r} is already active; nested use of the same stream would "
                 "interleave its numbers. Use a different name for the inner block."
             )
-        outer = _global_state()
+        outer = snapshot()
         if name in self._stream_states:
-            _set_global_state(self._stream_states[name])
+            restore(self._stream_states[name])
         else:
             seed = int(self._sequence(_TAG_STREAM, words).generate_state(1, np.uint32)[0])
-            _seed_globals(seed)
+            seed_all(seed)
         self._active_streams.add(name)
         try:
             yield self
         finally:
             self._active_streams.discard(name)
-            self._stream_states[name] = _global_state()
-            _set_global_state(outer)
+            self._stream_states[name] = snapshot()
+            restore(outer)
 
     def torch_generator(self, name: str, device: torch.device | str = "cpu") -> torch.Generator:
         """The named ``torch.Generator`` on ``device``; the same object on every call.
@@ -284,7 +236,7 @@ class RNG:
 
     def seed_globals(self) -> None:
         """Seed the global generators (Python, NumPy, torch on all devices, Pyro) from the seed."""
-        _seed_globals(self.seed if not self._path else self.derive_seed("globals") % 2**32)
+        seed_all(self.seed if not self._path else self.derive_seed("globals") % 2**32)
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -297,7 +249,7 @@ class RNG:
             "format_version": STATE_FORMAT_VERSION,
             "seed": self.seed,
             "path": list(self._path),
-            "global": _global_state(),
+            "global": snapshot(),
             "streams": dict(self._stream_states),
             "torch_generators": {
                 f"{name}@{device}": generator.get_state()
@@ -345,10 +297,10 @@ class RNG:
                 f"not to {self!r}; load it into RNG({state['seed']}) or use RNG.from_state_dict."
             )
         try:
-            _set_global_state(state["global"])
+            restore(state["global"])
             streams = {name: dict(s) for name, s in state["streams"].items()}
             for stream_state in streams.values():
-                _python_state(stream_state["python"])  # validates shape before anything is kept
+                python_state(stream_state["python"])  # validates shape before anything is kept
             # Generators already handed out (e.g. to a DataLoader) are updated in place, so
             # every holder of one continues from the restored state.
             generators = {}
@@ -443,23 +395,11 @@ def use_rng(rng: RNG) -> Iterator[RNG]:
     global _default
     if not isinstance(rng, RNG):
         raise TypeError(f"use_rng expects a bnn.RNG, got {type(rng).__name__}.")
-    previous, outer = _default, _global_state()
+    previous, outer = _default, snapshot()
     _default = rng
     rng.seed_globals()
     try:
         yield rng
     finally:
         _default = previous
-        _set_global_state(outer)
-
-
-def seed_worker(worker_id: int) -> None:
-    """``DataLoader`` ``worker_init_fn``: seed NumPy and ``random`` from the worker's torch seed.
-
-    PyTorch gives each worker the torch seed ``base_seed + worker_id`` (``base_seed`` drawn from
-    the loader's generator); this extends it to the other libraries augmentation code uses.
-    """
-    del worker_id  # already folded into torch.initial_seed() by PyTorch
-    worker_seed = torch.initial_seed() % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
+        restore(outer)
