@@ -29,6 +29,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from bnn.layers import DEFAULT_INIT_STD, BayesianModule, check_estimator
 from bnn.priors import Normal, Prior
 from bnn.rng import RNGLike, resolve_rng
+from bnn.validation import check_positive
 
 __all__ = ["bayesianize"]
 
@@ -77,9 +78,8 @@ def bayesianize(
     """
     if init not in ("moped", "random"):
         raise ValueError(f"init must be 'moped' or 'random', got {init!r}.")
-    for label, value in (("delta", delta), ("init_std", init_std)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{label} must be a positive number, got {value!r}.")
+    check_positive("delta", delta)
+    check_positive("init_std", init_std)
     targets = _select(model, only)
     for _, module in targets:
         check_estimator(estimator, module)

@@ -8,7 +8,6 @@ yacht data ships with the package.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,7 +211,3 @@ def _plot(
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-def _finite(results: list[DemoResult]) -> bool:
-    return all(math.isfinite(r.rmse) and math.isfinite(r.test_log_likelihood) for r in results)

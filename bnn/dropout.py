@@ -139,10 +139,16 @@ class MCDropout(nn.Module):
             )
         return [shapes[i][0] for i in range(len(self._layers))]
 
-    def sample_masks(self, x: Tensor, num_samples: int) -> list[Tensor]:
-        """Scaled Bernoulli masks ``[S, *mask_shape]`` per layer (global generator)."""
+    def sample_masks(
+        self, x: Tensor, num_samples: int, shapes: list[tuple[int, ...]] | None = None
+    ) -> list[Tensor]:
+        """Scaled Bernoulli masks ``[S, *mask_shape]`` per layer (global generator).
+
+        ``shapes`` (from :meth:`mask_shapes`) saves the probe forward when already known.
+        """
         masks = []
-        for layer, shape in zip(self._layers, self.mask_shapes(x), strict=True):
+        shapes = self.mask_shapes(x) if shapes is None else shapes
+        for layer, shape in zip(self._layers, shapes, strict=True):
             keep = 1.0 - float(layer.p)  # type: ignore[arg-type]
             uniform = torch.rand((num_samples, *shape), device=x.device, dtype=x.dtype)
             masks.append((uniform < keep).to(x.dtype) / keep)

@@ -33,6 +33,8 @@ from bnn.infer.vi import History, fit
 from bnn.likelihoods import Likelihood
 from bnn.posterior import check_inputs, eval_mode
 from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.serialization import load_versioned
+from bnn.validation import check_int
 
 __all__ = ["DeepEnsemble"]
 
@@ -56,8 +58,7 @@ class DeepEnsemble(nn.Module):
         self, factory: Callable[[], nn.Module], num_members: int, *, rng: RNGLike = None
     ) -> None:
         super().__init__()
-        if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 1:
-            raise ValueError(f"num_members must be a positive int, got {num_members!r}.")
+        check_int("num_members", num_members)
         if not callable(factory):
             raise TypeError("factory must be a callable returning an nn.Module.")
         self.factory = factory
@@ -111,8 +112,7 @@ class DeepEnsemble(nn.Module):
             raise ValueError(
                 "the ensemble's rng decides each member's randomness; pass rng= to DeepEnsemble."
             )
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(f"workers must be a non-negative int, got {workers!r}.")
+        check_int("workers", workers, minimum=0)
         jobs = [
             (
                 copy.deepcopy(member).cpu() if workers else member,
@@ -188,14 +188,7 @@ class DeepEnsemble(nn.Module):
         likelihood: Likelihood | None = None,
     ) -> DeepEnsemble:
         """Rebuild an ensemble saved by :meth:`save` (no pickled code is executed)."""
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a bnn DeepEnsemble file.")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {state.get('format_version')!r}; "
-                f"expected {FORMAT_VERSION}."
-            )
+        state = load_versioned(path, "DeepEnsemble", FORMAT_VERSION)
         ensemble = cls(factory, len(state["members"]), rng=0)
         for member, member_state in zip(ensemble.members, state["members"], strict=True):
             member.load_state_dict(member_state)

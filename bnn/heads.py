@@ -17,13 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from bnn.posterior import check_inputs, eval_mode
 from bnn.rng import RNGLike, resolve_rng
+from bnn.validation import check_positive
 
 __all__ = ["BayesianLinearRegression", "NeuralLinear"]
 
@@ -40,16 +39,8 @@ class BayesianLinearRegression:
     def __init__(
         self, *, prior_precision: float = 1.0, noise_std: float = 1.0, bias: bool = True
     ) -> None:
-        for name, value in (("prior_precision", prior_precision), ("noise_std", noise_std)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(f"{name} must be a positive number, got {value!r}.")
-        self.prior_precision = float(prior_precision)
-        self.noise_std = float(noise_std)
+        self.prior_precision = check_positive("prior_precision", prior_precision)
+        self.noise_std = check_positive("noise_std", noise_std)
         self.bias = bias
         self.mean: Tensor | None = None  # [D', K]
         self.precision_cholesky: Tensor | None = None  # [D', D']

@@ -113,11 +113,20 @@ class ModelPosterior:
             for parameter, posterior in layer.bayesian_parameters().items()
         }
 
-    def sample_noise(self, x: Tensor, num_samples: int) -> dict[str, Any]:
+    def sample_noise(
+        self, x: Tensor, num_samples: int, mask_shapes: list[tuple[int, ...]] | None = None
+    ) -> dict[str, Any]:
         """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
         weights = self.sample_weights(num_samples)
-        masks = self.dropout.sample_masks(x, num_samples) if self.dropout is not None else []
+        masks = (
+            self.dropout.sample_masks(x, num_samples, mask_shapes)
+            if self.dropout is not None
+            else []
+        )
         return {"weights": weights, "masks": masks}
+
+    def _mask_shapes(self, x: Tensor) -> list[tuple[int, ...]]:
+        return self.dropout.mask_shapes(x) if self.dropout is not None else []
 
     def evaluate(self, noise: dict[str, Any], x: Tensor) -> Tensor:
         """Evaluate every function sample given its noise, in one vmap: ``[S, N, ...]``."""
@@ -142,30 +151,32 @@ class ModelPosterior:
         Randomness: the ``"predict"`` stream of ``rng``.
         """
         check_inputs(x, self.reference_tensor(), num_samples)
-        chunk = self.chunk_size(x, num_samples)
+        shapes = self._mask_shapes(x)  # one probe forward per call, shared by all chunks
+        chunk = self.chunk_size(x, num_samples, shapes)
         generator = resolve_rng(rng)
         outputs = []
         with eval_mode(self.model), generator.stream("predict"):
             for start in range(0, num_samples, chunk):
                 size = min(chunk, num_samples - start)
-                outputs.append(self.evaluate(self.sample_noise(x, size), x))
+                outputs.append(self.evaluate(self.sample_noise(x, size, shapes), x))
         return torch.cat(outputs)
 
-    def chunk_size(self, x: Tensor, num_samples: int) -> int:
+    def chunk_size(
+        self, x: Tensor, num_samples: int, mask_shapes: list[tuple[int, ...]] | None = None
+    ) -> int:
         """How many samples fit in the memory budget at once (at least 1)."""
-        per_sample = self._activation_bytes(x) + self._noise_bytes(x)
+        shapes = self._mask_shapes(x) if mask_shapes is None else mask_shapes
+        per_sample = self._activation_bytes(x) + self._noise_bytes(x, shapes)
         return max(1, min(num_samples, self.memory_budget // max(per_sample, 1)))
 
-    def _noise_bytes(self, x: Tensor) -> int:
+    def _noise_bytes(self, x: Tensor, mask_shapes: list[tuple[int, ...]]) -> int:
         weights = sum(
             p.loc.numel() * p.loc.element_size()
             for _, layer in self.layers
             for p in layer.bayesian_parameters().values()
         )
-        if self.dropout is None:
-            return weights
-        shapes = self.dropout.mask_shapes(x)
-        return weights + sum(int(torch.Size(s).numel()) * x.element_size() for s in shapes)
+        masks = sum(int(torch.Size(s).numel()) * x.element_size() for s in mask_shapes)
+        return weights + masks
 
     def _activation_bytes(self, x: Tensor) -> int:
         quiet = self.dropout.identity_dropout() if self.dropout else contextlib.nullcontext()

@@ -28,6 +28,7 @@ from bnn.posterior import (
     evaluate_parameter_samples,
 )
 from bnn.rng import RNGLike, resolve_rng
+from bnn.serialization import load_versioned
 
 __all__ = ["SampleSet"]
 
@@ -168,14 +169,7 @@ class SampleSet:
 
         Tensors are placed on the device of ``model``'s parameters.
         """
-        state = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a bnn SampleSet file.")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has SampleSet format version {state.get('format_version')!r}; this bnn "
-                f"reads version {FORMAT_VERSION}."
-            )
+        state = load_versioned(path, "SampleSet", FORMAT_VERSION)
         reference = next(model.parameters(), None)
         device = reference.device if reference is not None else torch.device("cpu")
         return cls(

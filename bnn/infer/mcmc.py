@@ -27,6 +27,7 @@ from bnn.infer.vnuts import run_vectorised_nuts
 from bnn.likelihoods import Likelihood
 from bnn.rng import RNG, RNGLike, resolve_rng
 from bnn.sample_set import SampleSet
+from bnn.validation import check_int, check_positive
 
 __all__ = ["MCMCHistory", "hmc", "nuts"]
 
@@ -159,9 +160,8 @@ def hmc(
     ``ceil(trajectory_length / step_size)`` leapfrog steps.
     """
     _check_mcmc(num_chains, warmup, draws)
-    for name, value in (("trajectory_length", trajectory_length), ("step_size", step_size)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}.")
+    check_positive("trajectory_length", trajectory_length)
+    check_positive("step_size", step_size)
 
     def kernel(potential: Any) -> Any:
         return HMC(
@@ -222,13 +222,9 @@ def _run_vectorised(
 
 
 def _check_mcmc(num_chains: int, warmup: int, draws: int) -> None:
-    for name, value, minimum in (
-        ("num_chains", num_chains, 1),
-        ("warmup", warmup, 0),
-        ("draws", draws, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    check_int("num_chains", num_chains)
+    check_int("warmup", warmup, minimum=0)
+    check_int("draws", draws)
 
 
 SITE = "weights"

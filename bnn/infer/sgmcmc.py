@@ -32,6 +32,7 @@ from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Likelihood
 from bnn.rng import RNG, RNGLike, resolve_rng
 from bnn.sample_set import SampleSet
+from bnn.validation import check_int, check_positive
 
 __all__ = ["SGMCMCHistory", "sghmc", "sgld"]
 
@@ -180,22 +181,12 @@ def _settings(
     cycles: int,
     exploration: float,
 ) -> _Settings:
-    for name, value in (("lr", lr), ("temperature", temperature)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            raise ValueError(f"{name} must be a positive number, got {value!r}.")
-    for name, value, minimum in (
-        ("steps", steps, 1),
-        ("burn_in", burn_in, 0),
-        ("thin", thin, 1),
-        ("cycles", cycles, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+    check_positive("lr", lr)
+    check_positive("temperature", temperature)
+    check_int("steps", steps)
+    check_int("burn_in", burn_in, minimum=0)
+    check_int("thin", thin)
+    check_int("cycles", cycles)
     if schedule not in ("constant", "cyclical"):
         raise ValueError(f"schedule must be 'constant' or 'cyclical', got {schedule!r}.")
     if schedule == "constant" and burn_in >= steps:
@@ -203,9 +194,7 @@ def _settings(
     if not 0.0 <= exploration < 1.0:
         raise ValueError(f"exploration must be in [0, 1), got {exploration!r}.")
     n = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 else 1
-    batch = n if batch_size is None else batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batch = n if batch_size is None else check_int("batch_size", batch_size)
     return _Settings(
         method,
         float(lr),
@@ -233,8 +222,7 @@ def _run(
     rng: RNGLike,
     progress: bool,
 ) -> tuple[SampleSet, SGMCMCHistory]:
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
-        raise ValueError(f"num_chains must be an int >= 1, got {num_chains!r}.")
+    check_int("num_chains", num_chains)
     x, y = check_data(model, x, y)
     log_joint = LogJoint(model, likelihood, prior)
     parent = resolve_rng(rng)

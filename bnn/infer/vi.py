@@ -31,6 +31,7 @@ from bnn.posterior import as_posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.priors import Prior
 from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.validation import check_int, check_positive
 
 __all__ = ["History", "NonFiniteLossError", "fit"]
 
@@ -209,17 +210,11 @@ def _log_prior_of_plain_parameters(model: nn.Module, prior: Prior) -> Tensor:
 def _check_hyperparameters(
     epochs: int, batch_size: int, lr: float, num_samples: int, kl_weight: float, annealing: int
 ) -> None:
-    for name, value in (
-        ("epochs", epochs),
-        ("batch_size", batch_size),
-        ("num_samples", num_samples),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if isinstance(annealing, bool) or not isinstance(annealing, int) or annealing < 0:
-        raise ValueError(f"kl_annealing_epochs must be a non-negative int, got {annealing!r}.")
-    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    check_int("num_samples", num_samples)
+    check_int("kl_annealing_epochs", annealing, minimum=0)
+    check_positive("lr", lr)
     if not isinstance(kl_weight, int | float) or not math.isfinite(kl_weight) or kl_weight < 0:
         raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}.")
 
