@@ -111,7 +111,10 @@ def test_hmc_runs_and_reports_stats() -> None:
     assert samples.samples["weight"].shape == (2, 200, 1, 2)
     step = samples.sample_stats["step_size"]
     assert (samples.sample_stats["n_steps"] == torch.ceil(1.0 / step).long()).all()
-    assert torch.allclose(samples.flat()["weight"].mean(0).flatten(), exact.mean, atol=0.2)
+    # Mean of 2 chains x 200 draws within 5 batch-means MCSE of the exact posterior mean.
+    w = samples.samples["weight"].reshape(2, 200, 2)
+    mcse = torch.stack([batch_means_mcse(w[c]) for c in range(2)]).pow(2).mean(0).sqrt() / 2**0.5
+    assert ((w.reshape(-1, 2).mean(0) - exact.mean).abs() < 5 * mcse).all()
     assert len(history.seconds) == 2
 
 
@@ -242,7 +245,10 @@ def test_sgmcmc_minibatch_cyclical_and_reproducible() -> None:
     assert torch.equal(first.samples["weight"], second.samples["weight"])
     assert first.num_chains == 2 and first.num_draws == 80  # half of each 200-step cycle, every 5th
     assert len(history.potential[0]) == 800
-    assert torch.allclose(first.flat()["weight"].mean(0).flatten(), exact.mean, atol=0.3)
+    # Cyclical mini-batch SGHMC is biased (exploration stages, gradient noise): this checks
+    # only that the draws sit in the posterior bulk, within 3 exact posterior sds of the mean.
+    sd = exact.covariance.diagonal().sqrt()
+    assert ((first.flat()["weight"].mean(0).flatten() - exact.mean).abs() < 3 * sd).all()
 
 
 def test_toy_bnn_predict_on_sample_set_equals_per_draw_loop() -> None:

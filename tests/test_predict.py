@@ -135,6 +135,9 @@ def test_predictive_std_grows_away_from_the_data(method: str) -> None:
     inside = torch.linspace(-0.8, 0.8, 50).unsqueeze(-1)
     outside = torch.cat([torch.linspace(-4, -3, 25), torch.linspace(3, 4, 25)]).unsqueeze(-1)
     predict = lambda points: bnn.predict_with_uncertainty(model, points, num_samples=200, rng=1)  # noqa: E731
+    # A qualitative property, not an estimate: far from the data the functions must disagree
+    # clearly more than anywhere inside it (factor 2 on min vs max; a model that ignores
+    # epistemic uncertainty gives a ratio near 1 and fails).
     assert float(predict(outside).std.min()) > 2 * float(predict(inside).std.max())
 
 
@@ -164,6 +167,8 @@ def test_mutual_information_is_higher_out_of_distribution() -> None:
     mi_far = bnn.predict_with_uncertainty(
         net, far, likelihood=bnn.Categorical(), rng=1
     ).mutual_information
+    # Qualitative: epistemic uncertainty must be clearly higher off the data (MI is ~0 for a
+    # model without weight uncertainty, so the test fails for it).
     assert float(mi_far.mean()) > 3 * float(mi_in.mean())
 
 
