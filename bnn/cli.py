@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
     uci.add_argument("--data-dir", type=Path, default=None, help="folder in the UCI layout")
     uci.add_argument("--epochs", type=int, default=None, help="override the default epochs")
+    uci.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="share of each training split held out to pick the epoch (default 0.1; 0 = none)",
+    )
     uci.add_argument("--seed", type=int, default=0)
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
     return parser
@@ -65,7 +71,11 @@ def _uci(args: argparse.Namespace) -> int:
 
     from bnn.uci import Defaults, run_uci, write_report
 
-    defaults = Defaults() if args.epochs is None else replace(Defaults(), epochs=args.epochs)
+    defaults = Defaults()
+    if args.epochs is not None:
+        defaults = replace(defaults, epochs=args.epochs)
+    if args.validation_fraction is not None:
+        defaults = replace(defaults, validation_fraction=args.validation_fraction)
     results = run_uci(
         args.dataset,
         args.method,

@@ -3,7 +3,10 @@
 Protocol: one hidden layer of 50 ReLU units; inputs and targets standardised with the training
 split's statistics; metrics on the original target scale (RMSE, test log-likelihood as the
 log-sum-exp over function samples, 95% interval coverage); mean ± standard error over splits.
-Hyper-parameters are the library's defaults below — nothing is tuned on test data.
+Hyper-parameters are the library's defaults below — nothing is tuned on test data. The number
+of epochs is chosen per split on a validation set carved from the *training* split
+(``Defaults.validation_fraction``, drawn from the split's RNG): training keeps the weights of
+the epoch with the best validation log-likelihood.
 
     bnn benchmark uci --dataset boston --method mc_dropout --splits 20 \
         --data-dir ../shared/benchdata/uci --output uci-results
@@ -18,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bnn import metrics
@@ -58,6 +62,7 @@ class Defaults:
     dropout: float = 0.05
     ensemble_members: int = 5
     num_samples: int = 200
+    validation_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,11 @@ def _network(inputs: int, outputs: int) -> nn.Sequential:
 def _train_and_predict(
     method: str, split: UCISplit, defaults: Defaults, rng: RNG
 ) -> RegressionPrediction:
-    x_scaler, y_scaler = Standardizer.fit(split.x_train), Standardizer.fit(split.y_train)
-    x = x_scaler.transform(split.x_train)
-    y = y_scaler.transform(split.y_train).unsqueeze(-1)
+    train, validation = _carve_validation(split.x_train.shape[0], defaults, rng)
+    x_train, y_train = split.x_train[train], split.y_train[train]
+    x_scaler, y_scaler = Standardizer.fit(x_train), Standardizer.fit(y_train)
+    x = x_scaler.transform(x_train)
+    y = y_scaler.transform(y_train).unsqueeze(-1)
     x_test = x_scaler.transform(split.x_test)
     inputs = x.shape[1]
     options: dict[str, Any] = {
@@ -88,6 +95,11 @@ def _train_and_predict(
         "batch_size": defaults.batch_size,
         "lr": defaults.lr,
     }
+    if validation is not None:
+        options["val_data"] = (
+            x_scaler.transform(split.x_train[validation]),
+            y_scaler.transform(split.y_train[validation]).unsqueeze(-1),
+        )
     if method == "ensemble":
         ensemble = DeepEnsemble(lambda: _network(inputs, 2), defaults.ensemble_members, rng=rng)
         ensemble.fit((x, y), likelihood=HeteroscedasticGaussian(), **options)
@@ -151,6 +163,15 @@ def _train_and_predict(
     return prediction.rescale(y_scaler.mean, y_scaler.std)
 
 
+def _carve_validation(size: int, defaults: Defaults, rng: RNG) -> tuple[Tensor, Tensor | None]:
+    """Indices ``(train, validation)`` of the training split; no validation for fraction 0."""
+    order = torch.randperm(size, generator=rng.torch_generator("validation"))
+    held_out = round(defaults.validation_fraction * size)
+    if held_out == 0:
+        return order.sort().values, None
+    return order[held_out:].sort().values, order[:held_out].sort().values
+
+
 def run_uci(
     dataset: str,
     method: str,
@@ -168,6 +189,10 @@ def run_uci(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     defaults = defaults or Defaults()
+    if not 0 <= defaults.validation_fraction < 1:
+        raise ValueError(
+            f"validation_fraction must be in [0, 1), got {defaults.validation_fraction!r}."
+        )
     available = num_splits(dataset, data_dir)
     count = available if splits is None else splits
     if not 1 <= count <= available:

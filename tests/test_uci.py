@@ -95,3 +95,30 @@ def test_unknown_method_and_split_count() -> None:
         run_uci("yacht", "magic")
     with pytest.raises(ValueError, match="splits must be in"):
         run_uci("yacht", "vi", splits=21)
+
+
+def test_validation_is_carved_from_the_training_split_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    original = bnn.uci._carve_validation
+
+    def spy(size: int, defaults: Defaults, rng: bnn.RNG) -> object:
+        train, validation = original(size, defaults, rng)
+        assert validation is not None
+        assert set(train.tolist()).isdisjoint(validation.tolist())
+        assert sorted(train.tolist() + validation.tolist()) == list(range(size))
+        seen.append(len(validation))
+        return train, validation
+
+    monkeypatch.setattr(bnn.uci, "_carve_validation", spy)
+    run_uci(
+        "yacht", "mc_dropout", splits=1, defaults=Defaults(epochs=2, num_samples=5), progress=False
+    )
+    split = bnn.data.load_uci("yacht", 0)
+    assert seen == [round(0.1 * split.x_train.shape[0])]
+
+
+def test_invalid_validation_fraction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="validation_fraction"):
+        run_uci("yacht", "mc_dropout", splits=1, defaults=Defaults(validation_fraction=1.0))
