@@ -29,6 +29,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from bnn.distributed import process_group_context
 from bnn.infer.vi import History, fit
 from bnn.likelihoods import Likelihood
 from bnn.posterior import check_inputs, eval_mode
@@ -84,6 +85,7 @@ class DeepEnsemble(nn.Module):
         bagging: bool = False,
         workers: int = 0,
         threads_per_member: int | None = None,
+        distributed: bool = False,
         progress: bool = False,
         **fit_kwargs: Any,
     ) -> list[History]:
@@ -100,6 +102,9 @@ class DeepEnsemble(nn.Module):
             threads_per_member: torch intra-op threads while training a member (``None``: the
                 current setting when sequential, 1 in workers). Floating-point sums depend on the
                 thread count, so set it equal in both modes for bit-identical members.
+            distributed: spread members over the ranks of the initialised ``torch.distributed``
+                process group (member ``i`` trains on rank ``i mod R``), then gather them so
+                every rank holds the whole ensemble, identical to one trained in one process.
             progress: show each member's progress bar.
             **fit_kwargs: passed to :func:`bnn.fit` (epochs, lr, batch_size, ...).
 
@@ -113,6 +118,9 @@ class DeepEnsemble(nn.Module):
                 "the ensemble's rng decides each member's randomness; pass rng= to DeepEnsemble."
             )
         check_int("workers", workers, minimum=0)
+        context = process_group_context() if distributed else None
+        owners = [i % context.world_size if context else 0 for i in range(len(self.members))]
+        mine = [i for i, owner in enumerate(owners) if context is None or owner == context.rank]
         jobs = [
             (
                 copy.deepcopy(member).cpu() if workers else member,
@@ -126,16 +134,20 @@ class DeepEnsemble(nn.Module):
             )
             for i, member in enumerate(self.members)
         ]
-        if workers:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                results = pool.map(_train_member, jobs)
-            for member, (state, _, _) in zip(self.members, results, strict=True):
-                member.load_state_dict(state)
-        else:
-            results = [_train_member(job) for job in jobs]
+        trained = _train_all([jobs[i] for i in mine], workers)
+        results = dict(zip(mine, trained, strict=True))
+        if context is not None:  # every rank receives every member from its owner
+            results = {
+                i: context.broadcast_object(results.get(i), src=owner)
+                for i, owner in enumerate(owners)
+            }
+        for i, member in enumerate(self.members):
+            member.load_state_dict(results[i][0])
         self.likelihoods = []
         histories = []
-        for job, (_, likelihood_state, history) in zip(jobs, results, strict=True):
+        for job, (_, likelihood_state, history) in zip(
+            jobs, (results[i] for i in range(len(jobs))), strict=True
+        ):
             member_likelihood = job[1]
             member_likelihood.load_state_dict(likelihood_state)
             self.likelihoods.append(member_likelihood)
@@ -206,6 +218,13 @@ def _build(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
     if not isinstance(member, nn.Module):
         raise TypeError(f"factory must return an nn.Module, got {type(member).__name__}.")
     return member
+
+
+def _train_all(jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
+    if workers and jobs:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            return pool.map(_train_member, jobs)
+    return [_train_member(job) for job in jobs]
 
 
 def _train_member(job: tuple[Any, ...]) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:

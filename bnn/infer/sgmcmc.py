@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bnn.distributed import DistributedContext, resolve_distributed
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Likelihood
 from bnn.rng import RNG, RNGLike, resolve_rng
@@ -81,6 +82,7 @@ def sgld(
     exploration: float = 0.5,
     init: str = "current",
     rng: RNGLike = None,
+    distributed: bool = False,
     progress: bool = True,
 ) -> tuple[SampleSet, SGMCMCHistory]:
     """Stochastic gradient Langevin dynamics.
@@ -100,6 +102,12 @@ def sgld(
             ``burn_in`` is ignored: the exploration stage of each cycle plays its role).
         init: ``"current"`` (model weights) or ``"prior"`` (a prior draw per chain).
         rng: randomness; chain ``c`` uses ``rng.spawn(c)``.
+        distributed: data-parallel over the initialised ``torch.distributed`` process group:
+            every rank passes the same ``x, y`` and seed; ``batch_size`` is per rank, rank ``r``
+            evaluates elements ``r, r+R, ...`` of each global batch of ``R·batch_size``, and the
+            gradient of the potential is averaged over ranks (log prior counted once), so ``R``
+            ranks follow the one-process chain with ``batch_size=R·b``. See
+            :mod:`bnn.distributed`.
         progress: show a tqdm bar.
 
     Returns:
@@ -119,7 +127,9 @@ def sgld(
         cycles,
         exploration,
     )
-    return _run(model, x, y, likelihood, prior, settings, num_chains, init, rng, progress)
+    return _run(
+        model, x, y, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+    )
 
 
 def sghmc(
@@ -142,6 +152,7 @@ def sghmc(
     exploration: float = 0.5,
     init: str = "current",
     rng: RNGLike = None,
+    distributed: bool = False,
     progress: bool = True,
 ) -> tuple[SampleSet, SGMCMCHistory]:
     """Stochastic gradient Hamiltonian Monte Carlo with friction ``friction`` (``α`` in (0, 1]).
@@ -164,7 +175,9 @@ def sghmc(
         cycles,
         exploration,
     )
-    return _run(model, x, y, likelihood, prior, settings, num_chains, init, rng, progress)
+    return _run(
+        model, x, y, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+    )
 
 
 def _settings(
@@ -220,15 +233,23 @@ def _run(
     num_chains: int,
     init: str,
     rng: RNGLike,
+    distributed: bool,
     progress: bool,
 ) -> tuple[SampleSet, SGMCMCHistory]:
     check_int("num_chains", num_chains)
+    model, context = resolve_distributed(model, distributed)
     x, y = check_data(model, x, y)
-    log_joint = LogJoint(model, likelihood, prior)
     parent = resolve_rng(rng)
+    if context is not None:
+        context.check_same_seed(parent)
+        context.broadcast_state(model)
+        settings = replace(
+            settings, batch_size=min(settings.batch_size * context.world_size, x.shape[0])
+        )
+    log_joint = LogJoint(model, likelihood, prior)
     history = SGMCMCHistory()
     chains = [
-        _run_chain(log_joint, x, y, settings, init, parent.spawn(c), progress, history)
+        _run_chain(log_joint, x, y, settings, init, parent.spawn(c), context, progress, history)
         for c in range(num_chains)
     ]
     if not chains[0]:
@@ -264,6 +285,7 @@ def _run_chain(
     settings: _Settings,
     init: str,
     rng: RNG,
+    context: DistributedContext | None,
     progress: bool,
     history: SGMCMCHistory,
 ) -> list[dict[str, Tensor]]:
@@ -281,12 +303,13 @@ def _run_chain(
     with rng.stream("sgmcmc"):
         for step in tqdm(range(settings.steps), desc=settings.method, disable=not progress):
             index = next(batches).to(x.device)
-            potential = -log_joint(weights, x[index], y[index], scale)
+            potential, gradients = _potential_and_gradients(
+                log_joint, weights, x, y, index, scale, context
+            )
             if not bool(torch.isfinite(potential)):
                 raise FloatingPointError(
                     f"non-finite potential at step {step} of {settings.method}; lower lr."
                 )
-            gradients = torch.autograd.grad(potential, list(weights.values()))
             epsilon, sampling = _step_size(settings, step)
             with torch.no_grad():
                 for (name, w), g in zip(weights.items(), gradients, strict=True):
@@ -301,6 +324,30 @@ def _run_chain(
     history.potential.append(potentials)
     history.seconds.append(time.perf_counter() - start)
     return draws
+
+
+def _potential_and_gradients(
+    log_joint: LogJoint,
+    weights: dict[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    index: Tensor,
+    scale: float,
+    context: DistributedContext | None,
+) -> tuple[Tensor, list[Tensor]]:
+    """``U`` on the global batch ``index`` and ``∇U`` (averaged over ranks when distributed)."""
+    if context is None:
+        potential = -log_joint(weights, x[index], y[index], scale)
+        return potential, list(torch.autograd.grad(potential, list(weights.values())))
+    local = context.local_part(index)
+    # Averaging over R ranks: the prior term is kept whole, the data term is R × this rank's share.
+    rank_potential = -(
+        log_joint.log_prior(weights)
+        + scale * context.world_size * log_joint.log_likelihood(weights, x[local], y[local])
+    )
+    gradients = torch.autograd.grad(rank_potential, list(weights.values()))
+    averaged = context.average([rank_potential.detach().reshape(1), *gradients])
+    return averaged[0].reshape(()), averaged[1:]
 
 
 def _update(

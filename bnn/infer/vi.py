@@ -24,6 +24,7 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from bnn.distributed import DistributedContext, RankBatchSampler, resolve_distributed
 from bnn.early_stopping import EarlyStopping
 from bnn.layers import bayesian_modules, kl_divergence
 from bnn.likelihoods import Likelihood
@@ -84,18 +85,20 @@ def fit(
     dataset_size: int | None = None,
     prior: Prior | None = None,
     rng: RNGLike = None,
+    distributed: bool | None = None,
     progress: bool = True,
 ) -> History:
     """Train ``model`` (and a learnable ``likelihood``) by maximising the per-datum ELBO.
 
     Args:
-        model: network with Bayesian layers (VI), or ``MCDropout``/plain network (KL = 0).
+        model: network with Bayesian layers (VI), or ``MCDropout``/plain network (KL = 0);
+            may be wrapped in ``DistributedDataParallel`` (then trained data-parallel).
         train_data: ``(x, y)`` tensors ``[N, ...]``, a ``Dataset`` of ``(x, y)`` pairs, or a
             ``DataLoader`` (used as is; its shuffling is then yours to seed, e.g. with
             ``rng.dataloader_kwargs()``).
         likelihood: observation model (its parameters, e.g. a learned noise std, are trained).
         epochs: passes over the data (≥ 1).
-        batch_size: mini-batch size for tensors/datasets.
+        batch_size: mini-batch size for tensors/datasets (per rank when distributed).
         lr: learning rate of the default Adam optimiser.
         optimizer: an optimiser over ``model`` and ``likelihood`` parameters, or a factory
             ``params -> Optimizer``; default ``Adam(lr)``.
@@ -113,6 +116,11 @@ def fit(
             ``torch.optim.SGD`` terms); ``Laplace(0, b)`` is an L1 penalty ``|w| / (b N)``.
         rng: randomness: shuffling (generator ``"data"``), weight noise (stream ``"fit"``),
             validation (stream ``"predict"``).
+        distributed: data-parallel over the initialised ``torch.distributed`` process group
+            (``None``: iff ``model`` is a ``DistributedDataParallel``). ``R`` ranks with
+            ``batch_size=b`` follow the one-process run with ``batch_size=R·b``; the KL is
+            counted once; rank ``r`` draws its weight noise from ``rng.spawn(f"rank-{r}")``.
+            See :mod:`bnn.distributed`.
         progress: show a tqdm bar.
 
     Returns:
@@ -130,10 +138,17 @@ def fit(
     if patience is not None and val_data is None:
         raise ValueError("patience needs val_data to monitor; pass val_data=(x_val, y_val).")
     generator = resolve_rng(rng)
+    model, context = resolve_distributed(model, distributed)
     device = _device_of(model)
     likelihood.to(device)
-    loader, size = _loader(train_data, batch_size, dataset_size, generator)
+    noise = generator
+    if context is not None:
+        context.check_same_seed(generator)
+        context.broadcast_state(model, likelihood)
+        noise = context.noise_rng(generator)
+    loader, size = _loader(train_data, batch_size, dataset_size, generator, context)
     optim = _optimizer(optimizer, model, likelihood, lr)
+    parameters = [*model.parameters(), *likelihood.parameters()]
     stopper = EarlyStopping(patience) if val_data is not None else None
     history = History()
     steps_per_epoch = max(len(loader), 1)
@@ -146,7 +161,7 @@ def fit(
             set_epoch(epoch)
         model.train()
         likelihood.train()
-        totals = {"loss": 0.0, "nll": 0.0}
+        totals = {"nll": 0.0, "penalty": 0.0}
         kl_value = torch.zeros(())
         beta = kl_weight
         for batch_index, (x, y) in enumerate(loader):
@@ -154,13 +169,16 @@ def fit(
             beta = (
                 kl_weight * min(1.0, (step + 1) / annealing_steps) if annealing_steps else kl_weight
             )
-            with generator.stream("fit"):
-                nll = _expected_nll(model, likelihood, x, y, num_samples)
+            with noise.stream("fit"):
+                nll_sum = _expected_nll_sum(model, likelihood, x, y, num_samples)
                 kl_value = kl_divergence(model)
             if prior is not None:
                 kl_value = kl_value - _log_prior_of_plain_parameters(model, prior)
-            loss = nll + beta * kl_value / size
-            if not bool(torch.isfinite(loss)):
+            count, finite = _global_count(x.shape[0], nll_sum, kl_value, context)
+            nll = nll_sum / count  # this rank's share of the global-batch mean
+            penalty = beta * kl_value / size
+            loss = (nll * context.world_size if context else nll) + penalty
+            if not finite:
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch}, step {step} (batch {batch_index}): "
                     f"nll={float(nll.detach()):.4g}, kl={float(kl_value.detach()):.4g}. Lower the "
@@ -168,12 +186,15 @@ def fit(
                 )
             optim.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
+            if context is not None:
+                context.average_gradients(parameters)
             optim.step()
-            totals["loss"] += float(loss.detach())
             totals["nll"] += float(nll.detach())
+            totals["penalty"] += float(penalty.detach())
             step += 1
-        history.loss.append(totals["loss"] / steps_per_epoch)
-        history.nll.append(totals["nll"] / steps_per_epoch)
+        epoch_nll = _sum_over_ranks(totals["nll"], context, device) / steps_per_epoch
+        history.nll.append(epoch_nll)
+        history.loss.append(epoch_nll + totals["penalty"] / steps_per_epoch)
         history.kl.append(float(kl_value.detach()))
         history.kl_weight.append(beta)
         postfix = {"loss": f"{history.loss[-1]:.4f}"}
@@ -181,7 +202,10 @@ def fit(
             val_nll = _validation_nll(model, likelihood, val_data, val_samples, generator)
             history.val_nll.append(val_nll)
             postfix["val_nll"] = f"{val_nll:.4f}"
-            if stopper.update(val_nll, model, likelihood):
+            stop = stopper.update(val_nll, model, likelihood)
+            if context is not None:  # every rank has the same weights; rank 0 decides
+                stop = bool(context.broadcast_object(stop, src=0))
+            if stop:
                 history.stopped_early = True
                 bar.set_postfix(postfix)
                 break
@@ -193,6 +217,26 @@ def fit(
     model.eval()
     likelihood.eval()
     return history
+
+
+def _global_count(
+    local: int, nll_sum: Tensor, kl_value: Tensor, context: DistributedContext | None
+) -> tuple[Tensor, bool]:
+    """Examples in the global batch, and whether every rank's loss terms are finite."""
+    finite = bool(torch.isfinite(nll_sum)) and bool(torch.isfinite(kl_value))
+    if context is None:
+        return torch.tensor(float(local), device=nll_sum.device), finite
+    both = torch.tensor([float(local), float(not finite)], device=nll_sum.device)
+    context.all_reduce(both)
+    return both[0], not bool(both[1])
+
+
+def _sum_over_ranks(
+    value: float, context: DistributedContext | None, device: torch.device
+) -> float:
+    if context is None:
+        return value
+    return float(context.all_reduce(torch.tensor(value, dtype=torch.float64, device=device)))
 
 
 def _log_prior_of_plain_parameters(model: nn.Module, prior: Prior) -> Tensor:
@@ -229,10 +273,14 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _loader(
-    data: TrainData, batch_size: int, dataset_size: int | None, rng: RNG
+    data: TrainData,
+    batch_size: int,
+    dataset_size: int | None,
+    rng: RNG,
+    context: DistributedContext | None,
 ) -> tuple[DataLoader[Any], int]:
     if isinstance(data, DataLoader):
-        loader = data
+        loader = data  # distributed: its sampler decides each rank's share (DistributedSampler)
     else:
         if isinstance(data, tuple):
             dataset: Dataset[Any] = _tensor_dataset(data)
@@ -243,9 +291,12 @@ def _loader(
                 "train_data must be (x, y) tensors, a Dataset or a DataLoader, got "
                 f"{type(data).__name__}."
             )
-        loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=True, **rng.dataloader_kwargs("data")
-        )
+        kwargs = rng.dataloader_kwargs("data")
+        if context is None:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, **kwargs)
+        else:
+            sampler = RankBatchSampler(dataset, batch_size, context, kwargs["generator"])  # type: ignore[arg-type]
+            loader = DataLoader(dataset, batch_sampler=sampler, **kwargs)
     if dataset_size is not None:
         size = dataset_size
     else:
@@ -285,14 +336,15 @@ def _optimizer(
     return spec(parameters)
 
 
-def _expected_nll(
+def _expected_nll_sum(
     model: nn.Module, likelihood: Likelihood, x: Tensor, y: Tensor, num_samples: int
 ) -> Tensor:
+    """``-Σ_i E_q[log p(y_i | x_i, w)]`` over the batch, by ``num_samples`` MC samples."""
     if num_samples == 1:
-        return -likelihood.log_prob(model(x), y).mean()
+        return -likelihood.log_prob(model(x), y).sum()
 
     def one_sample(_: Tensor) -> Tensor:
-        return likelihood.log_prob(model(x), y).mean()
+        return likelihood.log_prob(model(x), y).sum()
 
     log_likelihoods: Tensor = vmap(one_sample, randomness="different")(torch.arange(num_samples))
     return -log_likelihoods.mean()
