@@ -96,10 +96,10 @@ class BayesianParameter(nn.Module):
 
     def kl(self, num_samples: int = 1) -> Tensor:
         """``KL(q ‖ prior)`` summed over elements: closed form, or a Monte Carlo estimate."""
-        loc, scale = self.loc, self.scale
-        closed_form = self.prior.kl_from_normal(loc, scale)
+        closed_form = self.prior.kl_sum_from_softplus(self.loc, self.rho)
         if closed_form is not None:
-            return closed_form.sum()
+            return closed_form
+        loc, scale = self.loc, self.scale
         weights = self.sample((num_samples,))
         log_q: Tensor = torch.distributions.Normal(loc, scale).log_prob(weights)  # type: ignore[no-untyped-call]
         log_p: Tensor = self.prior.distribution(loc).log_prob(weights)

@@ -34,9 +34,14 @@ def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untype
     )
 
 
-@pytest.mark.parametrize("backend", ["bnn", "pyro"])
-def test_nuts_matches_closed_form_posterior_and_mixes(backend: str) -> None:
-    """Mean within 5 MCSE and covariance within 5 MCSE of the exact posterior (d = 5, 4 chains)."""
+@pytest.mark.parametrize(
+    ("backend", "jit_compile"), [("bnn", False), ("bnn", True), ("pyro", False)]
+)
+def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile: bool) -> None:
+    """Mean within 5 MCSE and covariance within 5 MCSE of the exact posterior (d = 5, 4 chains).
+
+    ``jit_compile`` with the lock-step backend runs the torch.compile'd vmapped gradient.
+    """
     x, y, exact, layer = _blr(50, 5, 1.0)
     samples, history = bnn.infer.nuts(
         layer,
@@ -47,6 +52,7 @@ def test_nuts_matches_closed_form_posterior_and_mixes(backend: str) -> None:
         warmup=200,
         draws=400,
         backend=backend,
+        jit_compile=jit_compile,
         rng=0,
         progress=False,
     )

@@ -54,14 +54,20 @@ class _Tree:
 
 class _Sampler:
     def __init__(
-        self, log_joint: LogJoint, x: Tensor, y: Tensor, generators: list[torch.Generator]
+        self,
+        log_joint: LogJoint,
+        x: Tensor,
+        y: Tensor,
+        generators: list[torch.Generator],
+        compile_gradient: bool,
     ) -> None:
         y = log_joint.prepare(x, y)
 
         def log_density(vector: Tensor) -> Tensor:
             return log_joint.log_density_flat(vector, x, y)
 
-        self._gradient = vmap(grad_and_value(log_density))
+        gradient = vmap(grad_and_value(log_density))
+        self._gradient = torch.compile(gradient, dynamic=False) if compile_gradient else gradient
         self.generators = generators
         self.seeds = [int(g.initial_seed()) for g in generators]
         self.gradient_evaluations = 0
@@ -105,8 +111,20 @@ class _Sampler:
         return -state.logp + 0.5 * (inverse_mass * state.r * state.r).sum(-1)
 
     def build(
-        self, start: _State, step: Tensor, depth: int, h0: Tensor, inverse_mass: Tensor
+        self,
+        start: _State,
+        step: Tensor,
+        depth: int,
+        h0: Tensor,
+        inverse_mass: Tensor,
+        active: Tensor,
     ) -> _Tree:
+        """A subtree of ``2**depth`` leapfrogs from ``start``.
+
+        Its second half is skipped once the first half has turned or diverged for every
+        ``active`` chain: the whole subtree is then rejected by those chains anyway (as in
+        Stan, which stops a subtree at its first U-turn), and the transition ends.
+        """
         if depth == 0:
             new = self.leapfrog(start, step, inverse_mass)
             delta = self.energy(new, inverse_mass) - h0
@@ -124,8 +142,10 @@ class _Sampler:
                 accept_sum=torch.exp(-delta.clamp_min(0.0)),
                 steps=1,
             )
-        first = self.build(start, step, depth - 1, h0, inverse_mass)
-        second = self.build(first.far, step, depth - 1, h0, inverse_mass)
+        first = self.build(start, step, depth - 1, h0, inverse_mass, active)
+        if bool((~active | first.turning | first.diverging).all()):
+            return first
+        second = self.build(first.far, step, depth - 1, h0, inverse_mass, active)
         log_weight = torch.logaddexp(first.log_weight, second.log_weight)
         take_second = torch.log(self.uniform(log_weight)) < second.log_weight - log_weight
         r_sum = first.r_sum + second.r_sum
@@ -173,7 +193,7 @@ class _Sampler:
             forward = self.uniform(logp) < 0.5
             begin = _state_where(forward, right, left)
             direction = torch.where(forward, 1.0, -1.0).to(z.dtype)
-            tree = self.build(begin, direction * step_size, depth, h0, inverse_mass)
+            tree = self.build(begin, direction * step_size, depth, h0, inverse_mass, active)
             accept_sum = accept_sum + torch.where(active, tree.accept_sum, 0.0)
             n_steps = n_steps + torch.where(active, float(tree.steps), 0.0)
             depth_reached = torch.where(active, float(depth + 1), depth_reached)
@@ -267,6 +287,7 @@ def run_vectorised_nuts(
     draws: int,
     target_accept: float,
     max_tree_depth: int,
+    compile_gradient: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor], int]:
     """Run ``C = len(rngs)`` chains from ``initial`` ``[C, D]``.
 
@@ -274,7 +295,7 @@ def run_vectorised_nuts(
         Draws ``[C, S, D]``, per-draw statistics ``[C, S]`` and the number of batched gradients.
     """
     generators = [rng.torch_generator("nuts") for rng in rngs]
-    sampler = _Sampler(log_joint, x, y, generators)
+    sampler = _Sampler(log_joint, x, y, generators, compile_gradient)
     z = initial.detach()
     grad, logp = sampler.gradient(z)
     inverse_mass = torch.ones_like(z)
