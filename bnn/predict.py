@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import Tensor
 
 from bnn.likelihoods import Likelihood
-from bnn.posterior import DEFAULT_MEMORY_BUDGET, ModelPosterior, as_posterior, check_inputs
+from bnn.posterior import ModelPosterior, Posterior, as_posterior, check_inputs
 from bnn.prediction import Prediction, RegressionPrediction
 from bnn.rng import RNGLike, resolve_rng
+from bnn.validation import check_int
 
 __all__ = ["predict_with_uncertainty"]
 
@@ -21,7 +24,7 @@ def predict_with_uncertainty(
     likelihood: Likelihood | None = None,
     rng: RNGLike = None,
     batch_size: int | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    memory_budget: int | None = None,
 ) -> Prediction:
     """Predictive distribution at ``x`` from ``num_samples`` function samples.
 
@@ -35,7 +38,8 @@ def predict_with_uncertainty(
         batch_size: split ``x`` into batches of this many inputs (each batch draws its own
             function samples: per-input marginals are exact; for samples coherent across all
             inputs, leave it ``None`` — samples are already chunked to ``memory_budget``).
-        memory_budget: bytes one vectorised chunk of samples may use.
+        memory_budget: bytes one vectorised chunk of samples may use (``None``: the
+            posterior's own setting; 64 MiB for models). Applies to models and `SampleSet`s.
 
     Returns:
         ``RegressionPrediction`` (``mean``, ``std``, ``epistemic``, ``aleatoric``,
@@ -46,7 +50,7 @@ def predict_with_uncertainty(
         >>> pred = bnn.predict_with_uncertainty(model, x, likelihood=bnn.Gaussian(0.1), rng=0)
         >>> lower, upper = pred.interval(0.95)
     """
-    posterior = as_posterior(model_or_posterior, memory_budget=memory_budget)
+    posterior = _with_budget(model_or_posterior, memory_budget)
     reference = posterior.reference_tensor() if isinstance(posterior, ModelPosterior) else None
     check_inputs(x, reference, num_samples)
     if likelihood is not None and not isinstance(likelihood, Likelihood):
@@ -69,3 +73,15 @@ def predict_with_uncertainty(
             scale=torch.zeros((), dtype=samples.dtype, device=samples.device),
         )
     return likelihood.predict(samples)
+
+
+def _with_budget(model_or_posterior: object, memory_budget: int | None) -> Posterior:
+    """The posterior, chunked to ``memory_budget`` if given (the caller's object untouched)."""
+    if memory_budget is None:
+        return as_posterior(model_or_posterior)
+    check_int("memory_budget", memory_budget)
+    if isinstance(model_or_posterior, Posterior) and hasattr(model_or_posterior, "memory_budget"):
+        budgeted = copy.copy(model_or_posterior)
+        budgeted.memory_budget = memory_budget
+        return budgeted
+    return as_posterior(model_or_posterior, memory_budget=memory_budget)

@@ -63,6 +63,31 @@ def test_chunking_to_a_tiny_memory_budget_gives_the_same_distribution() -> None:
     assert abs(float(chunked.mean() - whole.mean())) < 5 * float(se)
 
 
+def test_memory_budget_applies_to_sample_sets_without_changing_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = nn.Linear(2, 1)
+    draws = {n: p.detach() + torch.randn(1, 6, *p.shape) for n, p in net.named_parameters()}
+    samples = bnn.SampleSet(net, draws)
+    calls: list[int] = []
+    original = bnn.sample_set.evaluate_parameter_samples
+
+    def spy(model: nn.Module, parameters: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        calls.append(next(iter(parameters.values())).shape[0])
+        return original(model, parameters, x)
+
+    monkeypatch.setattr(bnn.sample_set, "evaluate_parameter_samples", spy)
+    x = torch.randn(3, 2)
+    chunked = bnn.predict_with_uncertainty(samples, x, num_samples=6, memory_budget=1).samples
+    assert calls == [1] * 6 and samples.memory_budget == bnn.posterior.DEFAULT_MEMORY_BUDGET
+    calls.clear()
+    whole = bnn.predict_with_uncertainty(samples, x, num_samples=6).samples
+    assert calls == [6]
+    torch.testing.assert_close(chunked, whole)
+    with pytest.raises(ValueError, match="memory_budget"):
+        bnn.predict_with_uncertainty(samples, x, memory_budget=0)
+
+
 def test_prediction_is_reproducible_with_a_seed() -> None:
     net = _bayesian_mlp()
     x = torch.randn(4, 2)
