@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.multiprocessing as mp
@@ -33,6 +33,7 @@ from bnn.distributed import process_group_context
 from bnn.infer.vi import History, fit
 from bnn.likelihoods import Likelihood
 from bnn.posterior import check_inputs, eval_mode
+from bnn.prediction import Prediction, RegressionPrediction
 from bnn.rng import RNG, RNGLike, resolve_rng
 from bnn.serialization import load_versioned
 from bnn.validation import check_int
@@ -153,6 +154,37 @@ class DeepEnsemble(nn.Module):
             self.likelihoods.append(member_likelihood)
             histories.append(history)
         return histories
+
+    def predictive(self, x: Tensor) -> Prediction:
+        """The predictive at ``x`` with each member's *own* trained likelihood.
+
+        Members trained with a learnable likelihood (``Gaussian(learn_std=True)``) each learn a
+        noise scale; the predictive is then the mixture ``(1/M) Σ_m N(f_m(x), σ_m²)``. For
+        likelihoods without parameters this equals ``predict_with_uncertainty(self, x,
+        likelihood=...)``.
+
+        Shapes: ``x`` ``[N, ...]``; the prediction has ``M`` components.
+        """
+        if len(self.likelihoods) != len(self.members):
+            raise RuntimeError("the ensemble has not been trained: call fit() first.")
+        with torch.no_grad():
+            outputs = self.sample_functions(x, len(self.members))
+            parts = [lk.predict(outputs[m : m + 1]) for m, lk in enumerate(self.likelihoods)]
+        if all(isinstance(part, RegressionPrediction) for part in parts):
+            regression = cast(list[RegressionPrediction], parts)
+            return RegressionPrediction(
+                samples=outputs,
+                loc=torch.cat([part.loc for part in regression]),
+                scale=torch.cat([part.scale.expand_as(part.loc) for part in regression]),
+                weights=None
+                if all(part.weights is None for part in regression)
+                else torch.cat([part.component_weights / len(regression) for part in regression]),
+            )
+        return self.likelihoods[0].predict(outputs)
+
+    def has_learned_likelihoods(self) -> bool:
+        """Whether members learned likelihood parameters of their own (e.g. a noise scale)."""
+        return any(p.numel() > 0 for lk in self.likelihoods for p in lk.parameters())
 
     # ------------------------------------------------------------------ Posterior protocol
     def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:

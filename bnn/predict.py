@@ -59,6 +59,7 @@ def predict_with_uncertainty(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
+    _refuse_mismatched_member_likelihoods(posterior, likelihood)
     generator = resolve_rng(rng)
     batches = [x] if batch_size is None else list(torch.split(x, batch_size))
     with torch.no_grad():
@@ -85,3 +86,16 @@ def _with_budget(model_or_posterior: object, memory_budget: int | None) -> Poste
         budgeted.memory_budget = memory_budget
         return budgeted
     return as_posterior(model_or_posterior, memory_budget=memory_budget)
+
+
+def _refuse_mismatched_member_likelihoods(
+    posterior: Posterior, likelihood: Likelihood | None
+) -> None:
+    """An ensemble whose members learned their own noise must not be read with another one."""
+    learned = getattr(posterior, "has_learned_likelihoods", None)
+    if likelihood is not None and callable(learned) and learned():
+        raise ValueError(
+            "the ensemble's members learned their own likelihood parameters (e.g. a noise "
+            "scale each); use ensemble.predictive(x) for the mixture with each member's own "
+            "likelihood, or train heteroscedastic members (bnn.HeteroscedasticGaussian)."
+        )

@@ -104,3 +104,24 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 def test_bad_ensemble_arguments(build, error, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=match):
         build()
+
+
+def homoscedastic_member() -> nn.Module:
+    return nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def test_members_with_learned_noise_predict_with_their_own_noise() -> None:
+    ensemble = bnn.DeepEnsemble(homoscedastic_member, 3, rng=0)
+    ensemble.fit(_data(), likelihood=bnn.Gaussian(0.5, learn_std=True), epochs=20, lr=1e-2)
+    stds = torch.stack([lk.std.detach() for lk in ensemble.likelihoods]).flatten()
+    assert len(set(stds.tolist())) == 3  # each member learned its own noise
+    x = torch.linspace(-1, 1, 5).unsqueeze(-1)
+    prediction = ensemble.predictive(x)
+    outputs = ensemble(x).detach()  # [M, N, 1]
+    # Mixture (1/M) Σ N(f_m, σ_m²): mean and total variance by hand.
+    mean = outputs.mean(0)
+    variance = (stds.view(3, 1, 1) ** 2 + outputs**2).mean(0) - mean**2
+    torch.testing.assert_close(prediction.mean, mean)
+    torch.testing.assert_close(prediction.std, variance.sqrt())
+    with pytest.raises(ValueError, match=r"ensemble.predictive\(x\)"):
+        bnn.predict_with_uncertainty(ensemble, x, likelihood=bnn.Gaussian(0.5, learn_std=True))
