@@ -101,7 +101,7 @@ def fit(
         batch_size: mini-batch size for tensors/datasets (per rank when distributed).
         lr: learning rate of the default Adam optimiser.
         optimizer: an optimiser over ``model`` and ``likelihood`` parameters, or a factory
-            ``params -> Optimizer``; default ``Adam(lr)``.
+            ``params -> Optimizer``; default ``Adam(lr)`` (PyTorch's fused implementation).
         num_samples: Monte Carlo samples of the expected log-likelihood per step (vectorised).
         kl_weight: final ``β`` (1 = the ELBO).
         kl_annealing_epochs: epochs over which ``β`` ramps up linearly from 0.
@@ -332,7 +332,9 @@ def _optimizer(
         return spec
     parameters = [*model.parameters(), *likelihood.parameters()]
     if spec is None:
-        return torch.optim.Adam(parameters, lr=lr)
+        # The fused kernel updates all parameters in one pass (same Adam, fewer memory sweeps).
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+        return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
     return spec(parameters)
 
 
