@@ -132,10 +132,12 @@ def pyro_svi_seconds(x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------- prediction
-def _prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple[float, float]:
+def _prediction_case(
+    case: str, inputs: int, samples: int, repeats: int, threads: int
+) -> tuple[float, float]:
     """Runs in a fresh process: (median seconds, peak RSS growth in MB)."""
     torch.manual_seed(0)
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(threads)
     x = torch.randn(inputs, 784)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if case == "floor":
@@ -152,6 +154,24 @@ def _prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tupl
             with torch.no_grad():
                 for _ in range(samples):
                     net(x)
+    elif case == "loop_mc_dropout":
+        net = mlp(0.1).train()
+
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(samples):
+                    net(x)
+    elif case == "loop_sample_set":
+        net = mlp()
+        draws = [
+            {n: p.detach() + 0.01 * torch.randn_like(p) for n, p in net.named_parameters()}
+            for _ in range(samples)
+        ]
+
+        def run() -> None:
+            with torch.no_grad():
+                for draw in draws:
+                    torch.func.functional_call(net, draw, (x,))
     elif case in ("bayesian", "flipout", "mc_dropout", "sample_set"):
         if case == "mc_dropout":
             model: Any = bnn.MCDropout(mlp(0.1)).eval()
@@ -189,7 +209,9 @@ def _prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tupl
 
 def prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple[float, float]:
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_prediction_case, (case, inputs, samples, repeats))
+        return pool.apply(
+            _prediction_case, (case, inputs, samples, repeats, torch.get_num_threads())
+        )
 
 
 def prediction_ratios(inputs: int, samples: int, repeats: int) -> dict[str, float]:
@@ -203,10 +225,15 @@ def prediction_ratios(inputs: int, samples: int, repeats: int) -> dict[str, floa
 
 
 def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
-    ours, _ = prediction_case("bayesian", 32, samples, repeats)
-    loop, _ = prediction_case("loop_bayesian", 32, samples, repeats)
+    """Speed-ups (higher is better) at 32 inputs: bnn vs a Python loop over samples, vs Pyro."""
+    result = {}
     pyro, _ = prediction_case("pyro_predictive", 32, samples, repeats)
-    return {"small_batch_speedup_vs_loop": loop / ours, "small_batch_speedup_vs_pyro": pyro / ours}
+    for case in ("bayesian", "mc_dropout", "sample_set"):
+        ours, _ = prediction_case(case, 32, samples, repeats)
+        loop, _ = prediction_case(f"loop_{case}", 32, samples, repeats)
+        result[f"small_batch_{case}_speedup_vs_loop"] = loop / ours
+        result[f"small_batch_{case}_speedup_vs_pyro"] = pyro / ours
+    return result
 
 
 def scaling(repeats: int) -> dict[str, float]:
@@ -241,8 +268,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--output", type=Path, default=Path("benchmark-results"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results: dict[str, float] = {
         "threads": float(torch.get_num_threads()),
         "inputs": float(args.inputs),

@@ -108,21 +108,41 @@ class ModelPosterior:
         return next(self.model.parameters(), None)
 
     # ---------------------------------------------------------------------- noise
-    def sample_weights(self, num_samples: int) -> dict[str, Tensor]:
-        """Weight draws of every Bayesian layer: slot name -> ``[S, *shape]`` (global generator)."""
-        return {
-            f"{name}.module.{parameter}" if name else f"module.{parameter}": posterior.sample(
-                (num_samples,)
-            )
-            for name, layer in self.layers
-            for parameter, posterior in layer.bayesian_parameters().items()
-        }
+    def weight_moments(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``(loc, scale)`` of every Bayesian weight, by slot name (no gradients)."""
+        with torch.no_grad():
+            return {
+                f"{name}.module.{parameter}" if name else f"module.{parameter}": (
+                    posterior.loc.detach(),
+                    posterior.scale.detach(),
+                )
+                for name, layer in self.layers
+                for parameter, posterior in layer.bayesian_parameters().items()
+            }
+
+    def sample_weights(
+        self, num_samples: int, moments: dict[str, tuple[Tensor, Tensor]] | None = None
+    ) -> dict[str, Tensor]:
+        """Weight draws of every Bayesian layer: slot name -> ``[S, *shape]`` (global generator).
+
+        ``moments`` (from :meth:`weight_moments`) saves recomputing the scales for every chunk.
+        """
+        moments = self.weight_moments() if moments is None else moments
+        weights = {}
+        for slot, (loc, scale) in moments.items():
+            noise = torch.randn((num_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
+            weights[slot] = noise.mul_(scale).add_(loc)  # in place: no second [S, ...] buffer
+        return weights
 
     def sample_noise(
-        self, x: Tensor, num_samples: int, mask_shapes: list[tuple[int, ...]] | None = None
+        self,
+        x: Tensor,
+        num_samples: int,
+        mask_shapes: list[tuple[int, ...]] | None = None,
+        moments: dict[str, tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, Any]:
         """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
-        weights = self.sample_weights(num_samples)
+        weights = self.sample_weights(num_samples, moments)
         masks = (
             self.dropout.sample_masks(x, num_samples, mask_shapes)
             if self.dropout is not None
@@ -159,11 +179,12 @@ class ModelPosterior:
         shapes = self._mask_shapes(x)  # one probe forward per call, shared by all chunks
         chunk = self.chunk_size(x, num_samples, shapes)
         generator = resolve_rng(rng)
+        moments = self.weight_moments()
         outputs = []
         with eval_mode(self.model), generator.stream("predict"):
             for start in range(0, num_samples, chunk):
                 size = min(chunk, num_samples - start)
-                outputs.append(self.evaluate(self.sample_noise(x, size, shapes), x))
+                outputs.append(self.evaluate(self.sample_noise(x, size, shapes, moments), x))
         return torch.cat(outputs)
 
     def chunk_size(
