@@ -96,7 +96,8 @@ class Normal(Prior):
         return 0.5 * (variance_ratio + mean_term - 1.0 - torch.log(variance_ratio))
 
     def kl_sum_from_softplus(self, loc: Tensor, rho: Tensor) -> Tensor:
-        return _NormalKL.apply(loc, rho, self.loc, self.std)  # type: ignore[no-untyped-call,no-any-return]
+        kl, _ = _NormalKL.apply(loc, rho, self.loc, self.std)  # type: ignore[no-untyped-call]
+        return kl  # type: ignore[no-any-return]
 
 
 class _NormalKL(torch.autograd.Function):
@@ -110,31 +111,35 @@ class _NormalKL(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(loc: Tensor, rho: Tensor, prior_loc: float, prior_std: float) -> Tensor:
+    def forward(
+        loc: Tensor, rho: Tensor, prior_loc: float, prior_std: float
+    ) -> tuple[Tensor, Tensor]:
         scale = F.softplus(rho)
         centred = loc - prior_loc
         variance = prior_std * prior_std
         total = (scale.square().sum() + centred.square().sum()) / variance
         log_scale_sum = torch.log(scale).sum()
         constant = loc.numel() * (2.0 * math.log(prior_std) - 1.0)
-        return 0.5 * (total + constant) - log_scale_sum
+        return 0.5 * (total + constant) - log_scale_sum, scale  # scale: saved, not recomputed
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:  # noqa: ARG004
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
         loc, rho, prior_loc, prior_std = inputs
-        ctx.save_for_backward(loc, rho)
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(loc, rho, output[1])
         ctx.prior_loc, ctx.prior_std = prior_loc, prior_std
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        loc, rho = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad: Tensor, _: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        loc, rho, scale = ctx.saved_tensors
         inverse_variance = 1.0 / (ctx.prior_std * ctx.prior_std)
         grad_loc = grad_rho = None
         if ctx.needs_input_grad[0]:
             grad_loc = (loc - ctx.prior_loc) * (grad * inverse_variance)
         if ctx.needs_input_grad[1]:
-            scale = F.softplus(rho)
             grad_rho = (scale * inverse_variance - scale.reciprocal()) * torch.sigmoid(rho) * grad
         return grad_loc, grad_rho, None, None
 
