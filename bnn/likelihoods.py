@@ -137,15 +137,26 @@ class HeteroscedasticGaussian(Likelihood):
     The last output dimension ``2D`` splits into mean ``[..., :D]`` and
     ``std = softplus(raw) + min_std`` ``[..., D:]`` (Nix & Weigend 1994; Kendall & Gal 2017).
 
+    Training with the plain Gaussian NLL lets a network explain hard points by a large variance
+    instead of fitting their mean. ``beta > 0`` trains with the β-NLL of Seitzer et al. (2022,
+    "On the Pitfalls of Heteroscedastic Uncertainty Estimation with Probabilistic Neural
+    Networks"): each datum's log-density is weighted by ``stopgrad(std^(2β))`` in training mode
+    (``β = 0.5`` is their recommended compromise, ``β = 1`` gives the mean the MSE gradient).
+    In eval mode, and in every prediction, the density is the plain Gaussian one.
+
     Args:
         min_std: floor on the std, for numerical stability (> 0).
+        beta: β-NLL exponent in ``[0, 1]`` for training (0: the plain NLL).
     """
 
-    def __init__(self, min_std: float = 1e-6) -> None:
+    def __init__(self, min_std: float = 1e-6, beta: float = 0.0) -> None:
         super().__init__()
         if not isinstance(min_std, int | float) or not min_std > 0:
             raise ValueError(f"min_std must be a positive number, got {min_std!r}.")
+        if not isinstance(beta, int | float) or not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be a number in [0, 1], got {beta!r}.")
         self.min_std = float(min_std)
+        self.beta = float(beta)
 
     def split(self, output: Tensor) -> tuple[Tensor, Tensor]:
         """``(mean, std)``, each with last dimension ``D``, from an output with last dim ``2D``."""
@@ -166,7 +177,12 @@ class HeteroscedasticGaussian(Likelihood):
     def log_density(self, output: Tensor, y: Tensor) -> Tensor:
         mean, std = self.split(output)
         log_density = -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+        if self.training and self.beta > 0:
+            log_density = log_density * std.detach() ** (2 * self.beta)
         return _per_datum(log_density)
+
+    def extra_repr(self) -> str:
+        return f"min_std={self.min_std:g}, beta={self.beta:g}"
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
         mean, std = self.split(samples)

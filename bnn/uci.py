@@ -61,6 +61,7 @@ class Defaults:
     lr: float = 3e-3
     dropout: float = 0.05
     ensemble_members: int = 5
+    ensemble_beta: float = 0.5  # β-NLL for the heteroscedastic members (Seitzer et al. 2022)
     num_samples: int = 200
     validation_fraction: float = 0.1
 
@@ -102,7 +103,9 @@ def _train_and_predict(
         )
     if method == "ensemble":
         ensemble = DeepEnsemble(lambda: _network(inputs, 2), defaults.ensemble_members, rng=rng)
-        ensemble.fit((x, y), likelihood=HeteroscedasticGaussian(), **options)
+        ensemble.fit(
+            (x, y), likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta), **options
+        )
         prediction = predict_with_uncertainty(
             ensemble,
             x_test,

@@ -28,7 +28,7 @@ from bnn.distributed import DistributedContext, RankBatchSampler, resolve_distri
 from bnn.early_stopping import EarlyStopping
 from bnn.layers import bayesian_modules, kl_divergence
 from bnn.likelihoods import Likelihood
-from bnn.posterior import as_posterior
+from bnn.posterior import as_posterior, eval_mode
 from bnn.predict import predict_with_uncertainty
 from bnn.priors import Prior
 from bnn.rng import RNG, RNGLike, resolve_rng
@@ -366,7 +366,7 @@ def _validation_nll(
         as_posterior(model)
     except TypeError:  # a plain network: its single prediction
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(likelihood):  # the likelihood's evaluation form
             return -float(likelihood.log_prob(model(x), y).mean())
     prediction = predict_with_uncertainty(
         model, x, num_samples=num_samples, likelihood=likelihood, rng=rng
