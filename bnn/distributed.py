@@ -71,16 +71,18 @@ class DistributedContext:
             p.grad = averaged
 
     def average(self, tensors: list[Tensor]) -> list[Tensor]:
-        """Element-wise mean over ranks of each tensor, in one flat all-reduce."""
-        if not tensors:
-            return []
-        flat = self.all_reduce(torch.cat([t.reshape(-1) for t in tensors]), average=True)
-        return [
-            part.view_as(t).clone()
-            for part, t in zip(
-                torch.split(flat, [t.numel() for t in tensors]), tensors, strict=True
-            )
-        ]
+        """Element-wise mean over ranks of each tensor: one flat all-reduce per dtype/device."""
+        averaged: dict[int, Tensor] = {}
+        groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
+        for index, tensor in enumerate(tensors):
+            groups.setdefault((tensor.dtype, tensor.device), []).append(index)
+        for members in groups.values():
+            parts = [tensors[i] for i in members]
+            flat = self.all_reduce(torch.cat([t.reshape(-1) for t in parts]), average=True)
+            pieces = torch.split(flat, [t.numel() for t in parts])
+            for i, piece, t in zip(members, pieces, parts, strict=True):
+                averaged[i] = piece.view_as(t).clone()
+        return [averaged[i] for i in range(len(tensors))]
 
     def broadcast_state(self, *modules: nn.Module, src: int = 0) -> None:
         """Copy parameters and buffers of ``modules`` from rank ``src`` to every rank."""

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from bnn.distributed import process_group_context
+from bnn.distributed import DistributedContext, process_group_context
 from bnn.infer.vi import History, fit
 from bnn.likelihoods import Likelihood
 from bnn.posterior import check_inputs, eval_mode
@@ -135,11 +136,19 @@ class DeepEnsemble(nn.Module):
             )
             for i, member in enumerate(self.members)
         ]
-        trained = _train_all([jobs[i] for i in mine], workers)
-        results = dict(zip(mine, trained, strict=True))
-        if context is not None:  # every rank receives every member from its owner
-            results = {
-                i: context.broadcast_object(results.get(i), src=owner)
+        if context is not None:
+            context.check_same_seed(self.parent_rng)
+        try:
+            trained, failure = _train_all([jobs[i] for i in mine], workers), None
+        except Exception as error:
+            if context is None:
+                raise
+            trained, failure = [], error
+        results = dict(zip(mine, trained, strict=False))
+        if context is not None:
+            _raise_if_any_rank_failed(context, failure)
+            results = {  # every rank receives every member from its owner (on the CPU)
+                i: context.broadcast_object(_to_cpu(results.get(i)), src=owner)
                 for i, owner in enumerate(owners)
             }
         for i, member in enumerate(self.members):
@@ -250,6 +259,29 @@ def _build(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
     if not isinstance(member, nn.Module):
         raise TypeError(f"factory must return an nn.Module, got {type(member).__name__}.")
     return member
+
+
+def _raise_if_any_rank_failed(context: DistributedContext, failure: Exception | None) -> None:
+    """All ranks learn whether member training failed anywhere, so none waits forever."""
+    failures: list[Any] = [None] * context.world_size
+    dist.all_gather_object(failures, None if failure is None else repr(failure))
+    if failure is not None:
+        raise failure
+    failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise RuntimeError(f"training ensemble members failed on rank {rank}: {message}")
+
+
+def _to_cpu(result: Any) -> Any:
+    if result is None:
+        return None
+    member_state, likelihood_state, history = result
+    return (
+        {k: v.cpu() for k, v in member_state.items()},
+        {k: v.cpu() for k, v in likelihood_state.items()},
+        history,
+    )
 
 
 def _train_all(jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:

@@ -58,6 +58,14 @@ class Likelihood(nn.Module):
         """Per-datum log-likelihood ``[N]``, unvalidated (``y`` from :meth:`check_targets`)."""
         raise NotImplementedError
 
+    def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+        """The per-datum objective :func:`bnn.fit` maximises (default: :meth:`log_prob`).
+
+        A likelihood may train with a modified objective (e.g. β-NLL) while every density it
+        reports — to samplers, metrics and predictions — stays the model's own.
+        """
+        return self.log_prob(output, y)
+
     def predict(self, samples: Tensor) -> Prediction:
         """Aggregate function samples ``[S, N, ...]`` into a predictive distribution."""
         raise NotImplementedError
@@ -142,7 +150,8 @@ class HeteroscedasticGaussian(Likelihood):
     "On the Pitfalls of Heteroscedastic Uncertainty Estimation with Probabilistic Neural
     Networks"): each datum's log-density is weighted by ``stopgrad(std^(2β))`` in training mode
     (``β = 0.5`` is their recommended compromise, ``β = 1`` gives the mean the MSE gradient).
-    In eval mode, and in every prediction, the density is the plain Gaussian one.
+    Only :meth:`training_log_prob` (what :func:`bnn.fit` maximises) is weighted; the density
+    seen by samplers, metrics and predictions is the plain Gaussian one.
 
     Args:
         min_std: floor on the std, for numerical stability (> 0).
@@ -175,14 +184,19 @@ class HeteroscedasticGaussian(Likelihood):
         return y
 
     def log_density(self, output: Tensor, y: Tensor) -> Tensor:
-        mean, std = self.split(output)
-        log_density = -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
-        if self.training and self.beta > 0:
-            log_density = log_density * std.detach() ** (2 * self.beta)
-        return _per_datum(log_density)
+        return _per_datum(self._elementwise_log_density(output, y))
 
-    def extra_repr(self) -> str:
-        return f"min_std={self.min_std:g}, beta={self.beta:g}"
+    def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+        """β-NLL: each log-density term weighted by ``stopgrad(std^(2β))`` (plain for β = 0)."""
+        elementwise = self._elementwise_log_density(output, self.check_targets(output, y))
+        if self.beta > 0:
+            _, std = self.split(output)
+            elementwise = elementwise * std.detach() ** (2 * self.beta)
+        return _per_datum(elementwise)
+
+    def _elementwise_log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        mean, std = self.split(output)
+        return -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
         mean, std = self.split(samples)

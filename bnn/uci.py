@@ -188,7 +188,7 @@ def _validated_noise(
     functions = predict_with_uncertainty(
         model, x_val, num_samples=defaults.num_samples, rng=rng
     ).samples  # [S, N_val, 1]
-    stds = float(learned.std.detach()) * 2.0 ** torch.linspace(-1.0, 2.0, 31)
+    stds = float(learned.std.detach()) * 2.0 ** torch.linspace(-1.0, 2.0, 31, device=y_val.device)
     z = (y_val - functions).unsqueeze(0) / stds.view(-1, 1, 1, 1)  # [G, S, N_val, 1]
     log_density = -0.5 * z**2 - torch.log(stds).view(-1, 1, 1, 1) - 0.5 * math.log(2 * math.pi)
     mixture = torch.logsumexp(log_density, dim=1) - math.log(functions.shape[0])

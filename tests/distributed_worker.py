@@ -121,6 +121,15 @@ def ensemble_state(**kwargs: Any) -> dict[str, Tensor]:
     return state
 
 
+class FailsOnRankOne(bnn.Gaussian):
+    """A likelihood whose training fails on rank 1 only (a member that diverges there)."""
+
+    def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+        if dist.get_rank() == 1:
+            raise FloatingPointError("member diverged")
+        return super().training_log_prob(output, y)
+
+
 def flat(model: nn.Module, likelihood: nn.Module) -> Tensor:
     return torch.cat(
         [p.detach().reshape(-1) for p in [*model.parameters(), *likelihood.parameters()]]
@@ -143,6 +152,14 @@ def main(output: Path) -> None:
 
     results["sgld"] = sgld_draws(4, distributed=True)
     results["ensemble"] = ensemble_state(distributed=True)
+
+    try:
+        failing = bnn.DeepEnsemble(mlp, 2, rng=SEED)
+        failing.fit(regression_data(8), likelihood=FailsOnRankOne(0.5), epochs=1, distributed=True)
+    except Exception as error:  # noqa: BLE001 - the message is what the test checks
+        results["member_failure_error"] = f"{type(error).__name__}: {error}"
+    else:
+        results["member_failure_error"] = ""
 
     try:
         map_fit(build_mlp(), 64, PER_RANK_BATCH, seed=dist.get_rank(), distributed=True)

@@ -25,6 +25,11 @@ from tests import distributed_worker as worker
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
+pytestmark = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="needs torch.distributed with the gloo backend",
+)
+
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
@@ -114,6 +119,12 @@ def test_ensemble_gathered_from_two_ranks_equals_one_process(ranks: list[dict[st
         assert rank["ensemble"].keys() == reference.keys()
         for name, tensor in reference.items():
             assert torch.equal(rank["ensemble"][name], tensor), name
+
+
+def test_a_member_failing_on_one_rank_raises_on_every_rank(ranks: list[dict[str, Any]]) -> None:
+    assert ranks[1]["member_failure_error"] == "FloatingPointError: member diverged"
+    assert ranks[0]["member_failure_error"].startswith("RuntimeError: training ensemble members")
+    assert "rank 1" in ranks[0]["member_failure_error"]
 
 
 def test_ranks_with_different_seeds_are_refused(ranks: list[dict[str, Any]]) -> None:

@@ -121,15 +121,15 @@ def test_bad_head_input(build, error, match) -> None:  # type: ignore[no-untyped
 
 
 def test_beta_nll_weights_training_gradients_and_leaves_evaluation_alone() -> None:
-    """β = 1 gives the mean the MSE gradient; eval mode is the plain Gaussian density."""
+    """β = 1 gives the mean the MSE gradient; the density everyone else sees stays plain."""
     generator = torch.Generator().manual_seed(0)
     output = torch.randn(16, 2, generator=generator, dtype=torch.float64).requires_grad_()
     y = torch.randn(16, 1, generator=generator, dtype=torch.float64)
     plain, beta_one = bnn.HeteroscedasticGaussian(), bnn.HeteroscedasticGaussian(beta=1.0)
-    (gradient,) = torch.autograd.grad(-beta_one.log_prob(output, y).sum(), output)
+    (gradient,) = torch.autograd.grad(-beta_one.training_log_prob(output, y).sum(), output)
     mean = output[:, :1].detach()
     torch.testing.assert_close(gradient[:, :1], mean - y)  # d/dμ of ½(y - μ)²
-    beta_one.eval()
     torch.testing.assert_close(beta_one.log_prob(output, y), plain.log_prob(output, y))
+    torch.testing.assert_close(plain.training_log_prob(output, y), plain.log_prob(output, y))
     with pytest.raises(ValueError, match="beta"):
         bnn.HeteroscedasticGaussian(beta=1.5)

@@ -156,9 +156,10 @@ def fit(
     step = 0
     bar = tqdm(range(epochs), desc="fit", disable=not progress)
     for epoch in bar:
-        set_epoch = getattr(loader.dataset, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
+        for owner in (loader.dataset, loader.sampler, loader.batch_sampler):
+            set_epoch = getattr(owner, "set_epoch", None)  # e.g. a DistributedSampler
+            if callable(set_epoch):
+                set_epoch(epoch)
         model.train()
         likelihood.train()
         totals = {"nll": 0.0, "penalty": 0.0}
@@ -325,6 +326,12 @@ def _tensor_dataset(data: tuple[Any, ...]) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+# torch >= 2.4 has a fused Adam on CPU too; before, only on CUDA.
+_FUSED_ADAM_DEVICES = (
+    ("cpu", "cuda") if tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 4) else ("cuda",)
+)
+
+
 def _optimizer(
     spec: OptimizerSpec | None, model: nn.Module, likelihood: Likelihood, lr: float
 ) -> torch.optim.Optimizer:
@@ -333,7 +340,9 @@ def _optimizer(
     parameters = [*model.parameters(), *likelihood.parameters()]
     if spec is None:
         # The fused kernel updates all parameters in one pass (same Adam, fewer memory sweeps).
-        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+        fused = all(
+            p.is_floating_point() and p.device.type in _FUSED_ADAM_DEVICES for p in parameters
+        )
         return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
     return spec(parameters)
 
@@ -343,10 +352,10 @@ def _expected_nll_sum(
 ) -> Tensor:
     """``-Σ_i E_q[log p(y_i | x_i, w)]`` over the batch, by ``num_samples`` MC samples."""
     if num_samples == 1:
-        return -likelihood.log_prob(model(x), y).sum()
+        return -likelihood.training_log_prob(model(x), y).sum()
 
     def one_sample(_: Tensor) -> Tensor:
-        return likelihood.log_prob(model(x), y).sum()
+        return likelihood.training_log_prob(model(x), y).sum()
 
     log_likelihoods: Tensor = vmap(one_sample, randomness="different")(torch.arange(num_samples))
     return -log_likelihoods.mean()

@@ -49,7 +49,7 @@ class _Tree:
     turning: Tensor  # [C] bool
     diverging: Tensor  # [C] bool
     accept_sum: Tensor  # [C]
-    steps: int
+    steps: Tensor  # [C] leapfrogs that count for each chain
 
 
 class _Sampler:
@@ -121,9 +121,10 @@ class _Sampler:
     ) -> _Tree:
         """A subtree of ``2**depth`` leapfrogs from ``start``.
 
-        Its second half is skipped once the first half has turned or diverged for every
-        ``active`` chain: the whole subtree is then rejected by those chains anyway (as in
-        Stan, which stops a subtree at its first U-turn), and the transition ends.
+        A chain whose first half turned or diverged stops there, as in Stan: the second
+        half's leapfrogs do not count towards its statistics (acceptance, steps, divergence),
+        whatever the other chains do. Once that holds for every ``active`` chain, the second
+        half is not computed at all (the transition ends with this subtree).
         """
         if depth == 0:
             new = self.leapfrog(start, step, inverse_mass)
@@ -140,12 +141,13 @@ class _Sampler:
                 turning=torch.zeros_like(delta, dtype=torch.bool),
                 diverging=delta > MAX_ENERGY_ERROR,
                 accept_sum=torch.exp(-delta.clamp_min(0.0)),
-                steps=1,
+                steps=torch.ones_like(delta),
             )
         first = self.build(start, step, depth - 1, h0, inverse_mass, active)
-        if bool((~active | first.turning | first.diverging).all()):
+        stopped = first.turning | first.diverging
+        if bool((~active | stopped).all()):
             return first
-        second = self.build(first.far, step, depth - 1, h0, inverse_mass, active)
+        second = self.build(first.far, step, depth - 1, h0, inverse_mass, active & ~stopped)
         log_weight = torch.logaddexp(first.log_weight, second.log_weight)
         take_second = torch.log(self.uniform(log_weight)) < second.log_weight - log_weight
         r_sum = first.r_sum + second.r_sum
@@ -163,9 +165,9 @@ class _Sampler:
             log_weight=log_weight,
             r_sum=r_sum,
             turning=turning,
-            diverging=first.diverging | second.diverging,
-            accept_sum=first.accept_sum + second.accept_sum,
-            steps=first.steps + second.steps,
+            diverging=first.diverging | (~stopped & second.diverging),
+            accept_sum=first.accept_sum + torch.where(stopped, 0.0, second.accept_sum),
+            steps=first.steps + torch.where(stopped, 0.0, second.steps),
         )
 
     def transition(
@@ -195,7 +197,7 @@ class _Sampler:
             direction = torch.where(forward, 1.0, -1.0).to(z.dtype)
             tree = self.build(begin, direction * step_size, depth, h0, inverse_mass, active)
             accept_sum = accept_sum + torch.where(active, tree.accept_sum, 0.0)
-            n_steps = n_steps + torch.where(active, float(tree.steps), 0.0)
+            n_steps = n_steps + torch.where(active, tree.steps, 0.0)
             depth_reached = torch.where(active, float(depth + 1), depth_reached)
             diverging = diverging | (active & tree.diverging)
             valid = active & ~tree.turning & ~tree.diverging
