@@ -173,7 +173,8 @@ class ModelPosterior:
     def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:
         """Draw ``num_samples`` function values at ``x`` (``[S, N, ...]``), chunked to the budget.
 
-        Randomness: the ``"predict"`` stream of ``rng``.
+        Randomness: the ``"predict"`` stream of ``rng``. The draws carry no gradient to the
+        variational parameters (prediction, not training: use ``bnn.fit`` for that).
         """
         check_inputs(x, self.reference_tensor(), num_samples)
         shapes = self._mask_shapes(x)  # one probe forward per call, shared by all chunks
