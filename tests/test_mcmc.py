@@ -77,27 +77,31 @@ def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile:
 
 
 def test_chains_are_reproducible_distinct_and_independent_of_chain_count() -> None:
-    x, y, _, layer = _blr(20, 2, 1.0)
+    """Also the per-draw statistics: lock-step chains stop subtrees at different times."""
+    x, y, _, layer = _blr(20, 3, 1.0)
 
-    def run(chains: int, seed: int) -> torch.Tensor:
+    def run(chains: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         samples, _ = bnn.infer.nuts(
             layer,
             x,
             y,
             likelihood=bnn.Gaussian(1.0),
             num_chains=chains,
-            warmup=20,
+            warmup=30,
             draws=20,
             rng=seed,
             progress=False,
         )
-        return samples.samples["weight"]
+        return samples.samples["weight"], samples.sample_stats
 
-    two = run(2, 0)
-    assert torch.equal(two, run(2, 0))
-    assert not torch.equal(two[0], two[1])
-    assert torch.equal(run(1, 0)[0], two[0])
-    assert not torch.equal(run(2, 1), two)
+    three, stats = run(3, 0)
+    assert torch.equal(three, run(3, 0)[0])
+    assert not torch.equal(three[0], three[1])
+    one, one_stats = run(1, 0)
+    assert torch.equal(one[0], three[0])
+    for name in ("acceptance_rate", "n_steps", "tree_depth", "diverging"):
+        assert torch.equal(one_stats[name][0], stats[name][0]), name
+    assert not torch.equal(run(3, 1)[0], three)
 
 
 def test_hmc_runs_and_reports_stats() -> None:
