@@ -100,6 +100,13 @@ def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
     for got, want in zip(torch.autograd.grad(fused, (loc, rho)), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(prior.kl_sum_from_softplus, (loc, rho))
+    # torch.func transforms see the same function.
+    func_grad = torch.func.grad(lambda m: prior.kl_sum_from_softplus(m, rho.detach()))
+    torch.testing.assert_close(func_grad(loc.detach()), expected[0], rtol=1e-12, atol=1e-12)
+    batched = torch.func.vmap(lambda m: prior.kl_sum_from_softplus(m, rho.detach()))
+    stacked = torch.stack([loc.detach(), 2 * loc.detach()])
+    each = torch.stack([prior.kl_sum_from_softplus(m, rho.detach()) for m in stacked])
+    torch.testing.assert_close(batched(stacked), each, rtol=1e-12, atol=1e-12)
 
 
 def test_scale_mixture_kl_monte_carlo_matches_quadrature() -> None:
