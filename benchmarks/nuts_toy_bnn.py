@@ -28,6 +28,8 @@ from torch import nn
 
 import bnn
 
+GRID = torch.linspace(-1, 1, 20).unsqueeze(-1)  # test points for the predictive ESS
+
 
 def data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
@@ -91,6 +93,17 @@ class GradientCounter:
         self.integrator.potential_grad = self.original
 
 
+def rates(seconds: float, ess: float, gradients: int) -> dict[str, float]:
+    """Wall time, ESS, ESS per second and cost per gradient of one sampler run."""
+    return {
+        "seconds": seconds,
+        "min_ess": ess,
+        "ess_per_second": ess / seconds,
+        "gradient_evaluations": gradients,
+        "ms_per_gradient": 1e3 * seconds / gradients,
+    }
+
+
 def run_pyro(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict[str, float]:
     pyro.clear_param_store()
     model = PyroBNN()
@@ -115,19 +128,12 @@ def run_pyro(x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict
         gradients += counter.calls
         chains.append(mcmc.get_samples())
     seconds = time.perf_counter() - start
-    grid = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    grid = GRID
     predictions = []
     for samples in chains:
         predictive = pyro.infer.Predictive(model, samples, return_sites=["_RETURN"])
         predictions.append(predictive(grid)["_RETURN"].detach().numpy())
-    ess = min_ess(np.stack(predictions))
-    return {
-        "seconds": seconds,
-        "min_ess": ess,
-        "ess_per_second": ess / seconds,
-        "gradient_evaluations": gradients,
-        "ms_per_gradient": 1e3 * seconds / gradients,
-    }
+    return rates(seconds, min_ess(np.stack(predictions)), gradients)
 
 
 def run_bnn(
@@ -150,19 +156,12 @@ def run_bnn(
         progress=False,
     )
     seconds = time.perf_counter() - start
-    grid = torch.linspace(-1, 1, 20).unsqueeze(-1)
+    grid = GRID
     functions = bnn.predict_with_uncertainty(samples, grid, num_samples=samples.num_samples).samples
     predictions = functions.reshape(args.chains, args.draws, -1).numpy()
-    ess = min_ess(predictions)
-    gradients = sum(history.gradient_evaluations)
-    return {
-        "seconds": seconds,
-        "min_ess": ess,
-        "ess_per_second": ess / seconds,
-        "gradient_evaluations": gradients,
-        "ms_per_gradient": 1e3 * seconds / gradients,
-        "mean_leapfrog_steps_per_draw": float(samples.sample_stats["n_steps"].float().mean()),
-    }
+    result = rates(seconds, min_ess(predictions), sum(history.gradient_evaluations))
+    result["mean_leapfrog_steps_per_draw"] = float(samples.sample_stats["n_steps"].float().mean())
+    return result
 
 
 def main() -> None:

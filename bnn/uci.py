@@ -112,30 +112,13 @@ def _train_and_predict(
             likelihood=HeteroscedasticGaussian(),
             num_samples=defaults.ensemble_members,
         )
-    elif method == "mc_dropout":
-        with rng.stream("init"):
-            network = nn.Sequential(
-                nn.Linear(inputs, HIDDEN),
-                nn.ReLU(),
-                nn.Dropout(defaults.dropout),
-                nn.Linear(HIDDEN, 1),
-            )
-        model = MCDropout(network)
+    elif method in ("mc_dropout", "vi"):
+        model = _homoscedastic_model(method, inputs, defaults, rng)
         likelihood = Gaussian(0.5, learn_std=True)
         fit(model, (x, y), likelihood=likelihood, rng=rng, progress=False, **options)
         likelihood = _validated_noise(model, likelihood, options.get("val_data"), defaults, rng)
         prediction = predict_with_uncertainty(
             model, x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
-        )
-    elif method == "vi":
-        with rng.stream("init"):
-            network = _network(inputs, 1)
-        bayesianize(network, init="random", init_std=1e-3, rng=rng)
-        likelihood = Gaussian(0.5, learn_std=True)
-        fit(network, (x, y), likelihood=likelihood, rng=rng, progress=False, **options)
-        likelihood = _validated_noise(network, likelihood, options.get("val_data"), defaults, rng)
-        prediction = predict_with_uncertainty(
-            network, x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
         )
     elif method == "sghmc":
         with rng.stream("init"):
@@ -166,6 +149,22 @@ def _train_and_predict(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     assert isinstance(prediction, RegressionPrediction)
     return prediction.rescale(y_scaler.mean, y_scaler.std)
+
+
+def _homoscedastic_model(method: str, inputs: int, defaults: Defaults, rng: RNG) -> nn.Module:
+    """MC dropout (dropout after the hidden layer) or a Bayes-by-backprop network."""
+    if method == "mc_dropout":
+        with rng.stream("init"):
+            network = nn.Sequential(
+                nn.Linear(inputs, HIDDEN),
+                nn.ReLU(),
+                nn.Dropout(defaults.dropout),
+                nn.Linear(HIDDEN, 1),
+            )
+        return MCDropout(network)
+    with rng.stream("init"):
+        network = _network(inputs, 1)
+    return bayesianize(network, init="random", init_std=1e-3, rng=rng)
 
 
 def _validated_noise(
