@@ -24,12 +24,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from bnn.chunking import ChunkPlan, evaluate_in_chunks, plan_chunks
 from bnn.dropout import MCDropout
 from bnn.layers import bayesian_modules, posterior_mean
 from bnn.rng import RNGLike, resolve_rng
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "PROBE_INPUTS",
     "ModelPosterior",
     "PointEstimate",
     "Posterior",
@@ -38,7 +40,11 @@ __all__ = [
     "check_inputs",
     "eval_mode",
     "evaluate_parameter_samples",
+    "evaluate_parameter_samples_chunked",
 ]
+
+PROBE_INPUTS = 64
+"""Inputs of the probe forward pass that measures memory per input."""
 
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
 """Bytes of activations (plus sampled noise) one vectorised chunk of samples may use.
@@ -144,14 +150,19 @@ class ModelPosterior:
         """All randomness of ``num_samples`` functions: weights and masks, each ``[S, ...]``."""
         weights = self.sample_weights(num_samples, moments)
         masks = (
-            self.dropout.sample_masks(x, num_samples, mask_shapes)
+            self.dropout.sample_masks(
+                x, num_samples, self._mask_shapes(x) if mask_shapes is None else mask_shapes
+            )
             if self.dropout is not None
             else []
         )
         return {"weights": weights, "masks": masks}
 
     def _mask_shapes(self, x: Tensor) -> list[tuple[int, ...]]:
-        return self.dropout.mask_shapes(x) if self.dropout is not None else []
+        if self.dropout is None:
+            return []
+        with posterior_mean(self.model):  # the probe forward draws no weights
+            return self.dropout.mask_shapes(x)
 
     def evaluate(self, noise: dict[str, Any], x: Tensor) -> Tensor:
         """Evaluate every function sample given its noise, in one vmap: ``[S, N, ...]``."""
@@ -173,37 +184,55 @@ class ModelPosterior:
     def sample_functions(self, x: Tensor, num_samples: int, *, rng: RNGLike = None) -> Tensor:
         """Draw ``num_samples`` function values at ``x`` (``[S, N, ...]``), chunked to the budget.
 
-        Randomness: the ``"predict"`` stream of ``rng``. The draws carry no gradient to the
-        variational parameters (prediction, not training: use ``bnn.fit`` for that).
+        Weights are drawn once per block of samples and shared by all inputs; dropout masks are
+        drawn per input, as a loop over ``model(x)`` would. Randomness: the ``"predict"`` stream
+        of ``rng``. The draws carry no gradient to the variational parameters (prediction, not
+        training: use ``bnn.fit`` for that).
         """
         check_inputs(x, self.reference_tensor(), num_samples)
-        shapes = self._mask_shapes(x)  # one probe forward per call, shared by all chunks
-        chunk = self.chunk_size(x, num_samples, shapes)
-        generator = resolve_rng(rng)
+        plan = self.plan(x, num_samples)
         moments = self.weight_moments()
-        outputs = []
-        with eval_mode(self.model), generator.stream("predict"):
-            for start in range(0, num_samples, chunk):
-                size = min(chunk, num_samples - start)
-                outputs.append(self.evaluate(self.sample_noise(x, size, shapes, moments), x))
-        return torch.cat(outputs)
+        mask_shapes: dict[int, list[tuple[int, ...]]] = {}
 
-    def chunk_size(
-        self, x: Tensor, num_samples: int, mask_shapes: list[tuple[int, ...]] | None = None
-    ) -> int:
-        """How many samples fit in the memory budget at once (at least 1)."""
-        shapes = self._mask_shapes(x) if mask_shapes is None else mask_shapes
-        per_sample = self._activation_bytes(x) + self._noise_bytes(x, shapes)
-        return max(1, min(num_samples, self.memory_budget // max(per_sample, 1)))
+        def draw(start: int, stop: int) -> tuple[int, dict[str, Tensor]]:
+            return stop - start, self.sample_weights(stop - start, moments)
 
-    def _noise_bytes(self, x: Tensor, mask_shapes: list[tuple[int, ...]]) -> int:
-        weights = sum(
+        def evaluate(state: tuple[int, dict[str, Tensor]], block: Tensor) -> Tensor:
+            count, weights = state
+            masks: list[Tensor] = []
+            if self.dropout is not None:
+                if block.shape[0] not in mask_shapes:
+                    mask_shapes[block.shape[0]] = self._mask_shapes(block)
+                masks = self.dropout.sample_masks(block, count, mask_shapes[block.shape[0]])
+            return self.evaluate({"weights": weights, "masks": masks}, block)
+
+        with eval_mode(self.model), resolve_rng(rng).stream("predict"):
+            return evaluate_in_chunks(x, num_samples, plan, draw, evaluate)
+
+    def plan(self, x: Tensor, num_samples: int) -> ChunkPlan:
+        """Samples and inputs per vectorised call for ``x`` under the memory budget.
+
+        Memory per input is measured by one probe forward on the first (at most
+        ``PROBE_INPUTS``) inputs: activations plus dropout masks.
+        """
+        probe = x[:PROBE_INPUTS]
+        per_input = self._activation_bytes(probe) + sum(
+            int(torch.Size(shape).numel()) * x.element_size() for shape in self._mask_shapes(probe)
+        )
+        return plan_chunks(
+            num_samples,
+            x.shape[0],
+            bytes_per_input=-(-per_input // probe.shape[0]),
+            bytes_per_sample=self._weight_bytes(),
+            budget=self.memory_budget,
+        )
+
+    def _weight_bytes(self) -> int:
+        return sum(
             p.loc.numel() * p.loc.element_size()
             for _, layer in self.layers
             for p in layer.bayesian_parameters().values()
         )
-        masks = sum(int(torch.Size(s).numel()) * x.element_size() for s in mask_shapes)
-        return weights + masks
 
     def _activation_bytes(self, x: Tensor) -> int:
         quiet = self.dropout.identity_dropout() if self.dropout else contextlib.nullcontext()
@@ -259,6 +288,39 @@ def evaluate_parameter_samples(
     with eval_mode(model):
         output: Tensor = vmap(one_function, randomness="different")(parameters)
     return output
+
+
+def evaluate_parameter_samples_chunked(
+    model: nn.Module, parameters: dict[str, Tensor], x: Tensor, memory_budget: int
+) -> Tensor:
+    """:func:`evaluate_parameter_samples` in chunks of samples (and inputs) under a budget.
+
+    Args:
+        model: the network.
+        parameters: name -> ``[S, *shape]`` stacked parameter samples.
+        x: inputs ``[N, ...]``.
+        memory_budget: bytes one vectorised call may use (activations plus parameters).
+
+    Returns:
+        ``[S, N, ...]``.
+    """
+    total = next(iter(parameters.values())).shape[0]
+    probe = x[:PROBE_INPUTS]
+    plan = plan_chunks(
+        total,
+        x.shape[0],
+        bytes_per_input=-(-activation_bytes(model, probe) // probe.shape[0]),
+        bytes_per_sample=sum(v[0].numel() * v.element_size() for v in parameters.values()),
+        budget=memory_budget,
+    )
+
+    def draw(start: int, stop: int) -> dict[str, Tensor]:
+        return {name: value[start:stop] for name, value in parameters.items()}
+
+    def evaluate(chunk: dict[str, Tensor], block: Tensor) -> Tensor:
+        return evaluate_parameter_samples(model, chunk, block)
+
+    return evaluate_in_chunks(x, total, plan, draw, evaluate)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,8 @@ from torch import Tensor, nn
 from bnn.layers import weight_space
 from bnn.posterior import (
     DEFAULT_MEMORY_BUDGET,
-    activation_bytes,
     check_inputs,
-    evaluate_parameter_samples,
+    evaluate_parameter_samples_chunked,
 )
 from bnn.rng import RNGLike, resolve_rng
 from bnn.serialization import load_versioned
@@ -109,18 +108,7 @@ class SampleSet:
             chosen = torch.randperm(self.num_samples, generator=generator)[:num_samples]
             index = chosen.sort().values.to(reference.device)
             parameters = {k: v.index_select(0, index) for k, v in parameters.items()}
-        total = next(iter(parameters.values())).shape[0]
-        per_sample = activation_bytes(self.model, x) + sum(
-            v[0].numel() * v.element_size() for v in parameters.values()
-        )
-        chunk = max(1, min(total, self.memory_budget // max(per_sample, 1)))
-        outputs = [
-            evaluate_parameter_samples(
-                self.model, {k: v[start : start + chunk] for k, v in parameters.items()}, x
-            )
-            for start in range(0, total, chunk)
-        ]
-        return torch.cat(outputs)
+        return evaluate_parameter_samples_chunked(self.model, parameters, x, self.memory_budget)
 
     # ------------------------------------------------------------------ selection
     def thin(self, every: int) -> SampleSet:

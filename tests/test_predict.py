@@ -55,12 +55,51 @@ def test_chunking_to_a_tiny_memory_budget_gives_the_same_distribution() -> None:
     net = _bayesian_mlp()
     x = torch.zeros(1, 2)
     posterior = bnn.ModelPosterior(net, memory_budget=1)
-    assert posterior.chunk_size(x, 100) == 1
+    assert posterior.plan(x, 100) == bnn.chunking.ChunkPlan(samples=1, inputs=1)
     with torch.no_grad():
         chunked = posterior.sample_functions(x, 2000, rng=0).flatten()
         whole = bnn.ModelPosterior(net).sample_functions(x, 2000, rng=1).flatten()
     se = (chunked.var() / 2000 + whole.var() / 2000).sqrt()
     assert abs(float(chunked.mean() - whole.mean())) < 5 * float(se)
+
+
+def _budget_for(posterior: bnn.ModelPosterior, x: torch.Tensor, samples: int, inputs: int) -> int:
+    """A budget under which ``samples`` samples fit on ``inputs`` inputs, not on all of ``x``."""
+    per_input = (
+        posterior._activation_bytes(x[:1])
+        + sum(  # noqa: SLF001
+            torch.Size(s).numel() * x.element_size()
+            for s in posterior._mask_shapes(x[:1])  # noqa: SLF001
+        )
+    )
+    return samples * (posterior._weight_bytes() + inputs * per_input)  # noqa: SLF001
+
+
+def test_split_inputs_share_each_sample_s_weights_across_blocks() -> None:
+    net = _bayesian_mlp()
+    x = torch.randn(7, 2)
+    posterior = bnn.ModelPosterior(net)
+    posterior.memory_budget = _budget_for(posterior, x, samples=4, inputs=2)
+    assert posterior.plan(x, 4) == bnn.chunking.ChunkPlan(samples=4, inputs=2)
+    chunked = posterior.sample_functions(x, 4, rng=5)
+    with bnn.RNG(5).stream("predict"):
+        noise = posterior.sample_noise(x, 4)  # the same weight draws, all inputs at once
+    torch.testing.assert_close(chunked, posterior.evaluate(noise, x), rtol=1e-5, atol=1e-6)
+
+
+def test_split_inputs_draw_dropout_masks_per_block_as_a_loop_would() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    model = bnn.MCDropout(net).eval()
+    x = torch.randn(5, 2)
+    posterior = bnn.ModelPosterior(model)
+    posterior.memory_budget = _budget_for(posterior, x, samples=3, inputs=2)
+    assert posterior.plan(x, 3) == bnn.chunking.ChunkPlan(samples=3, inputs=2)
+    chunked = posterior.sample_functions(x, 3, rng=2)
+    with bnn.RNG(2).stream("predict"):
+        masks = [model.sample_masks(block, 3)[0] for block in x.split(2)]
+    hidden = F.relu(F.linear(x, net[0].weight, net[0].bias)) * torch.cat(masks, dim=1)
+    torch.testing.assert_close(chunked, F.linear(hidden, net[3].weight, net[3].bias))
 
 
 def test_memory_budget_applies_to_sample_sets_without_changing_them(
@@ -70,16 +109,17 @@ def test_memory_budget_applies_to_sample_sets_without_changing_them(
     draws = {n: p.detach() + torch.randn(1, 6, *p.shape) for n, p in net.named_parameters()}
     samples = bnn.SampleSet(net, draws)
     calls: list[int] = []
-    original = bnn.sample_set.evaluate_parameter_samples
+    original = bnn.posterior.evaluate_parameter_samples
 
     def spy(model: nn.Module, parameters: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         calls.append(next(iter(parameters.values())).shape[0])
         return original(model, parameters, x)
 
-    monkeypatch.setattr(bnn.sample_set, "evaluate_parameter_samples", spy)
+    monkeypatch.setattr(bnn.posterior, "evaluate_parameter_samples", spy)
     x = torch.randn(3, 2)
     chunked = bnn.predict_with_uncertainty(samples, x, num_samples=6, memory_budget=1).samples
-    assert calls == [1] * 6 and samples.memory_budget == bnn.posterior.DEFAULT_MEMORY_BUDGET
+    assert calls == [1] * 18  # 6 samples x 3 inputs, one at a time
+    assert samples.memory_budget == bnn.posterior.DEFAULT_MEMORY_BUDGET
     calls.clear()
     whole = bnn.predict_with_uncertainty(samples, x, num_samples=6).samples
     assert calls == [6]

@@ -39,9 +39,8 @@ from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior import (
     DEFAULT_MEMORY_BUDGET,
-    activation_bytes,
     check_inputs,
-    evaluate_parameter_samples,
+    evaluate_parameter_samples_chunked,
 )
 from bnn.priors import Laplace, Normal, Prior, ScaleMixture
 from bnn.rng import RNG, RNGLike, resolve_rng
@@ -171,18 +170,7 @@ class SVIPosterior:
         reference = next(iter(self._example))
         check_inputs(x, reference if x.is_floating_point() else None, num_samples)
         weights = self.sample_weights(num_samples, rng=rng)
-        per_sample = activation_bytes(self.model, x) + sum(
-            w[0].numel() * w.element_size() for w in weights.values()
-        )
-        chunk = max(1, min(num_samples, self.memory_budget // max(per_sample, 1)))
-        return torch.cat(
-            [
-                evaluate_parameter_samples(
-                    self.model, {k: v[start : start + chunk] for k, v in weights.items()}, x
-                )
-                for start in range(0, num_samples, chunk)
-            ]
-        )
+        return evaluate_parameter_samples_chunked(self.model, weights, x, self.memory_budget)
 
     def to_sample_set(self, num_samples: int, *, rng: RNGLike = None) -> SampleSet:
         """``num_samples`` guide draws as a `SampleSet` (one chain, marked as not MCMC)."""

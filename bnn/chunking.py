@@ -1,0 +1,112 @@
+"""Split a vectorised evaluation of ``S`` function samples on ``N`` inputs to a memory budget.
+
+A chunk is a block of samples times a block of inputs. Samples are grouped first; only when
+even :data:`MIN_VECTORISED_SAMPLES` samples on all ``N`` inputs would exceed the budget are the
+inputs split as well. Small chunks are also fast: their activations stay in the CPU caches,
+where a chunk over all of a large batch would be bound by memory traffic.
+
+Per-sample randomness that defines a function (the weights of a Bayesian layer, a stored
+parameter sample) is drawn once per block of samples and shared by every block of inputs, so
+each sample is one function of all ``N`` inputs. Splitting the inputs assumes the model treats
+examples independently (as any model in eval mode without batch-coupling layers does).
+
+Example:
+    >>> plan = plan_chunks(100, 10_000, bytes_per_input=6_400, bytes_per_sample=0,
+    ...                    budget=64 * 2**20)
+    >>> plan.samples, plan.inputs
+    (8, 1250)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from torch import Tensor
+
+__all__ = ["MIN_VECTORISED_SAMPLES", "ChunkPlan", "evaluate_in_chunks", "plan_chunks"]
+
+MIN_VECTORISED_SAMPLES = 8
+"""Samples a chunk holds before the inputs are split (fewer leave vectorisation unused)."""
+
+SampleState = TypeVar("SampleState")
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How many samples and inputs one vectorised call evaluates."""
+
+    samples: int
+    inputs: int
+
+
+def plan_chunks(
+    num_samples: int,
+    num_inputs: int,
+    *,
+    bytes_per_input: int,
+    bytes_per_sample: int,
+    budget: int,
+) -> ChunkPlan:
+    """The chunk for ``S`` samples on ``N`` inputs whose memory stays under ``budget`` bytes.
+
+    Args:
+        num_samples: ``S``.
+        num_inputs: ``N``.
+        bytes_per_input: memory one sample needs per input (activations, dropout masks).
+        bytes_per_sample: memory one sample needs regardless of the inputs (weight draws).
+        budget: bytes one chunk may use.
+
+    Returns:
+        A `ChunkPlan` with at least one sample and one input; inputs are split into blocks of
+        near-equal size only when ``MIN_VECTORISED_SAMPLES`` samples would not fit otherwise.
+    """
+
+    def per_sample(inputs: int) -> int:
+        return bytes_per_sample + inputs * bytes_per_input
+
+    wanted = min(num_samples, MIN_VECTORISED_SAMPLES)
+    inputs = num_inputs
+    if wanted * per_sample(num_inputs) > budget and bytes_per_input > 0:
+        room = budget // wanted - bytes_per_sample
+        largest = max(1, min(num_inputs, room // bytes_per_input))
+        blocks = -(-num_inputs // largest)
+        inputs = -(-num_inputs // blocks)  # equal blocks: at most two distinct block sizes
+    samples = max(1, min(num_samples, budget // max(per_sample(inputs), 1)))
+    return ChunkPlan(samples=samples, inputs=inputs)
+
+
+def evaluate_in_chunks(
+    x: Tensor,
+    num_samples: int,
+    plan: ChunkPlan,
+    draw: Callable[[int, int], SampleState],
+    evaluate: Callable[[SampleState, Tensor], Tensor],
+) -> Tensor:
+    """Evaluate ``S`` samples on ``x`` chunk by chunk into one ``[S, N, ...]`` tensor.
+
+    Args:
+        x: inputs ``[N, ...]``.
+        num_samples: ``S``.
+        plan: chunk sizes (see :func:`plan_chunks`).
+        draw: ``draw(start, stop)`` returns what defines samples ``start..stop-1`` (called once
+            per block of samples, in order).
+        evaluate: ``evaluate(state, x_block)`` returns ``[stop - start, len(x_block), ...]``.
+
+    Returns:
+        ``[S, N, ...]``, written in place (no concatenation copy).
+    """
+    output: Tensor | None = None
+    num_inputs = x.shape[0]
+    for start in range(0, num_samples, plan.samples):
+        stop = min(start + plan.samples, num_samples)
+        state = draw(start, stop)
+        for first in range(0, num_inputs, plan.inputs):
+            last = min(first + plan.inputs, num_inputs)
+            block = evaluate(state, x[first:last])
+            if output is None:
+                output = block.new_empty((num_samples, num_inputs, *block.shape[2:]))
+            output[start:stop, first:last] = block
+    assert output is not None  # num_samples >= 1 and N >= 1 are checked by the callers
+    return output
