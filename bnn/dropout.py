@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from bnn.noise import bernoulli_mask
+
 __all__ = ["MCDropout", "dropout_layers"]
 
 SUPPORTED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -150,8 +152,8 @@ class MCDropout(nn.Module):
         shapes = self.mask_shapes(x) if shapes is None else shapes
         for layer, shape in zip(self._layers, shapes, strict=True):
             keep = 1.0 - float(layer.p)  # type: ignore[arg-type]
-            uniform = torch.rand((num_samples, *shape), device=x.device, dtype=x.dtype)
-            masks.append((uniform < keep).to(x.dtype) / keep)
+            mask = bernoulli_mask((num_samples, *shape), keep, dtype=x.dtype, device=x.device)
+            masks.append(mask)
         return masks
 
     @contextlib.contextmanager

@@ -15,7 +15,8 @@ module type it applies to:
 
 ``local_reparam`` and ``flipout`` need a module that is linear in its weights and bias jointly:
 ``nn.Linear``, ``nn.ConvNd`` and ``nn.ConvTransposeNd``. All randomness is drawn from the global
-torch generator of the current device; ``bnn`` runs these inside an ``RNG.stream``.
+torch generator of the current device (through :mod:`bnn.noise`); ``bnn`` runs these inside an
+``RNG.stream``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
+
+from bnn.noise import rademacher, standard_normal
 
 __all__ = ["ESTIMATORS", "Estimator", "is_linear_in_weights", "sample_output"]
 
@@ -62,19 +65,19 @@ def sample_output(
         The module's output for ``x``, shape as ``module(x)``.
     """
     if estimator == "reparam":
-        weights = {name: loc[name] + scale[name] * torch.randn_like(loc[name]) for name in loc}
+        weights = {name: torch.addcmul(m, scale[name], _normal_like(m)) for name, m in loc.items()}
         return call(weights, x)
     if estimator == "local_reparam":
         mean = call(loc, x)
         variance = call({name: s * s for name, s in scale.items()}, x * x)
-        return mean + variance.clamp_min(
-            torch.finfo(variance.dtype).tiny
-        ).sqrt() * torch.randn_like(mean)
+        return torch.addcmul(
+            mean, variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt(), _normal_like(mean)
+        )
     if estimator == "flipout":
         mean = call(loc, x)
-        perturbation = {name: s * torch.randn_like(s) for name, s in scale.items()}
+        perturbation = {name: s * _normal_like(s) for name, s in scale.items()}
         flipped = call(perturbation, x * _random_signs(x, module))
-        return mean + flipped * _random_signs(flipped, module)
+        return torch.addcmul(mean, flipped, _random_signs(flipped, module))
     raise ValueError(f"unknown estimator {estimator!r}; choose one of {ESTIMATORS}.")
 
 
@@ -86,5 +89,8 @@ def _random_signs(tensor: Tensor, module: nn.Module) -> Tensor:
         shape = (*tensor.shape[:keep], *([1] * spatial))
     else:
         shape = tuple(tensor.shape)
-    uniform = torch.rand(shape, device=tensor.device, dtype=tensor.dtype)
-    return torch.where(uniform < 0.5, -1.0, 1.0).to(tensor.dtype)
+    return rademacher(shape, dtype=tensor.dtype, device=tensor.device)
+
+
+def _normal_like(tensor: Tensor) -> Tensor:
+    return standard_normal(tensor.shape, dtype=tensor.dtype, device=tensor.device)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from bnn.estimators import ESTIMATORS, is_linear_in_weights, sample_output
+from bnn.noise import standard_normal
 from bnn.priors import Normal, Prior
 
 __all__ = [
@@ -89,7 +90,7 @@ class BayesianParameter(nn.Module):
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         """Draw ``loc + scale · ε``, shape ``(*sample_shape, *loc.shape)`` (global generator)."""
-        noise = torch.randn(
+        noise = standard_normal(
             (*sample_shape, *self.loc.shape), dtype=self.loc.dtype, device=self.loc.device
         )
         return self.loc + self.scale * noise

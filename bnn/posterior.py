@@ -27,6 +27,7 @@ from torch.func import functional_call, vmap
 from bnn.chunking import ChunkPlan, evaluate_in_chunks, plan_chunks
 from bnn.dropout import MCDropout
 from bnn.layers import bayesian_modules, posterior_mean
+from bnn.noise import standard_normal
 from bnn.rng import RNGLike, resolve_rng
 
 __all__ = [
@@ -136,7 +137,7 @@ class ModelPosterior:
         moments = self.weight_moments() if moments is None else moments
         weights = {}
         for slot, (loc, scale) in moments.items():
-            noise = torch.randn((num_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
+            noise = standard_normal((num_samples, *loc.shape), dtype=loc.dtype, device=loc.device)
             weights[slot] = noise.mul_(scale).add_(loc)  # in place: no second [S, ...] buffer
         return weights
 

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bnn.distributed import DistributedContext, resolve_distributed
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Likelihood
+from bnn.noise import standard_normal
 from bnn.rng import RNG, RNGLike, resolve_rng
 from bnn.sample_set import SampleSet
 from bnn.validation import check_int, check_positive
@@ -359,10 +360,11 @@ def _update(
             noise_scale = math.sqrt(epsilon * settings.temperature)
         w.add_(g, alpha=-0.5 * epsilon)
         if noise_scale:
-            w.add_(torch.randn_like(w), alpha=noise_scale)
+            w.add_(standard_normal(w.shape, dtype=w.dtype, device=w.device), alpha=noise_scale)
         return
     alpha = settings.friction
     v.mul_(1.0 - alpha).add_(g, alpha=-epsilon)
     if noisy:
-        v.add_(torch.randn_like(v), alpha=math.sqrt(2.0 * alpha * epsilon * settings.temperature))
+        noise = standard_normal(v.shape, dtype=v.dtype, device=v.device)
+        v.add_(noise, alpha=math.sqrt(2.0 * alpha * epsilon * settings.temperature))
     w.add_(v)
