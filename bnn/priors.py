@@ -100,6 +100,11 @@ class Normal(Prior):
         return kl  # type: ignore[no-any-return]
 
 
+def _squared_norm(tensor: Tensor) -> Tensor:
+    norm: Tensor = torch.linalg.vector_norm(tensor)
+    return norm.square()
+
+
 class _NormalKL(torch.autograd.Function):
     """``Σ KL(N(m, s²) ‖ N(m0, s0²))`` with ``s = softplus(ρ)`` and its gradient in closed form.
 
@@ -115,9 +120,9 @@ class _NormalKL(torch.autograd.Function):
         loc: Tensor, rho: Tensor, prior_loc: float, prior_std: float
     ) -> tuple[Tensor, Tensor]:
         scale = F.softplus(rho)
-        centred = loc - prior_loc
-        variance = prior_std * prior_std
-        total = (scale.square().sum() + centred.square().sum()) / variance
+        centred = loc - prior_loc if prior_loc else loc
+        # Squared norms in one pass each, without materialising the squares.
+        total = (_squared_norm(scale) + _squared_norm(centred)) / (prior_std * prior_std)
         log_scale_sum = torch.log(scale).sum()
         constant = loc.numel() * (2.0 * math.log(prior_std) - 1.0)
         return 0.5 * (total + constant) - log_scale_sum, scale  # scale: saved, not recomputed
@@ -135,12 +140,14 @@ class _NormalKL(torch.autograd.Function):
         ctx: Any, grad: Tensor, _: Tensor
     ) -> tuple[Tensor | None, Tensor | None, None, None]:
         loc, rho, scale = ctx.saved_tensors
-        inverse_variance = 1.0 / (ctx.prior_std * ctx.prior_std)
+        factor = grad / (ctx.prior_std * ctx.prior_std)
         grad_loc = grad_rho = None
         if ctx.needs_input_grad[0]:
-            grad_loc = (loc - ctx.prior_loc) * (grad * inverse_variance)
+            grad_loc = (loc - ctx.prior_loc if ctx.prior_loc else loc) * factor
         if ctx.needs_input_grad[1]:
-            grad_rho = (scale * inverse_variance - scale.reciprocal()) * torch.sigmoid(rho) * grad
+            # (s/s0² - 1/s) · sigmoid(ρ) · grad, formed in place in one buffer
+            grad_rho = scale.reciprocal().mul_(-grad).addcmul_(scale, factor)
+            grad_rho.mul_(torch.sigmoid(rho))
         return grad_loc, grad_rho, None, None
 
 

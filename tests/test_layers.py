@@ -84,7 +84,10 @@ def test_closed_form_kl_matches_monte_carlo(prior: bnn.priors.Prior) -> None:
     assert ((closed - estimate).abs() < 5 * standard_error).all()
 
 
-@pytest.mark.parametrize("prior", [bnn.priors.Normal(0.3, 0.7), bnn.priors.Laplace(-0.2, 0.5)])
+@pytest.mark.parametrize(
+    "prior",
+    [bnn.priors.Normal(0.3, 0.7), bnn.priors.Normal(0.0, 1.3), bnn.priors.Laplace(-0.2, 0.5)],
+)
 def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
     prior: bnn.priors.Prior,
 ) -> None:
