@@ -7,7 +7,8 @@ process (machines are noisy), median of ``--repeats`` runs. Peak memory is the g
 process's maximum resident set, measured in a fresh process per prediction case.
 
 1. Training step (forward + backward + KL + Adam step), batch 128: each estimator ÷ plain
-   ``nn.Linear``; Pyro SVI (``PyroModule`` + ``AutoNormal``) ÷ plain.
+   ``nn.Linear``; Pyro SVI (``PyroModule`` + ``AutoNormal``) ÷ plain. Also without the
+   optimizer step (forward + backward + KL only), and at batch 512.
 2. ``predict_with_uncertainty`` with S samples on N inputs ÷ S deterministic forward passes
    (the FLOP floor), for a Bayesian model, MC dropout and a ``SampleSet``; and
    ``pyro.infer.Predictive`` on the Pyro model.
@@ -65,31 +66,35 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> floa
 
 
 # ----------------------------------------------------------------------------- training
-def training_ratios(repeats: int) -> dict[str, float]:
+def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> dict[str, float]:
+    """Each estimator's step ÷ the plain step; ``optimizer=False``: forward + backward + KL only."""
     torch.manual_seed(0)
-    x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    x, y = torch.randn(batch, 784), torch.randint(0, 10, (batch,))
     likelihood = bnn.Categorical()
+    suffix = ("" if batch == 128 else f"_batch{batch}") + ("" if optimizer else "_no_optimizer")
 
     def step_fn(model: nn.Module, with_kl: bool) -> Callable[[], None]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        adam = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step() -> None:
             for _ in range(20):
                 loss = -likelihood.log_prob(model(x), y).mean()
                 if with_kl:
                     loss = loss + bnn.kl_divergence(model) / 60_000
-                optimizer.zero_grad()
+                adam.zero_grad()
                 loss.backward()
-                optimizer.step()
+                if optimizer:
+                    adam.step()
 
         return step
 
     plain = median_seconds(step_fn(mlp(), False), repeats)
-    result = {"train_plain_seconds_per_20_steps": plain}
+    result = {f"train_plain_seconds_per_20_steps{suffix}": plain}
     for estimator in ("reparam", "local_reparam", "flipout"):
         model = bnn.bayesianize(mlp(), estimator=estimator, init="random", rng=0)
-        result[f"train_{estimator}"] = median_seconds(step_fn(model, True), repeats) / plain
-    result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
+        result[f"train_{estimator}{suffix}"] = median_seconds(step_fn(model, True), repeats) / plain
+    if batch == 128 and optimizer:
+        result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
     return result
 
 
@@ -279,6 +284,8 @@ def main() -> None:
         "samples": float(args.samples),
     }
     results |= training_ratios(args.repeats)
+    results |= training_ratios(args.repeats, optimizer=False)
+    results |= training_ratios(args.repeats, batch=512)
     results |= prediction_ratios(args.inputs, args.samples, args.repeats)
     results |= small_batch_ratios(args.samples, args.repeats)
     if not args.skip_scaling:
