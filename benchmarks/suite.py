@@ -88,11 +88,21 @@ def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> d
 
         return step
 
-    plain = median_seconds(step_fn(mlp(), False), repeats)
-    result = {f"train_plain_seconds_per_20_steps{suffix}": plain}
+    # Interleaved rounds (plain, then each estimator) and the median of per-round ratios: the
+    # machine's speed drifts by tens of percent between minutes, not within one round.
+    steps = {"plain": step_fn(mlp(), False)}
     for estimator in ("reparam", "local_reparam", "flipout"):
         model = bnn.bayesianize(mlp(), estimator=estimator, init="random", rng=0)
-        result[f"train_{estimator}{suffix}"] = median_seconds(step_fn(model, True), repeats) / plain
+        steps[estimator] = step_fn(model, True)
+    rounds = [
+        {name: median_seconds(step, repeats=1) for name, step in steps.items()}
+        for _ in range(repeats)
+    ]
+    plain = statistics.median(r["plain"] for r in rounds)
+    result = {f"train_plain_seconds_per_20_steps{suffix}": plain}
+    for estimator in ("reparam", "local_reparam", "flipout"):
+        ratios = [r[estimator] / r["plain"] for r in rounds]
+        result[f"train_{estimator}{suffix}"] = statistics.median(ratios)
     if batch == 128 and optimizer:
         result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
     return result
@@ -232,6 +242,7 @@ def prediction_ratios(inputs: int, samples: int, repeats: int) -> dict[str, floa
 def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
     """Speed-ups (higher is better) at 32 inputs: bnn vs a Python loop over samples, vs Pyro."""
     result = {}
+    repeats = max(repeats, 21)  # calls of 20-300 ms: more repeats for a stable median
     pyro, _ = prediction_case("pyro_predictive", 32, samples, repeats)
     for case in ("bayesian", "mc_dropout", "sample_set"):
         ours, _ = prediction_case(case, 32, samples, repeats)
@@ -283,9 +294,10 @@ def main() -> None:
         "inputs": float(args.inputs),
         "samples": float(args.samples),
     }
-    results |= training_ratios(args.repeats)
-    results |= training_ratios(args.repeats, optimizer=False)
-    results |= training_ratios(args.repeats, batch=512)
+    training_rounds = max(args.repeats, 7)
+    results |= training_ratios(training_rounds)
+    results |= training_ratios(training_rounds, optimizer=False)
+    results |= training_ratios(training_rounds, batch=512)
     results |= prediction_ratios(args.inputs, args.samples, args.repeats)
     results |= small_batch_ratios(args.samples, args.repeats)
     if not args.skip_scaling:

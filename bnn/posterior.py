@@ -191,9 +191,11 @@ class ModelPosterior:
         training: use ``bnn.fit`` for that).
         """
         check_inputs(x, self.reference_tensor(), num_samples)
-        plan = self.plan(x, num_samples)
+        probe = x[:PROBE_INPUTS]
+        probe_shapes = self._mask_shapes(probe)
+        plan = self._plan(x, num_samples, probe, probe_shapes)
         moments = self.weight_moments()
-        mask_shapes: dict[int, list[tuple[int, ...]]] = {}
+        mask_shapes = {probe.shape[0]: probe_shapes}  # by block length; probed once each
 
         def draw(start: int, stop: int) -> tuple[int, dict[str, Tensor]]:
             return stop - start, self.sample_weights(stop - start, moments)
@@ -217,8 +219,13 @@ class ModelPosterior:
         ``PROBE_INPUTS``) inputs: activations plus dropout masks.
         """
         probe = x[:PROBE_INPUTS]
+        return self._plan(x, num_samples, probe, self._mask_shapes(probe))
+
+    def _plan(
+        self, x: Tensor, num_samples: int, probe: Tensor, mask_shapes: list[tuple[int, ...]]
+    ) -> ChunkPlan:
         per_input = self._activation_bytes(probe) + sum(
-            int(torch.Size(shape).numel()) * x.element_size() for shape in self._mask_shapes(probe)
+            int(torch.Size(shape).numel()) * x.element_size() for shape in mask_shapes
         )
         return plan_chunks(
             num_samples,
