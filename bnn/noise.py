@@ -82,8 +82,7 @@ def bernoulli_mask(
     if fraction > 0:  # bytes equal to the threshold keep with probability `fraction`
         ties = (octets == threshold).nonzero().squeeze(1)
         kept[ties] = torch.rand(ties.shape[0], dtype=torch.float64) < fraction
-    one_over_keep = torch.tensor(1.0 / keep, dtype=dtype)
-    return torch.where(kept, one_over_keep, torch.zeros((), dtype=dtype)).view(tuple(shape))
+    return kept.to(dtype).mul_(1.0 / keep).view(tuple(shape))
 
 
 def rademacher(shape: Shape, *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
