@@ -4,14 +4,17 @@
 
 Model: MLP 784→400→400→10 (ReLU). Every figure is a ratio to a baseline measured in the same
 process (machines are noisy), median of ``--repeats`` runs. Peak memory is the growth of the
-process's maximum resident set, measured in a fresh process per prediction case.
+process's resident set above its size before the case (peak reset with Linux's
+``clear_refs``), measured in a fresh process per prediction case.
 
 1. Training step (forward + backward + KL + Adam step), batch 128: each estimator ÷ plain
-   ``nn.Linear``; Pyro SVI (``PyroModule`` + ``AutoNormal``) ÷ plain. Also without the
-   optimizer step (forward + backward + KL only), and at batch 512.
+   ``nn.Linear``; Pyro SVI (``PyroModule`` + ``AutoNormal``) ÷ plain; bayesian-torch's
+   reparameterisation and flipout layers ÷ plain where ``bayesian_torch.layers`` imports
+   (``pip install --no-deps bayesian-torch``). Also without the optimizer step (forward +
+   backward + KL only), and at batch 512.
 2. ``predict_with_uncertainty`` with S samples on N inputs ÷ S deterministic forward passes
    (the FLOP floor), for a Bayesian model, MC dropout and a ``SampleSet``; and
-   ``pyro.infer.Predictive`` on the Pyro model.
+   ``pyro.infer.Predictive`` on the Pyro model, and bayesian-torch's models in a loop.
 3. Small batch (32 inputs, S samples): bnn ÷ a Python loop over samples, and ÷ Pyro Predictive.
 4. Growth of prediction time with the number of samples and the batch size.
 """
@@ -54,6 +57,40 @@ def mlp(dropout: float = 0.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def bayesian_torch_available() -> bool:
+    """Whether bayesian-torch's layers import (``pip install --no-deps bayesian-torch``).
+
+    bayesian-torch 0.5.0 declares torchvision, tensorboard and scikit-learn as requirements;
+    its ``bayesian_torch.layers`` needs none of them, so it is installed without dependencies
+    for this comparison (it is not a dependency of bnn).
+    """
+    try:
+        import bayesian_torch.layers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class BayesianTorchMLP(nn.Module):
+    """The benchmark MLP from bayesian-torch layers; ``forward`` returns ``(logits, kl)``."""
+
+    def __init__(self, estimator: str) -> None:
+        super().__init__()
+        from bayesian_torch.layers import LinearFlipout, LinearReparameterization
+
+        layer = LinearFlipout if estimator == "flipout" else LinearReparameterization
+        self.layers = nn.ModuleList([layer(784, 400), layer(400, 400), layer(400, 10)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kl = torch.zeros(())
+        for index, layer in enumerate(self.layers):
+            x, layer_kl = layer(x)
+            kl = kl + layer_kl
+            if index < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x, kl
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -78,7 +115,11 @@ def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> d
 
         def step() -> None:
             for _ in range(20):
-                loss = -likelihood.log_prob(model(x), y).mean()
+                if isinstance(model, BayesianTorchMLP):
+                    logits, kl = model(x)
+                    loss = -likelihood.log_prob(logits, y).mean() + kl / 60_000
+                else:
+                    loss = -likelihood.log_prob(model(x), y).mean()
                 if with_kl:
                     loss = loss + bnn.kl_divergence(model) / 60_000
                 adam.zero_grad()
@@ -94,15 +135,18 @@ def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> d
     for estimator in ("reparam", "local_reparam", "flipout"):
         model = bnn.bayesianize(mlp(), estimator=estimator, init="random", rng=0)
         steps[estimator] = step_fn(model, True)
+    if bayesian_torch_available():
+        for estimator in ("reparam", "flipout"):
+            steps[f"bayesian_torch_{estimator}"] = step_fn(BayesianTorchMLP(estimator), False)
     rounds = [
         {name: median_seconds(step, repeats=1) for name, step in steps.items()}
         for _ in range(repeats)
     ]
     plain = statistics.median(r["plain"] for r in rounds)
     result = {f"train_plain_seconds_per_20_steps{suffix}": plain}
-    for estimator in ("reparam", "local_reparam", "flipout"):
-        ratios = [r[estimator] / r["plain"] for r in rounds]
-        result[f"train_{estimator}{suffix}"] = statistics.median(ratios)
+    for name in steps.keys() - {"plain"}:
+        ratios = [r[name] / r["plain"] for r in rounds]
+        result[f"train_{name}{suffix}"] = statistics.median(ratios)
     if batch == 128 and optimizer:
         result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
     return result
@@ -154,7 +198,14 @@ def _prediction_case(
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     x = torch.randn(inputs, 784)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = start_peak_measurement()
+    run = _runner(case, x, samples)
+    seconds = median_seconds(run, repeats)
+    return seconds, peak_growth_mb(base)
+
+
+def _runner(case: str, x: torch.Tensor, samples: int) -> Callable[[], None]:
+    """One call of the prediction ``case`` on inputs ``x`` with ``samples`` samples."""
     if case == "floor":
         net = mlp().eval()
 
@@ -203,6 +254,13 @@ def _prediction_case(
 
         def run() -> None:
             bnn.predict_with_uncertainty(model, x, num_samples=samples, rng=0)
+    elif case.startswith("bayesian_torch_"):  # bayesian_torch_{reparam,flipout}_loop
+        bt_model = BayesianTorchMLP(case.split("_")[2]).eval()
+
+        def run() -> None:
+            with torch.no_grad():
+                for _ in range(samples):
+                    bt_model(x)
     elif case == "pyro_predictive":
         from pyro.infer import Predictive
 
@@ -217,9 +275,41 @@ def _prediction_case(
                 predictive(x)
     else:
         raise ValueError(case)
-    seconds = median_seconds(run, repeats)
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    return seconds, peak
+    return run
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def start_peak_measurement() -> int:
+    """Reset the process's peak RSS (Linux ``clear_refs``) and return the current RSS in kB.
+
+    Falls back to the lifetime peak (``ru_maxrss``) where the reset is not available, which
+    hides a prediction peak below the one left by importing the libraries.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        current = _status_kb("VmRSS")
+        if current is not None:
+            return current
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_growth_mb(base_kb: int) -> float:
+    """Peak RSS since :func:`start_peak_measurement`, above the RSS it saw, in MB."""
+    peak = _status_kb("VmHWM")
+    if peak is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak - base_kb) / 1024
 
 
 def prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple[float, float]:
@@ -232,23 +322,55 @@ def prediction_case(case: str, inputs: int, samples: int, repeats: int) -> tuple
 def prediction_ratios(inputs: int, samples: int, repeats: int) -> dict[str, float]:
     floor, floor_memory = prediction_case("floor", inputs, samples, repeats)
     result = {"predict_floor_seconds": floor, "predict_floor_peak_mb": floor_memory}
-    for case in ("bayesian", "flipout", "mc_dropout", "sample_set", "pyro_predictive"):
+    cases = ["bayesian", "flipout", "mc_dropout", "sample_set", "pyro_predictive"]
+    if bayesian_torch_available():
+        cases += ["bayesian_torch_reparam_loop", "bayesian_torch_flipout_loop"]
+    for case in cases:
         seconds, memory = prediction_case(case, inputs, samples, repeats)
         result[f"predict_{case}"] = seconds / floor
         result[f"predict_{case}_peak_mb"] = memory
     return result
 
 
+SMALL_BATCH_CASES = (
+    "pyro_predictive",
+    "bayesian",
+    "loop_bayesian",
+    "mc_dropout",
+    "loop_mc_dropout",
+    "sample_set",
+    "loop_sample_set",
+)
+
+
+def _small_batch_rounds(samples: int, rounds: int, threads: int) -> list[dict[str, float]]:
+    """Runs in a fresh process: seconds of every small-batch case, round by round."""
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    x = torch.randn(32, 784)
+    runners = {case: _runner(case, x, samples) for case in SMALL_BATCH_CASES}
+    for run in runners.values():
+        run()  # warm-up
+    return [
+        {case: median_seconds(run, repeats=1, warmup=0) for case, run in runners.items()}
+        for _ in range(rounds)
+    ]
+
+
 def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
-    """Speed-ups (higher is better) at 32 inputs: bnn vs a Python loop over samples, vs Pyro."""
+    """Speed-ups (higher is better) at 32 inputs: bnn vs a Python loop over samples, vs Pyro.
+
+    All cases run in one process, interleaved round by round; each figure is the median of the
+    per-round ratios (the machine's speed drifts between minutes, not within a round).
+    """
+    rounds = max(repeats, 21)
+    with mp.get_context("spawn").Pool(1) as pool:
+        timings = pool.apply(_small_batch_rounds, (samples, rounds, torch.get_num_threads()))
     result = {}
-    repeats = max(repeats, 21)  # calls of 20-300 ms: more repeats for a stable median
-    pyro, _ = prediction_case("pyro_predictive", 32, samples, repeats)
     for case in ("bayesian", "mc_dropout", "sample_set"):
-        ours, _ = prediction_case(case, 32, samples, repeats)
-        loop, _ = prediction_case(f"loop_{case}", 32, samples, repeats)
-        result[f"small_batch_{case}_speedup_vs_loop"] = loop / ours
-        result[f"small_batch_{case}_speedup_vs_pyro"] = pyro / ours
+        for baseline, label in ((f"loop_{case}", "loop"), ("pyro_predictive", "pyro")):
+            ratios = [t[baseline] / t[case] for t in timings]
+            result[f"small_batch_{case}_speedup_vs_{label}"] = statistics.median(ratios)
     return result
 
 
@@ -276,6 +398,9 @@ def markdown(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("training", "prediction", "small-batch", "scaling")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +409,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="which parts to run (default: all)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--output", type=Path, default=Path("benchmark-results"))
     args = parser.parse_args()
@@ -294,13 +426,16 @@ def main() -> None:
         "inputs": float(args.inputs),
         "samples": float(args.samples),
     }
-    training_rounds = max(args.repeats, 7)
-    results |= training_ratios(training_rounds)
-    results |= training_ratios(training_rounds, optimizer=False)
-    results |= training_ratios(training_rounds, batch=512)
-    results |= prediction_ratios(args.inputs, args.samples, args.repeats)
-    results |= small_batch_ratios(args.samples, args.repeats)
-    if not args.skip_scaling:
+    if "training" in args.sections:
+        training_rounds = max(args.repeats, 7)
+        results |= training_ratios(training_rounds)
+        results |= training_ratios(training_rounds, optimizer=False)
+        results |= training_ratios(training_rounds, batch=512)
+    if "prediction" in args.sections:
+        results |= prediction_ratios(args.inputs, args.samples, args.repeats)
+    if "small-batch" in args.sections:
+        results |= small_batch_ratios(args.samples, args.repeats)
+    if "scaling" in args.sections and not args.skip_scaling:
         results |= scaling(args.repeats)
     table = markdown(results)
     print(table)
