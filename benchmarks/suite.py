@@ -348,7 +348,10 @@ def _small_batch_rounds(samples: int, rounds: int, threads: int) -> list[dict[st
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     x = torch.randn(32, 784)
-    runners = {case: _runner(case, x, samples) for case in SMALL_BATCH_CASES}
+    cases = list(SMALL_BATCH_CASES)
+    if bayesian_torch_available():
+        cases.append("bayesian_torch_reparam_loop")
+    runners = {case: _runner(case, x, samples) for case in cases}
     for run in runners.values():
         run()  # warm-up
     return [
@@ -371,6 +374,9 @@ def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
         for baseline, label in ((f"loop_{case}", "loop"), ("pyro_predictive", "pyro")):
             ratios = [t[baseline] / t[case] for t in timings]
             result[f"small_batch_{case}_speedup_vs_{label}"] = statistics.median(ratios)
+    if "bayesian_torch_reparam_loop" in timings[0]:
+        ratios = [t["bayesian_torch_reparam_loop"] / t["bayesian"] for t in timings]
+        result["small_batch_bayesian_speedup_vs_bayesian_torch_loop"] = statistics.median(ratios)
     return result
 
 

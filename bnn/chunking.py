@@ -48,6 +48,7 @@ def plan_chunks(
     bytes_per_input: int,
     bytes_per_sample: int,
     budget: int,
+    split_inputs: bool = True,
 ) -> ChunkPlan:
     """The chunk for ``S`` samples on ``N`` inputs whose memory stays under ``budget`` bytes.
 
@@ -57,6 +58,8 @@ def plan_chunks(
         bytes_per_input: memory one sample needs per input (activations, dropout masks).
         bytes_per_sample: memory one sample needs regardless of the inputs (weight draws).
         budget: bytes one chunk may use.
+        split_inputs: whether the inputs may be split (not when a sample's randomness is
+            shared by all inputs in a way the caller cannot repeat per block).
 
     Returns:
         A `ChunkPlan` with at least one sample and one input; inputs are split into blocks of
@@ -68,7 +71,7 @@ def plan_chunks(
 
     wanted = min(num_samples, MIN_VECTORISED_SAMPLES)
     inputs = num_inputs
-    if wanted * per_sample(num_inputs) > budget and bytes_per_input > 0:
+    if split_inputs and wanted * per_sample(num_inputs) > budget and bytes_per_input > 0:
         room = budget // wanted - bytes_per_sample
         largest = max(1, min(num_inputs, room // bytes_per_input))
         blocks = -(-num_inputs // largest)
@@ -95,18 +98,34 @@ def evaluate_in_chunks(
         evaluate: ``evaluate(state, x_block)`` returns ``[stop - start, len(x_block), ...]``.
 
     Returns:
-        ``[S, N, ...]``, written in place (no concatenation copy).
+        ``[S, N, ...]`` (``[S, ...]`` as the model returns it when the inputs are not split),
+        written in place (no concatenation copy).
+
+    Raises:
+        ValueError: if the inputs are split and the model's output has no input dimension.
     """
     output: Tensor | None = None
     num_inputs = x.shape[0]
+    split = plan.inputs < num_inputs
     for start in range(0, num_samples, plan.samples):
         stop = min(start + plan.samples, num_samples)
         state = draw(start, stop)
         for first in range(0, num_inputs, plan.inputs):
             last = min(first + plan.inputs, num_inputs)
             block = evaluate(state, x[first:last])
+            if split and (block.dim() < 2 or block.shape[1] != last - first):
+                raise ValueError(
+                    f"the model's output for {last - first} inputs has shape "
+                    f"{tuple(block.shape[1:])}, not [{last - first}, ...], so the inputs cannot "
+                    "be evaluated in blocks; raise memory_budget to keep the batch whole."
+                )
             if output is None:
-                output = block.new_empty((num_samples, num_inputs, *block.shape[2:]))
-            output[start:stop, first:last] = block
+                trailing = block.shape[2:] if split else block.shape[1:]
+                leading = (num_samples, num_inputs) if split else (num_samples,)
+                output = block.new_empty((*leading, *trailing))
+            if split:
+                output[start:stop, first:last] = block
+            else:
+                output[start:stop] = block
     assert output is not None  # num_samples >= 1 and N >= 1 are checked by the callers
     return output

@@ -5,10 +5,10 @@ Every draw comes from the global torch generator of the target device (inside ``
 thread from one Mersenne Twister, and in a Bayesian network they cost as much as the matrix
 products. Here, on the CPU:
 
-* a draw larger than one block is cut into fixed-size blocks; each block gets its own generator,
-  seeded from one number drawn from the global generator, and the blocks are filled in parallel
-  on torch's intra-op threads. The blocks depend only on the number of elements, so the values
-  are bit-identical for any thread count and in any process;
+* a draw larger than one block is cut into fixed-size blocks; each block gets its own Mersenne
+  Twister, whose whole 624-word state is drawn from the global generator, and the blocks are
+  filled in parallel on torch's intra-op threads. The blocks depend only on the number of
+  elements, so the values are bit-identical for any thread count and in any process;
 * :func:`bernoulli_mask` draws an exact ``Bernoulli(keep)`` from one random byte per element
   (keep if the byte is below ``⌊256·keep⌋``; a byte equal to it, probability 1/256, keeps with
   probability ``frac(256·keep)`` by a uniform draw): the distribution of ``rand() < keep`` from
@@ -25,13 +25,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 from torch._C._functorch import maybe_current_level
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 __all__ = ["bernoulli_mask", "rademacher", "standard_normal"]
 
@@ -41,7 +44,9 @@ NORMAL_BLOCK = 1 << 16
 BYTE_BLOCK = 1 << 20
 """Random bytes per block."""
 
-_MASK64 = (1 << 64) - 1
+_MT_WORDS = 624
+_MT_STATE = slice(24, 24 + 8 * _MT_WORDS)  # byte range of the state words in get_state()
+_pool_lock = threading.Lock()
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, executor)
 
 Shape = Sequence[int]
@@ -52,7 +57,7 @@ def standard_normal(shape: Shape, *, dtype: torch.dtype, device: torch.device | 
     """``N(0, 1)`` draws of the given shape (global generator of ``device``)."""
     if not _blockwise(device, dtype):
         return torch.randn(tuple(shape), dtype=dtype, device=device)
-    out = torch.empty(tuple(shape), dtype=dtype)
+    out = torch.empty(tuple(shape), dtype=dtype, device="cpu")
     _fill_in_blocks(out.view(-1), NORMAL_BLOCK, _fill_normal)
     return out
 
@@ -81,8 +86,8 @@ def bernoulli_mask(
     fraction = keep * 256 - threshold
     if fraction > 0:  # bytes equal to the threshold keep with probability `fraction`
         ties = (octets == threshold).nonzero().squeeze(1)
-        kept[ties] = torch.rand(ties.shape[0], dtype=torch.float64) < fraction
-    return kept.to(dtype).mul_(1.0 / keep).view(tuple(shape))
+        kept[ties] = torch.rand(ties.shape[0], dtype=torch.float64, device="cpu") < fraction
+    return kept.to(dtype).div_(keep).view(tuple(shape))  # as torch's dropout scales
 
 
 def rademacher(shape: Shape, *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
@@ -103,6 +108,7 @@ def _blockwise(device: torch.device | str, dtype: torch.dtype) -> bool:
         and dtype in (torch.float32, torch.float64)
         and maybe_current_level() is None
         and not torch.compiler.is_compiling()
+        and _get_current_dispatch_mode() is None  # e.g. fake tensors while exporting
     )
 
 
@@ -115,7 +121,7 @@ def _numel(shape: Shape) -> int:
 
 def _random_bytes(count: int) -> Tensor:
     """``count`` uniformly random bytes (uint8), 64 bits per generator call."""
-    words = torch.empty(-(-count // 8), dtype=torch.int64)
+    words = torch.empty(-(-count // 8), dtype=torch.int64, device="cpu")
     _fill_in_blocks(words, BYTE_BLOCK // 8, _fill_random_words)
     return words.view(torch.uint8)[:count]
 
@@ -129,41 +135,71 @@ def _fill_random_words(part: Tensor, generator: torch.Generator | None) -> None:
 
 
 def _fill_in_blocks(flat: Tensor, block: int, fill: Fill) -> None:
-    """Fill a 1-d tensor block by block; one block draws from the global generator itself."""
-    if flat.numel() <= block:
-        fill(flat, None)
-        return
-    base = int(torch.empty((), dtype=torch.int64).random_())  # one draw from the stream
+    """Fill a 1-d tensor block by block, in parallel where each block has its own generator.
+
+    One block draws from the global generator itself. Several blocks each get a Mersenne
+    Twister whose whole 624-word state is drawn from the global generator, so sibling blocks
+    (and blocks of different calls) never share a stream the way 32-bit seeds could.
+    """
     starts = range(0, flat.numel(), block)
+    template = _state_template()
+    if len(starts) == 1 or template is None:
+        for first in starts:  # the global generator, block after block
+            fill(flat[first : first + block], None)
+        return
+    words = torch.empty((len(starts), _MT_WORDS), dtype=torch.int64, device="cpu")
+    words.random_(0, 2**32)  # one draw of every block's state from the stream
 
     def fill_group(indices: range) -> None:
         for index in indices:
+            state = template.clone()
+            state[_MT_STATE].view(torch.int64).copy_(words[index])
             generator = torch.Generator()
-            generator.manual_seed(_mix(base, index))
+            generator.set_state(state)
             fill(flat[starts[index] : starts[index] + block], generator)
 
     workers = max(1, min(torch.get_num_threads(), len(starts)))
     groups = [range(len(starts))[w::workers] for w in range(workers)]
-    if workers == 1:
-        fill_group(groups[0])
-        return
     pending = [_executor(workers).submit(fill_group, group) for group in groups[1:]]
     fill_group(groups[0])
     for future in pending:
         future.result()
 
 
-def _mix(seed: int, index: int) -> int:
-    """SplitMix64 of ``seed`` and a block index: well-separated seeds for sibling generators."""
-    z = (seed + (index + 1) * 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+def _mt19937_init(seed: int, count: int) -> list[int]:
+    """The first ``count`` words of the Mersenne Twister state after seeding with ``seed``."""
+    words = [seed & 0xFFFFFFFF]
+    for i in range(1, count):
+        previous = words[-1]
+        words.append((1812433253 * (previous ^ (previous >> 30)) + i) & 0xFFFFFFFF)
+    return words
+
+
+@functools.cache
+def _state_template() -> Tensor | None:
+    """A freshly seeded CPU generator state whose 624 state words sit where expected.
+
+    ``torch.Generator.get_state()`` on the CPU is a byte image of the Mersenne Twister state
+    (an 8-byte seed, two ints, an 8-byte offset, then 624 words stored as 64-bit integers).
+    The layout is checked against the known seeding sequence; if it differs (another torch
+    version), ``None``: draws then stay on the global generator, serially.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(5489)
+    state = generator.get_state()
+    if state.numel() < _MT_STATE.stop:
+        return None
+    found = state[_MT_STATE].view(torch.int64)[:4].tolist()
+    return state if found == _mt19937_init(5489, 4) else None
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
     """A thread pool of at least ``workers - 1`` threads, recreated after a fork."""
     global _pool
-    if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers - 1:
-        _pool = (os.getpid(), workers - 1, ThreadPoolExecutor(max(1, workers - 1), "bnn-noise"))
-    return _pool[2]
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers - 1:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
+            size = max(1, workers - 1)
+            _pool = (os.getpid(), size, ThreadPoolExecutor(size, "bnn-noise"))
+        return _pool[2]

@@ -233,6 +233,8 @@ class ModelPosterior:
             bytes_per_input=-(-per_input // probe.shape[0]),
             bytes_per_sample=self._weight_bytes(),
             budget=self.memory_budget,
+            # a dropout mask without a per-input dimension is one mask for all inputs
+            split_inputs=all(shape[:1] == probe.shape[:1] for shape in mask_shapes),
         )
 
     def _weight_bytes(self) -> int:

@@ -145,9 +145,9 @@ class _NormalKL(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_loc = (loc - ctx.prior_loc if ctx.prior_loc else loc) * factor
         if ctx.needs_input_grad[1]:
-            # (s/s0² - 1/s) · sigmoid(ρ) · grad, formed in place in one buffer
-            grad_rho = scale.reciprocal().mul_(-grad).addcmul_(scale, factor)
-            grad_rho.mul_(torch.sigmoid(rho))
+            # (s/s0² - 1/s) · sigmoid(ρ) · grad; out of place, so that torch.func transforms
+            # may batch `grad` alone
+            grad_rho = (scale * factor - grad / scale) * torch.sigmoid(rho)
         return grad_loc, grad_rho, None, None
 
 

@@ -110,6 +110,9 @@ def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
     stacked = torch.stack([loc.detach(), 2 * loc.detach()])
     each = torch.stack([prior.kl_sum_from_softplus(m, rho.detach()) for m in stacked])
     torch.testing.assert_close(batched(stacked), each, rtol=1e-12, atol=1e-12)
+    # reverse mode over rho with a batched cotangent (the backward must not work in place)
+    jacobian = torch.func.jacrev(lambda r: prior.kl_sum_from_softplus(loc.detach(), r))
+    torch.testing.assert_close(jacobian(rho.detach()), expected[1], rtol=1e-12, atol=1e-12)
 
 
 def test_scale_mixture_kl_monte_carlo_matches_quadrature() -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import bnn
-from bnn.noise import NORMAL_BLOCK, bernoulli_mask, rademacher, standard_normal
+from bnn import noise
+from bnn.noise import BYTE_BLOCK, NORMAL_BLOCK, bernoulli_mask, rademacher, standard_normal
 
 CPU = torch.device("cpu")
 
@@ -33,7 +34,8 @@ def draw(kind: str, seed: int, shape: tuple[int, ...]) -> torch.Tensor:
 @pytest.mark.usefixtures("restore_threads")
 @pytest.mark.parametrize("kind", ["normal", "mask", "signs"])
 def test_one_seed_fixes_every_number_at_any_thread_count(kind: str) -> None:
-    shape = (3, 5 * NORMAL_BLOCK // 3 + 7)  # several blocks and a ragged last one
+    size = 5 * NORMAL_BLOCK + 7 if kind == "normal" else 3 * BYTE_BLOCK + 7
+    shape = (3, size // 3)  # several blocks and a ragged last one
     torch.set_num_threads(1)
     serial = draw(kind, 0, shape)
     torch.set_num_threads(2)
@@ -91,3 +93,16 @@ def test_inside_vmap_each_batch_member_gets_its_own_noise() -> None:
         rows = torch.func.vmap(one, randomness="different")(torch.arange(3))
     assert rows.shape == (3, 4 * NORMAL_BLOCK)
     assert not torch.equal(rows[0], rows[1])
+
+
+def test_block_generators_take_their_whole_state_from_the_stream() -> None:
+    """The state image layout is what the blocks rely on: words of seed s == manual_seed(s)."""
+    template = noise._state_template()  # noqa: SLF001
+    assert template is not None, "torch's CPU generator state layout changed"
+    seed = 123_456_789
+    state = template.clone()
+    words = torch.tensor(noise._mt19937_init(seed, 624))  # noqa: SLF001
+    state[noise._MT_STATE].view(torch.int64).copy_(words)  # noqa: SLF001
+    built, seeded = torch.Generator(), torch.Generator().manual_seed(seed)
+    built.set_state(state)
+    assert torch.equal(torch.randn(1000, generator=built), torch.randn(1000, generator=seeded))

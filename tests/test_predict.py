@@ -102,6 +102,28 @@ def test_split_inputs_draw_dropout_masks_per_block_as_a_loop_would() -> None:
     torch.testing.assert_close(chunked, F.linear(hidden, net[3].weight, net[3].bias))
 
 
+class _Total(nn.Module):
+    """A Bayesian layer whose output sums over the batch: no per-input dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = bnn.BayesLinear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).sum(0)
+
+
+def test_outputs_without_an_input_dimension_are_kept_whole_or_refused() -> None:
+    model, x = _Total(), torch.randn(4, 2)
+    whole = bnn.ModelPosterior(model).sample_functions(x, 4, rng=0)
+    assert whole.shape == (4, 3)  # [S, ...] as the model returns it
+    with bnn.RNG(0).stream("predict"):
+        noise = bnn.ModelPosterior(model).sample_noise(x, 4)
+    torch.testing.assert_close(whole, bnn.ModelPosterior(model).evaluate(noise, x))
+    with pytest.raises(ValueError, match="memory_budget"):
+        bnn.ModelPosterior(model, memory_budget=1).sample_functions(x, 4, rng=0)
+
+
 def test_memory_budget_applies_to_sample_sets_without_changing_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
