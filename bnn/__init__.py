@@ -4,6 +4,7 @@ from bnn import data, infer, metrics, plots, priors
 from bnn.augment import AugmentedDataset, TestTimeAugmentation
 from bnn.calibration import CalibrationReport, calibration
 from bnn.convert import bayesianize
+from bnn.default_rng import RNGLike, get_rng, resolve_rng, seed_everything, use_rng
 from bnn.determinism import deterministic_mode
 from bnn.diagnostics import ConvergenceWarning, Summary, summary, to_arviz
 from bnn.dropout import MCDropout
@@ -33,7 +34,7 @@ from bnn.likelihoods import (
 from bnn.posterior import ModelPosterior, PointEstimate, Posterior, as_posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
-from bnn.rng import RNG, RNGLike, get_rng, resolve_rng, seed_everything, seed_worker, use_rng
+from bnn.rng import RNG, seed_worker
 from bnn.sample_set import SampleSet
 from bnn.sweep import SweepResult, seed_sweep
 

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.utils.data import Dataset
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.posterior import check_inputs, eval_mode
-from bnn.rng import RNGLike, resolve_rng
 
 __all__ = ["AugmentedDataset", "TestTimeAugmentation"]
 

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.layers import DEFAULT_INIT_STD, BayesianModule, check_estimator
 from bnn.priors import Normal, Prior
-from bnn.rng import RNGLike, resolve_rng
 from bnn.validation import check_positive
 
 __all__ = ["bayesianize"]

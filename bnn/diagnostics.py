@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.likelihoods import Likelihood
 from bnn.posterior import ModelPosterior, Posterior, as_posterior, evaluate_parameter_samples
 from bnn.prediction import ClassificationPrediction, Prediction, RegressionPrediction
-from bnn.rng import RNGLike, resolve_rng
 from bnn.sample_set import SampleSet
 
 __all__ = ["ConvergenceWarning", "Summary", "arviz_major_version", "loo", "summary", "to_arviz"]

@@ -30,12 +30,13 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.distributed import DistributedContext, process_group_context
 from bnn.infer.vi import History, fit
 from bnn.likelihoods import Likelihood
 from bnn.posterior import check_inputs, eval_mode
 from bnn.prediction import Prediction, RegressionPrediction
-from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.rng import RNG
 from bnn.serialization import load_versioned
 from bnn.validation import check_int
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.posterior import check_inputs, eval_mode
-from bnn.rng import RNGLike, resolve_rng
 from bnn.validation import check_positive
 
 __all__ = ["BayesianLinearRegression", "NeuralLinear"]

@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from bnn.chunking import ChunkPlan, evaluate_in_chunks, plan_chunks
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.dropout import MCDropout
 from bnn.layers import bayesian_modules, posterior_mean
 from bnn.noise import standard_normal
-from bnn.rng import RNGLike, resolve_rng
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",

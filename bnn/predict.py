@@ -7,10 +7,10 @@ import copy
 import torch
 from torch import Tensor
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.likelihoods import Likelihood
 from bnn.posterior import ModelPosterior, Posterior, as_posterior, check_inputs
 from bnn.prediction import Prediction, RegressionPrediction
-from bnn.rng import RNGLike, resolve_rng
 from bnn.validation import check_int
 
 __all__ = ["predict_with_uncertainty"]

@@ -35,22 +35,14 @@ import contextlib
 import hashlib
 import secrets
 from collections.abc import Iterator
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import torch
 
 from bnn.global_generators import python_state, restore, seed_all, seed_worker, snapshot
 
-__all__ = [
-    "RNG",
-    "RNGLike",
-    "get_rng",
-    "resolve_rng",
-    "seed_everything",
-    "seed_worker",
-    "use_rng",
-]
+__all__ = ["MAX_SEED", "RNG", "check_seed", "seed_worker"]
 
 MAX_SEED = 2**32 - 1
 """Largest accepted seed: the range of NumPy's legacy global seed and of Pyro's ``set_rng_seed``."""
@@ -65,7 +57,8 @@ _TAG_SPAWN = 3
 _TAG_DERIVED_SEED = 4
 
 
-def _check_seed(seed: object) -> int:
+def check_seed(seed: object) -> int:
+    """``seed`` as an int in ``[0, MAX_SEED]``, or a ``TypeError``/``ValueError`` that says why."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise TypeError(
             f"seed must be an int in [0, {MAX_SEED}], got {type(seed).__name__} {seed!r}; "
@@ -118,7 +111,7 @@ class RNG:
     """
 
     def __init__(self, seed: int | None = None, *, _path: tuple[int, ...] = ()) -> None:
-        self.seed = _check_seed(secrets.randbits(32) if seed is None else seed)
+        self.seed = check_seed(secrets.randbits(32) if seed is None else seed)
         self._path = _path
         self._stream_states: dict[str, dict[str, Any]] = {}
         self._active_streams: set[str] = set()
@@ -335,71 +328,3 @@ class RNG:
         rng = cls(state["seed"], _path=tuple(int(w) for w in state["path"]))
         rng.load_state_dict(state)
         return rng
-
-
-RNGLike: TypeAlias = RNG | int | None
-"""What every ``rng=`` argument accepts: an `RNG`, an integer seed, or ``None`` (the default)."""
-
-_default: RNG | None = None
-
-
-def get_rng() -> RNG:
-    """The default `RNG` (installed by :func:`seed_everything`; otherwise a random seed)."""
-    global _default
-    if _default is None:
-        _default = RNG()
-    return _default
-
-
-def resolve_rng(rng: RNGLike) -> RNG:
-    """Turn an ``rng=`` argument into an `RNG`: itself, ``RNG(seed)``, or the default."""
-    if rng is None:
-        return get_rng()
-    if isinstance(rng, RNG):
-        return rng
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
-        return RNG(int(rng))
-    raise TypeError(
-        f"rng must be a bnn.RNG, an int seed or None, got {type(rng).__name__} {rng!r}."
-    )
-
-
-def seed_everything(seed: int, *, deterministic: bool = False) -> RNG:
-    """Seed Python, NumPy, torch (CPU and all CUDA devices) and Pyro; make the `RNG` the default.
-
-    Args:
-        seed: integer in ``[0, 2**32 - 1]``.
-        deterministic: also switch on deterministic algorithms (see
-            :func:`bnn.deterministic_mode`) for the rest of the process.
-
-    Returns:
-        The new default `RNG`.
-
-    Example:
-        >>> rng = bnn.seed_everything(42)
-    """
-    global _default
-    rng = RNG(_check_seed(seed))
-    rng.seed_globals()
-    _default = rng
-    if deterministic:
-        from bnn.determinism import deterministic_mode
-
-        deterministic_mode(True)
-    return rng
-
-
-@contextlib.contextmanager
-def use_rng(rng: RNG) -> Iterator[RNG]:
-    """Make ``rng`` the default and seed the globals from it for a block; restore both after."""
-    global _default
-    if not isinstance(rng, RNG):
-        raise TypeError(f"use_rng expects a bnn.RNG, got {type(rng).__name__}.")
-    previous, outer = _default, snapshot()
-    _default = rng
-    rng.seed_globals()
-    try:
-        yield rng
-    finally:
-        _default = previous
-        restore(outer)

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.layers import weight_space
 from bnn.posterior import (
     DEFAULT_MEMORY_BUDGET,
     check_inputs,
     evaluate_parameter_samples_chunked,
 )
-from bnn.rng import RNGLike, resolve_rng
 from bnn.serialization import load_versioned
 
 __all__ = ["SampleSet"]

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from bnn.rng import RNG, RNGLike, resolve_rng, use_rng
+from bnn.default_rng import RNGLike, resolve_rng, use_rng
+from bnn.rng import RNG
 
 __all__ = ["SweepResult", "seed_sweep"]
 

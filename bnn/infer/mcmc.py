@@ -22,10 +22,11 @@ import torch
 from pyro.infer.mcmc import HMC, MCMC, NUTS
 from torch import Tensor, nn
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.infer.vnuts import run_vectorised_nuts
 from bnn.likelihoods import Likelihood
-from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.rng import RNG
 from bnn.sample_set import SampleSet
 from bnn.validation import check_int, check_positive
 

@@ -35,6 +35,7 @@ from pyro.params.param_store import StateDict
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior import (
@@ -43,7 +44,7 @@ from bnn.posterior import (
     evaluate_parameter_samples_chunked,
 )
 from bnn.priors import Laplace, Normal, Prior, ScaleMixture
-from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.rng import RNG
 from bnn.sample_set import SampleSet
 
 __all__ = ["SVIHistory", "SVIPosterior", "pyro_model", "svi"]

@@ -28,11 +28,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.distributed import DistributedContext, resolve_distributed
 from bnn.infer.joint import LogJoint, PriorSpec, check_data
 from bnn.likelihoods import Likelihood
 from bnn.noise import standard_normal
-from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.rng import RNG
 from bnn.sample_set import SampleSet
 from bnn.validation import check_int, check_positive
 

@@ -24,6 +24,7 @@ from torch.func import vmap
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from bnn.default_rng import RNGLike, resolve_rng
 from bnn.distributed import DistributedContext, RankBatchSampler, resolve_distributed
 from bnn.early_stopping import EarlyStopping
 from bnn.layers import bayesian_modules, kl_divergence
@@ -31,7 +32,7 @@ from bnn.likelihoods import Likelihood
 from bnn.posterior import as_posterior, eval_mode
 from bnn.predict import predict_with_uncertainty
 from bnn.priors import Prior
-from bnn.rng import RNG, RNGLike, resolve_rng
+from bnn.rng import RNG
 from bnn.validation import check_int, check_positive
 
 __all__ = ["History", "NonFiniteLossError", "fit"]
