@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from suite import median_seconds  # benchmarks/ is on the path when run as a script
 
 from bnn.noise import bernoulli_mask, rademacher, standard_normal
 
@@ -26,15 +25,8 @@ SIZES = (128 * 784, 784 * 400, 100 * 32 * 800, 8_000_000)
 CPU = torch.device("cpu")
 
 
-def median_ms(fn: Callable[[], Any], repeats: int = 21) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def median_ms(fn: Callable[[], Any]) -> float:
+    return median_seconds(fn, repeats=21, warmup=3) * 1e3
 
 
 def measure(n: int) -> dict[str, float]:

@@ -46,12 +46,14 @@ def test_one_seed_fixes_every_number_at_any_thread_count(kind: str) -> None:
 
 def test_blocks_of_one_draw_are_not_copies_of_each_other() -> None:
     flat = draw("normal", 0, (3 * NORMAL_BLOCK,)).view(3, NORMAL_BLOCK)
-    correlation = torch.corrcoef(flat)
+    correlation = torch.corrcoef(flat)  # independent blocks: sd of a correlation ~ 1/sqrt(n)
     off_diagonal = correlation[~torch.eye(3, dtype=torch.bool)]
     assert off_diagonal.abs().max() < 5 / math.sqrt(NORMAL_BLOCK)
 
 
 def test_standard_normal_moments() -> None:
+    # Tolerances: 5 standard errors of each estimate over n i.i.d. draws (sd/sqrt(n); the
+    # sample variance of N(0, 1) has sd sqrt(2/n); a tail frequency sqrt(p(1-p)/n)).
     n = 2_000_000
     x = draw("normal", 3, (n,)).double()
     assert abs(float(x.mean())) < 5 / math.sqrt(n)
