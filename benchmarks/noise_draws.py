@@ -1,9 +1,9 @@
-"""Cost of bnn.noise's samplers vs torch's own, measured in one run.
+"""Cost of bnn.random.draws's samplers vs torch's own, measured in one run.
 
     python benchmarks/noise_draws.py [--threads 2] [--output DIR]
 
 For each size: torch's sampler (``randn``; ``rand() < keep`` scaled; ``where(rand() < 0.5)``)
-÷ the `bnn.noise` one (``standard_normal``, ``bernoulli_mask``, ``rademacher``), medians of 21
+÷ the `bnn.random.draws` one (``standard_normal``, ``bernoulli_mask``, ``rademacher``), medians of 21
 calls. Sizes: a flipout input-sign batch (128×784), the 784×400 weight, the masks of 100
 samples × 32 inputs × 800 units, and 8M (one sample's masks at 10,000 inputs).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from suite import median_seconds  # benchmarks/ is on the path when run as a script
 
-from bnn.noise import bernoulli_mask, rademacher, standard_normal
+from bnn.random.draws import bernoulli_mask, rademacher, standard_normal
 
 SIZES = (128 * 784, 784 * 400, 100 * 32 * 800, 8_000_000)
 CPU = torch.device("cpu")

@@ -58,7 +58,7 @@ def map_fit(
         epochs=3,
         batch_size=batch_size,
         lr=1e-2,
-        prior=bnn.priors.Normal(0.0, 1.0),
+        prior=bnn.nn.priors.Normal(0.0, 1.0),
         rng=seed,
         progress=False,
         **kwargs,

@@ -51,7 +51,7 @@ def test_moped_reproduces_pretrained_outputs_at_posterior_mean(estimator: str) -
 
 def test_batchnorm_stays_deterministic_and_everything_else_converts() -> None:
     net = bnn.bayesianize(_resnet())
-    converted = {name for name, _ in bnn.layers.bayesian_modules(net)}
+    converted = {name for name, _ in bnn.nn.layers.bayesian_modules(net)}
     assert converted == {"0", "1.conv1", "1.conv2", "4"}
     assert isinstance(net[1].bn1, nn.BatchNorm2d)
 
@@ -67,7 +67,7 @@ def test_batchnorm_stays_deterministic_and_everything_else_converts() -> None:
 )
 def test_only_converts_exactly_the_selection(only, expected) -> None:  # type: ignore[no-untyped-def]
     net = bnn.bayesianize(_resnet(), only=only)
-    assert {name for name, _ in bnn.layers.bayesian_modules(net)} == expected
+    assert {name for name, _ in bnn.nn.layers.bayesian_modules(net)} == expected
     plain = {n for n, m in net.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)}
     assert all(
         any(n == f"{e}.module" for e in expected) or n.split(".module")[0] not in expected
@@ -94,8 +94,8 @@ def test_random_init_is_seeded() -> None:
 
 
 def test_per_layer_priors() -> None:
-    def prior(name: str, _module: nn.Module) -> bnn.priors.Prior:
-        return bnn.priors.Normal(0.0, 0.1 if name == "2" else 1.0)
+    def prior(name: str, _module: nn.Module) -> bnn.nn.priors.Prior:
+        return bnn.nn.priors.Normal(0.0, 0.1 if name == "2" else 1.0)
 
     net = bnn.bayesianize(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)), prior=prior)
     assert net[2].bayesian_parameters()["weight"].prior.std == 0.1

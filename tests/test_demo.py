@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import bnn.data
-from bnn.cli import main
+import bnn.apps.datasets
+from bnn.apps.cli import main
 
 
 def _without_times(path: Path) -> list[dict[str, object]]:
@@ -37,21 +37,21 @@ def test_demo_quick_writes_table_png_json_and_is_reproducible(
 
 def test_console_script_version() -> None:
     completed = subprocess.run(
-        [sys.executable, "-m", "bnn.cli", "--version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "bnn.apps.cli", "--version"], capture_output=True, text=True, check=True
     )
     assert completed.stdout.startswith("bnn ")
 
 
 def test_bundled_yacht_splits() -> None:
-    assert bnn.data.num_splits("yacht") == 20
-    split = bnn.data.load_uci("yacht", 7)
+    assert bnn.apps.datasets.num_splits("yacht") == 20
+    split = bnn.apps.datasets.load_uci("yacht", 7)
     assert split.x_train.shape == (277, 6) and split.x_test.shape == (31, 6)
     assert split.y_train.shape == (277,) and torch.isfinite(split.x_train).all()
 
 
 def test_standardizer_round_trip_and_constant_columns() -> None:
     data = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
-    scaler = bnn.data.Standardizer.fit(data)
+    scaler = bnn.apps.datasets.Standardizer.fit(data)
     assert torch.allclose(scaler.inverse(scaler.transform(data)), data)
     assert float(scaler.std[1]) == 1.0
 
@@ -62,4 +62,4 @@ def test_standardizer_round_trip_and_constant_columns() -> None:
 )
 def test_bad_dataset_requests(kwargs: dict, error: type[Exception]) -> None:
     with pytest.raises(error):
-        bnn.data.load_uci(**kwargs)
+        bnn.apps.datasets.load_uci(**kwargs)

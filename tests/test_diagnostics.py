@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import bnn
-from bnn.diagnostics import _arviz, arviz_major_version
-from bnn.prediction import ClassificationPrediction, RegressionPrediction
+from bnn.evaluate.diagnostics import _arviz, arviz_major_version
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
 matplotlib.use("Agg")
 
@@ -121,7 +121,7 @@ def test_loo_runs_on_a_converted_small_model() -> None:
     data = bnn.to_arviz(samples, x=x, observed=y, likelihood=bnn.Gaussian(0.5))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bnn.diagnostics.loo(data)
+        result = bnn.evaluate.diagnostics.loo(data)
     elpd = float(result["elpd_loo"] if arviz_major_version() < 1 else result.elpd)
     assert math.isfinite(elpd)
 
@@ -136,11 +136,11 @@ def test_exact_gaussian_predictive_is_calibrated_and_overconfident_one_is_flagge
     std = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
     y = mean + std * torch.randn(n, generator=generator, dtype=torch.float64)
     exact = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None])
-    report = bnn.calibration(exact, y, levels=(level,))
+    report = bnn.evaluate.calibration(exact, y, levels=(level,))
     assert abs(report.coverage[level] - level) < 5 * math.sqrt(level * (1 - level) / n)
     assert not report.flags
     overconfident = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None] / 2)
-    flagged = bnn.calibration(overconfident, y, levels=(level,))
+    flagged = bnn.evaluate.calibration(overconfident, y, levels=(level,))
     assert any(flag.startswith("over-confident") for flag in flagged.flags)
     assert 0.4 < float(report.pit.mean()) < 0.6
 
@@ -155,9 +155,9 @@ def test_ece_of_calibrated_and_overconfident_classifiers() -> None:
     n = 20_000
     p_true = 0.5 + 0.5 * torch.rand(n, generator=generator, dtype=torch.float64)
     labels = (torch.rand(n, generator=generator, dtype=torch.float64) > p_true).long()
-    calibrated = bnn.calibration(_classifier(p_true), labels)
+    calibrated = bnn.evaluate.calibration(_classifier(p_true), labels)
     assert calibrated.scores["ece"] < 0.015 and not calibrated.flags
-    overconfident = bnn.calibration(_classifier(p_true + 0.9 * (1 - p_true)), labels)
+    overconfident = bnn.evaluate.calibration(_classifier(p_true + 0.9 * (1 - p_true)), labels)
     assert overconfident.scores["ece"] > 0.1
     assert overconfident.flags and overconfident.flags[0].startswith("over-confident")
 
@@ -173,12 +173,12 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
     labels = torch.randint(0, 3, (50,), generator=generator)
     figures = {
         "predictive": prediction.plot(x, x_train=x, y_train=y, num_functions=5),
-        "coverage": bnn.plots.coverage_curve(prediction, y),
-        "pit": bnn.plots.pit_histogram(prediction, y),
-        "ppc": bnn.plots.plot_posterior_predictive(prediction, y),
-        "trace": bnn.plots.plot_trace(samples, "weight"),
-        "rank": bnn.plots.plot_rank(samples, "bias"),
-        "reliability": bnn.plots.reliability_diagram(
+        "coverage": bnn.evaluate.plots.coverage_curve(prediction, y),
+        "pit": bnn.evaluate.plots.pit_histogram(prediction, y),
+        "ppc": bnn.evaluate.plots.plot_posterior_predictive(prediction, y),
+        "trace": bnn.evaluate.plots.plot_trace(samples, "weight"),
+        "rank": bnn.evaluate.plots.plot_rank(samples, "bias"),
+        "reliability": bnn.evaluate.plots.reliability_diagram(
             ClassificationPrediction(samples=probs.log(), class_probs=probs), labels
         ),
     }
@@ -212,13 +212,13 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
             "num_samples equal",
         ),
         (
-            lambda s, x, y: bnn.calibration(
+            lambda s, x, y: bnn.evaluate.calibration(
                 bnn.Gaussian(0.5).predict(torch.zeros(7, 30, 1)), y[:5]
             ),
             ValueError,
             "targets",
         ),
-        (lambda s, x, y: bnn.plots.plot_trace(s, "nope"), ValueError, "not in the sample set"),
+        (lambda s, x, y: bnn.evaluate.plots.plot_trace(s, "nope"), ValueError, "not in the sample set"),
     ],
 )
 def test_bad_input_gives_clear_errors(call, error, match) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import bnn
-from bnn.layers import kl_divergence
+from bnn.nn.layers import kl_divergence
 from tests import distributed_worker as worker
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

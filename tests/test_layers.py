@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import bnn
-from bnn.layers import BayesianModule
+from bnn.nn.layers import BayesianModule
 
 SAMPLES = 4000
 
@@ -25,7 +25,7 @@ def _random_posterior(layer: BayesianModule, seed: int) -> None:
             scale = 0.2 + 0.5 * torch.rand(
                 posterior.loc.shape, generator=generator, dtype=posterior.loc.dtype
             )
-            posterior.rho.copy_(bnn.layers.inverse_softplus(scale))
+            posterior.rho.copy_(bnn.nn.layers.inverse_softplus(scale))
 
 
 def _moments(
@@ -68,8 +68,8 @@ def test_estimators_match_reparam_mean_and_variance(make, x_shape, estimator: st
         assert ((var_ref - exact).abs() < 5 * math.sqrt(2 / (SAMPLES - 1)) * exact).all()
 
 
-@pytest.mark.parametrize("prior", [bnn.priors.Normal(0.3, 0.7), bnn.priors.Laplace(-0.2, 0.5)])
-def test_closed_form_kl_matches_monte_carlo(prior: bnn.priors.Prior) -> None:
+@pytest.mark.parametrize("prior", [bnn.nn.priors.Normal(0.3, 0.7), bnn.nn.priors.Laplace(-0.2, 0.5)])
+def test_closed_form_kl_matches_monte_carlo(prior: bnn.nn.priors.Prior) -> None:
     generator = torch.Generator().manual_seed(0)
     loc = torch.randn(50, dtype=torch.float64, generator=generator)
     scale = 0.1 + torch.rand(50, dtype=torch.float64, generator=generator)
@@ -86,10 +86,10 @@ def test_closed_form_kl_matches_monte_carlo(prior: bnn.priors.Prior) -> None:
 
 @pytest.mark.parametrize(
     "prior",
-    [bnn.priors.Normal(0.3, 0.7), bnn.priors.Normal(0.0, 1.3), bnn.priors.Laplace(-0.2, 0.5)],
+    [bnn.nn.priors.Normal(0.3, 0.7), bnn.nn.priors.Normal(0.0, 1.3), bnn.nn.priors.Laplace(-0.2, 0.5)],
 )
 def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
-    prior: bnn.priors.Prior,
+    prior: bnn.nn.priors.Prior,
 ) -> None:
     """The (fused, for Normal) KL on ``rho`` equals the elementwise closed form; gradcheck."""
     generator = torch.Generator().manual_seed(1)
@@ -117,7 +117,7 @@ def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
 
 def test_scale_mixture_kl_monte_carlo_matches_quadrature() -> None:
     """No closed form: the MC estimate must match Gauss-Hermite quadrature within 5 SE."""
-    prior = bnn.priors.ScaleMixture(0.5, 1.0, 0.05)
+    prior = bnn.nn.priors.ScaleMixture(0.5, 1.0, 0.05)
     layer = bnn.BayesLinear(4, 3, prior=prior).double()
     _random_posterior(layer, seed=4)
     nodes, weights = np.polynomial.hermite_e.hermegauss(200)
@@ -185,9 +185,9 @@ def test_layers_move_with_to_and_keep_state_dict_keys() -> None:
 @pytest.mark.parametrize(
     "build, error, match",
     [
-        (lambda: bnn.priors.Normal(0.0, -1.0), ValueError, "std must be a positive"),
-        (lambda: bnn.priors.Laplace(0.0, 0.0), ValueError, "scale must be a positive"),
-        (lambda: bnn.priors.ScaleMixture(1.5), ValueError, "pi must be in"),
+        (lambda: bnn.nn.priors.Normal(0.0, -1.0), ValueError, "std must be a positive"),
+        (lambda: bnn.nn.priors.Laplace(0.0, 0.0), ValueError, "scale must be a positive"),
+        (lambda: bnn.nn.priors.ScaleMixture(1.5), ValueError, "pi must be in"),
         (lambda: bnn.BayesLinear(2, 2, estimator="magic"), ValueError, "unknown estimator"),
         (
             lambda: bnn.BayesianModule(nn.GRUCell(2, 2), estimator="flipout"),

@@ -404,9 +404,9 @@ def test_divergences_are_reported() -> None:
 def test_bayesianized_model_samples_its_weights_with_its_priors() -> None:
     net = bnn.bayesianize(
         nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)),
-        prior=bnn.priors.Normal(0.0, 0.5),
+        prior=bnn.nn.priors.Normal(0.0, 0.5),
     )
-    log_joint = bnn.infer.joint.LogJoint(net, bnn.Gaussian(1.0))
+    log_joint = bnn.infer._log_joint.LogJoint(net, bnn.Gaussian(1.0))
     assert set(log_joint.priors) == {
         "0.module.weight",
         "0.module.bias",

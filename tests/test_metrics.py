@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import bnn
-from bnn import metrics
-from bnn.prediction import ClassificationPrediction, RegressionPrediction
+from bnn.evaluate import metrics
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
 
 def _gaussian(mean: torch.Tensor, std: torch.Tensor) -> RegressionPrediction:

@@ -1,4 +1,4 @@
-"""bnn.noise: exact distributions, one seed fixes every number at any thread count."""
+"""bnn.random.draws: exact distributions, one seed fixes every number at any thread count."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 import bnn
 from bnn import noise
-from bnn.noise import BYTE_BLOCK, NORMAL_BLOCK, bernoulli_mask, rademacher, standard_normal
+from bnn.random.draws import BYTE_BLOCK, NORMAL_BLOCK, bernoulli_mask, rademacher, standard_normal
 
 CPU = torch.device("cpu")
 

@@ -55,7 +55,7 @@ def test_chunking_to_a_tiny_memory_budget_gives_the_same_distribution() -> None:
     net = _bayesian_mlp()
     x = torch.zeros(1, 2)
     posterior = bnn.ModelPosterior(net, memory_budget=1)
-    assert posterior.plan(x, 100) == bnn.chunking.ChunkPlan(samples=1, inputs=1)
+    assert posterior.plan(x, 100) == bnn.posterior._evaluate.ChunkPlan(samples=1, inputs=1)
     with torch.no_grad():
         chunked = posterior.sample_functions(x, 2000, rng=0).flatten()
         whole = bnn.ModelPosterior(net).sample_functions(x, 2000, rng=1).flatten()
@@ -80,7 +80,7 @@ def test_split_inputs_share_each_sample_s_weights_across_blocks() -> None:
     x = torch.randn(7, 2)
     posterior = bnn.ModelPosterior(net)
     posterior.memory_budget = _budget_for(posterior, x, samples=4, inputs=2)
-    assert posterior.plan(x, 4) == bnn.chunking.ChunkPlan(samples=4, inputs=2)
+    assert posterior.plan(x, 4) == bnn.posterior._evaluate.ChunkPlan(samples=4, inputs=2)
     chunked = posterior.sample_functions(x, 4, rng=5)
     with bnn.RNG(5).stream("predict"):
         noise = posterior.sample_noise(x, 4)  # the same weight draws, all inputs at once
@@ -94,7 +94,7 @@ def test_split_inputs_draw_dropout_masks_per_block_as_a_loop_would() -> None:
     x = torch.randn(5, 2)
     posterior = bnn.ModelPosterior(model)
     posterior.memory_budget = _budget_for(posterior, x, samples=3, inputs=2)
-    assert posterior.plan(x, 3) == bnn.chunking.ChunkPlan(samples=3, inputs=2)
+    assert posterior.plan(x, 3) == bnn.posterior._evaluate.ChunkPlan(samples=3, inputs=2)
     chunked = posterior.sample_functions(x, 3, rng=2)
     with bnn.RNG(2).stream("predict"):
         masks = [model.sample_masks(block, 3)[0] for block in x.split(2)]

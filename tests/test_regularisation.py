@@ -42,7 +42,7 @@ def test_gaussian_prior_map_equals_sgd_weight_decay() -> None:
         )
         return torch.cat([p.detach().flatten() for p in net.parameters()])
 
-    map_fit = train(prior=bnn.priors.Normal(0.0, s))
+    map_fit = train(prior=bnn.nn.priors.Normal(0.0, s))
     decayed = train(weight_decay=1 / (s**2 * n))
     plain = train()
     torch.testing.assert_close(map_fit, decayed, rtol=1e-10, atol=1e-12)
@@ -52,7 +52,7 @@ def test_gaussian_prior_map_equals_sgd_weight_decay() -> None:
 def test_laplace_prior_shrinks_the_l1_norm() -> None:
     x, y = _data()
 
-    def l1_after_fit(prior: bnn.priors.Prior | None) -> float:
+    def l1_after_fit(prior: bnn.nn.priors.Prior | None) -> float:
         torch.manual_seed(0)
         net = nn.Linear(3, 1).double()
         bnn.fit(
@@ -68,7 +68,7 @@ def test_laplace_prior_shrinks_the_l1_norm() -> None:
         )
         return float(net.weight.detach().abs().sum())
 
-    plain, lasso = l1_after_fit(None), l1_after_fit(bnn.priors.Laplace(0.0, 1e-3))
+    plain, lasso = l1_after_fit(None), l1_after_fit(bnn.nn.priors.Laplace(0.0, 1e-3))
     # The L1 penalty |w|/(bN) = 31|w| per datum dominates the data term here.
     assert lasso < 0.8 * plain
 

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import bnn
-from bnn.rng import MAX_SEED
+from bnn.random.rng import MAX_SEED
 
 SCRIPT = Path(__file__).with_name("repro_train.py")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bnn
-from bnn.sweep import student_t_quantile
+from bnn.random.sweep import student_t_quantile
 
 
 def test_aggregates_for_known_outputs() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import bnn.data
-from bnn.cli import main
-from bnn.uci import Defaults, format_table, run_uci, summarise
+import bnn.apps.datasets
+from bnn.apps.cli import main
+from bnn.apps.uci import Defaults, format_table, run_uci, summarise
 
 
 @pytest.mark.parametrize("method", ["mc_dropout", "ensemble", "vi", "sghmc"])
@@ -61,7 +61,7 @@ def test_cli_writes_markdown_and_json(tmp_path: Path) -> None:
 
 
 def _copy_yacht(tmp_path: Path) -> Path:
-    source = Path(bnn.data.__file__).parent / "datasets" / "yacht"
+    source = Path(bnn.apps.datasets.__file__).parent / "datasets" / "yacht"
     target = tmp_path / "yacht"
     shutil.copytree(source, target)
     return target
@@ -71,7 +71,7 @@ def test_missing_split_file_is_named(tmp_path: Path) -> None:
     folder = _copy_yacht(tmp_path)
     (folder / "index_test_3.txt").unlink()
     with pytest.raises(FileNotFoundError, match="index_test_3.txt"):
-        bnn.data.load_uci("yacht", 3, data_dir=tmp_path)
+        bnn.apps.datasets.load_uci("yacht", 3, data_dir=tmp_path)
 
 
 def test_nan_rows_are_reported_with_the_file(tmp_path: Path) -> None:
@@ -80,14 +80,14 @@ def test_nan_rows_are_reported_with_the_file(tmp_path: Path) -> None:
     lines[5] = " ".join(["nan"] * 7)
     (folder / "data.txt").write_text("\n".join(lines))
     with pytest.raises(ValueError, match=r"data.txt has non-finite values \(first at row 5\)"):
-        bnn.data.load_uci("yacht", 0, data_dir=tmp_path)
+        bnn.apps.datasets.load_uci("yacht", 0, data_dir=tmp_path)
 
 
 def test_out_of_range_indices_are_reported_with_the_file(tmp_path: Path) -> None:
     folder = _copy_yacht(tmp_path)
     (folder / "index_train_0.txt").write_text("0\n1\n5000\n")
     with pytest.raises(ValueError, match="index_train_0.txt has row index 5000"):
-        bnn.data.load_uci("yacht", 0, data_dir=tmp_path)
+        bnn.apps.datasets.load_uci("yacht", 0, data_dir=tmp_path)
 
 
 def test_unknown_method_and_split_count() -> None:
@@ -101,7 +101,7 @@ def test_validation_is_carved_from_the_training_split_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[int] = []
-    original = bnn.uci._carve_validation
+    original = bnn.apps.uci._carve_validation
 
     def spy(size: int, defaults: Defaults, rng: bnn.RNG) -> object:
         train, validation = original(size, defaults, rng)
@@ -111,11 +111,11 @@ def test_validation_is_carved_from_the_training_split_only(
         seen.append(len(validation))
         return train, validation
 
-    monkeypatch.setattr(bnn.uci, "_carve_validation", spy)
+    monkeypatch.setattr(bnn.apps.uci, "_carve_validation", spy)
     run_uci(
         "yacht", "mc_dropout", splits=1, defaults=Defaults(epochs=2, num_samples=5), progress=False
     )
-    split = bnn.data.load_uci("yacht", 0)
+    split = bnn.apps.datasets.load_uci("yacht", 0)
     assert seen == [round(0.1 * split.x_train.shape[0])]
 
 

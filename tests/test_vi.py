@@ -43,7 +43,7 @@ def test_mean_field_vi_matches_closed_form_blr(estimator: str) -> None:
             1,
             bias=False,
             estimator=estimator,
-            prior=bnn.priors.Normal(0.0, PRIOR_STD),
+            prior=bnn.nn.priors.Normal(0.0, PRIOR_STD),
             init_std=0.1,
         ).double()
     likelihood = bnn.Gaussian(NOISE)

@@ -1,21 +1,50 @@
-"""Inference: Bayes by backprop, Pyro SVI, NUTS/HMC and stochastic-gradient MCMC."""
+"""Inference methods: each turns a model and data into ``(Posterior, History)``.
 
-from bnn.infer import joint
-from bnn.infer.mcmc import MCMCHistory, hmc, nuts
-from bnn.infer.pyro import SVIHistory, SVIPosterior, pyro_model, svi
-from bnn.infer.sgmcmc import SGMCMCHistory, sghmc, sgld
-from bnn.infer.vi import History, NonFiniteLossError, fit
+Every method has the signature
+``method(model, data, *, likelihood, ..., rng=None, progress=True) -> (Posterior, History)``
+and lives in one file here:
+
+=================== ============================================== =========================
+method              what it is                                     posterior
+=================== ============================================== =========================
+``fit``             Bayes by backprop / MAP (``vi.py``)            the model's own
+``svi``             Pyro SVI with autoguides (``svi.py``)          ``SVIPosterior``
+``nuts``            No-U-Turn sampler (``nuts.py``)                ``SampleSet``
+``hmc``             Hamiltonian Monte Carlo (``hmc.py``)           ``SampleSet``
+``sgld``/``sghmc``  stochastic-gradient MCMC (``sgmcmc.py``)        ``SampleSet``
+``deep_ensemble``   deep ensembles (``ensemble.py``)               ``DeepEnsemble``
+``neural_linear``   closed-form last layer (``linear.py``)         ``NeuralLinear``
+=================== ============================================== =========================
+
+``docs/extending.md`` shows how to add one.
+"""
+
+from bnn.infer._loop import NonFiniteLossError
+from bnn.infer._pyro_mcmc import Adaptation
+from bnn.infer.ensemble import DeepEnsemble, deep_ensemble
+from bnn.infer.history import History
+from bnn.infer.hmc import hmc
+from bnn.infer.linear import BayesianLinearRegression, NeuralLinear, neural_linear
+from bnn.infer.nuts import nuts
+from bnn.infer.sgmcmc import StepSchedule, sghmc, sgld
+from bnn.infer.svi import SVIPosterior, pyro_model, svi
+from bnn.infer.vi import KLSchedule, Validation, fit
 
 __all__ = [
+    "Adaptation",
+    "BayesianLinearRegression",
+    "DeepEnsemble",
     "History",
-    "MCMCHistory",
+    "KLSchedule",
+    "NeuralLinear",
     "NonFiniteLossError",
-    "SGMCMCHistory",
-    "SVIHistory",
     "SVIPosterior",
+    "StepSchedule",
+    "Validation",
+    "deep_ensemble",
     "fit",
     "hmc",
-    "joint",
+    "neural_linear",
     "nuts",
     "pyro_model",
     "sghmc",

@@ -14,6 +14,11 @@ potential is estimated as ``U(w) = -log p(w) - (N/|B|) Σ_{i∈B} log p(y_i | x_
 ``T`` is the temperature (``T < 1``: a cold posterior). Chains run one after another, chain
 ``c`` from ``rng.spawn(c)`` (its own shuffling and noise), so adding chains never changes the
 first ones. Results are `SampleSet`s.
+
+Example:
+    >>> samples, history = bnn.infer.sgld(net, (x, y), likelihood=bnn.Gaussian(0.1), lr=1e-4,
+    ...     schedule=bnn.infer.StepSchedule(steps=5000, burn_in=1000, thin=10), rng=0)
+
 """
 
 from __future__ import annotations
@@ -21,33 +26,59 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bnn.default_rng import RNGLike, resolve_rng
-from bnn.distributed import DistributedContext, resolve_distributed
-from bnn.infer.joint import LogJoint, PriorSpec, check_data
+from bnn._checks import check_int, check_positive
+from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
-from bnn.noise import standard_normal
-from bnn.rng import RNG
-from bnn.sample_set import SampleSet
-from bnn.validation import check_int, check_positive
+from bnn.parallel.distributed import DistributedContext, resolve_distributed
+from bnn.posterior.samples import SampleSet
+from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.draws import standard_normal
+from bnn.random.rng import RNG
 
-__all__ = ["SGMCMCHistory", "sghmc", "sgld"]
-
-Schedule = Literal["constant", "cyclical"]
+__all__ = ["StepSchedule", "sghmc", "sgld"]
 
 
-@dataclass
-class SGMCMCHistory:
-    """Per chain: the potential estimate ``U`` at every step, and the wall time."""
+@dataclass(frozen=True)
+class StepSchedule:
+    """How long an SG-MCMC chain runs and which steps become draws.
 
-    potential: list[list[float]] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    Attributes:
+        kind: ``"constant"`` step size, or ``"cyclical"`` (cosine cycles; then ``cycles`` and
+            ``exploration``; ``burn_in`` is ignored: the exploration stage of each cycle plays
+            its role).
+        steps: steps per chain (≥ 1).
+        burn_in: steps discarded first (constant schedule; < ``steps``).
+        thin: keep every ``thin``-th step after burn-in.
+        cycles: cycles of the cyclical schedule.
+        exploration: fraction of each cycle spent in noise-free optimisation, in ``[0, 1)``.
+    """
+
+    kind: Literal["constant", "cyclical"] = "constant"
+    steps: int = 10_000
+    burn_in: int = 1_000
+    thin: int = 10
+    cycles: int = 4
+    exploration: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps)
+        check_int("burn_in", self.burn_in, minimum=0)
+        check_int("thin", self.thin)
+        check_int("cycles", self.cycles)
+        if self.kind not in ("constant", "cyclical"):
+            raise ValueError(f"schedule kind must be 'constant' or 'cyclical', got {self.kind!r}.")
+        if self.kind == "constant" and self.burn_in >= self.steps:
+            raise ValueError(f"burn_in ({self.burn_in}) must be smaller than steps ({self.steps}).")
+        if not 0.0 <= self.exploration < 1.0:
+            raise ValueError(f"exploration must be in [0, 1), got {self.exploration!r}.")
 
 
 @dataclass(frozen=True)
@@ -56,52 +87,51 @@ class _Settings:
     lr: float
     friction: float
     temperature: float
-    steps: int
-    burn_in: int
-    thin: int
     batch_size: int
-    schedule: Schedule
-    cycles: int
-    exploration: float
+    schedule: StepSchedule
+
+    # the schedule's fields, read by the update loop
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    @property
+    def burn_in(self) -> int:
+        return self.schedule.burn_in
+
+    @property
+    def thin(self) -> int:
+        return self.schedule.thin
 
 
 def sgld(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    data: tuple[Tensor, Tensor],
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
     lr: float = 1e-4,
-    steps: int = 10_000,
-    burn_in: int = 1_000,
-    thin: int = 10,
+    schedule: StepSchedule | None = None,
     batch_size: int | None = None,
     num_chains: int = 1,
     temperature: float = 1.0,
-    schedule: Schedule = "constant",
-    cycles: int = 4,
-    exploration: float = 0.5,
     init: str = "current",
     rng: RNGLike = None,
     distributed: bool = False,
     progress: bool = True,
-) -> tuple[SampleSet, SGMCMCHistory]:
+) -> tuple[SampleSet, History]:
     """Stochastic gradient Langevin dynamics.
 
     Args:
         model: any network; Bayesian layers contribute their weights and priors.
-        x: inputs ``[N, ...]``; y: targets ``[N, ...]``.
+        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
         likelihood: observation model with fixed parameters.
         prior: as in :func:`bnn.infer.nuts`.
         lr: step size ``ε`` (the peak ``ε_0`` for the cyclical schedule).
-        steps: steps per chain. burn_in: steps discarded first (constant schedule).
-        thin: keep every ``thin``-th step after burn-in.
+        schedule: steps, burn-in, thinning and the step-size schedule (`StepSchedule`).
         batch_size: mini-batch size (default: full batch).
         num_chains: chains, run one after another.
         temperature: ``T`` scaling the injected noise variance.
-        schedule: ``"constant"`` or ``"cyclical"`` (then ``cycles`` and ``exploration``;
-            ``burn_in`` is ignored: the exploration stage of each cycle plays its role).
         init: ``"current"`` (model weights) or ``"prior"`` (a prior draw per chain).
         rng: randomness; chain ``c`` uses ``rng.spawn(c)``.
         distributed: data-parallel over the initialised ``torch.distributed`` process group:
@@ -109,76 +139,49 @@ def sgld(
             evaluates elements ``r, r+R, ...`` of each global batch of ``R·batch_size``, and the
             gradient of the potential is averaged over ranks (log prior counted once), so ``R``
             ranks follow the one-process chain with ``batch_size=R·b``. See
-            :mod:`bnn.distributed`.
+            :mod:`bnn.parallel.distributed`.
         progress: show a tqdm bar.
 
     Returns:
-        ``(SampleSet, SGMCMCHistory)``.
+        ``(SampleSet, History)``; per chain, ``history.chains[c].potential`` is the potential
+        estimate at every step and ``seconds`` the wall time.
     """
-    settings = _settings(
-        "sgld",
-        lr,
-        0.0,
-        temperature,
-        steps,
-        burn_in,
-        thin,
-        batch_size,
-        x,
-        schedule,
-        cycles,
-        exploration,
-    )
+    settings = _settings("sgld", lr, 0.0, temperature, batch_size, data, schedule)
     return _run(
-        model, x, y, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+        model, data, likelihood, prior, settings, num_chains, init, rng, distributed, progress
     )
 
 
 def sghmc(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    data: tuple[Tensor, Tensor],
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
     lr: float = 1e-4,
     friction: float = 0.1,
-    steps: int = 10_000,
-    burn_in: int = 1_000,
-    thin: int = 10,
+    schedule: StepSchedule | None = None,
     batch_size: int | None = None,
     num_chains: int = 1,
     temperature: float = 1.0,
-    schedule: Schedule = "constant",
-    cycles: int = 4,
-    exploration: float = 0.5,
     init: str = "current",
     rng: RNGLike = None,
     distributed: bool = False,
     progress: bool = True,
-) -> tuple[SampleSet, SGMCMCHistory]:
+) -> tuple[SampleSet, History]:
     """Stochastic gradient Hamiltonian Monte Carlo with friction ``friction`` (``α`` in (0, 1]).
 
     Arguments as :func:`sgld`; ``lr`` is ``ε`` in the update ``v ← (1-α)v - ε∇U + N(0, 2αεT)``.
+
+    Example:
+        >>> samples, history = bnn.infer.sghmc(net, (x, y), likelihood=bnn.Gaussian(0.1),
+        ...                                    lr=1e-4, friction=0.1, rng=0)
     """
     if not 0.0 < friction <= 1.0:
         raise ValueError(f"friction must be in (0, 1], got {friction!r}.")
-    settings = _settings(
-        "sghmc",
-        lr,
-        friction,
-        temperature,
-        steps,
-        burn_in,
-        thin,
-        batch_size,
-        x,
-        schedule,
-        cycles,
-        exploration,
-    )
+    settings = _settings("sghmc", lr, friction, temperature, batch_size, data, schedule)
     return _run(
-        model, x, y, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+        model, data, likelihood, prior, settings, num_chains, init, rng, distributed, progress
     )
 
 
@@ -187,48 +190,24 @@ def _settings(
     lr: float,
     friction: float,
     temperature: float,
-    steps: int,
-    burn_in: int,
-    thin: int,
     batch_size: int | None,
-    x: Tensor,
-    schedule: Schedule,
-    cycles: int,
-    exploration: float,
+    data: object,
+    schedule: StepSchedule | None,
 ) -> _Settings:
     check_positive("lr", lr)
     check_positive("temperature", temperature)
-    check_int("steps", steps)
-    check_int("burn_in", burn_in, minimum=0)
-    check_int("thin", thin)
-    check_int("cycles", cycles)
-    if schedule not in ("constant", "cyclical"):
-        raise ValueError(f"schedule must be 'constant' or 'cyclical', got {schedule!r}.")
-    if schedule == "constant" and burn_in >= steps:
-        raise ValueError(f"burn_in ({burn_in}) must be smaller than steps ({steps}).")
-    if not 0.0 <= exploration < 1.0:
-        raise ValueError(f"exploration must be in [0, 1), got {exploration!r}.")
+    chosen = StepSchedule() if schedule is None else schedule
+    if not isinstance(chosen, StepSchedule):
+        raise TypeError(f"schedule must be a bnn.infer.StepSchedule, got {type(chosen).__name__}.")
+    x = data[0] if isinstance(data, tuple | list) and data else None
     n = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 else 1
     batch = n if batch_size is None else check_int("batch_size", batch_size)
-    return _Settings(
-        method,
-        float(lr),
-        float(friction),
-        float(temperature),
-        steps,
-        burn_in,
-        thin,
-        min(batch, n),
-        schedule,
-        cycles,
-        float(exploration),
-    )
+    return _Settings(method, float(lr), float(friction), float(temperature), min(batch, n), chosen)
 
 
 def _run(
     model: nn.Module,
-    x: Tensor,
-    y: Tensor,
+    data: tuple[Tensor, Tensor],
     likelihood: Likelihood,
     prior: PriorSpec,
     settings: _Settings,
@@ -237,10 +216,10 @@ def _run(
     rng: RNGLike,
     distributed: bool,
     progress: bool,
-) -> tuple[SampleSet, SGMCMCHistory]:
+) -> tuple[SampleSet, History]:
     check_int("num_chains", num_chains)
     model, context = resolve_distributed(model, distributed)
-    x, y = check_data(model, x, y)
+    x, y = check_data(model, data)
     parent = resolve_rng(rng)
     if context is not None:
         context.check_same_seed(parent)
@@ -249,11 +228,14 @@ def _run(
             settings, batch_size=min(settings.batch_size * context.world_size, x.shape[0])
         )
     log_joint = LogJoint(model, likelihood, prior)
-    history = SGMCMCHistory()
-    chains = [
-        _run_chain(log_joint, x, y, settings, init, parent.spawn(c), context, progress, history)
-        for c in range(num_chains)
-    ]
+    history = History(settings.method)
+    chains = []
+    for c in range(num_chains):
+        draws, chain_history = _run_chain(
+            log_joint, x, y, settings, init, parent.spawn(c), context, progress
+        )
+        chains.append(draws)
+        history.chains.append(chain_history)
     if not chains[0]:
         raise ValueError("no draws kept: increase steps or reduce burn_in/thin.")
     samples = {
@@ -265,11 +247,12 @@ def _run(
 
 def _step_size(settings: _Settings, step: int) -> tuple[float, bool]:
     """``(ε_k, keep_noise_and_draws)`` for step ``k``."""
-    if settings.schedule == "constant":
-        return settings.lr, step >= settings.burn_in
-    length = math.ceil(settings.steps / settings.cycles)
+    schedule = settings.schedule
+    if schedule.kind == "constant":
+        return settings.lr, step >= schedule.burn_in
+    length = math.ceil(schedule.steps / schedule.cycles)
     position = (step % length) / length
-    return settings.lr / 2 * (math.cos(math.pi * position) + 1), position >= settings.exploration
+    return settings.lr / 2 * (math.cos(math.pi * position) + 1), position >= schedule.exploration
 
 
 def _batches(n: int, batch: int, rng: RNG) -> Iterator[Tensor]:
@@ -289,8 +272,7 @@ def _run_chain(
     rng: RNG,
     context: DistributedContext | None,
     progress: bool,
-    history: SGMCMCHistory,
-) -> list[dict[str, Tensor]]:
+) -> tuple[list[dict[str, Tensor]], History]:
     weights = {
         k: v.detach().clone().requires_grad_(True)
         for k, v in log_joint.initial_weights(init, rng).items()
@@ -317,15 +299,18 @@ def _run_chain(
                 for (name, w), g in zip(weights.items(), gradients, strict=True):
                     _update(settings, w, momentum[name], g, epsilon, sampling)
             potentials.append(float(potential.detach()))
-            if settings.schedule == "constant":
+            if settings.schedule.kind == "constant":
                 keep = sampling and (step - settings.burn_in) % settings.thin == 0
             else:
                 keep = sampling and step % settings.thin == 0
             if keep:
                 draws.append({k: v.detach().clone() for k, v in weights.items()})
-    history.potential.append(potentials)
-    history.seconds.append(time.perf_counter() - start)
-    return draws
+    history = History(
+        settings.method,
+        metrics={"potential": potentials},
+        extras={"seconds": time.perf_counter() - start},
+    )
+    return draws, history
 
 
 def _potential_and_gradients(

@@ -1,0 +1,212 @@
+"""``bnn demo``: MC dropout and Bayes by backprop on a 1-D toy problem and on UCI yacht.
+
+Prints a table (RMSE, test log-likelihood, 95% interval coverage, training time), and writes
+``metrics.json`` and ``toy_predictive.png`` into the output folder. No network access; the
+yacht data ships with the package.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bnn.apps.datasets import Standardizer, load_uci
+from bnn.evaluate import metrics
+from bnn.infer.vi import fit
+from bnn.likelihoods import Gaussian, RegressionPrediction
+from bnn.nn.convert import bayesianize
+from bnn.nn.dropout import MCDropout
+from bnn.predict import predict_with_uncertainty
+from bnn.random.rng import RNG
+
+__all__ = ["DemoResult", "run_demo"]
+
+METHODS = ("mc_dropout", "vi")
+LEARNING_RATES = {"mc_dropout": 1e-2, "vi": 3e-3}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """One row of the demo table (metrics on the original target scale)."""
+
+    dataset: str
+    method: str
+    rmse: float
+    test_log_likelihood: float
+    coverage_95: float
+    seconds: float
+
+
+def _network(inputs: int, hidden: int, layers: int, dropout: float) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    width = inputs
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        width = hidden
+    modules.append(nn.Linear(width, 1))
+    return nn.Sequential(*modules)
+
+
+def _model(method: str, inputs: int, hidden: int, layers: int, rng: RNG) -> nn.Module:
+    with rng.stream("init"):
+        network = _network(inputs, hidden, layers, dropout=0.05 if method == "mc_dropout" else 0.0)
+    if method == "mc_dropout":
+        return MCDropout(network)
+    return bayesianize(network, init="random", init_std=1e-3, rng=rng)
+
+
+def _train_and_predict(
+    method: str,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_test: Tensor,
+    *,
+    hidden: int,
+    layers: int,
+    epochs: int,
+    rng: RNG,
+) -> tuple[RegressionPrediction, float, Standardizer, Standardizer]:
+    x_scaler, y_scaler = Standardizer.fit(x_train), Standardizer.fit(y_train)
+    model = _model(method, x_train.shape[1], hidden, layers, rng)
+    likelihood = Gaussian(0.5, learn_std=True)
+    start = time.perf_counter()
+    fit(
+        model,
+        (x_scaler.transform(x_train), y_scaler.transform(y_train).unsqueeze(-1)),
+        likelihood=likelihood,
+        epochs=epochs,
+        batch_size=32,
+        lr=LEARNING_RATES[method],
+        rng=rng,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    prediction = predict_with_uncertainty(
+        model, x_scaler.transform(x_test), num_samples=200, likelihood=likelihood, rng=rng
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction.rescale(y_scaler.mean, y_scaler.std), seconds, x_scaler, y_scaler
+
+
+def _score(
+    dataset: str, method: str, prediction: RegressionPrediction, y: Tensor, seconds: float
+) -> DemoResult:
+    target = y.unsqueeze(-1)
+    return DemoResult(
+        dataset=dataset,
+        method=method,
+        rmse=metrics.rmse(prediction, target),
+        test_log_likelihood=-metrics.nll(prediction, target),
+        coverage_95=metrics.interval_coverage(prediction, target, 0.95),
+        seconds=seconds,
+    )
+
+
+def toy_data(rng: RNG, n: int = 160) -> tuple[Tensor, Tensor]:
+    """``y = sin(3x) + 0.1 ε`` on two clusters, ``x ∈ [-1, -0.25] ∪ [0.25, 1]``."""
+    generator = rng.torch_generator("toy-data")
+    x = torch.rand(n, 1, generator=generator) * 0.75 + 0.25
+    x = x * torch.where(torch.rand(n, 1, generator=generator) < 0.5, -1.0, 1.0)
+    y = torch.sin(3 * x) + 0.1 * torch.randn(n, 1, generator=generator)
+    return x, y.squeeze(-1)
+
+
+def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoResult]:
+    """Run the demo, write ``metrics.json`` and ``toy_predictive.png`` into ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    rng = RNG(seed)
+    results: list[DemoResult] = []
+    toy_x, toy_y = toy_data(rng)
+    grid = torch.linspace(-2, 2, 200).unsqueeze(-1)
+    test_x, test_y = toy_data(rng.spawn("toy-test"), n=100)
+    toy_predictions = {}
+    for method in METHODS:
+        child = rng.spawn(f"toy-{method}")
+        both = torch.cat([grid, test_x])
+        prediction, seconds, _, _ = _train_and_predict(
+            method, toy_x, toy_y, both, hidden=50, layers=2, epochs=60 if quick else 400, rng=child
+        )
+        on_test = RegressionPrediction(
+            samples=prediction.samples[:, len(grid) :],
+            loc=prediction.loc[:, len(grid) :],
+            scale=prediction.scale[:, len(grid) :],
+        )
+        results.append(_score("toy-1d", method, on_test, test_y, seconds))
+        toy_predictions[method] = RegressionPrediction(
+            samples=prediction.samples[:, : len(grid)],
+            loc=prediction.loc[:, : len(grid)],
+            scale=prediction.scale[:, : len(grid)],
+        )
+    split = load_uci("yacht", 0)
+    for method in METHODS:
+        prediction, seconds, _, _ = _train_and_predict(
+            method,
+            split.x_train,
+            split.y_train,
+            split.x_test,
+            hidden=50,
+            layers=1,
+            epochs=40 if quick else 400,
+            rng=rng.spawn(f"yacht-{method}"),
+        )
+        results.append(_score("yacht (split 0)", method, prediction, split.y_test, seconds))
+    (output / "metrics.json").write_text(
+        json.dumps(
+            {"seed": seed, "quick": quick, "results": [asdict(r) for r in results]}, indent=2
+        )
+    )
+    _plot(output / "toy_predictive.png", toy_x, toy_y, grid, toy_predictions)
+    return results
+
+
+def format_table(results: list[DemoResult]) -> str:
+    """Markdown table of the demo results."""
+    lines = [
+        "| dataset | method | RMSE | test log-lik | 95% coverage | train time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.dataset} | {r.method} | {r.rmse:.3f} | {r.test_log_likelihood:.3f} | "
+            f"{r.coverage_95:.2f} | {r.seconds:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(
+    path: Path, x: Tensor, y: Tensor, grid: Tensor, predictions: dict[str, RegressionPrediction]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        1, len(predictions), figsize=(5 * len(predictions), 3.5), sharey=True
+    )
+    for axis, (method, prediction) in zip(axes, predictions.items(), strict=True):
+        lower, upper = prediction.interval(0.95)
+        g = grid.squeeze(-1).numpy()
+        axis.fill_between(
+            g,
+            lower.squeeze(-1).numpy(),
+            upper.squeeze(-1).numpy(),
+            alpha=0.3,
+            label="95% predictive",
+        )
+        axis.plot(g, prediction.mean.squeeze(-1).numpy(), label="mean")
+        axis.plot(g, torch.sin(3 * grid).squeeze(-1).numpy(), "k--", linewidth=0.8, label="truth")
+        axis.scatter(x.squeeze(-1).numpy(), y.numpy(), s=6, c="k", label="training data")
+        axis.set_title(method)
+        axis.set_xlabel("x")
+        axis.set_ylim(-3, 3)
+    axes[0].set_ylabel("y")
+    axes[0].legend(loc="lower left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

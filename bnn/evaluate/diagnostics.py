@@ -1,0 +1,384 @@
+"""ArviZ bridge: every posterior as an ArviZ object, and convergence summaries.
+
+This is the only module that imports ArviZ. It hides the difference between ArviZ 0.2x
+(``InferenceData``, Python ≤ 3.11) and ArviZ ≥ 1.0 (``DataTree``, Python ≥ 3.12): both get the
+same groups and dims.
+
+Groups written by :func:`to_arviz`:
+
+* ``posterior`` — parameter draws ``(chain, draw, *shape)`` named as in
+  :func:`bnn.nn.layers.weight_space` (for a `bnn.posterior.ParameterPosterior`), and ``f``
+  (function values at ``x``) when ``x`` is given;
+* ``posterior_predictive`` — ``y`` drawn from the predictive, one per function sample;
+* ``log_likelihood`` — pointwise ``log p(y_i | f_s)`` (for ``az.loo``);
+* ``observed_data`` — ``y``;
+* ``sample_stats`` — NUTS/HMC statistics (``diverging``, ``step_size``, ``tree_depth``, ...),
+  from the posterior's draws or from the method's `History`.
+
+Variational, MC-dropout and ensemble draws are independent, not Markov chains: they are
+stored as one chain and the object's attribute ``bnn_is_mcmc = 0`` says that R-hat does not
+apply (:func:`summary` then reports R-hat as NaN).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bnn.infer.history import History
+from bnn.likelihoods import (
+    ClassificationPrediction,
+    Likelihood,
+    Prediction,
+    RegressionPrediction,
+)
+from bnn.posterior.model import DEFAULT_DRAWS, as_posterior
+from bnn.posterior.protocol import CarriesLikelihood, Draws, ParameterPosterior
+from bnn.random.default import RNGLike, resolve_rng
+
+__all__ = ["ConvergenceWarning", "Summary", "arviz_major_version", "loo", "summary", "to_arviz"]
+
+RHAT_THRESHOLD = 1.01
+ESS_THRESHOLD = 400
+
+
+class ConvergenceWarning(UserWarning):
+    """R-hat above 1.01 or effective sample size below 400 for some parameter."""
+
+
+def _arviz() -> Any:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ArviZ is undergoing", category=FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def arviz_major_version() -> int:
+    """Major version of the installed ArviZ (0 or 1)."""
+    return int(str(_arviz().__version__).split(".")[0])
+
+
+# ------------------------------------------------------------------------------ conversion
+def to_arviz(
+    posterior: object,
+    *,
+    x: Tensor | None = None,
+    observed: Tensor | None = None,
+    likelihood: Likelihood | None = None,
+    prediction: Prediction | None = None,
+    num_samples: int | None = None,
+    history: History | None = None,
+    rng: RNGLike = None,
+) -> Any:
+    """Convert a posterior (and optionally its predictions) to an ArviZ object.
+
+    Args:
+        posterior: any `bnn.Posterior` (what a ``bnn.infer`` method returns), or a model with
+            Bayesian layers or ``MCDropout``.
+        x: inputs ``[N, ...]``: adds the function values ``f`` and, with a likelihood or a
+            prediction, the predictive groups.
+        observed: targets ``[N, ...]`` for ``observed_data`` and ``log_likelihood``.
+        likelihood: observation model turning function samples into a predictive (default:
+            the one the posterior carries, if any).
+        prediction: a prediction made earlier (its samples must be the posterior's draws in
+            order, e.g. ``predict_with_uncertainty(sample_set, x, num_samples=len)``).
+        num_samples: draws for generative posteriors (``None``: 100); a `SampleSet` uses all of
+            its draws.
+        history: the method's `History`; its ``sample_stats`` fill the ``sample_stats``
+            group when the draws bring none.
+        rng: randomness for draws and posterior-predictive sampling.
+
+    Returns:
+        ``arviz.InferenceData`` (ArviZ 0.2x) or ``xarray.DataTree`` (ArviZ ≥ 1).
+
+    Raises:
+        ValueError: an empty posterior, ``observed`` not matching the prediction, NaN values.
+    """
+    generator = resolve_rng(rng)
+    draws = _draws(posterior, x, num_samples, generator)
+    if likelihood is None and isinstance(posterior, CarriesLikelihood):
+        likelihood = posterior.predictive_likelihood
+    if prediction is None and draws.functions is not None and likelihood is not None:
+        prediction = likelihood.predict(draws.functions.flatten(0, 1))
+    groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}}
+    dims: dict[str, list[str]] = {}
+    chains, length = _chain_shape(draws)
+    for name, value in draws.parameters.items():
+        groups["posterior"][name] = _numpy(value)
+        dims[name] = [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
+    if draws.functions is not None:
+        groups["posterior"]["f"] = _numpy(draws.functions)
+        dims["f"] = ["obs_id", *[f"f_dim_{i}" for i in range(draws.functions.dim() - 3)]]
+    if not groups["posterior"]:
+        raise ValueError("nothing to convert: the posterior has no parameters and no x was given.")
+    if isinstance(prediction, RegressionPrediction) and prediction.weights is not None:
+        raise ValueError(
+            "mixture-density predictions have several weighted components per draw; convert "
+            "the posterior without them (drop prediction/likelihood) or use a Gaussian head."
+        )
+    if prediction is not None:
+        if prediction.num_samples != chains * length:
+            raise ValueError(
+                f"prediction has {prediction.num_samples} samples but the posterior has "
+                f"{chains}×{length} draws; predict with num_samples equal to all draws."
+            )
+        with generator.stream("ppc"):
+            replicated = _replicate(prediction)
+        groups["posterior_predictive"] = {
+            "y": _numpy(replicated.reshape(chains, length, *replicated.shape[1:]))
+        }
+        dims["y"] = ["obs_id", *[f"y_dim_{i}" for i in range(replicated.dim() - 2)]]
+    if observed is not None:
+        observed = _check_observed(observed, prediction)
+        groups["observed_data"] = {"y": observed.detach().cpu().numpy()}
+        if prediction is not None:
+            pointwise = _pointwise_log_likelihood(prediction, observed)
+            groups["log_likelihood"] = {"y": _numpy(pointwise.reshape(chains, length, -1))}
+    sample_stats = draws.sample_stats or (history.sample_stats if history is not None else {})
+    if sample_stats:
+        groups["sample_stats"] = {k: _numpy(v) for k, v in sample_stats.items()}
+    return _from_dict(groups, dims, is_mcmc=draws.is_mcmc)
+
+
+def _draws(posterior: object, x: Tensor | None, num_samples: int | None, rng: RNGLike) -> Draws:
+    """Weight draws (and ``f`` at ``x``) from a parameter posterior; ``f`` alone otherwise."""
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    resolved = as_posterior(posterior)
+    if isinstance(resolved, ParameterPosterior):
+        return resolved.draws(num_samples, x=x, rng=rng)
+    functions = None
+    if x is not None:
+        count = DEFAULT_DRAWS if num_samples is None else num_samples
+        with torch.no_grad():
+            functions = resolved.sample_functions(x, count, rng=rng).unsqueeze(0)
+    return Draws(parameters={}, functions=functions)
+
+
+def _chain_shape(draws: Draws) -> tuple[int, int]:
+    reference = (
+        draws.functions
+        if draws.functions is not None
+        else next(iter(draws.parameters.values()), None)
+    )
+    if reference is None:
+        raise ValueError("the posterior is empty: no parameter draws and no function values.")
+    return int(reference.shape[0]), int(reference.shape[1])
+
+
+def _numpy(value: Tensor) -> np.ndarray:
+    array = value.detach().cpu()
+    if array.is_floating_point():
+        if not bool(torch.isfinite(array).all()):
+            raise ValueError("draws contain NaN or inf; check the sampler's output.")
+        array = array.to(torch.float64)
+    return array.numpy()
+
+
+def _replicate(prediction: Prediction) -> Tensor:
+    if isinstance(prediction, RegressionPrediction):
+        scale = prediction.scale.expand_as(prediction.loc)
+        return prediction.loc + scale * torch.randn_like(prediction.loc)
+    if isinstance(prediction, ClassificationPrediction):
+        flat = prediction.class_probs.reshape(-1, prediction.class_probs.shape[-1])
+        labels = torch.multinomial(flat, 1).reshape(prediction.class_probs.shape[:-1])
+        return labels
+    raise TypeError(f"cannot draw replicated data from {type(prediction).__name__}.")
+
+
+def _check_observed(observed: Tensor, prediction: Prediction | None) -> Tensor:
+    if not isinstance(observed, Tensor):
+        raise TypeError(f"observed must be a torch.Tensor, got {type(observed).__name__}.")
+    if observed.is_floating_point() and not bool(torch.isfinite(observed).all()):
+        raise ValueError("observed contains NaN or inf.")
+    if prediction is None:
+        return observed
+    if isinstance(prediction, RegressionPrediction):
+        expected = prediction.loc.shape[1:]
+    elif isinstance(prediction, ClassificationPrediction):
+        expected = prediction.class_probs.shape[1:-1]
+    else:
+        raise TypeError(f"unsupported prediction type {type(prediction).__name__}.")
+    if observed.shape != expected:
+        if len(expected) >= 1 and expected[-1] == 1 and observed.shape == expected[:-1]:
+            return observed.unsqueeze(-1)
+        raise ValueError(
+            f"observed has shape {tuple(observed.shape)} but the prediction is {tuple(expected)} "
+            "per sample; pass the targets of the same inputs."
+        )
+    return observed
+
+
+def _pointwise_log_likelihood(prediction: Prediction, observed: Tensor) -> Tensor:
+    if isinstance(prediction, RegressionPrediction):
+        scale = prediction.scale.expand_as(prediction.loc)
+        if not bool((scale > 0).all()):
+            raise ValueError("log_likelihood needs observation noise: pass a likelihood.")
+        log_density = (
+            -0.5 * ((observed - prediction.loc) / scale) ** 2
+            - torch.log(scale)
+            - 0.5 * math.log(2 * math.pi)
+        )
+        return log_density.reshape(*log_density.shape[:2], -1).sum(-1)
+    assert isinstance(prediction, ClassificationPrediction)
+    index = (
+        observed.long()
+        .unsqueeze(0)
+        .unsqueeze(-1)
+        .expand(prediction.num_samples, *observed.shape, 1)
+    )
+    return torch.log(prediction.class_probs.gather(-1, index).squeeze(-1).clamp_min(1e-45))
+
+
+def _from_dict(
+    groups: dict[str, dict[str, np.ndarray]], dims: dict[str, list[str]], *, is_mcmc: bool
+) -> Any:
+    az = _arviz()
+    attrs = {"inference_library": "bnn", "bnn_is_mcmc": int(is_mcmc)}
+    if arviz_major_version() >= 1:
+        tree = az.from_dict(groups, dims=dims)
+        for child in tree.children.values():
+            child.attrs = {**child.attrs, **attrs}
+        return tree
+    data = az.from_dict(**groups, dims=dims)
+    for name in data.groups():
+        getattr(data, name).attrs.update(attrs)
+    return data
+
+
+# ------------------------------------------------------------------------------ summaries
+@dataclass(frozen=True)
+class Summary:
+    """Convergence summary, one row per parameter tensor (aggregated over its elements).
+
+    Attributes:
+        rows: per parameter: ``size``, ``mean`` and ``sd`` (averaged over elements), worst
+            ``r_hat``, smallest ``ess_bulk`` and ``ess_tail``, largest ``mcse_mean``.
+        problems: human-readable findings (R-hat > 1.01, ESS < 400, divergences).
+        is_mcmc: whether R-hat is meaningful.
+    """
+
+    rows: dict[str, dict[str, float]]
+    problems: tuple[str, ...]
+    is_mcmc: bool
+
+    def to_markdown(self) -> str:
+        header = (
+            "| parameter | size | mean | sd | max r_hat | min ess_bulk | min ess_tail | max mcse |"
+        )
+        lines = [header, "|---|---|---|---|---|---|---|---|"]
+        for name, row in self.rows.items():
+            lines.append(
+                f"| {name} | {int(row['size'])} | {row['mean']:.4g} | {row['sd']:.4g} | "
+                f"{row['r_hat']:.3f} | {row['ess_bulk']:.0f} | {row['ess_tail']:.0f} | "
+                f"{row['mcse_mean']:.3g} |"
+            )
+        lines += [f"- {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+def summary(posterior: object, *, warn: bool = True, **kwargs: Any) -> Summary:
+    """R-hat (rank-normalised, split), bulk/tail ESS and MCSE for every parameter tensor.
+
+    Large tensors are aggregated: worst R-hat, smallest ESS, largest MCSE over their elements.
+    Emits a :class:`ConvergenceWarning` (if ``warn``) for R-hat > 1.01, ESS < 400 or divergent
+    transitions.
+
+    Args:
+        posterior: a `SampleSet` (or anything :func:`to_arviz` accepts; extra keyword
+            arguments go to it).
+    """
+    az = _arviz()
+    data: Any = posterior if _is_arviz(posterior) else to_arviz(posterior, **kwargs)
+    post = data["posterior"]
+    post = post.to_dataset() if hasattr(post, "to_dataset") else post
+    is_mcmc = bool(int(post.attrs.get("bnn_is_mcmc", 1)))
+    chains = int(post.sizes["chain"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = az.rhat(post) if chains > 1 and is_mcmc else None
+        ess_bulk = az.ess(post, method="bulk")
+        ess_tail = az.ess(post, method="tail")
+        mcse = az.mcse(post, method="mean")
+    rows: dict[str, dict[str, float]] = {}
+    problems: list[str] = []
+    for name in post.data_vars:
+        values = post[name].values
+        r_hat = float(np.nanmax(_values(rhat, name))) if rhat is not None else math.nan
+        bulk = float(np.nanmin(_values(ess_bulk, name)))
+        tail = float(np.nanmin(_values(ess_tail, name)))
+        rows[str(name)] = {
+            "size": float(np.prod(values.shape[2:])) if values.ndim > 2 else 1.0,
+            "mean": float(values.mean()),
+            "sd": float(values.std(axis=(0, 1)).mean()),
+            "r_hat": r_hat,
+            "ess_bulk": bulk,
+            "ess_tail": tail,
+            "mcse_mean": float(np.nanmax(_values(mcse, name))),
+        }
+        if r_hat > RHAT_THRESHOLD:
+            problems.append(
+                f"{name}: R-hat {r_hat:.3f} > {RHAT_THRESHOLD} (chains disagree; run longer "
+                "or reparameterise)"
+            )
+        if min(bulk, tail) < ESS_THRESHOLD:
+            problems.append(
+                f"{name}: ESS {min(bulk, tail):.0f} < {ESS_THRESHOLD} (too few effective draws)"
+            )
+    stats = data["sample_stats"] if "sample_stats" in _group_names(data) else None
+    if stats is not None and "diverging" in stats:
+        divergences = int(np.asarray(stats["diverging"].values).sum())
+        if divergences:
+            problems.append(
+                f"{divergences} divergent transitions (hard posterior geometry; raise "
+                "target_accept)"
+            )
+    if not is_mcmc:
+        problems.append(
+            "draws are independent samples (VI/MC dropout/ensemble), not Markov chains: "
+            "R-hat does not apply"
+        )
+    result = Summary(rows=rows, problems=tuple(problems), is_mcmc=is_mcmc)
+    if warn and any("R-hat" in p or "ESS" in p or "divergent" in p for p in problems):
+        warnings.warn(
+            "; ".join(p for p in problems if "apply" not in p), ConvergenceWarning, stacklevel=2
+        )
+    return result
+
+
+def _is_arviz(obj: object) -> bool:
+    return type(obj).__name__ in ("InferenceData", "DataTree")
+
+
+def _values(dataset: Any, name: Any) -> np.ndarray:
+    if dataset is None:
+        return np.array([math.nan])
+    if hasattr(dataset, "to_dataset"):
+        dataset = dataset.to_dataset()
+    return np.atleast_1d(np.asarray(dataset[name].values, dtype=float))
+
+
+def _group_names(data: Any) -> list[str]:
+    if hasattr(data, "groups") and callable(data.groups):
+        return [str(g).strip("/") for g in data.groups()]
+    return [str(g).strip("/") for g in getattr(data, "children", {})]
+
+
+def loo(data: Any) -> Any:
+    """``arviz.loo`` (PSIS-LOO-CV) on a converted object with a ``log_likelihood`` group."""
+    return _arviz().loo(data)

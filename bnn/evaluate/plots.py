@@ -1,0 +1,227 @@
+"""Plots for notebooks: calibration, predictive bands, posterior predictive checks, traces.
+
+Every function takes a prediction (or a posterior's draws) and returns a
+``matplotlib.figure.Figure`` built without ``pyplot`` (no global state, no ``plt.show()``), so it
+renders inline in a notebook, saves with ``fig.savefig``, and works on headless machines (Agg).
+This is the only module of ``bnn`` that imports matplotlib, an optional extra: install it with
+``pip install "bnn-torch[plots]"``.
+
+Example:
+    >>> fig = bnn.evaluate.plots.reliability_diagram(prediction, y_test)
+    >>> fig.savefig("reliability.png")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bnn.evaluate.calibration import GRID, calibration
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
+from bnn.posterior.protocol import ParameterPosterior
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "coverage_curve",
+    "pit_histogram",
+    "plot_posterior_predictive",
+    "plot_predictive",
+    "plot_rank",
+    "plot_trace",
+    "reliability_diagram",
+]
+
+
+def _figure(width: float = 5.0, height: float = 3.6) -> Figure:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "bnn's plots need matplotlib, an optional extra: pip install 'bnn-torch[plots]'."
+        ) from error
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float64).numpy()
+
+
+def reliability_diagram(
+    prediction: ClassificationPrediction, y: Tensor, num_bins: int = 15
+) -> Figure:
+    """Accuracy against confidence per bin, with the bin counts; the diagonal is calibration."""
+    report = calibration(prediction, y, num_bins=num_bins)
+    probs = prediction.class_probs.mean(0)
+    confidence, predicted = probs.max(-1)
+    correct = (predicted == y.reshape(predicted.shape).long()).to(torch.float64)
+    bins = torch.clamp((confidence * num_bins).long(), max=num_bins - 1)
+    figure = _figure()
+    axis = figure.add_subplot()
+    centres, accuracies, counts = [], [], []
+    for b in range(num_bins):
+        members = bins == b
+        if bool(members.any()):
+            centres.append((b + 0.5) / num_bins)
+            accuracies.append(float(correct[members].mean()))
+            counts.append(int(members.sum()))
+    axis.bar(centres, accuracies, width=1 / num_bins, edgecolor="k", alpha=0.7, label="accuracy")
+    axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
+    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    axis.set_title(f"reliability (ECE {report.scores['ece']:.3f})")
+    axis.legend(loc="upper left")
+    return figure
+
+
+def coverage_curve(prediction: RegressionPrediction, y: Tensor) -> Figure:
+    """Empirical against nominal coverage of central intervals (levels 0.05…0.95)."""
+    report = calibration(prediction, y, levels=GRID)
+    figure = _figure()
+    axis = figure.add_subplot()
+    levels = list(report.coverage)
+    axis.plot(levels, [report.coverage[level] for level in levels], "o-", label="empirical")
+    axis.plot([0, 1], [0, 1], "k--", linewidth=1, label="calibrated")
+    axis.set(xlabel="nominal coverage", ylabel="empirical coverage", xlim=(0, 1), ylim=(0, 1))
+    axis.set_title(f"coverage (calibration error {report.scores['calibration error']:.3f})")
+    axis.legend(loc="upper left")
+    return figure
+
+
+def pit_histogram(prediction: RegressionPrediction, y: Tensor, bins: int = 20) -> Figure:
+    """Histogram of PIT values ``F(y_i)``: flat if calibrated, U-shaped if over-confident."""
+    pit = _numpy(prediction.cdf(y).flatten())
+    figure = _figure()
+    axis = figure.add_subplot()
+    axis.hist(pit, bins=bins, range=(0, 1), density=True, edgecolor="k", alpha=0.7)
+    axis.axhline(1.0, color="k", linestyle="--", linewidth=1)
+    axis.set(xlabel="PIT", ylabel="density", xlim=(0, 1), title="probability integral transform")
+    return figure
+
+
+def plot_predictive(
+    prediction: RegressionPrediction,
+    x: Tensor,
+    *,
+    level: float = 0.95,
+    x_train: Tensor | None = None,
+    y_train: Tensor | None = None,
+    num_functions: int = 0,
+) -> Figure:
+    """1-D predictive: mean, central ``level`` band, epistemic band, data, sampled functions."""
+    if x.dim() > 2 or (x.dim() == 2 and x.shape[1] != 1):
+        raise ValueError(f"plot_predictive needs 1-D inputs [N] or [N, 1], got {tuple(x.shape)}.")
+    order = torch.argsort(x.reshape(-1))
+    grid = _numpy(x.reshape(-1)[order])
+    mean = _numpy(prediction.mean.reshape(len(order), -1)[order, 0])
+    lower, upper = (_numpy(t.reshape(len(order), -1)[order, 0]) for t in prediction.interval(level))
+    epistemic = _numpy(prediction.epistemic.sqrt().reshape(len(order), -1)[order, 0])
+    figure = _figure(6.0, 3.8)
+    axis = figure.add_subplot()
+    axis.fill_between(grid, lower, upper, alpha=0.25, label=f"{level:.0%} predictive")
+    axis.fill_between(
+        grid, mean - 2 * epistemic, mean + 2 * epistemic, alpha=0.35, label="±2 epistemic sd"
+    )
+    for s in range(min(num_functions, prediction.num_samples)):
+        axis.plot(
+            grid,
+            _numpy(prediction.loc[s].reshape(len(order), -1)[order, 0]),
+            linewidth=0.5,
+            alpha=0.5,
+        )
+    axis.plot(grid, mean, linewidth=2, label="mean")
+    if x_train is not None and y_train is not None:
+        axis.scatter(
+            _numpy(x_train.reshape(-1)), _numpy(y_train.reshape(-1)), s=8, c="k", label="data"
+        )
+    axis.set(xlabel="x", ylabel="y")
+    axis.legend(loc="best", fontsize=8)
+    return figure
+
+
+def plot_posterior_predictive(
+    prediction: RegressionPrediction,
+    y: Tensor,
+    *,
+    num_replicates: int = 50,
+    rng: torch.Generator | None = None,
+) -> Figure:
+    """Posterior predictive check: histogram of ``y`` against replicated data sets."""
+    loc = prediction.loc[:num_replicates]
+    scale = prediction.scale.expand_as(prediction.loc)[:num_replicates]
+    noise = (
+        torch.randn(loc.shape, generator=rng, dtype=loc.dtype)
+        if rng is not None
+        else torch.randn_like(loc)
+    )
+    replicates = _numpy(loc + scale * noise.to(loc.device))
+    observed = _numpy(y.reshape(-1))
+    edges = np.histogram_bin_edges(
+        np.concatenate([observed, replicates.reshape(-1)]), bins=30
+    ).tolist()
+    figure = _figure()
+    axis = figure.add_subplot()
+    for replicate in replicates:
+        axis.hist(
+            replicate.reshape(-1), bins=edges, density=True, histtype="step", color="C0", alpha=0.2
+        )
+    axis.hist(
+        observed,
+        bins=edges,
+        density=True,
+        histtype="step",
+        color="k",
+        linewidth=2,
+        label="observed",
+    )
+    axis.set(xlabel="y", ylabel="density", title="posterior predictive check (blue: replicates)")
+    axis.legend(loc="best")
+    return figure
+
+
+def _scalar_draws(posterior: ParameterPosterior, name: str, index: int) -> np.ndarray:
+    """``[chain, draw]`` values of element ``index`` of parameter ``name``."""
+    if not isinstance(posterior, ParameterPosterior):
+        raise TypeError(
+            f"trace and rank plots need a posterior with weight draws (a ParameterPosterior "
+            f"such as a SampleSet), got {type(posterior).__name__}."
+        )
+    parameters = posterior.draws().parameters
+    if name not in parameters:
+        raise ValueError(f"{name!r} is not in the draws; available: {sorted(parameters)}.")
+    draws = parameters[name]
+    values = draws.reshape(draws.shape[0], draws.shape[1], -1)
+    if not 0 <= index < values.shape[-1]:
+        raise ValueError(f"index {index} out of range for {name} with {values.shape[-1]} elements.")
+    return _numpy(values[..., index])
+
+
+def plot_trace(posterior: ParameterPosterior, name: str, index: int = 0) -> Figure:
+    """Trace (per chain) and marginal histogram of element ``index`` of parameter ``name``."""
+    draws = _scalar_draws(posterior, name, index)
+    figure = _figure(8.0, 3.0)
+    trace, marginal = figure.subplots(1, 2, width_ratios=[3, 1])
+    for chain, values in enumerate(draws):
+        trace.plot(values, linewidth=0.7, label=f"chain {chain}")
+        marginal.hist(values, bins=30, orientation="horizontal", histtype="step")
+    trace.set(xlabel="draw", ylabel=f"{name}[{index}]")
+    trace.legend(loc="upper right", fontsize=7)
+    marginal.set(xlabel="count")
+    return figure
+
+
+def plot_rank(posterior: ParameterPosterior, name: str, index: int = 0, bins: int = 20) -> Figure:
+    """Rank plot (Vehtari et al. 2021): per-chain histograms of pooled ranks, flat if mixed."""
+    draws = _scalar_draws(posterior, name, index)
+    num_chains, num_draws = draws.shape
+    ranks = draws.reshape(-1).argsort().argsort().reshape(draws.shape)
+    figure = _figure(2.2 * num_chains, 2.6)
+    axes = np.atleast_1d(figure.subplots(1, num_chains, sharey=True))  # type: ignore[call-overload]
+    for chain, axis in enumerate(axes):
+        axis.hist(ranks[chain], bins=bins, range=(0, ranks.size), edgecolor="k", alpha=0.7)
+        axis.axhline(num_draws / bins, color="k", linestyle="--", linewidth=1)
+        axis.set(title=f"chain {chain}", xlabel="rank")
+    return figure

@@ -1,0 +1,340 @@
+"""A NUTS that advances several chains in lock-step, one ``vmap``-ed gradient per leapfrog.
+
+Plain Pyro NUTS spends most of its time outside the gradient: per-site Python bookkeeping and
+model tracing at every leapfrog step. Here the chains' flat weight vectors ``[C, D]`` move
+together: each leapfrog evaluates ``∇ log p`` for all chains in one ``torch.func.vmap`` call,
+and all trajectory logic (multinomial NUTS with the generalised U-turn criterion, Betancourt
+2017; dual-averaging step size and windowed diagonal mass adaptation, Hoffman & Gelman 2014 /
+Stan) is written on ``[C]``/``[C, D]`` tensors. A chain that has stopped doubling is masked,
+so chains need not agree on tree depth. Randomness of chain ``c`` comes from its own generator
+``rng.spawn(c).torch_generator("nuts")``, so a chain's draws do not depend on the other chains
+(up to floating-point rounding of batched kernels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+from tqdm.auto import tqdm
+
+from bnn.infer._log_joint import LogJoint
+from bnn.random.rng import RNG
+
+__all__ = ["run_vectorised_nuts"]
+
+MAX_ENERGY_ERROR = 1000.0
+
+
+@dataclass
+class _State:
+    z: Tensor  # [C, D]
+    r: Tensor  # [C, D]
+    grad: Tensor  # [C, D] gradient of log p
+    logp: Tensor  # [C]
+
+
+@dataclass
+class _Tree:
+    near: _State
+    far: _State
+    proposal_z: Tensor
+    proposal_grad: Tensor
+    proposal_logp: Tensor
+    log_weight: Tensor  # [C]
+    r_sum: Tensor  # [C, D]
+    turning: Tensor  # [C] bool
+    diverging: Tensor  # [C] bool
+    accept_sum: Tensor  # [C]
+    steps: Tensor  # [C] leapfrogs that count for each chain
+
+
+class _Sampler:
+    def __init__(
+        self,
+        log_joint: LogJoint,
+        x: Tensor,
+        y: Tensor,
+        generators: list[torch.Generator],
+        compile_gradient: bool,
+    ) -> None:
+        y = log_joint.prepare(x, y)
+
+        def log_density(vector: Tensor) -> Tensor:
+            return log_joint.log_density_flat(vector, x, y)
+
+        gradient = vmap(grad_and_value(log_density))
+        self._gradient = torch.compile(gradient, dynamic=False) if compile_gradient else gradient
+        self.generators = generators
+        self.seeds = [int(g.initial_seed()) for g in generators]
+        self.gradient_evaluations = 0
+
+    def gradient(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        self.gradient_evaluations += 1
+        grads, values = self._gradient(z)
+        return grads.detach(), values.detach()
+
+    # ---------------------------------------------------------------- per-chain randomness
+    def reseed(self, iteration: int) -> None:
+        """Restart each chain's generator from ``(chain seed, iteration)``.
+
+        Chains in lock-step draw a few unused numbers after they stop doubling; reseeding per
+        iteration keeps a chain's numbers independent of how long the other chains run.
+        """
+        for seed, generator in zip(self.seeds, self.generators, strict=True):
+            state = np.random.SeedSequence([seed, iteration]).generate_state(1, np.uint64)[0]
+            generator.manual_seed(int(state >> 1))
+
+    def normal(self, like: Tensor) -> Tensor:
+        return torch.stack(
+            [torch.randn(like.shape[1:], generator=g, dtype=like.dtype) for g in self.generators]
+        ).to(like.device)
+
+    def uniform(self, like: Tensor) -> Tensor:
+        return torch.stack(
+            [torch.rand((), generator=g, dtype=like.dtype) for g in self.generators]
+        ).to(like.device)
+
+    # ---------------------------------------------------------------- dynamics
+    def leapfrog(self, state: _State, step: Tensor, inverse_mass: Tensor) -> _State:
+        step = step.unsqueeze(-1)
+        r = state.r + 0.5 * step * state.grad
+        z = state.z + step * inverse_mass * r
+        grad, logp = self.gradient(z)
+        return _State(z, r + 0.5 * step * grad, grad, logp)
+
+    @staticmethod
+    def energy(state: _State, inverse_mass: Tensor) -> Tensor:
+        return -state.logp + 0.5 * (inverse_mass * state.r * state.r).sum(-1)
+
+    def build(
+        self,
+        start: _State,
+        step: Tensor,
+        depth: int,
+        h0: Tensor,
+        inverse_mass: Tensor,
+        active: Tensor,
+    ) -> _Tree:
+        """A subtree of ``2**depth`` leapfrogs from ``start``.
+
+        A chain whose first half turned or diverged stops there, as in Stan: the second
+        half's leapfrogs do not count towards its statistics (acceptance, steps, divergence),
+        whatever the other chains do. Once that holds for every ``active`` chain, the second
+        half is not computed at all (the transition ends with this subtree).
+        """
+        if depth == 0:
+            new = self.leapfrog(start, step, inverse_mass)
+            delta = self.energy(new, inverse_mass) - h0
+            delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
+            return _Tree(
+                near=new,
+                far=new,
+                proposal_z=new.z,
+                proposal_grad=new.grad,
+                proposal_logp=new.logp,
+                log_weight=-delta,
+                r_sum=new.r,
+                turning=torch.zeros_like(delta, dtype=torch.bool),
+                diverging=delta > MAX_ENERGY_ERROR,
+                accept_sum=torch.exp(-delta.clamp_min(0.0)),
+                steps=torch.ones_like(delta),
+            )
+        first = self.build(start, step, depth - 1, h0, inverse_mass, active)
+        stopped = first.turning | first.diverging
+        if bool((~active | stopped).all()):
+            return first
+        second = self.build(first.far, step, depth - 1, h0, inverse_mass, active & ~stopped)
+        log_weight = torch.logaddexp(first.log_weight, second.log_weight)
+        take_second = torch.log(self.uniform(log_weight)) < second.log_weight - log_weight
+        r_sum = first.r_sum + second.r_sum
+        turning = (
+            first.turning
+            | second.turning
+            | _is_turning(first.near.r, second.far.r, r_sum, inverse_mass)
+        )
+        return _Tree(
+            near=first.near,
+            far=second.far,
+            proposal_z=_where(take_second, second.proposal_z, first.proposal_z),
+            proposal_grad=_where(take_second, second.proposal_grad, first.proposal_grad),
+            proposal_logp=torch.where(take_second, second.proposal_logp, first.proposal_logp),
+            log_weight=log_weight,
+            r_sum=r_sum,
+            turning=turning,
+            diverging=first.diverging | (~stopped & second.diverging),
+            accept_sum=first.accept_sum + torch.where(stopped, 0.0, second.accept_sum),
+            steps=first.steps + torch.where(stopped, 0.0, second.steps),
+        )
+
+    def transition(
+        self,
+        z: Tensor,
+        grad: Tensor,
+        logp: Tensor,
+        step_size: Tensor,
+        inverse_mass: Tensor,
+        max_depth: int,
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        r = self.normal(z) / inverse_mass.sqrt()
+        start = _State(z, r, grad, logp)
+        h0 = self.energy(start, inverse_mass)
+        left, right = start, start
+        proposal_z, proposal_grad, proposal_logp = z, grad, logp
+        log_weight = torch.zeros_like(logp)
+        r_sum = r
+        active = torch.ones_like(logp, dtype=torch.bool)
+        diverging = torch.zeros_like(active)
+        accept_sum = torch.zeros_like(logp)
+        n_steps = torch.zeros_like(logp)
+        depth_reached = torch.zeros_like(logp)
+        for depth in range(max_depth):
+            forward = self.uniform(logp) < 0.5
+            begin = _state_where(forward, right, left)
+            direction = torch.where(forward, 1.0, -1.0).to(z.dtype)
+            tree = self.build(begin, direction * step_size, depth, h0, inverse_mass, active)
+            accept_sum = accept_sum + torch.where(active, tree.accept_sum, 0.0)
+            n_steps = n_steps + torch.where(active, tree.steps, 0.0)
+            depth_reached = torch.where(active, float(depth + 1), depth_reached)
+            diverging = diverging | (active & tree.diverging)
+            valid = active & ~tree.turning & ~tree.diverging
+            take = valid & (torch.log(self.uniform(logp)) < tree.log_weight - log_weight)
+            proposal_z = _where(take, tree.proposal_z, proposal_z)
+            proposal_grad = _where(take, tree.proposal_grad, proposal_grad)
+            proposal_logp = torch.where(take, tree.proposal_logp, proposal_logp)
+            log_weight = torch.where(
+                valid, torch.logaddexp(log_weight, tree.log_weight), log_weight
+            )
+            right = _state_where(valid & forward, tree.far, right)
+            left = _state_where(valid & ~forward, tree.far, left)
+            r_sum = _where(valid, r_sum + tree.r_sum, r_sum)
+            active = valid & ~_is_turning(left.r, right.r, r_sum, inverse_mass)
+            if not bool(active.any()):
+                break
+        stats = {
+            "acceptance_rate": accept_sum / n_steps.clamp_min(1.0),
+            "n_steps": n_steps,
+            "tree_depth": depth_reached,
+            "diverging": diverging,
+        }
+        return proposal_z, proposal_grad, proposal_logp, stats
+
+
+def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(mask.unsqueeze(-1), a, b)
+
+
+def _state_where(mask: Tensor, a: _State, b: _State) -> _State:
+    return _State(
+        _where(mask, a.z, b.z),
+        _where(mask, a.r, b.r),
+        _where(mask, a.grad, b.grad),
+        torch.where(mask, a.logp, b.logp),
+    )
+
+
+def _is_turning(r_left: Tensor, r_right: Tensor, r_sum: Tensor, inverse_mass: Tensor) -> Tensor:
+    return ((r_sum * inverse_mass * r_left).sum(-1) <= 0) | (
+        (r_sum * inverse_mass * r_right).sum(-1) <= 0
+    )
+
+
+class _DualAveraging:
+    """Nesterov dual averaging of log step size (Hoffman & Gelman 2014, §3.2), per chain."""
+
+    def __init__(self, step_size: Tensor, target: float) -> None:
+        self.mu = torch.log(10 * step_size)
+        self.target = target
+        self.t = 0
+        self.h_bar = torch.zeros_like(step_size)
+        self.log_step_bar = torch.zeros_like(step_size)
+
+    def update(self, accept: Tensor) -> Tensor:
+        self.t += 1
+        eta = 1.0 / (self.t + 10)
+        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
+        log_step = self.mu - math.sqrt(self.t) / 0.05 * self.h_bar
+        weight = self.t**-0.75
+        self.log_step_bar = weight * log_step + (1 - weight) * self.log_step_bar
+        return log_step.exp()
+
+    def final(self) -> Tensor:
+        return self.log_step_bar.exp()
+
+
+def _windows(warmup: int) -> list[tuple[int, int]]:
+    """Stan's slow adaptation windows: 75 initial fast steps, doubling windows, 50 final steps."""
+    if warmup < 20:
+        return []
+    start, end = int(0.15 * warmup), int(0.9 * warmup)
+    windows, size = [], 25
+    while start < end:
+        stop = end if start + 2 * size > end else start + size
+        windows.append((start, stop))
+        start, size = stop, size * 2
+    return windows
+
+
+def run_vectorised_nuts(
+    log_joint: LogJoint,
+    x: Tensor,
+    y: Tensor,
+    initial: Tensor,
+    rngs: list[RNG],
+    *,
+    warmup: int,
+    draws: int,
+    target_accept: float,
+    max_tree_depth: int,
+    compile_gradient: bool = False,
+    progress: bool = False,
+) -> tuple[Tensor, dict[str, Tensor], int]:
+    """Run ``C = len(rngs)`` chains from ``initial`` ``[C, D]`` (a tqdm bar if ``progress``).
+
+    Returns:
+        Draws ``[C, S, D]``, per-draw statistics ``[C, S]`` and the number of batched gradients.
+    """
+    generators = [rng.torch_generator("nuts") for rng in rngs]
+    sampler = _Sampler(log_joint, x, y, generators, compile_gradient)
+    z = initial.detach()
+    grad, logp = sampler.gradient(z)
+    inverse_mass = torch.ones_like(z)
+    step_size = torch.full_like(logp, 0.1)
+    adaptation = _DualAveraging(step_size, target_accept)
+    windows = _windows(warmup)
+    window_draws: list[Tensor] = []
+    kept: list[Tensor] = []
+    stats: dict[str, list[Tensor]] = {}
+    for iteration in tqdm(range(warmup + draws), desc="nuts", disable=not progress):
+        sampler.reseed(iteration)
+        z, grad, logp, info = sampler.transition(
+            z, grad, logp, step_size, inverse_mass, max_tree_depth
+        )
+        if iteration < warmup:
+            step_size = adaptation.update(info["acceptance_rate"])
+            window = next((w for w in windows if w[0] <= iteration < w[1]), None)
+            if window is not None:
+                window_draws.append(z)
+                if iteration == window[1] - 1:
+                    samples = torch.stack(window_draws)
+                    n = samples.shape[0]
+                    variance = samples.var(0, unbiased=True) if n > 1 else torch.ones_like(z)
+                    inverse_mass = (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
+                    window_draws = []
+                    adaptation = _DualAveraging(step_size, target_accept)
+            if iteration == warmup - 1:
+                step_size = adaptation.final()
+            continue
+        kept.append(z)
+        info["step_size"] = step_size
+        for name, value in info.items():
+            stats.setdefault(name, []).append(value)
+    draws_tensor = torch.stack(kept, dim=1)
+    stacked = {name: torch.stack(values, dim=1) for name, values in stats.items()}
+    stacked["n_steps"] = stacked["n_steps"].long()
+    stacked["tree_depth"] = stacked["tree_depth"].long()
+    return draws_tensor, stacked, sampler.gradient_evaluations

@@ -1,0 +1,339 @@
+"""Deep ensembles (Lakshminarayanan et al. 2017): M networks from M seeds, one `Posterior`.
+
+Member ``i`` is initialised in ``rng.spawn(i).stream("init")`` and trained with
+``rng.spawn(i)`` (its own shuffling and, with ``bagging=True``, its own bootstrap resample), so
+a member does not depend on how many members there are, on their order, or on whether they
+train one after another or in parallel worker processes. Members may be heteroscedastic (a
+``HeteroscedasticGaussian`` likelihood): the ensemble predictive is then the Gaussian mixture
+of the members' predictives.
+
+Prediction evaluates all members in one ``vmap`` over their stacked parameters
+(``torch.func.stack_module_state`` + ``functional_call``).
+
+Example:
+    >>> factory = lambda: nn.Sequential(nn.Linear(8, 50), nn.ReLU(), nn.Linear(50, 2))
+    >>> ensemble, history = bnn.infer.deep_ensemble(
+    ...     factory, (x, y), likelihood=bnn.HeteroscedasticGaussian(), num_members=5,
+    ...     epochs=40, rng=0)
+    >>> bnn.predict_with_uncertainty(ensemble, x_test, likelihood=bnn.HeteroscedasticGaussian())
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from bnn._checks import check_int
+from bnn._io import load_versioned
+from bnn.infer.history import History
+from bnn.infer.vi import fit
+from bnn.likelihoods import Likelihood, PerSampleLikelihood
+from bnn.parallel.distributed import DistributedContext, process_group_context
+from bnn.posterior._evaluate import eval_mode
+from bnn.posterior.protocol import check_inputs
+from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
+
+__all__ = ["DeepEnsemble", "deep_ensemble"]
+
+FORMAT = "bnn.DeepEnsemble"
+FORMAT_VERSION = 1
+
+
+class DeepEnsemble(nn.Module):
+    """An ensemble of independently initialised (and optionally bootstrapped) networks.
+
+    Args:
+        factory: builds one member (a fresh ``nn.Module``); called once per member inside the
+            member's ``"init"`` stream. It must be picklable for parallel training.
+        num_members: number of members ``M`` (≥ 1).
+        rng: parent randomness; member ``i`` uses ``rng.spawn(i)``.
+
+    Shapes: ``sample_functions(x, S)`` returns ``[min(S, M), N, ...]``.
+    """
+
+    def __init__(
+        self, factory: Callable[[], nn.Module], num_members: int, *, rng: RNGLike = None
+    ) -> None:
+        super().__init__()
+        check_int("num_members", num_members)
+        if not callable(factory):
+            raise TypeError("factory must be a callable returning an nn.Module.")
+        self.factory = factory
+        self.parent_rng = resolve_rng(rng)
+        self.members = nn.ModuleList(
+            [_build(factory, self.parent_rng.spawn(i)) for i in range(num_members)]
+        )
+        self.likelihoods: list[Likelihood] = []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs of every member, stacked: ``[M, N, ...]``."""
+        return self._stacked(x)
+
+    # ------------------------------------------------------------------ training
+    def train_members(
+        self,
+        train_data: tuple[Tensor, Tensor],
+        *,
+        likelihood: Likelihood,
+        bagging: bool,
+        workers: int,
+        threads_per_member: int | None,
+        distributed: bool,
+        progress: bool,
+        fit_options: dict[str, Any],
+    ) -> list[History]:
+        """Train every member in place (see :func:`deep_ensemble`); one `History` each."""
+        if not isinstance(train_data, tuple) or len(train_data) != 2:
+            raise TypeError("train_data must be (x, y) tensors.")
+        if "rng" in fit_options:
+            raise ValueError(
+                "the ensemble's rng decides each member's randomness; pass rng= to "
+                "bnn.infer.deep_ensemble."
+            )
+        check_int("workers", workers, minimum=0)
+        context = process_group_context() if distributed else None
+        owners = [i % context.world_size if context else 0 for i in range(len(self.members))]
+        mine = [i for i, owner in enumerate(owners) if context is None or owner == context.rank]
+        jobs = [
+            (
+                copy.deepcopy(member).cpu() if workers else member,
+                copy.deepcopy(likelihood),
+                train_data,
+                bagging,
+                self.parent_rng.spawn(i),
+                threads_per_member if threads_per_member or not workers else 1,
+                progress,
+                fit_options,
+            )
+            for i, member in enumerate(self.members)
+        ]
+        if context is not None:
+            context.check_same_seed(self.parent_rng)
+        try:
+            trained, failure = _train_all([jobs[i] for i in mine], workers), None
+        except Exception as error:
+            if context is None:
+                raise
+            trained, failure = [], error
+        results = dict(zip(mine, trained, strict=False))
+        if context is not None:
+            _raise_if_any_rank_failed(context, failure)
+            results = {  # every rank receives every member from its owner (on the CPU)
+                i: context.broadcast_object(_to_cpu(results.get(i)), src=owner)
+                for i, owner in enumerate(owners)
+            }
+        for i, member in enumerate(self.members):
+            member.load_state_dict(results[i][0])
+        self.likelihoods = []
+        histories = []
+        for job, (_, likelihood_state, history) in zip(
+            jobs, (results[i] for i in range(len(jobs))), strict=True
+        ):
+            member_likelihood = job[1]
+            member_likelihood.load_state_dict(likelihood_state)
+            self.likelihoods.append(member_likelihood)
+            histories.append(history)
+        return histories
+
+    # ------------------------------------------------------------------ observation model
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The members' own likelihoods, when they learned parameters (e.g. a noise scale each).
+
+        Then the predictive is the mixture ``(1/M) Σ_m N(f_m(x), σ_m²)`` and
+        ``bnn.predict_with_uncertainty(ensemble, x)`` uses it without a ``likelihood``;
+        ``None`` when members share a fixed likelihood (pass it to the prediction).
+        """
+        learned = any(p.numel() > 0 for lk in self.likelihoods for p in lk.parameters())
+        if not learned:
+            return None
+        return PerSampleLikelihood(self.likelihoods)
+
+    # ------------------------------------------------------------------ Posterior protocol
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,  # noqa: ARG002 - all members in one vmap
+    ) -> Tensor:
+        """Member outputs at ``x``: ``[min(num_samples, M), N, ...]`` (a random subset if fewer)."""
+        reference = next(self.members[0].parameters(), None)
+        check_inputs(x, reference, num_samples)
+        outputs = self._stacked(x)
+        if num_samples < len(self.members):
+            generator = resolve_rng(rng).torch_generator("predict")
+            chosen = torch.randperm(len(self.members), generator=generator)[:num_samples]
+            outputs = outputs[chosen.sort().values.to(outputs.device)]
+        return outputs
+
+    def _stacked(self, x: Tensor) -> Tensor:
+        parameters, buffers = stack_module_state(list(self.members))
+        base = copy.deepcopy(self.members[0]).to("meta")
+
+        def member(params: dict[str, Tensor], buffs: dict[str, Tensor]) -> Tensor:
+            return functional_call(base, (params, buffs), (x,))  # type: ignore[no-any-return]
+
+        with eval_mode(base):
+            stacked: Tensor = vmap(member, randomness="different")(parameters, buffers)
+        return stacked
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """Tensors only: member and likelihood state dicts with a format version."""
+        torch.save(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "members": [{k: v.cpu() for k, v in m.state_dict().items()} for m in self.members],
+                "likelihoods": [
+                    {k: v.cpu() for k, v in lk.state_dict().items()} for lk in self.likelihoods
+                ],
+            },
+            path,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        factory: Callable[[], nn.Module],
+        likelihood: Likelihood | None = None,
+    ) -> DeepEnsemble:
+        """Rebuild an ensemble saved by :meth:`save` (no pickled code is executed)."""
+        state = load_versioned(path, "DeepEnsemble", FORMAT_VERSION)
+        ensemble = cls(factory, len(state["members"]), rng=0)
+        for member, member_state in zip(ensemble.members, state["members"], strict=True):
+            member.load_state_dict(member_state)
+        if likelihood is not None:
+            for likelihood_state in state["likelihoods"]:
+                restored = copy.deepcopy(likelihood)
+                restored.load_state_dict(likelihood_state)
+                ensemble.likelihoods.append(restored)
+        return ensemble
+
+
+def deep_ensemble(
+    factory: Callable[[], nn.Module],
+    data: tuple[Tensor, Tensor],
+    *,
+    likelihood: Likelihood,
+    num_members: int = 5,
+    bagging: bool = False,
+    workers: int = 0,
+    threads_per_member: int | None = None,
+    distributed: bool = False,
+    rng: RNGLike = None,
+    progress: bool = False,
+    **fit_options: Any,
+) -> tuple[DeepEnsemble, History]:
+    """Train ``num_members`` networks from their own seeds; the ensemble is the posterior.
+
+    Each member trains with :func:`bnn.fit` (MAP/ML for plain members; KL = 0 unless they have
+    Bayesian layers).
+
+    Args:
+        factory: builds one member (a fresh ``nn.Module``), called in the member's ``"init"``
+            stream; it must be picklable for ``workers > 0``.
+        data: ``(x, y)`` tensors.
+        likelihood: observation model; each member gets its own copy (a learned noise is
+            learned per member, and the ensemble then carries the members' likelihoods).
+        num_members: ``M`` (≥ 1).
+        bagging: train member ``i`` on a bootstrap resample drawn from ``rng.spawn(i)``.
+        workers: ``0`` trains members one after another; ``k > 0`` uses ``k`` worker processes
+            (results identical to sequential training with the same ``threads_per_member``).
+        threads_per_member: torch intra-op threads while training a member (``None``: the
+            current setting when sequential, 1 in workers). Floating-point sums depend on the
+            thread count, so set it equal in both modes for bit-identical members.
+        distributed: spread members over the ranks of the initialised ``torch.distributed``
+            process group (member ``i`` trains on rank ``i mod R``), then gather them so every
+            rank holds the whole ensemble, identical to one trained in one process.
+        rng: parent randomness; member ``i`` is initialised and trained with ``rng.spawn(i)``.
+        progress: show each member's progress bar.
+        **fit_options: passed to :func:`bnn.fit` (``epochs``, ``lr``, ``batch_size``, ...).
+
+    Returns:
+        ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.
+    """
+    ensemble = DeepEnsemble(factory, num_members, rng=rng)
+    histories = ensemble.train_members(
+        data,
+        likelihood=likelihood,
+        bagging=bagging,
+        workers=workers,
+        threads_per_member=threads_per_member,
+        distributed=distributed,
+        progress=progress,
+        fit_options=fit_options,
+    )
+    return ensemble, History("deep_ensemble", chains=histories)
+
+
+def _build(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
+    with rng.stream("init"):
+        member = factory()
+    if not isinstance(member, nn.Module):
+        raise TypeError(f"factory must return an nn.Module, got {type(member).__name__}.")
+    return member
+
+
+def _raise_if_any_rank_failed(context: DistributedContext, failure: Exception | None) -> None:
+    """All ranks learn whether member training failed anywhere, so none waits forever."""
+    failures: list[Any] = [None] * context.world_size
+    dist.all_gather_object(failures, None if failure is None else repr(failure))
+    if failure is not None:
+        raise failure
+    failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise RuntimeError(f"training ensemble members failed on rank {rank}: {message}")
+
+
+def _to_cpu(result: Any) -> Any:
+    if result is None:
+        return None
+    member_state, likelihood_state, history = result
+    return (
+        {k: v.cpu() for k, v in member_state.items()},
+        {k: v.cpu() for k, v in likelihood_state.items()},
+        history,
+    )
+
+
+def _train_all(jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
+    if workers and jobs:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            return pool.map(_train_member, jobs)
+    return [_train_member(job) for job in jobs]
+
+
+def _train_member(job: tuple[Any, ...]) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:
+    member, likelihood, (x, y), bagging, rng, threads, progress, fit_options = job
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if bagging:
+            index = torch.randint(
+                0, x.shape[0], (x.shape[0],), generator=rng.torch_generator("bootstrap")
+            )
+            x, y = x[index], y[index]
+        _, history = fit(
+            member, (x, y), likelihood=likelihood, rng=rng, progress=progress, **fit_options
+        )
+    finally:
+        torch.set_num_threads(previous)
+    return member.state_dict(), likelihood.state_dict(), history

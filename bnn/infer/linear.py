@@ -1,0 +1,208 @@
+"""Closed-form Bayesian linear regression, alone or as the last layer of a network.
+
+With features ``Φ`` ``[N, D]`` (plus a constant column when ``bias=True``), prior
+``w ~ N(0, α⁻¹ I)`` and Gaussian noise ``σ``, the posterior is exact (Bishop 2006, §3.3):
+
+    Λ = α I + ΦᵀΦ / σ²,      m = Λ⁻¹ Φᵀ y / σ²,      p(y* | φ*) = N(φ*ᵀ m, φ*ᵀ Λ⁻¹ φ* + σ²)
+
+for each output column (they share ``Λ``). :class:`NeuralLinear` puts it on top of a trained
+feature extractor ("neural linear", Snoek et al. 2015; Riquelme et al. 2018): cheap, exact
+uncertainty in the last layer.
+
+Example:
+    >>> posterior, _ = bnn.infer.neural_linear(body, (x, y), likelihood=bnn.Gaussian(0.1),
+    ...                                        prior_precision=1.0)   # body: x -> features
+    >>> bnn.predict_with_uncertainty(posterior, x_test, likelihood=bnn.Gaussian(0.1))
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor, nn
+
+from bnn._checks import check_positive
+from bnn.infer.history import History
+from bnn.likelihoods import Gaussian, Likelihood
+from bnn.posterior._evaluate import eval_mode
+from bnn.posterior.protocol import check_inputs
+from bnn.random.default import RNGLike, resolve_rng
+
+__all__ = ["BayesianLinearRegression", "NeuralLinear", "neural_linear"]
+
+
+class BayesianLinearRegression:
+    """Exact Gaussian posterior of a linear model with known noise; a `bnn.Posterior` on features.
+
+    Args:
+        prior_precision: ``α`` (> 0) of the prior ``N(0, α⁻¹ I)``.
+        noise_std: observation noise ``σ`` (> 0).
+        bias: append a constant feature (its weight is the intercept).
+    """
+
+    def __init__(
+        self, *, prior_precision: float = 1.0, noise_std: float = 1.0, bias: bool = True
+    ) -> None:
+        self.prior_precision = check_positive("prior_precision", prior_precision)
+        self.noise_std = check_positive("noise_std", noise_std)
+        self.bias = bias
+        self.mean: Tensor | None = None  # [D', K]
+        self.precision_cholesky: Tensor | None = None  # [D', D']
+
+    def _design(self, features: Tensor) -> Tensor:
+        if not isinstance(features, Tensor) or features.dim() != 2:
+            raise ValueError(
+                f"features must be a [N, D] tensor, got {getattr(features, 'shape', features)}."
+            )
+        if not bool(torch.isfinite(features).all()):
+            raise ValueError("features contain NaN or inf.")
+        if not self.bias:
+            return features
+        return torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+
+    def fit(self, features: Tensor, y: Tensor) -> BayesianLinearRegression:
+        """Compute the posterior from features ``[N, D]`` and targets ``[N]`` or ``[N, K]``."""
+        design = self._design(features)
+        if not isinstance(y, Tensor) or y.shape[0] != design.shape[0] or y.dim() > 2:
+            raise ValueError(
+                f"y must be [N] or [N, K] with N = {design.shape[0]}, got {getattr(y, 'shape', y)}."
+            )
+        if design.shape[0] == 0:
+            raise ValueError("no data: features have 0 rows.")
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError("y contains NaN or inf.")
+        targets = y.reshape(y.shape[0], -1).to(design.dtype)
+        noise_precision = 1.0 / self.noise_std**2
+        precision = self.prior_precision * torch.eye(
+            design.shape[1], dtype=design.dtype, device=design.device
+        )
+        precision = precision + noise_precision * design.T @ design
+        self.precision_cholesky = torch.linalg.cholesky(precision)
+        self.mean = torch.cholesky_solve(
+            noise_precision * design.T @ targets, self.precision_cholesky
+        )
+        return self
+
+    def _fitted(self) -> tuple[Tensor, Tensor]:
+        if self.mean is None or self.precision_cholesky is None:
+            raise RuntimeError("call fit(features, y) before using the posterior.")
+        return self.mean, self.precision_cholesky
+
+    @property
+    def covariance(self) -> Tensor:
+        """Posterior covariance ``Λ⁻¹`` ``[D', D']`` (shared by all outputs)."""
+        _, cholesky = self._fitted()
+        return torch.cholesky_inverse(cholesky)
+
+    def predict_moments(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact predictive mean ``[N, K]`` and epistemic variance ``φᵀ Λ⁻¹ φ`` ``[N]``."""
+        mean, cholesky = self._fitted()
+        design = self._design(features)
+        solved = torch.linalg.solve_triangular(cholesky, design.T, upper=False)
+        return design @ mean, (solved**2).sum(0)
+
+    def sample_weights(self, num_samples: int, *, rng: RNGLike = None) -> Tensor:
+        """Posterior weight draws ``[S, D', K]`` from the ``"predict"`` generator of ``rng``."""
+        mean, cholesky = self._fitted()
+        generator = resolve_rng(rng).torch_generator("predict", mean.device)
+        noise = torch.randn(
+            (num_samples, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device
+        )
+        # w = m + L⁻ᵀ ε has covariance (L Lᵀ)⁻¹ = Λ⁻¹.
+        draws: Tensor = mean + torch.linalg.solve_triangular(cholesky.T, noise, upper=True)
+        return draws
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,  # noqa: ARG002 - one matrix product
+    ) -> Tensor:
+        """Function draws at features ``x`` ``[N, D]``: ``[S, N, K]``."""
+        check_inputs(x, None, num_samples)
+        return self._design(x) @ self.sample_weights(num_samples, rng=rng)
+
+
+class NeuralLinear:
+    """A trained feature extractor with a closed-form Bayesian linear head; a `bnn.Posterior`.
+
+    Args:
+        features: ``nn.Module`` mapping inputs to features ``[N, D]`` (kept fixed).
+        head: a :class:`BayesianLinearRegression` (fitted here by :meth:`fit`).
+    """
+
+    def __init__(self, features: nn.Module, head: BayesianLinearRegression) -> None:
+        self.features = features
+        self.head = head
+
+    def _features(self, x: Tensor) -> Tensor:
+        with torch.no_grad(), eval_mode(self.features):
+            return self.features(x)  # type: ignore[no-any-return]
+
+    def fit(self, x: Tensor, y: Tensor) -> NeuralLinear:
+        """Fit the head on the features of ``x``."""
+        self.head.fit(self._features(x), y)
+        return self
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,  # noqa: ARG002 - one matrix product
+    ) -> Tensor:
+        """``[S, N, K]`` function draws at inputs ``x``."""
+        check_inputs(x, next(self.features.parameters(), None), num_samples)
+        return self.head.sample_functions(self._features(x), num_samples, rng=rng)
+
+
+def neural_linear(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    *,
+    likelihood: Likelihood,
+    prior_precision: float = 1.0,
+    bias: bool = True,
+    rng: RNGLike = None,  # noqa: ARG001 - closed form: nothing is drawn
+    progress: bool = True,  # noqa: ARG001 - one linear solve: nothing to show
+) -> tuple[NeuralLinear, History]:
+    """Exact Bayesian linear regression on the features ``model(x)`` (the "neural linear" model).
+
+    With ``model = nn.Identity()`` this is plain Bayesian linear regression on ``x``; with a
+    trained network minus its last layer it is the neural-linear model of Snoek et al. (2015).
+    The posterior of the last-layer weights is exact (see the module docstring).
+
+    Args:
+        model: feature extractor ``x [N, ...] -> features [N, D]`` (kept fixed, eval mode).
+        data: ``(x, y)`` with targets ``[N]`` or ``[N, K]``.
+        likelihood: ``bnn.Gaussian(std)`` with a fixed ``std``: the observation noise ``σ``.
+        prior_precision: ``α`` (> 0) of the weight prior ``N(0, α⁻¹ I)``.
+        bias: append a constant feature (its weight is the intercept).
+        rng: accepted for the common contract; the fit is closed-form.
+        progress: accepted for the common contract; the fit is one linear solve.
+
+    Returns:
+        ``(NeuralLinear, History)``; the history records ``seconds``.
+
+    Example:
+        >>> posterior, _ = bnn.infer.neural_linear(nn.Identity(), (x, y),
+        ...                                        likelihood=bnn.Gaussian(0.1))
+        >>> posterior.head.covariance      # exact Λ⁻¹
+    """
+    if not isinstance(likelihood, Gaussian) or likelihood.learn_std:
+        raise ValueError(
+            "neural_linear needs a Gaussian likelihood with a fixed std (the observation "
+            f"noise), e.g. bnn.Gaussian(0.1); got {likelihood!r}."
+        )
+    if not isinstance(data, tuple) or len(data) != 2:
+        raise TypeError("data must be a pair (x, y) of tensors.")
+    start = time.perf_counter()
+    head = BayesianLinearRegression(
+        prior_precision=prior_precision, noise_std=float(likelihood.std), bias=bias
+    )
+    posterior = NeuralLinear(model, head).fit(*data)
+    return posterior, History("neural_linear", extras={"seconds": time.perf_counter() - start})

@@ -1,0 +1,321 @@
+"""Bridge to Pyro: the network's weights as Pyro sample sites, fitted by SVI with autoguides.
+
+:func:`pyro_model` turns a network, a prior and a likelihood into a Pyro model: every weight
+of the weight space (:func:`bnn.nn.layers.weight_space`) becomes a ``pyro.sample`` site with its
+prior, the network is evaluated with ``torch.func.functional_call`` on those weights (the
+module itself is never modified, unlike a ``PyroModule`` conversion), and each datum's
+log-likelihood enters as a ``pyro.factor`` inside ``pyro.plate("data", N, subsample=...)``, so
+mini-batches are scaled by ``N / |B|``.
+
+:func:`svi` fits ``AutoNormal``, ``AutoLowRankMultivariateNormal`` or
+``AutoMultivariateNormal`` guides (or your own) and returns an :class:`SVIPosterior` that draws
+weights from the guide on demand. Pyro's global parameter store is left as it was: each fit
+lives in its own saved scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import (
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+    init_to_value,
+)
+from pyro.params.param_store import StateDict
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer.history import History
+from bnn.likelihoods import Gaussian, Likelihood
+from bnn.nn.layers import weight_space
+from bnn.nn.priors import Laplace, Normal, Prior, ScaleMixture
+from bnn.posterior._evaluate import evaluate_parameter_samples_chunked
+from bnn.posterior.model import DEFAULT_DRAWS
+from bnn.posterior.protocol import Draws, check_inputs, check_memory_budget
+from bnn.posterior.samples import SampleSet
+from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
+
+__all__ = ["SVIPosterior", "pyro_model", "svi"]
+
+GUIDES = ("normal", "lowrank", "mvn")
+
+
+def pyro_prior(prior: Prior, template: Tensor) -> Any:
+    """A Pyro distribution with ``template``'s shape (all dims as event dims) for ``prior``."""
+    if isinstance(prior, Normal):
+        base = dist.Normal(
+            torch.full_like(template, prior.loc), torch.full_like(template, prior.std)
+        )
+    elif isinstance(prior, Laplace):
+        base = dist.Laplace(
+            torch.full_like(template, prior.loc), torch.full_like(template, prior.scale)
+        )
+    elif isinstance(prior, ScaleMixture):
+        probs = torch.tensor([prior.pi, 1 - prior.pi], dtype=template.dtype, device=template.device)
+        stds = torch.tensor([prior.std1, prior.std2], dtype=template.dtype, device=template.device)
+        base = dist.MixtureSameFamily(
+            dist.Categorical(probs.expand(*template.shape, 2)),
+            dist.Normal(torch.zeros_like(template).unsqueeze(-1), stds.expand(*template.shape, 2)),
+        )
+    else:
+        raise TypeError(f"no Pyro translation for prior {type(prior).__name__}.")
+    return base.to_event(template.dim())
+
+
+def pyro_model(
+    model: nn.Module, likelihood: Likelihood, prior: PriorSpec = None, *, dataset_size: int
+) -> Callable[[Tensor, Tensor, Tensor], None]:
+    """A Pyro model ``f(x_batch, y_batch, batch_index)`` over the network's weights.
+
+    Args:
+        model: the network (not modified).
+        likelihood: observation model; a learnable one is registered with ``pyro.module``.
+        prior: as in :class:`bnn.infer._log_joint.LogJoint`.
+        dataset_size: ``N``, the size of the full data set (the plate size).
+    """
+    log_joint = LogJoint(model, likelihood, prior) if not _learns(likelihood) else None
+    priors = log_joint.priors if log_joint else _priors_for_learned(model, likelihood, prior)
+    templates = {name: slot for name, slot in _templates(model).items()}
+
+    def model_fn(x: Tensor, y: Tensor, batch_index: Tensor) -> None:
+        if _learns(likelihood):
+            pyro.module("likelihood", likelihood)
+        weights = {
+            name: pyro.sample(name, pyro_prior(priors[name], template))
+            for name, template in templates.items()
+        }
+        with pyro.plate("data", dataset_size, subsample=batch_index):
+            output = torch.func.functional_call(model, weights, (x,))
+            pyro.factor("log_likelihood", likelihood.log_prob(output, y))
+
+    return model_fn
+
+
+def _learns(likelihood: Likelihood) -> bool:
+    return any(p.requires_grad for p in likelihood.parameters())
+
+
+def _templates(model: nn.Module) -> dict[str, Tensor]:
+    return {name: slot.value for name, slot in weight_space(model).items()}
+
+
+def _priors_for_learned(
+    model: nn.Module, likelihood: Likelihood, prior: PriorSpec
+) -> dict[str, Prior]:
+    fixed = Gaussian(1.0) if isinstance(likelihood, Gaussian) else likelihood
+    return LogJoint(model, fixed, prior).priors
+
+
+class SVIPosterior:
+    """Weights drawn from a fitted Pyro guide on demand; a `bnn.posterior.ParameterPosterior`.
+
+    Attributes:
+        model: the network.
+        guide: the fitted Pyro guide.
+    """
+
+    is_mcmc = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        guide: Any,
+        param_state: StateDict,
+        example: tuple[Tensor, Tensor, Tensor],
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self._param_state = param_state
+        self._example = example
+        self.names = list(_templates(model))
+
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        with pyro.get_param_store().scope(self._param_state):
+            yield
+
+    def sample_weights(self, num_samples: int, *, rng: RNGLike = None) -> dict[str, Tensor]:
+        """``num_samples`` weight draws from the guide: name -> ``[S, *shape]`` (vectorised)."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+        with resolve_rng(rng).stream("predict"), self._scope(), torch.no_grad():
+            with pyro.plate("bnn_samples", num_samples, dim=-1):
+                trace = poutine.trace(self.guide).get_trace(*self._example)
+        return {name: trace.nodes[name]["value"].detach() for name in self.names}
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,
+    ) -> Tensor:
+        """Function values at ``x`` for ``num_samples`` fresh guide draws: ``[S, N, ...]``."""
+        reference = next(iter(self._example))
+        check_inputs(x, reference if x.is_floating_point() else None, num_samples)
+        budget = check_memory_budget(memory_budget)
+        weights = self.sample_weights(num_samples, rng=rng)
+        return evaluate_parameter_samples_chunked(self.model, weights, x, budget)
+
+    def sample_parameters(self, num_samples: int, *, rng: RNGLike = None) -> dict[str, Tensor]:
+        """``num_samples`` guide draws as one chain: name -> ``[1, S, *shape]``."""
+        return {k: v.unsqueeze(0) for k, v in self.sample_weights(num_samples, rng=rng).items()}
+
+    def draws(
+        self, num_samples: int | None = None, *, x: Tensor | None = None, rng: RNGLike = None
+    ) -> Draws:
+        """``num_samples`` (default 100) guide draws as one chain, with ``f`` at ``x``."""
+        weights = self.sample_weights(
+            DEFAULT_DRAWS if num_samples is None else num_samples, rng=rng
+        )
+        functions = None
+        if x is not None:
+            check_inputs(x, None, 1)
+            with torch.no_grad():
+                functions = evaluate_parameter_samples_chunked(
+                    self.model, weights, x, check_memory_budget(None)
+                ).unsqueeze(0)
+        return Draws(
+            parameters={k: v.unsqueeze(0) for k, v in weights.items()},
+            functions=functions,
+            is_mcmc=False,
+        )
+
+    def to_sample_set(self, num_samples: int, *, rng: RNGLike = None) -> SampleSet:
+        """``num_samples`` guide draws as a `SampleSet` (one chain, marked as not MCMC)."""
+        weights = self.sample_weights(num_samples, rng=rng)
+        return SampleSet(self.model, {k: v.unsqueeze(0) for k, v in weights.items()}, is_mcmc=False)
+
+
+def svi(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    *,
+    likelihood: Likelihood,
+    prior: PriorSpec = None,
+    guide: str | Callable[[Callable[..., None]], Any] = "normal",
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float = 1e-2,
+    optimizer: Any = None,
+    num_particles: int = 1,
+    init_scale: float = 0.05,
+    rng: RNGLike = None,
+    progress: bool = True,
+) -> tuple[SVIPosterior, History]:
+    """Stochastic variational inference with a Pyro autoguide over the network's weights.
+
+    Args:
+        model: the network (any ``nn.Module``; Bayesian layers contribute weights and priors).
+        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
+        likelihood: observation model; a learnable noise is fitted as a point estimate.
+        prior: as in :func:`bnn.infer.nuts`.
+        guide: ``"normal"`` (``AutoNormal``, mean field), ``"lowrank"``
+            (``AutoLowRankMultivariateNormal``), ``"mvn"`` (``AutoMultivariateNormal``), or
+            ``guide(pyro_model) -> guide``.
+        steps / epochs: training length, as optimiser steps or passes over the data (give one;
+            default 100 epochs).
+        batch_size: mini-batch size (default: full batch); the likelihood is scaled by N/|B|.
+        lr: learning rate of the default ``pyro.optim.ClippedAdam``.
+        optimizer: a ``pyro.optim`` optimiser instead.
+        num_particles: ELBO particles per step.
+        init_scale: initial guide std; guide means start at the model's current weights.
+        rng: randomness: shuffling (generator ``"data"``), ELBO noise (stream ``"svi"``).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(SVIPosterior, History)``; the history has per step ``loss`` (negative ELBO / N) and
+        ``epoch``.
+
+    Example:
+        >>> posterior, history = bnn.infer.svi(net, (x, y), likelihood=bnn.Gaussian(0.1),
+        ...                                    guide="lowrank", epochs=200, rng=0)
+    """
+    x, y = check_data(model, data)
+    n = x.shape[0]
+    total_steps, batch = _schedule(steps, epochs, batch_size, n)
+    generator = resolve_rng(rng)
+    model_fn = pyro_model(model, likelihood, prior, dataset_size=n)
+    templates = _templates(model)
+    guide_fn = _make_guide(guide, model_fn, templates, init_scale)
+    optim = optimizer if optimizer is not None else pyro.optim.ClippedAdam({"lr": lr})
+    elbo = Trace_ELBO(num_particles=num_particles)
+    history = History("svi", metrics={"loss": [], "epoch": []})
+    order = _batches(n, batch, generator)
+    with pyro.get_param_store().scope() as state, generator.stream("svi"):
+        engine = SVI(model_fn, guide_fn, optim, loss=elbo)
+        bar = tqdm(range(total_steps), desc="svi", disable=not progress)
+        for step in bar:
+            epoch, index = next(order)
+            loss = engine.step(x[index], y[index], index) / n
+            if not torch.isfinite(torch.tensor(loss)):
+                raise FloatingPointError(
+                    f"non-finite ELBO at step {step} (epoch {epoch}); lower lr or init_scale."
+                )
+            history.record(loss=loss, epoch=epoch)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}")
+        bar.close()
+    example = (x[:1], y[:1], torch.zeros(1, dtype=torch.long, device=x.device))
+    return SVIPosterior(model, guide_fn, state, example), history
+
+
+def _schedule(
+    steps: int | None, epochs: int | None, batch_size: int | None, n: int
+) -> tuple[int, int]:
+    if steps is not None and epochs is not None:
+        raise ValueError("give steps or epochs, not both.")
+    batch = n if batch_size is None else batch_size
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batch = min(batch, n)
+    per_epoch = -(-n // batch)
+    if steps is None:
+        epochs = 100 if epochs is None else epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
+        return epochs * per_epoch, batch
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    return steps, batch
+
+
+def _batches(n: int, batch: int, rng: RNG) -> Iterator[tuple[int, Tensor]]:
+    generator = rng.torch_generator("data")
+    epoch = 0
+    while True:
+        order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
+        for start in range(0, n, batch):
+            yield epoch, order[start : start + batch]
+        epoch += 1
+
+
+def _make_guide(
+    guide: str | Callable[[Callable[..., None]], Any],
+    model_fn: Callable[..., None],
+    templates: dict[str, Tensor],
+    init_scale: float,
+) -> Any:
+    init = init_to_value(values={k: v.clone() for k, v in templates.items()})
+    if callable(guide):
+        return guide(model_fn)
+    if guide == "normal":
+        return AutoNormal(model_fn, init_loc_fn=init, init_scale=init_scale)
+    if guide == "lowrank":
+        return AutoLowRankMultivariateNormal(model_fn, init_loc_fn=init, init_scale=init_scale)
+    if guide == "mvn":
+        return AutoMultivariateNormal(model_fn, init_loc_fn=init, init_scale=init_scale)
+    raise ValueError(f"guide must be one of {GUIDES} or a callable, got {guide!r}.")

@@ -1,0 +1,24 @@
+"""Observation models and the predictive distributions they make from function samples."""
+
+from bnn.likelihoods._base import Likelihood, Prediction
+from bnn.likelihoods.classification import Bernoulli, Categorical, ClassificationPrediction
+from bnn.likelihoods.per_sample import PerSampleLikelihood
+from bnn.likelihoods.regression import (
+    Gaussian,
+    HeteroscedasticGaussian,
+    MixtureDensity,
+    RegressionPrediction,
+)
+
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "ClassificationPrediction",
+    "Gaussian",
+    "HeteroscedasticGaussian",
+    "Likelihood",
+    "MixtureDensity",
+    "PerSampleLikelihood",
+    "Prediction",
+    "RegressionPrediction",
+]

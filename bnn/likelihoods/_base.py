@@ -1,0 +1,86 @@
+"""The two base types of an observation model: `Likelihood` and the `Prediction` it makes.
+
+A likelihood does two things: ``log_prob(output, y)`` gives the per-datum log-likelihood used
+in training (the ELBO or MAP loss), and ``predict(samples)`` turns ``S`` function samples
+``[S, N, ...]`` into a `Prediction` (it owns how samples aggregate). Likelihoods are
+``nn.Module``s, so a learned noise level trains with the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Likelihood", "Prediction"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Base class: the raw function samples ``[S, N, ...]`` (model outputs)."""
+
+    samples: Tensor
+
+    @property
+    def num_samples(self) -> int:
+        """``S``, the number of function samples."""
+        return int(self.samples.shape[0])
+
+    def log_likelihood(self, y: Tensor) -> Tensor:
+        """Log predictive density of targets ``y`` per datum ``[N]`` (implemented by subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no log predictive density.")
+
+
+class Likelihood(nn.Module):
+    """Base class for observation models."""
+
+    def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+        """Per-datum log-likelihood ``[N]`` of targets ``y`` given one model output ``[N, ...]``.
+
+        Validates ``y`` (shape, dtype, finiteness, support) first; see :meth:`log_density` for
+        the unchecked version used in inner loops.
+        """
+        return self.log_density(output, self.check_targets(output, y))
+
+    def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
+        """Validate ``y`` against ``output``; return it reshaped to the expected shape."""
+        raise NotImplementedError
+
+    def log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        """Per-datum log-likelihood ``[N]``, unvalidated (``y`` from :meth:`check_targets`)."""
+        raise NotImplementedError
+
+    def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
+        """The per-datum objective :func:`bnn.fit` maximises (default: :meth:`log_prob`).
+
+        A likelihood may train with a modified objective (e.g. β-NLL) while every density it
+        reports — to samplers, metrics and predictions — stays the model's own.
+        """
+        return self.log_prob(output, y)
+
+    def predict(self, samples: Tensor) -> Prediction:
+        """Aggregate function samples ``[S, N, ...]`` into a predictive distribution."""
+        raise NotImplementedError
+
+
+def _match_target(y: Tensor, reference: Tensor, what: str) -> Tensor:
+    if not isinstance(y, Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(y).__name__}.")
+    if y.shape == reference.shape:
+        return y
+    if reference.dim() >= 1 and reference.shape[-1] == 1 and y.shape == reference.shape[:-1]:
+        return y.unsqueeze(-1)
+    raise ValueError(
+        f"targets have shape {tuple(y.shape)} but the {what} has shape {tuple(reference.shape)}; "
+        "reshape y to match (broadcasting here would be silently wrong)."
+    )
+
+
+def _check_finite_targets(y: Tensor) -> None:
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise ValueError("targets contain NaN or inf; remove or impute those rows first.")
+
+
+def _per_datum(values: Tensor) -> Tensor:
+    return values.reshape(values.shape[0], -1).sum(-1) if values.dim() > 1 else values
