@@ -22,7 +22,7 @@ from torch import nn
 import bnn
 
 
-def models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, bnn.Likelihood, int]]:
+def models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, bnn.likelihoods.Likelihood, int]]:
     generator = torch.Generator().manual_seed(0)
     x_big = torch.randn(1024, 784, generator=generator)
     y_big = torch.randint(0, 10, (1024,), generator=generator)
@@ -42,7 +42,7 @@ def adam_seconds_per_step(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    likelihood: bnn.Likelihood,
+    likelihood: bnn.likelihoods.Likelihood,
     batch: int,
     steps: int,
 ) -> float:
@@ -63,7 +63,7 @@ def sampler_seconds_per_step(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    likelihood: bnn.Likelihood,
+    likelihood: bnn.likelihoods.Likelihood,
     batch: int,
     steps: int,
 ) -> float:

@@ -121,7 +121,7 @@ def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> d
                 else:
                     loss = -likelihood.log_prob(model(x), y).mean()
                 if with_kl:
-                    loss = loss + bnn.kl_divergence(model) / 60_000
+                    loss = loss + bnn.nn.kl_divergence(model) / 60_000
                 adam.zero_grad()
                 loss.backward()
                 if optimizer:

@@ -57,19 +57,22 @@ def test_mc_dropout_ensemble_and_sample_set_on_device(device: str) -> None:
         dropout_net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
     mc = bnn.MCDropout(dropout_net.to(device))
     assert bnn.predict_with_uncertainty(mc, x, num_samples=4, rng=0).samples.device.type == device
-    ensemble = bnn.DeepEnsemble(lambda: nn.Linear(2, 2), 2, rng=0).to(device)
-    ensemble.fit((x, y), likelihood=bnn.HeteroscedasticGaussian(), epochs=2)
+    ensemble, _ = bnn.infer.deep_ensemble(
+        lambda: nn.Linear(2, 2).to(device),
+        (x, y),
+        likelihood=bnn.HeteroscedasticGaussian(),
+        num_members=2,
+        rng=0,
+        epochs=2,
+    )
     prediction = bnn.predict_with_uncertainty(ensemble, x, likelihood=bnn.HeteroscedasticGaussian())
     assert prediction.mean.device.type == device
     samples, _ = bnn.infer.sgld(
         _net(device),
-        x,
-        y,
+        (x, y),
         likelihood=bnn.Gaussian(0.1),
         lr=1e-5,
-        steps=6,
-        burn_in=2,
-        thin=2,
+        schedule=bnn.infer.StepSchedule(steps=6, burn_in=2, thin=2),
         rng=0,
         progress=False,
     )
@@ -82,8 +85,7 @@ def test_lock_step_nuts_on_device(device: str) -> None:
     x, y = _data(device)
     samples, _ = bnn.infer.nuts(
         nn.Linear(2, 1).to(device),
-        x,
-        y,
+        (x, y),
         likelihood=bnn.Gaussian(0.1),
         num_chains=2,
         warmup=10,

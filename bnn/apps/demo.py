@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from bnn.apps.datasets import Standardizer, load_uci
 from bnn.evaluate import metrics
+from bnn.evaluate.plots import compare_predictive
 from bnn.infer.vi import fit
 from bnn.likelihoods import Gaussian, RegressionPrediction
 from bnn.nn.convert import bayesianize
@@ -181,32 +182,12 @@ def format_table(results: list[DemoResult]) -> str:
 def _plot(
     path: Path, x: Tensor, y: Tensor, grid: Tensor, predictions: dict[str, RegressionPrediction]
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(
-        1, len(predictions), figsize=(5 * len(predictions), 3.5), sharey=True
-    )
-    for axis, (method, prediction) in zip(axes, predictions.items(), strict=True):
-        lower, upper = prediction.interval(0.95)
-        g = grid.squeeze(-1).numpy()
-        axis.fill_between(
-            g,
-            lower.squeeze(-1).numpy(),
-            upper.squeeze(-1).numpy(),
-            alpha=0.3,
-            label="95% predictive",
+    """Write the toy predictive figure, or say which extra it needs."""
+    try:
+        figure = compare_predictive(
+            predictions, grid, x_train=x, y_train=y, truth=torch.sin(3 * grid)
         )
-        axis.plot(g, prediction.mean.squeeze(-1).numpy(), label="mean")
-        axis.plot(g, torch.sin(3 * grid).squeeze(-1).numpy(), "k--", linewidth=0.8, label="truth")
-        axis.scatter(x.squeeze(-1).numpy(), y.numpy(), s=6, c="k", label="training data")
-        axis.set_title(method)
-        axis.set_xlabel("x")
-        axis.set_ylim(-3, 3)
-    axes[0].set_ylabel("y")
-    axes[0].legend(loc="lower left", fontsize=8)
-    figure.tight_layout()
+    except ImportError as error:
+        print(f"{path.name} not written: {error}")
+        return
     figure.savefig(path, dpi=120)
-    plt.close(figure)

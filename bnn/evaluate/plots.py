@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "compare_predictive",
     "coverage_curve",
     "pit_histogram",
     "plot_posterior_predictive",
@@ -139,6 +141,49 @@ def plot_predictive(
         )
     axis.set(xlabel="x", ylabel="y")
     axis.legend(loc="best", fontsize=8)
+    return figure
+
+
+def compare_predictive(
+    predictions: Mapping[str, RegressionPrediction],
+    x: Tensor,
+    *,
+    level: float = 0.95,
+    x_train: Tensor | None = None,
+    y_train: Tensor | None = None,
+    truth: Tensor | None = None,
+) -> Figure:
+    """1-D predictives side by side (one panel per name): mean, central ``level`` band, data.
+
+    Args:
+        predictions: name -> prediction at ``x`` (each ``[S, N, 1]`` samples).
+        x: inputs ``[N]`` or ``[N, 1]``.
+        level: the central predictive interval drawn.
+        x_train / y_train: training data to scatter.
+        truth: the true function at ``x`` (dashed), if known.
+    """
+    if x.dim() > 2 or (x.dim() == 2 and x.shape[1] != 1):
+        raise ValueError(
+            f"compare_predictive needs 1-D inputs [N] or [N, 1], got {tuple(x.shape)}."
+        )
+    if not predictions:
+        raise ValueError("predictions is empty: pass at least one name -> prediction.")
+    grid = _numpy(x.reshape(-1))
+    figure = _figure(5.0 * len(predictions), 3.5)
+    axes = np.atleast_1d(figure.subplots(1, len(predictions), sharey=True))  # type: ignore[call-overload]
+    for axis, (name, prediction) in zip(axes, predictions.items(), strict=True):
+        lower, upper = (_numpy(t.reshape(-1)) for t in prediction.interval(level))
+        axis.fill_between(grid, lower, upper, alpha=0.3, label=f"{level:.0%} predictive")
+        axis.plot(grid, _numpy(prediction.mean.reshape(-1)), label="mean")
+        if truth is not None:
+            axis.plot(grid, _numpy(truth.reshape(-1)), "k--", linewidth=0.8, label="truth")
+        if x_train is not None and y_train is not None:
+            axis.scatter(
+                _numpy(x_train.reshape(-1)), _numpy(y_train.reshape(-1)), s=6, c="k", label="data"
+            )
+        axis.set(title=name, xlabel="x", ylim=(-3, 3))
+    axes[0].set_ylabel("y")
+    axes[0].legend(loc="lower left", fontsize=8)
     return figure
 
 

@@ -82,6 +82,10 @@ def nuts(
         dropped.
     """
     settings = Adaptation() if adaptation is None else adaptation
+    if not isinstance(settings, Adaptation):
+        raise TypeError(
+            f"adaptation must be a bnn.infer.Adaptation, got {type(settings).__name__}."
+        )
     check_chains(num_chains, warmup, draws)
     if backend not in ("bnn", "pyro"):
         raise ValueError(f"backend must be 'bnn' or 'pyro', got {backend!r}.")

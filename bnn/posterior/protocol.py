@@ -39,6 +39,7 @@ __all__ = [
     "Draws",
     "ParameterPosterior",
     "Posterior",
+    "check_batch",
     "check_inputs",
 ]
 
@@ -133,12 +134,12 @@ class CarriesLikelihood(Protocol):
         ...
 
 
-def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> None:
-    """Validate a batch of inputs and a sample count at the public boundary.
+def check_batch(x: object, num_samples: object) -> None:
+    """Validate the type and shape of a batch and a sample count (no pass over the values).
 
     Raises:
-        TypeError: ``x`` is not a tensor, or its floating dtype differs from ``reference``'s.
-        ValueError: an empty batch, a bad sample count, another device, NaN or inf.
+        TypeError: ``x`` is not a tensor.
+        ValueError: an empty batch or a bad sample count.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
@@ -146,6 +147,17 @@ def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> No
         raise ValueError(f"x must be a non-empty batch [N, ...], got shape {tuple(x.shape)}.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+
+
+def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> None:
+    """Validate a batch of inputs and a sample count where a posterior receives them.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or its floating dtype differs from ``reference``'s.
+        ValueError: an empty batch, a bad sample count, another device, NaN or inf.
+    """
+    check_batch(x, num_samples)
+    assert isinstance(x, Tensor)
     if reference is not None:
         if x.device != reference.device:
             raise ValueError(

@@ -1,0 +1,68 @@
+"""`bnn demo` and the bundled data: runs end to end, reproducible, writes its outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bnn.apps.datasets
+from bnn.apps.cli import main
+
+
+def _without_times(path: Path) -> list[dict[str, object]]:
+    results = json.loads(path.read_text())["results"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in results]
+
+
+def test_demo_quick_writes_table_png_json_and_is_reproducible(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--quick", "--output", str(tmp_path / "a"), "--seed", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "| yacht (split 0) | mc_dropout |" in table and "| toy-1d | vi |" in table
+    assert (tmp_path / "a" / "toy_predictive.png").stat().st_size > 10_000
+    rows = _without_times(tmp_path / "a" / "metrics.json")
+    assert len(rows) == 4 and all(math.isfinite(r["rmse"]) for r in rows)  # type: ignore[arg-type]
+    main(["demo", "--quick", "--output", str(tmp_path / "b"), "--seed", "3"])
+    assert _without_times(tmp_path / "b" / "metrics.json") == rows
+    main(["demo", "--quick", "--output", str(tmp_path / "c"), "--seed", "4"])
+    assert _without_times(tmp_path / "c" / "metrics.json") != rows
+
+
+def test_console_script_version() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bnn.apps.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert completed.stdout.startswith("bnn ")
+
+
+def test_bundled_yacht_splits() -> None:
+    assert bnn.apps.datasets.num_splits("yacht") == 20
+    split = bnn.apps.datasets.load_uci("yacht", 7)
+    assert split.x_train.shape == (277, 6) and split.x_test.shape == (31, 6)
+    assert split.y_train.shape == (277,) and torch.isfinite(split.x_train).all()
+
+
+def test_standardizer_round_trip_and_constant_columns() -> None:
+    data = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    scaler = bnn.apps.datasets.Standardizer.fit(data)
+    assert torch.allclose(scaler.inverse(scaler.transform(data)), data)
+    assert float(scaler.std[1]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [({"name": "boston"}, ValueError), ({"name": "yacht", "split": 20}, ValueError)],
+)
+def test_bad_dataset_requests(kwargs: dict, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        bnn.apps.datasets.load_uci(**kwargs)

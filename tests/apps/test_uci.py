@@ -1,0 +1,132 @@
+"""UCI benchmark: a 2-split smoke run, the table format, and clear errors for broken folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+import bnn.apps.datasets
+from bnn.apps.cli import main
+from bnn.apps.datasets.uci import seeded_split
+from bnn.apps.uci import Defaults, format_table, run_uci, summarise
+
+
+@pytest.mark.parametrize("method", ["mc_dropout", "ensemble", "vi", "sghmc"])
+def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
+    quick = Defaults(epochs=15, ensemble_members=2, num_samples=20)
+    results = run_uci("yacht", method, splits=2, defaults=quick, progress=False)
+    assert [r.split for r in results] == [0, 1]
+    for r in results:
+        assert math.isfinite(r.rmse) and 0 < r.rmse < 15  # targets span 0..62
+        assert math.isfinite(r.log_likelihood) and -10 < r.log_likelihood < 3
+        assert 0 <= r.coverage_95 <= 1
+    table = format_table(summarise(results))
+    assert table.splitlines()[0].startswith("| dataset | method | splits | RMSE |")
+    assert f"| yacht | {method} | 2 |" in table
+
+
+def test_split_results_do_not_depend_on_which_splits_run() -> None:
+    quick = Defaults(epochs=3, num_samples=10)
+    both = run_uci("yacht", "mc_dropout", splits=2, defaults=quick, progress=False)
+    first = run_uci("yacht", "mc_dropout", splits=1, defaults=quick, progress=False)
+    assert both[0].rmse == first[0].rmse
+
+
+def test_cli_writes_markdown_and_json(tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "benchmark",
+                "uci",
+                "--dataset",
+                "yacht",
+                "--method",
+                "vi",
+                "--splits",
+                "1",
+                "--epochs",
+                "2",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "uci.json").read_text())
+    assert report["summary"][0]["dataset"] == "yacht" and len(report["splits"]) == 1
+    assert (tmp_path / "uci.md").read_text().startswith("| dataset |")
+
+
+def _copy_yacht(tmp_path: Path) -> Path:
+    """The bundled yacht data in the published layout: column files and 20 split files."""
+    source = Path(bnn.apps.datasets.__file__).parent / "yacht"
+    target = tmp_path / "yacht"
+    shutil.copytree(source, target)
+    (target / "index_features.txt").write_text("\n".join(map(str, range(6))) + "\n")
+    (target / "index_target.txt").write_text("6\n")
+    for split in range(20):
+        train, test = seeded_split(308, split)
+        (target / f"index_train_{split}.txt").write_text("\n".join(map(str, train)) + "\n")
+        (target / f"index_test_{split}.txt").write_text("\n".join(map(str, test)) + "\n")
+    return target
+
+
+def test_missing_split_file_is_named(tmp_path: Path) -> None:
+    folder = _copy_yacht(tmp_path)
+    (folder / "index_test_3.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="index_test_3.txt"):
+        bnn.apps.datasets.load_uci("yacht", 3, data_dir=tmp_path)
+
+
+def test_nan_rows_are_reported_with_the_file(tmp_path: Path) -> None:
+    folder = _copy_yacht(tmp_path)
+    lines = (folder / "data.txt").read_text().splitlines()
+    lines[5] = " ".join(["nan"] * 7)
+    (folder / "data.txt").write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=r"data.txt has non-finite values \(first at row 5\)"):
+        bnn.apps.datasets.load_uci("yacht", 0, data_dir=tmp_path)
+
+
+def test_out_of_range_indices_are_reported_with_the_file(tmp_path: Path) -> None:
+    folder = _copy_yacht(tmp_path)
+    (folder / "index_train_0.txt").write_text("0\n1\n5000\n")
+    with pytest.raises(ValueError, match="index_train_0.txt has row index 5000"):
+        bnn.apps.datasets.load_uci("yacht", 0, data_dir=tmp_path)
+
+
+def test_unknown_method_and_split_count() -> None:
+    with pytest.raises(ValueError, match="method must be one of"):
+        run_uci("yacht", "magic")
+    with pytest.raises(ValueError, match="splits must be in"):
+        run_uci("yacht", "vi", splits=21)
+
+
+def test_validation_is_carved_from_the_training_split_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    original = bnn.apps.uci._carve_validation
+
+    def spy(size: int, defaults: Defaults, rng: bnn.RNG) -> object:
+        train, validation = original(size, defaults, rng)
+        assert validation is not None
+        assert set(train.tolist()).isdisjoint(validation.tolist())
+        assert sorted(train.tolist() + validation.tolist()) == list(range(size))
+        seen.append(len(validation))
+        return train, validation
+
+    monkeypatch.setattr(bnn.apps.uci, "_carve_validation", spy)
+    run_uci(
+        "yacht", "mc_dropout", splits=1, defaults=Defaults(epochs=2, num_samples=5), progress=False
+    )
+    split = bnn.apps.datasets.load_uci("yacht", 0)
+    assert seen == [round(0.1 * split.x_train.shape[0])]
+
+
+def test_invalid_validation_fraction_is_rejected() -> None:
+    with pytest.raises(ValueError, match="validation_fraction"):
+        run_uci("yacht", "mc_dropout", splits=1, defaults=Defaults(validation_fraction=1.0))

@@ -1,0 +1,249 @@
+"""Diagnostics on ArviZ: conversion of every posterior kind, R-hat, calibration, LOO, plots."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import bnn
+from bnn.evaluate.diagnostics import _arviz, arviz_major_version
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
+
+matplotlib.use("Agg")
+
+
+def _group(data, name):  # type: ignore[no-untyped-def]
+    group = data[name]
+    return group.to_dataset() if hasattr(group, "to_dataset") else group
+
+
+def _regression_data(n: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, generator=generator) * 2 - 1
+    return x, torch.sin(3 * x) + 0.1 * torch.randn(n, 1, generator=generator)
+
+
+def _sample_set() -> tuple[bnn.SampleSet, nn.Module]:
+    net = nn.Linear(1, 1)
+    x, y = _regression_data()
+    samples, _ = bnn.infer.nuts(
+        net,
+        (x, y),
+        likelihood=bnn.Gaussian(0.5),
+        num_chains=2,
+        warmup=50,
+        draws=60,
+        rng=0,
+        progress=False,
+    )
+    return samples, net
+
+
+def test_sample_set_round_trip_has_every_group_with_chain_draw_dims() -> None:
+    samples, _ = _sample_set()
+    x, y = _regression_data()
+    data = bnn.to_arviz(samples, x=x, observed=y, likelihood=bnn.Gaussian(0.5))
+    posterior = _group(data, "posterior")
+    assert posterior["weight"].shape == (2, 60, 1, 1)
+    assert posterior["f"].shape == (2, 60, 30, 1)
+    assert _group(data, "posterior_predictive")["y"].shape == (2, 60, 30, 1)
+    assert _group(data, "log_likelihood")["y"].shape == (2, 60, 30)
+    assert _group(data, "observed_data")["y"].shape == (30, 1)
+    stats = _group(data, "sample_stats")
+    assert {"diverging", "step_size", "tree_depth", "acceptance_rate", "n_steps"} <= set(
+        stats.data_vars
+    )
+    assert posterior.sizes["chain"] == 2 and posterior.sizes["draw"] == 60
+
+
+@pytest.mark.parametrize("kind", ["vi", "mc_dropout", "svi"])
+def test_non_mcmc_posteriors_convert_as_one_chain(kind: str) -> None:
+    x, y = _regression_data()
+    posterior: object
+    if kind == "vi":
+        posterior = bnn.bayesianize(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)))
+    elif kind == "mc_dropout":
+        posterior = bnn.MCDropout(
+            nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 1))
+        ).eval()
+    else:
+        posterior, _ = bnn.infer.svi(
+            nn.Linear(1, 1), (x, y), likelihood=bnn.Gaussian(0.5), steps=5, rng=0, progress=False
+        )
+    data = bnn.to_arviz(
+        posterior, x=x, observed=y, likelihood=bnn.Gaussian(0.5), num_samples=40, rng=0
+    )
+    post = _group(data, "posterior")
+    assert post.sizes["chain"] == 1 and post.sizes["draw"] == 40
+    assert post["f"].shape == (1, 40, 30, 1)
+    assert _group(data, "log_likelihood")["y"].shape == (1, 40, 30)
+    if kind != "mc_dropout":
+        assert len(post.data_vars) > 1  # parameters as well as f
+    summary = bnn.summary(data, warn=False)
+    assert not summary.is_mcmc
+    assert all(math.isnan(row["r_hat"]) for row in summary.rows.values())
+
+
+def test_rhat_is_one_for_mixed_chains_and_large_for_stuck_chains() -> None:
+    generator = torch.Generator().manual_seed(0)
+    net = nn.Linear(1, 1)
+    mixed = bnn.SampleSet(net, {"weight": torch.randn(4, 1000, 1, 1, generator=generator)})
+    mixed_summary = bnn.summary(mixed, warn=False)
+    assert mixed_summary.rows["weight"]["r_hat"] < 1.01
+    assert mixed_summary.rows["weight"]["ess_bulk"] > 2000
+    modes = torch.tensor([-3.0, -3.0, 3.0, 3.0]).reshape(4, 1, 1, 1)
+    stuck = bnn.SampleSet(net, {"weight": modes + torch.randn(4, 1000, 1, 1, generator=generator)})
+    with pytest.warns(bnn.evaluate.ConvergenceWarning, match="R-hat"):
+        stuck_summary = bnn.summary(stuck)
+    assert stuck_summary.rows["weight"]["r_hat"] > 1.1
+    assert "| weight |" in stuck_summary.to_markdown()
+
+
+def test_few_effective_draws_are_flagged() -> None:
+    walk = torch.cumsum(
+        torch.randn(2, 500, 1, 1, generator=torch.Generator().manual_seed(1)), dim=1
+    )
+    with pytest.warns(bnn.evaluate.ConvergenceWarning, match="ESS"):
+        bnn.summary(bnn.SampleSet(nn.Linear(1, 1), {"weight": walk}))
+
+
+def test_loo_runs_on_a_converted_small_model() -> None:
+    samples, _ = _sample_set()
+    x, y = _regression_data()
+    data = bnn.to_arviz(samples, x=x, observed=y, likelihood=bnn.Gaussian(0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bnn.evaluate.diagnostics.loo(data)
+    elpd = float(result["elpd_loo"] if arviz_major_version() < 1 else result.elpd)
+    assert math.isfinite(elpd)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.8, 0.95])
+def test_exact_gaussian_predictive_is_calibrated_and_overconfident_one_is_flagged(
+    level: float,
+) -> None:
+    generator = torch.Generator().manual_seed(2)
+    n = 4000
+    mean = torch.randn(n, generator=generator, dtype=torch.float64)
+    std = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
+    y = mean + std * torch.randn(n, generator=generator, dtype=torch.float64)
+    exact = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None])
+    report = bnn.evaluate.calibration(exact, y, levels=(level,))
+    assert abs(report.coverage[level] - level) < 5 * math.sqrt(level * (1 - level) / n)
+    assert not report.flags
+    overconfident = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None] / 2)
+    flagged = bnn.evaluate.calibration(overconfident, y, levels=(level,))
+    assert any(flag.startswith("over-confident") for flag in flagged.flags)
+    assert 0.4 < float(report.pit.mean()) < 0.6
+
+
+def _classifier(p_true: torch.Tensor) -> ClassificationPrediction:
+    probs = torch.stack([p_true, 1 - p_true], -1).unsqueeze(0)
+    return ClassificationPrediction(samples=probs.log(), class_probs=probs)
+
+
+def test_ece_of_calibrated_and_overconfident_classifiers() -> None:
+    generator = torch.Generator().manual_seed(3)
+    n = 20_000
+    p_true = 0.5 + 0.5 * torch.rand(n, generator=generator, dtype=torch.float64)
+    labels = (torch.rand(n, generator=generator, dtype=torch.float64) > p_true).long()
+    calibrated = bnn.evaluate.calibration(_classifier(p_true), labels)
+    assert calibrated.scores["ece"] < 0.015 and not calibrated.flags
+    overconfident = bnn.evaluate.calibration(_classifier(p_true + 0.9 * (1 - p_true)), labels)
+    assert overconfident.scores["ece"] > 0.1
+    assert overconfident.flags and overconfident.flags[0].startswith("over-confident")
+
+
+def test_every_plot_renders_to_png(tmp_path: Path) -> None:
+    samples, _ = _sample_set()
+    x, y = _regression_data()
+    prediction = bnn.predict_with_uncertainty(
+        samples, x, num_samples=120, likelihood=bnn.Gaussian(0.5)
+    )
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(10, 50, 3, generator=generator), -1)
+    labels = torch.randint(0, 3, (50,), generator=generator)
+    figures = {
+        "predictive": bnn.evaluate.plots.plot_predictive(
+            prediction, x, x_train=x, y_train=y, num_functions=5
+        ),
+        "coverage": bnn.evaluate.plots.coverage_curve(prediction, y),
+        "pit": bnn.evaluate.plots.pit_histogram(prediction, y),
+        "ppc": bnn.evaluate.plots.plot_posterior_predictive(prediction, y),
+        "trace": bnn.evaluate.plots.plot_trace(samples, "weight"),
+        "rank": bnn.evaluate.plots.plot_rank(samples, "bias"),
+        "reliability": bnn.evaluate.plots.reliability_diagram(
+            ClassificationPrediction(samples=probs.log(), class_probs=probs), labels
+        ),
+    }
+    for name, figure in figures.items():
+        path = tmp_path / f"{name}.png"
+        figure.savefig(path)
+        assert path.stat().st_size > 5_000, name
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda s, x, y: bnn.to_arviz(s, x=x, observed=y[:10], likelihood=bnn.Gaussian(0.5)),
+            ValueError,
+            "observed has shape",
+        ),
+        (
+            lambda s, x, y: bnn.to_arviz(
+                s, x=x, observed=y * float("nan"), likelihood=bnn.Gaussian(0.5)
+            ),
+            ValueError,
+            "NaN",
+        ),
+        (lambda s, x, y: bnn.to_arviz(s, x=x * float("nan")), ValueError, "NaN"),
+        (
+            lambda s, x, y: bnn.to_arviz(
+                s, x=x, prediction=bnn.Gaussian(0.5).predict(torch.zeros(7, 30, 1))
+            ),
+            ValueError,
+            "num_samples equal",
+        ),
+        (
+            lambda s, x, y: bnn.evaluate.calibration(
+                bnn.Gaussian(0.5).predict(torch.zeros(7, 30, 1)), y[:5]
+            ),
+            ValueError,
+            "targets",
+        ),
+        (
+            lambda s, x, y: bnn.evaluate.plots.plot_trace(s, "nope"),
+            ValueError,
+            "not in the draws",
+        ),
+    ],
+)
+def test_bad_input_gives_clear_errors(call, error, match) -> None:  # type: ignore[no-untyped-def]
+    samples, _ = _sample_set()
+    x, y = _regression_data()
+    with pytest.raises(error, match=match):
+        call(samples, x, y)
+
+
+def test_empty_posterior_is_rejected() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        bnn.SampleSet(nn.Linear(1, 1), {})
+    with pytest.raises(ValueError, match="posterior is empty"):
+        bnn.to_arviz(bnn.MCDropout(nn.Sequential(nn.Linear(1, 2), nn.Dropout(0.1))))
+
+
+def test_arviz_version_matches_the_python_line() -> None:
+    import sys
+
+    major = arviz_major_version()
+    assert major == (1 if sys.version_info >= (3, 12) else 0) or major in (0, 1)
+    assert isinstance(_arviz().__version__, str)
+    assert np.__version__

@@ -1,0 +1,195 @@
+"""NUTS (both backends) against closed-form Bayesian linear regression; chains, priors, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import bnn
+import bnn.infer
+from tests.oracles import (
+    batch_means_mcse,
+    linear_gaussian_posterior,
+    linear_regression_data,
+    split_rhat,
+)
+
+
+def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
+    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
+    return (
+        x,
+        y.unsqueeze(-1),
+        linear_gaussian_posterior(x, y, noise, 1.0),
+        nn.Linear(d, 1, bias=False).double(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "jit_compile"), [("bnn", False), ("bnn", True), ("pyro", False)]
+)
+def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile: bool) -> None:
+    """Mean within 5 MCSE and covariance within 5 MCSE of the exact posterior (d = 5, 4 chains).
+
+    ``jit_compile`` with the lock-step backend runs the torch.compile'd vmapped gradient.
+    """
+    x, y, exact, layer = _blr(50, 5, 1.0)
+    samples, history = bnn.infer.nuts(
+        layer,
+        (x, y),
+        likelihood=bnn.Gaussian(1.0),
+        num_chains=4,
+        warmup=200,
+        draws=400,
+        backend=backend,
+        jit_compile=jit_compile,
+        rng=0,
+        progress=False,
+    )
+    w = samples.samples["weight"].reshape(4, 400, 5)
+    assert samples.num_chains == 4 and samples.num_draws == 400
+    assert (split_rhat(w) < 1.01).all(), split_rhat(w)
+    flat = w.reshape(-1, 5)
+    mean_mcse = torch.stack([batch_means_mcse(w[c]) for c in range(4)]).pow(2).mean(0).sqrt() / 2
+    assert ((flat.mean(0) - exact.mean).abs() < 5 * mean_mcse).all()
+    centred = flat - exact.mean
+    outer = centred.unsqueeze(-1) * centred.unsqueeze(-2)  # unbiased for Σ given the exact mean
+    outer_by_chain = outer.reshape(4, 400, 5, 5)
+    cov_mcse = (
+        torch.stack([batch_means_mcse(outer_by_chain[c]) for c in range(4)]).pow(2).mean(0).sqrt()
+        / 2
+    )
+    assert ((outer.mean(0) - exact.covariance).abs() < 5 * cov_mcse).all()
+    assert history.per_chain("divergences") == [0, 0, 0, 0]
+    stats = samples.sample_stats
+    assert set(stats) == {"step_size", "n_steps", "tree_depth", "acceptance_rate", "diverging"}
+    assert 0.6 < float(stats["acceptance_rate"].mean()) <= 1.0
+
+
+def test_chains_are_reproducible_distinct_and_independent_of_chain_count() -> None:
+    """Also the per-draw statistics: lock-step chains stop subtrees at different times."""
+    x, y, _, layer = _blr(20, 3, 1.0)
+
+    def run(chains: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        samples, _ = bnn.infer.nuts(
+            layer,
+            (x, y),
+            likelihood=bnn.Gaussian(1.0),
+            num_chains=chains,
+            warmup=30,
+            draws=20,
+            rng=seed,
+            progress=False,
+        )
+        return samples.samples["weight"], samples.sample_stats
+
+    three, stats = run(3, 0)
+    assert torch.equal(three, run(3, 0)[0])
+    assert not torch.equal(three[0], three[1])
+    one, one_stats = run(1, 0)
+    assert torch.equal(one[0], three[0])
+    for name in ("acceptance_rate", "n_steps", "tree_depth", "diverging"):
+        assert torch.equal(one_stats[name][0], stats[name][0]), name
+    assert not torch.equal(run(3, 1)[0], three)
+
+
+@pytest.mark.slow
+def test_nuts_toy_bnn_predictive_std_grows_away_from_data() -> None:
+    """1-50-1 tanh BNN by NUTS (the issue's toy problem, shortened)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(100, 1, generator=generator) * 2 - 1
+    y = torch.sin(3 * x) + 0.1 * torch.randn(100, 1, generator=generator)
+    with bnn.RNG(0).stream("init"):
+        net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+    samples, _ = bnn.infer.nuts(
+        net,
+        (x, y),
+        likelihood=bnn.Gaussian(0.1),
+        num_chains=2,
+        warmup=150,
+        draws=100,
+        rng=0,
+        progress=False,
+    )
+    inside = bnn.predict_with_uncertainty(
+        samples, torch.linspace(-0.8, 0.8, 20).unsqueeze(-1), num_samples=200
+    )
+    outside = bnn.predict_with_uncertainty(samples, torch.tensor([[-3.0], [3.0]]), num_samples=200)
+    assert float(outside.std.min()) > 3 * float(inside.std.max())
+
+
+@pytest.mark.parametrize(
+    "kwargs, data, error, match",
+    [
+        (
+            {},
+            (torch.randn(5, 2), torch.tensor([[1.0], [float("nan")], [0.0], [0.0], [0.0]])),
+            ValueError,
+            "NaN",
+        ),
+        ({"num_chains": 0}, None, ValueError, "num_chains"),
+        ({"warmup": -1}, None, ValueError, "warmup"),
+        ({}, (torch.randn(5, 2), torch.randn(4, 1)), ValueError, "same number of rows"),
+        (
+            {"likelihood": bnn.Gaussian(1.0, learn_std=True)},
+            None,
+            ValueError,
+            "fixed observation noise",
+        ),
+        ({"adaptation": "0.9"}, None, TypeError, "Adaptation"),
+    ],
+)
+def test_nuts_bad_input(kwargs: dict, data, error, match) -> None:  # type: ignore[no-untyped-def]
+    x, y = data if data is not None else (torch.randn(5, 2), torch.randn(5, 1))
+    options = {"likelihood": bnn.Gaussian(1.0), "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        bnn.infer.nuts(nn.Linear(2, 1), (x, y), **options)
+
+
+def test_bayesianized_model_samples_its_weights_with_its_priors() -> None:
+    net = bnn.bayesianize(
+        nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)),
+        prior=bnn.nn.Normal(0.0, 0.5),
+    )
+    log_joint = bnn.infer._log_joint.LogJoint(net, bnn.Gaussian(1.0))
+    assert set(log_joint.priors) == {
+        "0.module.weight",
+        "0.module.bias",
+        "2.module.weight",
+        "2.module.bias",
+    }
+    assert all(p.std == 0.5 for p in log_joint.priors.values())  # type: ignore[attr-defined]
+    x, y = torch.randn(10, 2), torch.randn(10, 1)
+    samples, _ = bnn.infer.nuts(
+        net,
+        (x, y),
+        likelihood=bnn.Gaussian(1.0),
+        num_chains=1,
+        warmup=10,
+        draws=5,
+        rng=0,
+        progress=False,
+    )
+    assert bnn.predict_with_uncertainty(samples, x).samples.shape == (5, 10, 1)
+    assert math.isfinite(float(samples.samples["0.module.weight"].sum()))
+
+
+def test_lock_step_backend_rejects_pyro_only_options() -> None:
+    x, y, _, layer = _blr(10, 2, 1.0)
+    with pytest.raises(ValueError, match="backend='pyro'"):
+        bnn.infer.nuts(
+            layer,
+            (x, y),
+            likelihood=bnn.Gaussian(1.0),
+            adaptation=bnn.infer.Adaptation(full_mass=True),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="target_accept"):
+        bnn.infer.Adaptation(target_accept=1.5)
+    with pytest.raises(TypeError, match=r"data must be a pair \(x, y\)"):
+        bnn.infer.nuts(layer, x, likelihood=bnn.Gaussian(1.0), progress=False)
+    with pytest.raises(ValueError, match="backend must be"):
+        bnn.infer.nuts(layer, (x, y), likelihood=bnn.Gaussian(1.0), backend="stan", progress=False)
