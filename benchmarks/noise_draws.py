@@ -3,8 +3,8 @@
     python benchmarks/noise_draws.py [--threads 2] [--output DIR]
 
 For each size: torch's sampler (``randn``; ``rand() < keep`` scaled; ``where(rand() < 0.5)``)
-÷ the `bnn.random.draws` one (``standard_normal``, ``bernoulli_mask``, ``rademacher``), medians of 21
-calls. Sizes: a flipout input-sign batch (128×784), the 784×400 weight, the masks of 100
+÷ the `bnn.random.draws` one (``standard_normal``, ``bernoulli_mask``, ``rademacher``), medians
+of 21 calls. Sizes: a flipout input-sign batch (128×784), the 784×400 weight, the masks of 100
 samples × 32 inputs × 800 units, and 8M (one sample's masks at 10,000 inputs).
 """
 

@@ -144,8 +144,7 @@ def run_bnn(
     start = time.perf_counter()
     samples, history = bnn.infer.nuts(
         net,
-        x,
-        y,
+        (x, y),
         likelihood=bnn.Gaussian(0.1),
         num_chains=args.chains,
         warmup=args.warmup,
@@ -159,7 +158,7 @@ def run_bnn(
     grid = GRID
     functions = bnn.predict_with_uncertainty(samples, grid, num_samples=samples.num_samples).samples
     predictions = functions.reshape(args.chains, args.draws, -1).numpy()
-    result = rates(seconds, min_ess(predictions), sum(history.gradient_evaluations))
+    result = rates(seconds, min_ess(predictions), sum(history.per_chain("gradient_evaluations")))
     result["mean_leapfrog_steps_per_draw"] = float(samples.sample_stats["n_steps"].float().mean())
     return result
 

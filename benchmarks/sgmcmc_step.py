@@ -22,7 +22,9 @@ from torch import nn
 import bnn
 
 
-def models() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, bnn.likelihoods.Likelihood, int]]:
+def models() -> dict[
+    str, tuple[nn.Module, torch.Tensor, torch.Tensor, bnn.likelihoods.Likelihood, int]
+]:
     generator = torch.Generator().manual_seed(0)
     x_big = torch.randn(1024, 784, generator=generator)
     y_big = torch.randint(0, 10, (1024,), generator=generator)
@@ -70,18 +72,15 @@ def sampler_seconds_per_step(
     sampler = bnn.infer.sgld if method == "sgld" else bnn.infer.sghmc
     _, history = sampler(
         model,
-        x,
-        y,
+        (x, y),
         likelihood=likelihood,
         lr=1e-7,
-        steps=steps,
-        burn_in=0,
-        thin=steps,
+        schedule=bnn.infer.StepSchedule(steps=steps, burn_in=0, thin=steps),
         batch_size=batch,
         rng=0,
         progress=False,
     )
-    return history.seconds[0] / steps
+    return float(history.chains[0].seconds) / steps
 
 
 def main() -> None:

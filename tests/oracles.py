@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -96,3 +97,39 @@ def split_rhat(chains: Tensor) -> Tensor:
     between = half * split.mean(1).var(0)
     pooled = (half - 1) / half * within + between / half
     return (pooled / within).sqrt()
+
+
+def std_mcse(draws: Tensor, batches: int = 20) -> Tensor:
+    """Monte Carlo standard error of the sample std over dimension 0 of ``draws [S, ...]``.
+
+    The variance is the mean of the squared deviations, whose standard error is estimated by
+    batch means (valid for independent and for autocorrelated draws in draw order); the delta
+    method gives ``se(s) = se(s²) / (2 s)``.
+    """
+    squared = (draws - draws.mean(0)) ** 2
+    return batch_means_mcse(squared, batches) / (2 * draws.std(0, unbiased=False))
+
+
+def bootstrap_se(
+    samples: Tensor, statistic: Callable[[Tensor], Tensor], resamples: int = 400, seed: int = 0
+) -> Tensor:
+    """Bootstrap standard error of ``statistic(samples)`` over independent draws (dim 0).
+
+    Efron & Tibshirani (1993): the sd of the statistic over resamples with replacement.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    count = samples.shape[0]
+    values = torch.stack(
+        [
+            statistic(samples[torch.randint(0, count, (count,), generator=generator)])
+            for _ in range(resamples)
+        ]
+    )
+    return values.std(0)
+
+
+def clearly_larger(
+    high: Tensor, high_se: Tensor, low: Tensor, low_se: Tensor, k: float = 5.0
+) -> bool:
+    """Whether ``high`` exceeds ``low`` by more than ``k`` standard errors of their difference."""
+    return bool(high - low > k * (high_se**2 + low_se**2).sqrt())

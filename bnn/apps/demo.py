@@ -117,32 +117,58 @@ def toy_data(rng: RNG, n: int = 160) -> tuple[Tensor, Tensor]:
     return x, y.squeeze(-1)
 
 
+@dataclass(frozen=True)
+class ToyRun:
+    """The toy problem's data and each method's prediction on ``[grid; test inputs]``."""
+
+    x: Tensor
+    y: Tensor
+    grid: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    predictions: dict[str, tuple[RegressionPrediction, float]]  # method -> (prediction, s)
+
+    def part(self, method: str, on_grid: bool) -> RegressionPrediction:
+        """``method``'s prediction on the grid or on the test inputs."""
+        prediction, _ = self.predictions[method]
+        cut = slice(None, len(self.grid)) if on_grid else slice(len(self.grid), None)
+        return RegressionPrediction(
+            samples=prediction.samples[:, cut],
+            loc=prediction.loc[:, cut],
+            scale=prediction.scale[:, cut],
+        )
+
+
+def run_toy(rng: RNG, *, quick: bool = False) -> ToyRun:
+    """Train every demo method on the 1-D toy problem and predict on a grid and test points."""
+    toy_x, toy_y = toy_data(rng)
+    grid = torch.linspace(-2, 2, 200).unsqueeze(-1)
+    test_x, test_y = toy_data(rng.spawn("toy-test"), n=100)
+    predictions = {}
+    for method in METHODS:
+        prediction, seconds, _, _ = _train_and_predict(
+            method,
+            toy_x,
+            toy_y,
+            torch.cat([grid, test_x]),
+            hidden=50,
+            layers=2,
+            epochs=60 if quick else 400,
+            rng=rng.spawn(f"toy-{method}"),
+        )
+        predictions[method] = (prediction, seconds)
+    return ToyRun(toy_x, toy_y, grid, test_x, test_y, predictions)
+
+
 def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoResult]:
     """Run the demo, write ``metrics.json`` and ``toy_predictive.png`` into ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     rng = RNG(seed)
-    results: list[DemoResult] = []
-    toy_x, toy_y = toy_data(rng)
-    grid = torch.linspace(-2, 2, 200).unsqueeze(-1)
-    test_x, test_y = toy_data(rng.spawn("toy-test"), n=100)
-    toy_predictions = {}
-    for method in METHODS:
-        child = rng.spawn(f"toy-{method}")
-        both = torch.cat([grid, test_x])
-        prediction, seconds, _, _ = _train_and_predict(
-            method, toy_x, toy_y, both, hidden=50, layers=2, epochs=60 if quick else 400, rng=child
-        )
-        on_test = RegressionPrediction(
-            samples=prediction.samples[:, len(grid) :],
-            loc=prediction.loc[:, len(grid) :],
-            scale=prediction.scale[:, len(grid) :],
-        )
-        results.append(_score("toy-1d", method, on_test, test_y, seconds))
-        toy_predictions[method] = RegressionPrediction(
-            samples=prediction.samples[:, : len(grid)],
-            loc=prediction.loc[:, : len(grid)],
-            scale=prediction.scale[:, : len(grid)],
-        )
+    toy = run_toy(rng, quick=quick)
+    results = [
+        _score("toy-1d", method, toy.part(method, on_grid=False), toy.test_y, seconds)
+        for method, (_, seconds) in toy.predictions.items()
+    ]
     split = load_uci("yacht", 0)
     for method in METHODS:
         prediction, seconds, _, _ = _train_and_predict(
@@ -161,7 +187,8 @@ def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoRe
             {"seed": seed, "quick": quick, "results": [asdict(r) for r in results]}, indent=2
         )
     )
-    _plot(output / "toy_predictive.png", toy_x, toy_y, grid, toy_predictions)
+    grid_predictions = {method: toy.part(method, on_grid=True) for method in METHODS}
+    _plot(output / "toy_predictive.png", toy.x, toy.y, toy.grid, grid_predictions)
     return results
 
 

@@ -80,16 +80,24 @@ def _network(inputs: int, outputs: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, outputs))
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A split standardised for training: data, test inputs, fit options."""
+
+    x: Tensor
+    y: Tensor
+    x_test: Tensor
+    options: dict[str, Any]
+
+
 def _train_and_predict(
     method: str, split: UCISplit, defaults: Defaults, rng: RNG
 ) -> RegressionPrediction:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     train, validation = _carve_validation(split.x_train.shape[0], defaults, rng)
     x_train, y_train = split.x_train[train], split.y_train[train]
     x_scaler, y_scaler = Standardizer.fit(x_train), Standardizer.fit(y_train)
-    x = x_scaler.transform(x_train)
-    y = y_scaler.transform(y_train).unsqueeze(-1)
-    x_test = x_scaler.transform(split.x_test)
-    inputs = x.shape[1]
     options: dict[str, Any] = {
         "epochs": defaults.epochs,
         "batch_size": defaults.batch_size,
@@ -100,57 +108,93 @@ def _train_and_predict(
             x_scaler.transform(split.x_train[validation]),
             y_scaler.transform(split.y_train[validation]).unsqueeze(-1),
         )
-    if method == "ensemble":
-        ensemble, _ = deep_ensemble(
-            lambda: _network(inputs, 2),
-            (x, y),
-            likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
-            num_members=defaults.ensemble_members,
-            rng=rng,
-            **options,
-        )
-        prediction = predict_with_uncertainty(
-            ensemble,
-            x_test,
-            likelihood=HeteroscedasticGaussian(),
-            num_samples=defaults.ensemble_members,
-        )
-    elif method in ("mc_dropout", "vi"):
-        model = _homoscedastic_model(method, inputs, defaults, rng)
-        likelihood = Gaussian(0.5, learn_std=True)
-        fit(model, (x, y), likelihood=likelihood, rng=rng, progress=False, **options)
-        likelihood = _validated_noise(model, likelihood, options.get("validation"), defaults, rng)
-        prediction = predict_with_uncertainty(
-            model, x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
-        )
-    elif method == "sghmc":
-        with rng.stream("init"):
-            network = _network(inputs, 1)
-        learned = Gaussian(0.5, learn_std=True)
-        fit(
-            network, (x, y), likelihood=learned, rng=rng, progress=False, **options
-        )  # MAP start + noise
-        noise = Gaussian(float(learned.std.detach()))
-        steps_per_epoch = math.ceil(x.shape[0] / defaults.batch_size)
-        samples, _ = sghmc(
-            network,
-            (x, y),
-            likelihood=noise,
-            lr=1e-2 * noise.std.item() ** 2 / x.shape[0],
-            schedule=StepSchedule(
-                steps=200 * steps_per_epoch, burn_in=50 * steps_per_epoch, thin=steps_per_epoch
-            ),
-            batch_size=defaults.batch_size,
-            rng=rng,
-            progress=False,
-        )
-        prediction = predict_with_uncertainty(
-            samples, x_test, likelihood=noise, num_samples=samples.num_samples
-        )
-    else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    assert isinstance(prediction, RegressionPrediction)
+    data = _Prepared(
+        x=x_scaler.transform(x_train),
+        y=y_scaler.transform(y_train).unsqueeze(-1),
+        x_test=x_scaler.transform(split.x_test),
+        options=options,
+    )
+    predict = {
+        "ensemble": _ensemble_prediction,
+        "mc_dropout": _homoscedastic_prediction,
+        "vi": _homoscedastic_prediction,
+        "sghmc": _sghmc_prediction,
+    }[method]
+    prediction = predict(method, data, defaults, rng)
     return prediction.rescale(y_scaler.mean, y_scaler.std)
+
+
+def _ensemble_prediction(
+    method: str,  # noqa: ARG001 - one signature for every method
+    data: _Prepared,
+    defaults: Defaults,
+    rng: RNG,
+) -> RegressionPrediction:
+    """Heteroscedastic members trained with β-NLL; the mixture of their predictives."""
+    inputs = data.x.shape[1]
+    ensemble, _ = deep_ensemble(
+        lambda: _network(inputs, 2),
+        (data.x, data.y),
+        likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
+        num_members=defaults.ensemble_members,
+        rng=rng,
+        **data.options,
+    )
+    prediction = predict_with_uncertainty(
+        ensemble,
+        data.x_test,
+        likelihood=HeteroscedasticGaussian(),
+        num_samples=defaults.ensemble_members,
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
+
+
+def _homoscedastic_prediction(
+    method: str, data: _Prepared, defaults: Defaults, rng: RNG
+) -> RegressionPrediction:
+    """MC dropout or VI with a learned noise, re-chosen on the validation split."""
+    model = _homoscedastic_model(method, data.x.shape[1], defaults, rng)
+    likelihood = Gaussian(0.5, learn_std=True)
+    fit(model, (data.x, data.y), likelihood=likelihood, rng=rng, progress=False, **data.options)
+    likelihood = _validated_noise(model, likelihood, data.options.get("validation"), defaults, rng)
+    prediction = predict_with_uncertainty(
+        model, data.x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
+
+
+def _sghmc_prediction(
+    method: str,  # noqa: ARG001 - one signature for every method
+    data: _Prepared,
+    defaults: Defaults,
+    rng: RNG,
+) -> RegressionPrediction:
+    """SGHMC from a MAP start, with the noise the MAP fit learned."""
+    with rng.stream("init"):
+        network = _network(data.x.shape[1], 1)
+    learned = Gaussian(0.5, learn_std=True)
+    fit(network, (data.x, data.y), likelihood=learned, rng=rng, progress=False, **data.options)
+    noise = Gaussian(float(learned.std.detach()))
+    steps_per_epoch = math.ceil(data.x.shape[0] / defaults.batch_size)
+    samples, _ = sghmc(
+        network,
+        (data.x, data.y),
+        likelihood=noise,
+        lr=1e-2 * noise.std.item() ** 2 / data.x.shape[0],
+        schedule=StepSchedule(
+            steps=200 * steps_per_epoch, burn_in=50 * steps_per_epoch, thin=steps_per_epoch
+        ),
+        batch_size=defaults.batch_size,
+        rng=rng,
+        progress=False,
+    )
+    prediction = predict_with_uncertainty(
+        samples, data.x_test, likelihood=noise, num_samples=samples.num_samples
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
 
 
 def _homoscedastic_model(method: str, inputs: int, defaults: Defaults, rng: RNG) -> nn.Module:

@@ -170,7 +170,7 @@ def compare_predictive(
         raise ValueError("predictions is empty: pass at least one name -> prediction.")
     grid = _numpy(x.reshape(-1))
     figure = _figure(5.0 * len(predictions), 3.5)
-    axes = np.atleast_1d(figure.subplots(1, len(predictions), sharey=True))  # type: ignore[call-overload]
+    axes = np.atleast_1d(figure.subplots(1, len(predictions), sharey=True))
     for axis, (name, prediction) in zip(axes, predictions.items(), strict=True):
         lower, upper = (_numpy(t.reshape(-1)) for t in prediction.interval(level))
         axis.fill_between(grid, lower, upper, alpha=0.3, label=f"{level:.0%} predictive")

@@ -82,7 +82,7 @@ class DeepEnsemble(nn.Module):
         return self._stacked(x)
 
     # ------------------------------------------------------------------ training
-    def train_members(
+    def _train_members(
         self,
         train_data: tuple[Tensor, Tensor],
         *,
@@ -269,7 +269,7 @@ def deep_ensemble(
         ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.
     """
     ensemble = DeepEnsemble(factory, num_members, rng=rng)
-    histories = ensemble.train_members(
+    histories = ensemble._train_members(
         data,
         likelihood=likelihood,
         bagging=bagging,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 import bnn.apps.datasets
+import bnn.random
 from bnn.apps.cli import main
+from bnn.apps.demo import run_toy
 
 
 def _without_times(path: Path) -> list[dict[str, object]]:
@@ -66,3 +69,35 @@ def test_standardizer_round_trip_and_constant_columns() -> None:
 def test_bad_dataset_requests(kwargs: dict, error: type[Exception]) -> None:
     with pytest.raises(error):
         bnn.apps.datasets.load_uci(**kwargs)
+
+
+# SHA-256 of the toy run's predictions (samples, loc, scale on the grid and the test points) in
+# quick mode, computed with the code before the package was reorganised (commit a163930,
+# bnn/demo.py). The same seed must give the same bits after any refactor (at any thread count:
+# the toy networks are small enough that torch runs them on one thread).
+TOY_FINGERPRINTS = {
+    0: {
+        "mc_dropout": "0ef8159bbf2c931ef0d48ea166d16752fb3e1129a997cfe838f2bdbe45356f2f",
+        "vi": "60b43d123616687c7d08b2df1330d724e05bb224d2cdf7c0acd8e958a8054b56",
+    },
+    3: {
+        "mc_dropout": "a4c091ee12f459cac2e3834f30b6e9dba15d7ab456c887ac50b57f25e1785afe",
+        "vi": "346ccab4d3def4525ddfa66b061bd951d3d5c8606980963cc9c9cbfc888cfc59",
+    },
+}
+
+
+@pytest.mark.parametrize("seed", sorted(TOY_FINGERPRINTS))
+def test_toy_run_is_bit_identical_to_the_release_before_the_redesign(seed: int) -> None:
+    toy = run_toy(bnn.random.RNG(seed), quick=True)
+    fingerprints = {}
+    for method, (prediction, _) in toy.predictions.items():
+        digest = hashlib.sha256()
+        for tensor in (
+            prediction.samples,
+            prediction.loc,
+            prediction.scale.expand_as(prediction.loc),
+        ):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        fingerprints[method] = digest.hexdigest()
+    assert fingerprints == TOY_FINGERPRINTS[seed]

@@ -1,0 +1,128 @@
+"""The package's shape: a small public API, explicit exports, no import cycle, no sniffing.
+
+The layering itself (which package may import which) is import-linter's job: its contracts
+are in ``pyproject.toml`` and ``lint-imports`` runs in the README's test command.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import grimp
+import pytest
+
+import bnn
+
+PACKAGE = Path(bnn.__file__).parent
+SUBPACKAGES = ("random", "nn", "likelihoods", "posterior", "infer", "evaluate", "parallel")
+
+
+def test_the_top_level_exports_at_most_25_names_and_defines_nothing() -> None:
+    assert len(bnn.__all__) <= 25
+    assert all(hasattr(bnn, name) for name in bnn.__all__)
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    statements = [node for node in tree.body if not isinstance(node, ast.Expr)]
+    assert all(isinstance(node, ast.ImportFrom | ast.Assign) for node in statements)
+    assigned = [node for node in statements if isinstance(node, ast.Assign)]
+    assert [target.id for node in assigned for target in node.targets] == ["__all__"]  # type: ignore[attr-defined]
+
+
+def _public_modules() -> list[str]:
+    names = []
+    for info in pkgutil.walk_packages([str(PACKAGE)], prefix="bnn."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return names
+
+
+@pytest.mark.parametrize("name", _public_modules())
+def test_every_public_module_declares_what_it_exports(name: str) -> None:
+    if name.startswith("bnn.apps"):
+        pytest.skip("applications are not imported by users")
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    missing = [item for item in exported if not hasattr(module, item)]
+    assert not missing, f"{name}.__all__ names missing objects: {missing}"
+
+
+def test_subpackages_are_reachable_from_the_top_level() -> None:
+    for name in SUBPACKAGES:
+        assert getattr(bnn, name).__name__ == f"bnn.{name}"
+
+
+def _cycle(graph: grimp.ImportGraph) -> list[str] | None:
+    """One import cycle among bnn's modules (package ``__init__`` files included), if any."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        path.append(module)
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            if not imported.startswith("bnn"):
+                continue
+            if state.get(imported) == 1:
+                return [*path[path.index(imported) :], imported]
+            if imported not in state and (found := visit(imported)):
+                return found
+        path.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph.modules):
+        if module.startswith("bnn") and module not in state and (found := visit(module)):
+            return found
+    return None
+
+
+def test_the_module_import_graph_has_no_cycle() -> None:
+    graph = grimp.build_graph("bnn")
+    # A package's __init__ re-exports its modules; imports of the package itself from one of
+    # its own modules would make that a cycle, so check with the re-exports removed.
+    for package in ["bnn", *(f"bnn.{name}" for name in SUBPACKAGES), "bnn.apps.datasets"]:
+        for imported in list(graph.find_modules_directly_imported_by(package)):
+            if imported.startswith(package + "."):
+                graph.remove_import(importer=package, imported=imported)
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = grimp.build_graph("bnn")
+    graph.add_import(importer="bnn.random.rng", imported="bnn.predict")
+    assert _cycle(graph) is not None
+
+
+CONCRETE = {
+    "SampleSet",
+    "ModelPosterior",
+    "PointEstimate",
+    "TestTimeAugmentation",
+    "DeepEnsemble",
+    "SVIPosterior",
+    "NeuralLinear",
+    "BayesianLinearRegression",
+    "MCDropout",
+}
+
+
+@pytest.mark.parametrize(
+    "path", [PACKAGE / "predict.py", *sorted((PACKAGE / "evaluate").glob("*.py"))], ids=str
+)
+def test_prediction_and_evaluation_never_ask_which_method_made_a_posterior(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id == "isinstance" and len(node.args) == 2:
+                names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                assert not names & CONCRETE, f"{path.name}:{node.lineno} isinstance {names}"
+            if node.func.id in ("getattr", "hasattr") and len(node.args) >= 2:
+                attribute = node.args[1]
+                assert not (
+                    isinstance(attribute, ast.Constant)
+                    and attribute.value
+                    in ("memory_budget", "has_learned_likelihoods", "sample_weights", "model")
+                ), f"{path.name}:{node.lineno} sniffs {attribute.value!r}"
