@@ -37,7 +37,7 @@ from bnn._checks import check_int, check_positive
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
-from bnn.parallel.distributed import DistributedContext, resolve_distributed
+from bnn.parallel.distributed import TrainingStrategy, training_strategy
 from bnn.posterior.samples import SampleSet
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.draws import standard_normal
@@ -218,21 +218,18 @@ def _run(
     progress: bool,
 ) -> tuple[SampleSet, History]:
     check_int("num_chains", num_chains)
-    model, context = resolve_distributed(model, distributed)
+    model, strategy = training_strategy(model, distributed)
     x, y = check_data(model, data)
     parent = resolve_rng(rng)
-    if context is not None:
-        context.check_same_seed(parent)
-        context.broadcast_state(model)
-        settings = replace(
-            settings, batch_size=min(settings.batch_size * context.world_size, x.shape[0])
-        )
+    strategy.prepare(parent, model)  # the injected noise is shared: the parent rng drives it
+    global_batch = min(settings.batch_size * strategy.world_size, x.shape[0])
+    settings = replace(settings, batch_size=global_batch)
     log_joint = LogJoint(model, likelihood, prior)
     history = History(settings.method)
     chains = []
     for c in range(num_chains):
         draws, chain_history = _run_chain(
-            log_joint, x, y, settings, init, parent.spawn(c), context, progress
+            log_joint, x, y, settings, init, parent.spawn(c), strategy, progress
         )
         chains.append(draws)
         history.chains.append(chain_history)
@@ -270,7 +267,7 @@ def _run_chain(
     settings: _Settings,
     init: str,
     rng: RNG,
-    context: DistributedContext | None,
+    strategy: TrainingStrategy,
     progress: bool,
 ) -> tuple[list[dict[str, Tensor]], History]:
     weights = {
@@ -288,7 +285,7 @@ def _run_chain(
         for step in tqdm(range(settings.steps), desc=settings.method, disable=not progress):
             index = next(batches).to(x.device)
             potential, gradients = _potential_and_gradients(
-                log_joint, weights, x, y, index, scale, context
+                log_joint, weights, x, y, index, scale, strategy
             )
             if not bool(torch.isfinite(potential)):
                 raise FloatingPointError(
@@ -320,20 +317,20 @@ def _potential_and_gradients(
     y: Tensor,
     index: Tensor,
     scale: float,
-    context: DistributedContext | None,
+    strategy: TrainingStrategy,
 ) -> tuple[Tensor, list[Tensor]]:
-    """``U`` on the global batch ``index`` and ``∇U`` (averaged over ranks when distributed)."""
-    if context is None:
-        potential = -log_joint(weights, x[index], y[index], scale)
-        return potential, list(torch.autograd.grad(potential, list(weights.values())))
-    local = context.local_part(index)
-    # Averaging over R ranks: the prior term is kept whole, the data term is R × this rank's share.
+    """``U`` on the global batch ``index`` and ``∇U`` (averaged over processes).
+
+    Averaging over ``R`` processes: the prior term is kept whole, the data term is ``R`` times
+    this process's share of the global batch (``R = 1``: the plain potential).
+    """
+    local = strategy.local_part(index)
     rank_potential = -(
         log_joint.log_prior(weights)
-        + scale * context.world_size * log_joint.log_likelihood(weights, x[local], y[local])
+        + scale * strategy.world_size * log_joint.log_likelihood(weights, x[local], y[local])
     )
     gradients = torch.autograd.grad(rank_potential, list(weights.values()))
-    averaged = context.average([rank_potential.detach().reshape(1), *gradients])
+    averaged = strategy.average([rank_potential.detach().reshape(1), *gradients])
     return averaged[0].reshape(()), averaged[1:]
 
 

@@ -213,6 +213,14 @@ class TrainingStrategy(Protocol):
         """``value`` summed over processes."""
         ...
 
+    def local_part(self, batch: Tensor) -> Tensor:
+        """This process's share of a global batch (dim 0)."""
+        ...
+
+    def average(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Element-wise mean over processes of each tensor."""
+        ...
+
     def agree(self, stop: bool) -> bool:
         """One decision for every process (rank 0's)."""
         ...
@@ -240,6 +248,12 @@ class SingleProcess:
 
     def sum_over_ranks(self, value: float, device: torch.device) -> float:  # noqa: ARG002
         return value
+
+    def local_part(self, batch: Tensor) -> Tensor:
+        return batch
+
+    def average(self, tensors: list[Tensor]) -> list[Tensor]:
+        return tensors
 
     def agree(self, stop: bool) -> bool:
         return stop
@@ -278,6 +292,12 @@ class DataParallel:
 
     def agree(self, stop: bool) -> bool:
         return bool(self.context.broadcast_object(stop, src=0))
+
+    def local_part(self, batch: Tensor) -> Tensor:
+        return self.context.local_part(batch)
+
+    def average(self, tensors: list[Tensor]) -> list[Tensor]:
+        return self.context.average(tensors)
 
 
 def training_strategy(
