@@ -26,13 +26,19 @@ def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untype
     )
 
 
-@pytest.mark.parametrize("guide", ["mvn", pytest.param("lowrank", marks=pytest.mark.slow)])
-def test_svi_full_rank_guides_match_closed_form_mean_and_covariance(guide: str) -> None:
-    """Guide mean within 0.1 posterior sd, stds within 10%, correlations within 0.1.
+# The Monte Carlo error of the full-rank SVI estimator on this problem (stochastic ELBO
+# gradients, decaying ClippedAdam, 4 particles, 1500 steps), measured over 8 seeds with the
+# "mvn" guide (test_svi_seed_spread_is_as_stated re-measures it): the guide mean errs by
+# 0.024 posterior sd (sd over seeds and coordinates; mean error 0.0001), the guide std by
+# 0.017 (relative; mean -0.001), a correlation by about 0.028. The 20,000 guide draws add
+# sd/sqrt(20000) = 0.007 sd. Each check allows 5 of these standard errors; a missing N/|B|
+# or prior term moves the stds by far more.
+MEAN_SE = (0.024**2 + 0.007**2) ** 0.5
+STD_SE = (0.017**2 + 0.005**2) ** 0.5
+CORRELATION_SE = 0.028
 
-    These bounds are 4-5x the optimisation noise measured for this schedule (decaying
-    ClippedAdam, 4 particles); a missing N/|B| or prior term moves the stds by far more.
-    """
+
+def _full_rank_fit(guide: str, seed: int):  # type: ignore[no-untyped-def]
     x, y, exact, layer = _blr(20, 4, 2.0)
     posterior, history = bnn.infer.svi(
         layer,
@@ -42,16 +48,38 @@ def test_svi_full_rank_guides_match_closed_form_mean_and_covariance(guide: str) 
         steps=1500,
         num_particles=4,
         optimizer=pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.01 ** (1 / 1500)}),
-        rng=0,
+        rng=seed,
         progress=False,
     )
     draws = posterior.sample_weights(20_000, rng=1)["weight"].reshape(-1, 4)
     sd = exact.covariance.diagonal().sqrt()
-    assert ((draws.mean(0) - exact.mean).abs() < 0.1 * sd).all()
-    assert ((draws.std(0) / sd - 1).abs() < 0.1).all()
-    exact_corr = exact.covariance / torch.outer(sd, sd)
-    assert (torch.corrcoef(draws.T) - exact_corr).abs().max() < 0.1
+    mean_error = (draws.mean(0) - exact.mean) / sd
+    std_error = draws.std(0) / sd - 1
+    correlation_error = torch.corrcoef(draws.T) - exact.covariance / torch.outer(sd, sd)
+    return mean_error, std_error, correlation_error, history
+
+
+@pytest.mark.parametrize("guide", ["mvn", pytest.param("lowrank", marks=pytest.mark.slow)])
+def test_svi_full_rank_guides_match_closed_form_mean_and_covariance(guide: str) -> None:
+    """The full-rank guide's optimum is the exact posterior: within 5 standard errors."""
+    mean_error, std_error, correlation_error, history = _full_rank_fit(guide, seed=0)
+    assert (mean_error.abs() < 5 * MEAN_SE).all(), mean_error
+    assert (std_error.abs() < 5 * STD_SE).all(), std_error
+    assert correlation_error.abs().max() < 5 * CORRELATION_SE
     assert len(history.loss) == 1500
+
+
+@pytest.mark.slow
+def test_svi_seed_spread_is_as_stated() -> None:
+    """Over 8 seeds: no bias beyond 5 standard errors of the seed mean, and the spread stated
+    above (a spread more than 1.5x larger would make the fast test's bounds too loose)."""
+    fits = [_full_rank_fit("mvn", seed) for seed in range(8)]
+    mean_errors = torch.stack([fit[0] for fit in fits])
+    std_errors = torch.stack([fit[1] for fit in fits])
+    assert (mean_errors.mean(0).abs() < 5 * MEAN_SE / 8**0.5).all()
+    assert (std_errors.mean(0).abs() < 5 * STD_SE / 8**0.5).all()
+    assert float(mean_errors.std()) < 1.5 * 0.024
+    assert float(std_errors.std()) < 1.5 * 0.017
 
 
 @pytest.mark.slow
