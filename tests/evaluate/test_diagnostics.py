@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -14,7 +13,6 @@ from torch import nn
 
 import bnn
 from bnn.evaluate.diagnostics import _arviz, arviz_major_version
-from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
 matplotlib.use("Agg")
 
@@ -123,70 +121,6 @@ def test_loo_runs_on_a_converted_small_model() -> None:
         result = bnn.evaluate.diagnostics.loo(data)
     elpd = float(result["elpd_loo"] if arviz_major_version() < 1 else result.elpd)
     assert math.isfinite(elpd)
-
-
-@pytest.mark.parametrize("level", [0.5, 0.8, 0.95])
-def test_exact_gaussian_predictive_is_calibrated_and_overconfident_one_is_flagged(
-    level: float,
-) -> None:
-    generator = torch.Generator().manual_seed(2)
-    n = 4000
-    mean = torch.randn(n, generator=generator, dtype=torch.float64)
-    std = 0.5 + torch.rand(n, generator=generator, dtype=torch.float64)
-    y = mean + std * torch.randn(n, generator=generator, dtype=torch.float64)
-    exact = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None])
-    report = bnn.evaluate.calibration(exact, y, levels=(level,))
-    assert abs(report.coverage[level] - level) < 5 * math.sqrt(level * (1 - level) / n)
-    assert not report.flags
-    overconfident = RegressionPrediction(samples=mean[None], loc=mean[None], scale=std[None] / 2)
-    flagged = bnn.evaluate.calibration(overconfident, y, levels=(level,))
-    assert any(flag.startswith("over-confident") for flag in flagged.flags)
-    assert 0.4 < float(report.pit.mean()) < 0.6
-
-
-def _classifier(p_true: torch.Tensor) -> ClassificationPrediction:
-    probs = torch.stack([p_true, 1 - p_true], -1).unsqueeze(0)
-    return ClassificationPrediction(samples=probs.log(), class_probs=probs)
-
-
-def test_ece_of_calibrated_and_overconfident_classifiers() -> None:
-    generator = torch.Generator().manual_seed(3)
-    n = 20_000
-    p_true = 0.5 + 0.5 * torch.rand(n, generator=generator, dtype=torch.float64)
-    labels = (torch.rand(n, generator=generator, dtype=torch.float64) > p_true).long()
-    calibrated = bnn.evaluate.calibration(_classifier(p_true), labels)
-    assert calibrated.scores["ece"] < 0.015 and not calibrated.flags
-    overconfident = bnn.evaluate.calibration(_classifier(p_true + 0.9 * (1 - p_true)), labels)
-    assert overconfident.scores["ece"] > 0.1
-    assert overconfident.flags and overconfident.flags[0].startswith("over-confident")
-
-
-def test_every_plot_renders_to_png(tmp_path: Path) -> None:
-    samples, _ = _sample_set()
-    x, y = _regression_data()
-    prediction = bnn.predict_with_uncertainty(
-        samples, x, num_samples=120, likelihood=bnn.Gaussian(0.5)
-    )
-    generator = torch.Generator().manual_seed(0)
-    probs = torch.softmax(torch.randn(10, 50, 3, generator=generator), -1)
-    labels = torch.randint(0, 3, (50,), generator=generator)
-    figures = {
-        "predictive": bnn.evaluate.plots.plot_predictive(
-            prediction, x, x_train=x, y_train=y, num_functions=5
-        ),
-        "coverage": bnn.evaluate.plots.coverage_curve(prediction, y),
-        "pit": bnn.evaluate.plots.pit_histogram(prediction, y),
-        "ppc": bnn.evaluate.plots.plot_posterior_predictive(prediction, y),
-        "trace": bnn.evaluate.plots.plot_trace(samples, "weight"),
-        "rank": bnn.evaluate.plots.plot_rank(samples, "bias"),
-        "reliability": bnn.evaluate.plots.reliability_diagram(
-            ClassificationPrediction(samples=probs.log(), class_probs=probs), labels
-        ),
-    }
-    for name, figure in figures.items():
-        path = tmp_path / f"{name}.png"
-        figure.savefig(path)
-        assert path.stat().st_size > 5_000, name
 
 
 @pytest.mark.parametrize(

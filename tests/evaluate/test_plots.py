@@ -1,0 +1,66 @@
+"""Every plot renders from predictions or posterior draws; a missing extra is named."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+from torch import nn
+
+import bnn
+from bnn.likelihoods import ClassificationPrediction
+from tests.evaluate.test_diagnostics import _regression_data, _sample_set
+
+matplotlib.use("Agg")
+
+
+def test_every_plot_renders_to_png(tmp_path: Path) -> None:
+    samples, _ = _sample_set()
+    x, y = _regression_data()
+    prediction = bnn.predict_with_uncertainty(
+        samples, x, num_samples=120, likelihood=bnn.Gaussian(0.5)
+    )
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(10, 50, 3, generator=generator), -1)
+    labels = torch.randint(0, 3, (50,), generator=generator)
+    figures = {
+        "predictive": bnn.evaluate.plots.plot_predictive(
+            prediction, x, x_train=x, y_train=y, num_functions=5
+        ),
+        "coverage": bnn.evaluate.plots.coverage_curve(prediction, y),
+        "pit": bnn.evaluate.plots.pit_histogram(prediction, y),
+        "ppc": bnn.evaluate.plots.plot_posterior_predictive(prediction, y),
+        "trace": bnn.evaluate.plots.plot_trace(samples, "weight"),
+        "rank": bnn.evaluate.plots.plot_rank(samples, "bias"),
+        "reliability": bnn.evaluate.plots.reliability_diagram(
+            ClassificationPrediction(samples=probs.log(), class_probs=probs), labels
+        ),
+    }
+    for name, figure in figures.items():
+        path = tmp_path / f"{name}.png"
+        figure.savefig(path)
+        assert path.stat().st_size > 5_000, name
+    grid = torch.linspace(-2, 2, 40).unsqueeze(-1)
+    on_grid = bnn.predict_with_uncertainty(samples, grid, likelihood=bnn.Gaussian(0.5), rng=0)
+    panels = bnn.evaluate.plots.compare_predictive(
+        {"a": on_grid, "b": on_grid}, grid, x_train=x, y_train=y, truth=torch.sin(3 * grid)
+    )
+    panels.savefig(tmp_path / "panels.png")
+    assert (tmp_path / "panels.png").stat().st_size > 5_000
+    assert len(panels.axes) == 2
+
+
+def test_a_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples, _ = _sample_set()
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if missing
+    with pytest.raises(ImportError, match=r"bnn-torch\[plots\]"):
+        bnn.evaluate.plots.plot_trace(samples, "weight")
+
+
+def test_trace_plots_need_weight_draws() -> None:
+    point = bnn.posterior.PointEstimate(nn.Linear(1, 1))
+    with pytest.raises(TypeError, match="ParameterPosterior"):
+        bnn.evaluate.plots.plot_trace(point, "weight")
