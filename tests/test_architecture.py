@@ -126,3 +126,18 @@ def test_prediction_and_evaluation_never_ask_which_method_made_a_posterior(path:
                     and attribute.value
                     in ("memory_budget", "has_learned_likelihoods", "sample_weights", "model")
                 ), f"{path.name}:{node.lineno} sniffs {attribute.value!r}"
+
+
+def test_every_bundled_data_file_has_its_licence_stated() -> None:
+    """Only code and files listed, with their licence, in apps/datasets/README.md ship."""
+    shipped = {
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*")
+        if path.is_file() and path.suffix not in (".py", ".pyc") and path.name != "py.typed"
+    }
+    readme = (PACKAGE / "apps" / "datasets" / "README.md").read_text()
+    listed = {"apps/datasets/README.md"} | {
+        f"apps/datasets/{name}" for name in ("yacht/data.txt",) if f"`{name}`" in readme
+    }
+    assert shipped == listed
+    assert "CC BY 4.0" in readme and "CC BY-NC" in readme  # what ships, and what does not
