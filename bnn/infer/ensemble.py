@@ -51,6 +51,11 @@ FORMAT_VERSION = 1
 class DeepEnsemble(nn.Module):
     """An ensemble of independently initialised (and optionally bootstrapped) networks.
 
+    The posterior :func:`deep_ensemble` returns (build and train it there); constructed
+    directly it holds freshly initialised members (as :meth:`load` does before reading the
+    trained weights). It carries its members' likelihoods when they learned parameters
+    (``predictive_likelihood``).
+
     Args:
         factory: builds one member (a fresh ``nn.Module``); called once per member inside the
             member's ``"init"`` stream. It must be picklable for parallel training.

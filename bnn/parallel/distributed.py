@@ -1,7 +1,7 @@
 """Data-parallel training over ``torch.distributed`` (one process per rank, ``torchrun``).
 
 The contract shared by :func:`bnn.fit`, :func:`bnn.infer.sgld` / :func:`bnn.infer.sghmc` and
-:meth:`bnn.DeepEnsemble.fit`:
+:func:`bnn.infer.deep_ensemble`:
 
 * Every rank is given the same data, seed and model; ``batch_size`` is **per rank**, so a run
   on ``R`` ranks with ``batch_size=b`` sees the same global mini-batches as one process with
