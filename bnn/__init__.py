@@ -1,10 +1,10 @@
 """bnn: Bayesian deep learning for PyTorch — reproducible randomness, calibrated uncertainty.
 
 The names here are the ones the README's two screens use; everything else lives in its
-subpackage: :mod:`bnn.random` (control randomness), :mod:`bnn.nn` (Bayesian layers, priors,
-MC dropout), :mod:`bnn.likelihoods`, :mod:`bnn.posterior` (the contract),
-:mod:`bnn.infer` (one file per inference method), :mod:`bnn.evaluate` (metrics, calibration,
-ArviZ, plots) and :mod:`bnn.parallel`.
+subpackage: ``bnn.random`` (control randomness), ``bnn.nn`` (Bayesian layers, priors,
+MC dropout), ``bnn.likelihoods``, ``bnn.posterior`` (the contract),
+``bnn.infer`` (one file per inference method), ``bnn.evaluate`` (metrics, calibration,
+ArviZ, plots) and ``bnn.parallel``.
 """
 
 from bnn import evaluate as evaluate

@@ -1,10 +1,10 @@
 """How good and how honest is a prediction: metrics, calibration, ArviZ diagnostics, plots.
 
-* :mod:`~bnn.evaluate.metrics` — RMSE, NLL, CRPS, coverage, accuracy, Brier, ECE.
-* :mod:`~bnn.evaluate.calibration` — calibration reports (``calibration``).
-* :mod:`~bnn.evaluate.diagnostics` — ArviZ conversion and convergence (``to_arviz``,
+* ``bnn.evaluate.metrics`` — RMSE, NLL, CRPS, coverage, accuracy, Brier, ECE.
+* ``bnn.evaluate.calibration`` — calibration reports (``calibration``).
+* ``bnn.evaluate.diagnostics`` — ArviZ conversion and convergence (``to_arviz``,
   ``summary``); the only ArviZ importer.
-* :mod:`~bnn.evaluate.plots` — figures (needs the ``plots`` extra); the only matplotlib
+* ``bnn.evaluate.plots`` — figures (needs the ``plots`` extra); the only matplotlib
   importer.
 """
 

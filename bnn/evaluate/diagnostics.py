@@ -4,10 +4,10 @@ This is the only module that imports ArviZ. It hides the difference between Arvi
 (``InferenceData``, Python ≤ 3.11) and ArviZ ≥ 1.0 (``DataTree``, Python ≥ 3.12): both get the
 same groups and dims.
 
-Groups written by :func:`to_arviz`:
+Groups written by ``to_arviz``:
 
 * ``posterior`` — parameter draws ``(chain, draw, *shape)`` named as in
-  :func:`bnn.nn.layers.weight_space` (for a `bnn.posterior.ParameterPosterior`), and ``f``
+  ``bnn.nn.layers.weight_space`` (for a `bnn.posterior.ParameterPosterior`), and ``f``
   (function values at ``x``) when ``x`` is given;
 * ``posterior_predictive`` — ``y`` drawn from the predictive, one per function sample;
 * ``log_likelihood`` — pointwise ``log p(y_i | f_s)`` (for ``az.loo``);
@@ -17,7 +17,7 @@ Groups written by :func:`to_arviz`:
 
 Variational, MC-dropout and ensemble draws are independent, not Markov chains: they are
 stored as one chain and the object's attribute ``bnn_is_mcmc = 0`` says that R-hat does not
-apply (:func:`summary` then reports R-hat as NaN).
+apply (``summary`` then reports R-hat as NaN).
 """
 
 from __future__ import annotations
@@ -296,11 +296,11 @@ def summary(posterior: object, *, warn: bool = True, **kwargs: Any) -> Summary:
     """R-hat (rank-normalised, split), bulk/tail ESS and MCSE for every parameter tensor.
 
     Large tensors are aggregated: worst R-hat, smallest ESS, largest MCSE over their elements.
-    Emits a :class:`ConvergenceWarning` (if ``warn``) for R-hat > 1.01, ESS < 400 or divergent
+    Emits a ``ConvergenceWarning`` (if ``warn``) for R-hat > 1.01, ESS < 400 or divergent
     transitions.
 
     Args:
-        posterior: a `SampleSet` (or anything :func:`to_arviz` accepts; extra keyword
+        posterior: a `SampleSet` (or anything ``to_arviz`` accepts; extra keyword
             arguments go to it).
     """
     az = _arviz()

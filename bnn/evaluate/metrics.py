@@ -1,8 +1,8 @@
 """Scores for predictive distributions: accuracy of the mean and quality of the uncertainty.
 
-Regression metrics take a :class:`~bnn.likelihoods.RegressionPrediction` (a Gaussian mixture
+Regression metrics take a ``bnn.likelihoods.RegressionPrediction`` (a Gaussian mixture
 over function samples) and targets ``y`` ``[N, ...]``; classification metrics take a
-:class:`~bnn.likelihoods.ClassificationPrediction` and class indices ``[N]`` (0/1 for binary).
+``bnn.likelihoods.ClassificationPrediction`` and class indices ``[N]`` (0/1 for binary).
 Every metric returns a Python float (mean over data points).
 """
 

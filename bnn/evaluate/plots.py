@@ -159,7 +159,8 @@ def compare_predictive(
         predictions: name -> prediction at ``x`` (each ``[S, N, 1]`` samples).
         x: inputs ``[N]`` or ``[N, 1]``.
         level: the central predictive interval drawn.
-        x_train / y_train: training data to scatter.
+        x_train: training inputs to scatter.
+        y_train: training targets to scatter.
         truth: the true function at ``x`` (dashed), if known.
     """
     if x.dim() > 2 or (x.dim() == 2 and x.shape[1] != 1):

@@ -52,7 +52,7 @@ class EarlyStopping:
         return self.patience is not None and self._since_best >= self.patience
 
     def restore(self, *modules: nn.Module) -> None:
-        """Load the best weights back into ``modules`` (same order as in :meth:`update`)."""
+        """Load the best weights back into ``modules`` (same order as in ``update``)."""
         if not self._best_states:
             return
         for module, state in zip(modules, self._best_states, strict=True):

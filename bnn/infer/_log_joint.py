@@ -104,7 +104,7 @@ class LogJoint:
     def log_density_flat(self, vector: Tensor, x: Tensor, y: Tensor, scale: float = 1.0) -> Tensor:
         """``log p(w) + scale · Σ log p(y | x, w)`` for flat weights, without input checks.
 
-        ``y`` must come from :meth:`prepare`. This is the inner-loop version used by samplers.
+        ``y`` must come from ``prepare``. This is the inner-loop version used by samplers.
         """
         segments = torch.split(vector, [size for _, size in self._prior_runs])
         prior = sum(

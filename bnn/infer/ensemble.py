@@ -51,8 +51,8 @@ FORMAT_VERSION = 1
 class DeepEnsemble(nn.Module):
     """An ensemble of independently initialised (and optionally bootstrapped) networks.
 
-    The posterior :func:`deep_ensemble` returns (build and train it there); constructed
-    directly it holds freshly initialised members (as :meth:`load` does before reading the
+    The posterior ``deep_ensemble`` returns (build and train it there); constructed
+    directly it holds freshly initialised members (as ``load`` does before reading the
     trained weights). It carries its members' likelihoods when they learned parameters
     (``predictive_likelihood``).
 
@@ -99,7 +99,7 @@ class DeepEnsemble(nn.Module):
         progress: bool,
         fit_options: dict[str, Any],
     ) -> list[History]:
-        """Train every member in place (see :func:`deep_ensemble`); one `History` each."""
+        """Train every member in place (see ``deep_ensemble``); one `History` each."""
         if not isinstance(train_data, tuple) or len(train_data) != 2:
             raise TypeError("train_data must be (x, y) tensors.")
         if "rng" in fit_options:
@@ -218,7 +218,7 @@ class DeepEnsemble(nn.Module):
         factory: Callable[[], nn.Module],
         likelihood: Likelihood | None = None,
     ) -> DeepEnsemble:
-        """Rebuild an ensemble saved by :meth:`save` (no pickled code is executed)."""
+        """Rebuild an ensemble saved by ``save`` (no pickled code is executed)."""
         state = load_versioned(path, "DeepEnsemble", FORMAT_VERSION)
         ensemble = cls(factory, len(state["members"]), rng=0)
         for member, member_state in zip(ensemble.members, state["members"], strict=True):
@@ -247,7 +247,7 @@ def deep_ensemble(
 ) -> tuple[DeepEnsemble, History]:
     """Train ``num_members`` networks from their own seeds; the ensemble is the posterior.
 
-    Each member trains with :func:`bnn.fit` (MAP/ML for plain members; KL = 0 unless they have
+    Each member trains with ``bnn.fit`` (MAP/ML for plain members; KL = 0 unless they have
     Bayesian layers).
 
     Args:
@@ -268,7 +268,7 @@ def deep_ensemble(
             rank holds the whole ensemble, identical to one trained in one process.
         rng: parent randomness; member ``i`` is initialised and trained with ``rng.spawn(i)``.
         progress: show each member's progress bar.
-        **fit_options: passed to :func:`bnn.fit` (``epochs``, ``lr``, ``batch_size``, ...).
+        **fit_options: passed to ``bnn.fit`` (``epochs``, ``lr``, ``batch_size``, ...).
 
     Returns:
         ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.

@@ -41,13 +41,13 @@ def hmc(
 ) -> tuple[SampleSet, History]:
     """Hamiltonian Monte Carlo with a fixed trajectory length (Neal 2011).
 
-    Arguments as :func:`bnn.infer.nuts`, plus ``trajectory_length`` (integration time) and the
+    Arguments as ``bnn.infer.nuts``, plus ``trajectory_length`` (integration time) and the
     initial ``step_size``; the step size adapts during warm-up (``warmup > 0``) and each draw
     takes ``ceil(trajectory_length / step_size)`` leapfrog steps. Runs Pyro's HMC kernel, chain
     after chain (chain ``c`` from ``rng.spawn(c)``).
 
     Returns:
-        ``(SampleSet, History)`` as :func:`bnn.infer.nuts`.
+        ``(SampleSet, History)`` as ``bnn.infer.nuts``.
 
     Example:
         >>> samples, history = bnn.infer.hmc(net, (x, y), likelihood=bnn.Gaussian(0.1),

@@ -5,7 +5,7 @@ With features ``Φ`` ``[N, D]`` (plus a constant column when ``bias=True``), pri
 
     Λ = α I + ΦᵀΦ / σ²,      m = Λ⁻¹ Φᵀ y / σ²,      p(y* | φ*) = N(φ*ᵀ m, φ*ᵀ Λ⁻¹ φ* + σ²)
 
-for each output column (they share ``Λ``). :class:`NeuralLinear` puts it on top of a trained
+for each output column (they share ``Λ``). ``NeuralLinear`` puts it on top of a trained
 feature extractor ("neural linear", Snoek et al. 2015; Riquelme et al. 2018): cheap, exact
 uncertainty in the last layer.
 
@@ -131,7 +131,7 @@ class NeuralLinear:
 
     Args:
         features: ``nn.Module`` mapping inputs to features ``[N, D]`` (kept fixed).
-        head: a :class:`BayesianLinearRegression` (fitted here by :meth:`fit`).
+        head: a ``BayesianLinearRegression`` (fitted here by ``fit``).
     """
 
     def __init__(self, features: nn.Module, head: BayesianLinearRegression) -> None:

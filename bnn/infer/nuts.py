@@ -1,7 +1,7 @@
 """No-U-Turn sampling of a network's weights, several chains at once.
 
 Two backends with the same result type: ``backend="bnn"`` advances all chains in lock-step,
-one vmapped gradient per leapfrog step (:mod:`bnn.infer._vectorised_nuts`); ``backend="pyro"``
+one vmapped gradient per leapfrog step (``bnn.infer._vectorised_nuts``); ``backend="pyro"``
 runs Pyro's NUTS kernel chain after chain (dense mass matrix and JIT available). Each chain
 draws from ``rng.spawn(chain)``, so a chain does not depend on how many chains run.
 

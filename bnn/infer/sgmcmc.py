@@ -126,7 +126,7 @@ def sgld(
         model: any network; Bayesian layers contribute their weights and priors.
         data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
         likelihood: observation model with fixed parameters.
-        prior: as in :func:`bnn.infer.nuts`.
+        prior: as in ``bnn.infer.nuts``.
         lr: step size ``ε`` (the peak ``ε_0`` for the cyclical schedule).
         schedule: steps, burn-in, thinning and the step-size schedule (`StepSchedule`).
         batch_size: mini-batch size (default: full batch).
@@ -139,7 +139,7 @@ def sgld(
             evaluates elements ``r, r+R, ...`` of each global batch of ``R·batch_size``, and the
             gradient of the potential is averaged over ranks (log prior counted once), so ``R``
             ranks follow the one-process chain with ``batch_size=R·b``. See
-            :mod:`bnn.parallel.distributed`.
+            ``bnn.parallel.distributed``.
         progress: show a tqdm bar.
 
     Returns:
@@ -171,7 +171,7 @@ def sghmc(
 ) -> tuple[SampleSet, History]:
     """Stochastic gradient Hamiltonian Monte Carlo with friction ``friction`` (``α`` in (0, 1]).
 
-    Arguments as :func:`sgld`; ``lr`` is ``ε`` in the update ``v ← (1-α)v - ε∇U + N(0, 2αεT)``.
+    Arguments as ``sgld``; ``lr`` is ``ε`` in the update ``v ← (1-α)v - ε∇U + N(0, 2αεT)``.
 
     Example:
         >>> samples, history = bnn.infer.sghmc(net, (x, y), likelihood=bnn.Gaussian(0.1),

@@ -1,14 +1,14 @@
 """Bridge to Pyro: the network's weights as Pyro sample sites, fitted by SVI with autoguides.
 
-:func:`pyro_model` turns a network, a prior and a likelihood into a Pyro model: every weight
-of the weight space (:func:`bnn.nn.layers.weight_space`) becomes a ``pyro.sample`` site with its
+``pyro_model`` turns a network, a prior and a likelihood into a Pyro model: every weight
+of the weight space (``bnn.nn.layers.weight_space``) becomes a ``pyro.sample`` site with its
 prior, the network is evaluated with ``torch.func.functional_call`` on those weights (the
 module itself is never modified, unlike a ``PyroModule`` conversion), and each datum's
 log-likelihood enters as a ``pyro.factor`` inside ``pyro.plate("data", N, subsample=...)``, so
 mini-batches are scaled by ``N / |B|``.
 
-:func:`svi` fits ``AutoNormal``, ``AutoLowRankMultivariateNormal`` or
-``AutoMultivariateNormal`` guides (or your own) and returns an :class:`SVIPosterior` that draws
+``svi`` fits ``AutoNormal``, ``AutoLowRankMultivariateNormal`` or
+``AutoMultivariateNormal`` guides (or your own) and returns an ``SVIPosterior`` that draws
 weights from the guide on demand. Pyro's global parameter store is left as it was: each fit
 lives in its own saved scope.
 """
@@ -81,7 +81,7 @@ def pyro_model(
     Args:
         model: the network (not modified).
         likelihood: observation model; a learnable one is registered with ``pyro.module``.
-        prior: as in :class:`bnn.infer._log_joint.LogJoint`.
+        prior: as in ``bnn.infer._log_joint.LogJoint``.
         dataset_size: ``N``, the size of the full data set (the plate size).
     """
     log_joint = LogJoint(model, likelihood, prior) if not _learns(likelihood) else None
@@ -222,12 +222,12 @@ def svi(
         model: the network (any ``nn.Module``; Bayesian layers contribute weights and priors).
         data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
         likelihood: observation model; a learnable noise is fitted as a point estimate.
-        prior: as in :func:`bnn.infer.nuts`.
+        prior: as in ``bnn.infer.nuts``.
         guide: ``"normal"`` (``AutoNormal``, mean field), ``"lowrank"``
             (``AutoLowRankMultivariateNormal``), ``"mvn"`` (``AutoMultivariateNormal``), or
             ``guide(pyro_model) -> guide``.
-        steps / epochs: training length, as optimiser steps or passes over the data (give one;
-            default 100 epochs).
+        steps: training length in optimiser steps (give ``steps`` or ``epochs``).
+        epochs: training length in passes over the data (default: 100 epochs).
         batch_size: mini-batch size (default: full batch); the likelihood is scaled by N/|B|.
         lr: learning rate of the default ``pyro.optim.ClippedAdam``.
         optimizer: a ``pyro.optim`` optimiser instead.

@@ -146,7 +146,7 @@ def fit(
             (``None``: iff ``model`` is a ``DistributedDataParallel``). ``R`` ranks with
             ``batch_size=b`` follow the one-process run with ``batch_size=R·b``; the KL is
             counted once; rank ``r`` draws its weight noise from ``rng.spawn(f"rank-{r}")``.
-            See :mod:`bnn.parallel.distributed`.
+            See ``bnn.parallel.distributed``.
         progress: show a tqdm bar.
 
     Returns:

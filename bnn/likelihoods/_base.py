@@ -38,7 +38,7 @@ class Likelihood(nn.Module):
     def log_prob(self, output: Tensor, y: Tensor) -> Tensor:
         """Per-datum log-likelihood ``[N]`` of targets ``y`` given one model output ``[N, ...]``.
 
-        Validates ``y`` (shape, dtype, finiteness, support) first; see :meth:`log_density` for
+        Validates ``y`` (shape, dtype, finiteness, support) first; see ``log_density`` for
         the unchecked version used in inner loops.
         """
         return self.log_density(output, self.check_targets(output, y))
@@ -48,11 +48,11 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
     def log_density(self, output: Tensor, y: Tensor) -> Tensor:
-        """Per-datum log-likelihood ``[N]``, unvalidated (``y`` from :meth:`check_targets`)."""
+        """Per-datum log-likelihood ``[N]``, unvalidated (``y`` from ``check_targets``)."""
         raise NotImplementedError
 
     def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
-        """The per-datum objective :func:`bnn.fit` maximises (default: :meth:`log_prob`).
+        """The per-datum objective ``bnn.fit`` maximises (default: ``log_prob``).
 
         A likelihood may train with a modified objective (e.g. β-NLL) while every density it
         reports — to samplers, metrics and predictions — stays the model's own.

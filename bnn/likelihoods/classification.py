@@ -38,7 +38,7 @@ class ClassificationPrediction(Prediction):
     Attributes:
         samples: raw model outputs (logits) ``[S, N, ...]``.
         class_probs: per-sample class probabilities ``[S, N, K]``.
-        binary: ``True`` for a Bernoulli likelihood; then :attr:`probs` is ``p(y = 1)`` ``[N]``.
+        binary: ``True`` for a Bernoulli likelihood; then ``probs`` is ``p(y = 1)`` ``[N]``.
     """
 
     class_probs: Tensor
@@ -52,7 +52,7 @@ class ClassificationPrediction(Prediction):
 
     @property
     def mean(self) -> Tensor:
-        """Same as :attr:`probs`."""
+        """Same as ``probs``."""
         return self.probs
 
     @property

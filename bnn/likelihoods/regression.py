@@ -147,7 +147,7 @@ class RegressionPrediction(Prediction):
         return (self.component_weights * torch.where(noisy, normal_cdf, step)).sum(0)
 
     def quantile(self, probability: float) -> Tensor:
-        """Predictive quantile ``[N, ...]`` of the mixture, by bisection on :meth:`cdf`."""
+        """Predictive quantile ``[N, ...]`` of the mixture, by bisection on ``cdf``."""
         _check_level(probability)
         scale = self.scale.expand_as(self.loc)
         low = (self.loc - 12 * scale).amin(0) - 1e-12
@@ -243,7 +243,7 @@ class HeteroscedasticGaussian(Likelihood):
     "On the Pitfalls of Heteroscedastic Uncertainty Estimation with Probabilistic Neural
     Networks"): each datum's log-density is weighted by ``stopgrad(std^(2β))`` in training mode
     (``β = 0.5`` is their recommended compromise, ``β = 1`` gives the mean the MSE gradient).
-    Only :meth:`training_log_prob` (what :func:`bnn.fit` maximises) is weighted; the density
+    Only ``training_log_prob`` (what ``bnn.fit`` maximises) is weighted; the density
     seen by samplers, metrics and predictions is the plain Gaussian one.
 
     Args:

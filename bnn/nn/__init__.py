@@ -1,11 +1,11 @@
 """Models whose weights or units are random: Bayesian layers, priors, MC dropout.
 
-* :mod:`~bnn.nn.layers` — one Bayesian-parameter mechanism for every layer type
+* ``bnn.nn.layers`` — one Bayesian-parameter mechanism for every layer type
   (``BayesLinear``, ``BayesConv*``), ``kl_divergence``, ``posterior_mean``, ``weight_space``.
-* :mod:`~bnn.nn.estimators` — how a layer's output is sampled (reparam, local reparam, flipout).
-* :mod:`~bnn.nn.priors` — weight priors (``Normal``, ``Laplace``, ``ScaleMixture``).
-* :mod:`~bnn.nn.convert` — ``bayesianize`` any network in place.
-* :mod:`~bnn.nn.dropout` — ``MCDropout``: dropout kept on at prediction time.
+* ``bnn.nn.estimators`` — how a layer's output is sampled (reparam, local reparam, flipout).
+* ``bnn.nn.priors`` — weight priors (``Normal``, ``Laplace``, ``ScaleMixture``).
+* ``bnn.nn.convert`` — ``bayesianize`` any network in place.
+* ``bnn.nn.dropout`` — ``MCDropout``: dropout kept on at prediction time.
 """
 
 from bnn.nn.convert import bayesianize

@@ -1,6 +1,6 @@
 """``bayesianize``: turn layers of an existing network into Bayesian layers, in place.
 
-Every selected module with parameters of its own is wrapped in a :class:`bnn.BayesianModule`.
+Every selected module with parameters of its own is wrapped in a ``bnn.nn.BayesianModule``.
 Normalisation layers (BatchNorm, LayerNorm, GroupNorm, InstanceNorm) stay deterministic.
 
 Initialisation:
@@ -59,7 +59,7 @@ def bayesianize(
         prior: one `Prior` for all layers, or ``prior(name, module) -> Prior`` per layer
             (default ``Normal(0, 1)``).
         estimator: ``"reparam"``, ``"local_reparam"`` or ``"flipout"`` (see
-            :mod:`bnn.nn.estimators`).
+            ``bnn.nn.estimators``).
         init: ``"moped"`` keeps the current weights as posterior means with std
             ``delta · |w|``; ``"random"`` re-initialises means and uses std ``init_std``.
         delta: MOPED relative std (> 0).

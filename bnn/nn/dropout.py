@@ -1,7 +1,7 @@
 """MC dropout: dropout kept on at prediction time as approximate Bayesian inference.
 
 Gal & Ghahramani (2016) show that a network trained with dropout and evaluated with dropout
-still on draws from an approximate posterior over functions. :class:`MCDropout` wraps a model:
+still on draws from an approximate posterior over functions. ``MCDropout`` wraps a model:
 
 * in training mode it is the model itself (dropout on, BatchNorm updating);
 * in eval mode only the dropout layers stay stochastic, everything else (BatchNorm running
@@ -10,7 +10,7 @@ still on draws from an approximate posterior over functions. :class:`MCDropout` 
 ``add_dropout=p`` adds dropout of rate ``p`` in front of every ``nn.Linear`` of a model that has
 none (as in the UCI experiments of Gal & Ghahramani).
 
-For prediction, :mod:`bnn.posterior` draws every dropout mask up front and evaluates all
+For prediction, ``bnn.posterior`` draws every dropout mask up front and evaluates all
 samples in one ``vmap``-ed call (``mask_context``), so the vectorised predictive equals a loop
 over the same masks sample for sample.
 
@@ -146,7 +146,7 @@ class MCDropout(nn.Module):
     ) -> list[Tensor]:
         """Scaled Bernoulli masks ``[S, *mask_shape]`` per layer (global generator).
 
-        ``shapes`` (from :meth:`mask_shapes`) saves the probe forward when already known.
+        ``shapes`` (from ``mask_shapes``) saves the probe forward when already known.
         """
         masks = []
         shapes = self.mask_shapes(x) if shapes is None else shapes

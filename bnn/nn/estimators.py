@@ -15,7 +15,7 @@ module type it applies to:
 
 ``local_reparam`` and ``flipout`` need a module that is linear in its weights and bias jointly:
 ``nn.Linear``, ``nn.ConvNd`` and ``nn.ConvTransposeNd``. All randomness is drawn from the global
-torch generator of the current device (through :mod:`bnn.random.draws`); ``bnn`` runs these
+torch generator of the current device (through ``bnn.random.draws``); ``bnn`` runs these
 inside an ``RNG.stream``.
 """
 

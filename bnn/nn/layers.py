@@ -2,14 +2,14 @@
 
 `BayesianModule` wraps any module with parameters. Each of the module's own parameters is
 replaced by a `BayesianParameter`: a diagonal Gaussian posterior ``N(loc, softplus(rho)²)`` with a
-prior. The forward pass samples (through an estimator of :mod:`bnn.nn.estimators`) and calls the
+prior. The forward pass samples (through an estimator of ``bnn.nn.estimators``) and calls the
 wrapped module's own forward with those tensors via ``torch.func.functional_call``, so an
 ``nn.Linear``, a ``Conv2d``, an ``LSTM`` or a custom module all work the same way, and
 ``forward(x) -> Tensor`` keeps the module's signature.
 
 The wrapped module's parameter slots stay registered, empty (``None``). When a caller fills them
 (``functional_call(model, {"layer.module.weight": w}, x)``), the layer evaluates those weights
-deterministically; this is how :mod:`bnn.posterior` evaluates many weight samples in one
+deterministically; this is how ``bnn.posterior`` evaluates many weight samples in one
 ``vmap``-ed call.
 
 Randomness: a forward pass draws from the global torch generator of the weights' device. Inside
@@ -20,7 +20,7 @@ Example:
     >>> layer = bnn.BayesLinear(3, 2, prior=bnn.nn.priors.Normal(0.0, 1.0))
     >>> layer(torch.randn(5, 3)).shape
     torch.Size([5, 2])
-    >>> bnn.kl_divergence(layer)  # doctest: +SKIP
+    >>> bnn.nn.kl_divergence(layer)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class BayesianModule(nn.Module):
     Shapes: as the wrapped module: ``forward(x)`` returns ``module(x)``'s shape.
 
     Example:
-        >>> layer = bnn.BayesianModule(nn.Conv2d(3, 8, 3), estimator="flipout")
+        >>> layer = bnn.nn.BayesianModule(nn.Conv2d(3, 8, 3), estimator="flipout")
         >>> layer(torch.randn(2, 3, 16, 16)).shape
         torch.Size([2, 8, 14, 14])
     """
@@ -212,7 +212,7 @@ def _drop_in(base: type[nn.Module], name: str) -> type[BayesianModule]:
 
     doc = (
         f"Bayesian ``nn.{base.__name__}``: takes ``nn.{base.__name__}``'s arguments plus "
-        "``prior``, ``estimator`` and ``init_std`` (see :class:`BayesianModule`). Posterior means "
+        "``prior``, ``estimator`` and ``init_std`` (see ``BayesianModule``). Posterior means "
         f"start at ``nn.{base.__name__}``'s own initialisation (global torch generator: construct "
         "inside ``rng.stream('init')`` to control it)."
     )
@@ -220,10 +220,15 @@ def _drop_in(base: type[nn.Module], name: str) -> type[BayesianModule]:
 
 
 BayesLinear = _drop_in(nn.Linear, "BayesLinear")
+"""Bayesian ``nn.Linear``: its arguments plus ``prior``, ``estimator`` and ``init_std``."""
 BayesConv1d = _drop_in(nn.Conv1d, "BayesConv1d")
+"""Bayesian ``nn.Conv1d``: its arguments plus ``prior``, ``estimator`` and ``init_std``."""
 BayesConv2d = _drop_in(nn.Conv2d, "BayesConv2d")
+"""Bayesian ``nn.Conv2d``: its arguments plus ``prior``, ``estimator`` and ``init_std``."""
 BayesConv3d = _drop_in(nn.Conv3d, "BayesConv3d")
+"""Bayesian ``nn.Conv3d``: its arguments plus ``prior``, ``estimator`` and ``init_std``."""
 BayesConvTranspose2d = _drop_in(nn.ConvTranspose2d, "BayesConvTranspose2d")
+"""Bayesian ``nn.ConvTranspose2d``: its arguments plus ``prior``, ``estimator``, ``init_std``."""
 
 
 def bayesian_modules(model: nn.Module) -> Iterator[tuple[str, BayesianModule]]:
@@ -280,7 +285,7 @@ def weight_space(model: nn.Module) -> dict[str, WeightSlot]:
     Plain parameters appear under their ``named_parameters()`` names with ``prior=None``; each
     Bayesian parameter appears as its wrapped slot ``"<layer>.module.<name>"`` with the posterior
     mean as template and the layer's prior. Filling every slot of a Bayesian layer makes it
-    deterministic (see :class:`BayesianModule`).
+    deterministic (see ``BayesianModule``).
     """
     slots: dict[str, WeightSlot] = {}
     bayesian_names = set()

@@ -4,7 +4,7 @@ A prior is a small immutable object that builds a ``torch.distributions.Distribu
 device and dtype of the weights it governs, and knows the KL divergence
 ``KL(N(loc, scale²) ‖ prior)`` in closed form where one exists (``Normal``, ``Laplace``); the
 scale mixture of Blundell et al. (2015) has none and is handled by Monte Carlo in
-:func:`bnn.kl_divergence`.
+``bnn.nn.kl_divergence``.
 
 Example:
     >>> prior = bnn.nn.priors.Normal(0.0, 1.0)
@@ -58,7 +58,7 @@ class Prior:
     def kl_sum_from_softplus(self, loc: Tensor, rho: Tensor) -> Tensor | None:
         """``Σ KL(N(loc, softplus(rho)²) ‖ prior)`` (a scalar), or ``None`` without closed form.
 
-        The training loop's form of the KL: subclasses may fuse it (see :class:`Normal`).
+        The training loop's form of the KL: subclasses may fuse it (see ``Normal``).
         """
         elementwise = self.kl_from_normal(loc, F.softplus(rho))
         return None if elementwise is None else elementwise.sum()
@@ -192,7 +192,7 @@ class ScaleMixture(Prior):
 
     ``p(w) = pi N(0, std1²) + (1 - pi) N(0, std2²)``, typically ``std1 > std2`` so that a
     heavy component lets weights grow while the narrow one pulls most of them to zero.
-    No closed-form KL: :func:`bnn.kl_divergence` estimates it by Monte Carlo.
+    No closed-form KL: ``bnn.nn.kl_divergence`` estimates it by Monte Carlo.
 
     Args:
         pi: weight of the first component, in (0, 1).

@@ -1,6 +1,6 @@
 """Scale out on existing engines: data-parallel training over ``torch.distributed``.
 
-See :mod:`bnn.parallel.distributed` and ``docs/distributed.md``.
+See ``bnn.parallel.distributed`` and ``docs/distributed.md``.
 """
 
 from bnn.parallel.distributed import (

@@ -1,7 +1,7 @@
 """Data-parallel training over ``torch.distributed`` (one process per rank, ``torchrun``).
 
-The contract shared by :func:`bnn.fit`, :func:`bnn.infer.sgld` / :func:`bnn.infer.sghmc` and
-:func:`bnn.infer.deep_ensemble`:
+The contract shared by ``bnn.fit``, ``bnn.infer.sgld`` / ``bnn.infer.sghmc`` and
+``bnn.infer.deep_ensemble``:
 
 * Every rank is given the same data, seed and model; ``batch_size`` is **per rank**, so a run
   on ``R`` ranks with ``batch_size=b`` sees the same global mini-batches as one process with
@@ -303,6 +303,6 @@ class DataParallel:
 def training_strategy(
     model: nn.Module, distributed: bool | None
 ) -> tuple[nn.Module, SingleProcess | DataParallel]:
-    """The plain network and how to train it (see :func:`resolve_distributed`)."""
+    """The plain network and how to train it (see ``resolve_distributed``)."""
     module, context = resolve_distributed(model, distributed)
     return module, SingleProcess() if context is None else DataParallel(context)

@@ -1,6 +1,6 @@
 """The contract: posteriors that draw function samples, and the ones built from models.
 
-Every inference method returns a `Posterior`; see :mod:`bnn.posterior.protocol`.
+Every inference method returns a `Posterior`; see ``bnn.posterior.protocol``.
 """
 
 from bnn.posterior.augment import TestTimeAugmentation

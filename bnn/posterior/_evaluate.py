@@ -1,7 +1,7 @@
 """Split a vectorised evaluation of ``S`` function samples on ``N`` inputs to a memory budget.
 
 A chunk is a block of samples times a block of inputs. Samples are grouped first; only when
-even :data:`MIN_VECTORISED_SAMPLES` samples on all ``N`` inputs would exceed the budget are the
+even ``MIN_VECTORISED_SAMPLES`` samples on all ``N`` inputs would exceed the budget are the
 inputs split as well. Small chunks are also fast: their activations stay in the CPU caches,
 where a chunk over all of a large batch would be bound by memory traffic.
 
@@ -108,7 +108,7 @@ def evaluate_in_chunks(
     Args:
         x: inputs ``[N, ...]``.
         num_samples: ``S``.
-        plan: chunk sizes (see :func:`plan_chunks`).
+        plan: chunk sizes (see ``plan_chunks``).
         draw: ``draw(start, stop)`` returns what defines samples ``start..stop-1`` (called once
             per block of samples, in order).
         evaluate: ``evaluate(state, x_block)`` returns ``[stop - start, len(x_block), ...]``.
@@ -200,7 +200,7 @@ def evaluate_parameter_samples(
 def evaluate_parameter_samples_chunked(
     model: nn.Module, parameters: dict[str, Tensor], x: Tensor, memory_budget: int
 ) -> Tensor:
-    """:func:`evaluate_parameter_samples` in chunks of samples (and inputs) under a budget.
+    """``evaluate_parameter_samples`` in chunks of samples (and inputs) under a budget.
 
     Args:
         model: the network.

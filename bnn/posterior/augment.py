@@ -1,6 +1,6 @@
 """Test-time augmentation: the predictive over random augmentations of the input.
 
-:class:`TestTimeAugmentation` turns a trained network and a random augmentation into a
+``TestTimeAugmentation`` turns a trained network and a random augmentation into a
 `bnn.Posterior`: ``S`` augmented copies of each input, evaluated in one ``vmap``.
 
 Example:

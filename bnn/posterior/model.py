@@ -44,7 +44,7 @@ from bnn.random.draws import standard_normal
 __all__ = ["DEFAULT_DRAWS", "ModelPosterior", "PointEstimate", "as_posterior", "has_posterior"]
 
 DEFAULT_DRAWS = 100
-"""Draws that :meth:`ModelPosterior.draws` takes when no number is given."""
+"""Draws that ``ModelPosterior.draws`` takes when no number is given."""
 
 
 class ModelPosterior:
@@ -97,7 +97,7 @@ class ModelPosterior:
     ) -> dict[str, Tensor]:
         """Weight draws of every Bayesian layer: slot name -> ``[S, *shape]`` (global generator).
 
-        ``moments`` (from :meth:`weight_moments`) saves recomputing the scales for every chunk.
+        ``moments`` (from ``weight_moments``) saves recomputing the scales for every chunk.
         """
         moments = self.weight_moments() if moments is None else moments
         weights = {}
@@ -293,7 +293,7 @@ def has_posterior(model: nn.Module) -> bool:
 
 
 def as_posterior(obj: object) -> Posterior:
-    """A `Posterior` for ``obj``: itself if it is one, else a :class:`ModelPosterior`.
+    """A `Posterior` for ``obj``: itself if it is one, else a ``ModelPosterior``.
 
     Raises:
         TypeError: ``obj`` is neither a posterior nor a model with Bayesian layers or

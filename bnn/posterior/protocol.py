@@ -72,7 +72,7 @@ class Posterior(Protocol):
                 fewer (e.g. an ensemble of ``M < S`` members returns ``M``).
             rng: where the randomness comes from (an `RNG`, a seed, or ``None``: the default).
             memory_budget: bytes one vectorised chunk may use (``None``:
-                :data:`DEFAULT_MEMORY_BUDGET`); posteriors that need no chunking ignore it.
+                ``DEFAULT_MEMORY_BUDGET``); posteriors that need no chunking ignore it.
 
         Returns:
             ``[S, N, ...]``.
@@ -86,7 +86,7 @@ class Draws:
 
     Attributes:
         parameters: weight name -> ``[chain, draw, *shape]`` (names as in
-            :func:`bnn.nn.layers.weight_space`).
+            ``bnn.nn.layers.weight_space``).
         functions: function values at the requested inputs, ``[chain, draw, N, ...]``, drawn
             with the same weights (and, e.g., fresh dropout masks); ``None`` without inputs.
         sample_stats: per-draw sampler statistics ``[chain, draw]`` (divergences, step size,
@@ -174,7 +174,7 @@ def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> No
 
 
 def check_memory_budget(memory_budget: object) -> int:
-    """``memory_budget`` as positive bytes (``None``: :data:`DEFAULT_MEMORY_BUDGET`)."""
+    """``memory_budget`` as positive bytes (``None``: ``DEFAULT_MEMORY_BUDGET``)."""
     if memory_budget is None:
         return DEFAULT_MEMORY_BUDGET
     if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:

@@ -39,7 +39,7 @@ class SampleSet:
         model: the network the samples belong to. Parameters without samples keep their
             current values.
         samples: weight name -> ``[chain, draw, *shape]``; names as in
-            :func:`bnn.nn.layers.weight_space` (``named_parameters()`` names for plain layers,
+            ``bnn.nn.layers.weight_space`` (``named_parameters()`` names for plain layers,
             ``"<layer>.module.weight"`` for Bayesian layers).
         sample_stats: optional per-draw statistics -> ``[chain, draw]`` (divergences, step size,
             tree depth, acceptance, ...).
@@ -183,7 +183,7 @@ class SampleSet:
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> SampleSet:
-        """Read samples saved by :meth:`save` for ``model``; no pickled code is executed.
+        """Read samples saved by ``save`` for ``model``; no pickled code is executed.
 
         Tensors are placed on the device of ``model``'s parameters.
         """

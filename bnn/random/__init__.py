@@ -1,11 +1,11 @@
 """Control randomness: one seeded `RNG` manager that every draw in ``bnn`` comes from.
 
-* :mod:`~bnn.random.rng` — the `RNG`: named streams, generators, ``spawn``/``fold_in``, state.
-* :mod:`~bnn.random.default` — the process-wide default (``seed_everything``, ``use_rng``).
-* :mod:`~bnn.random.determinism` — deterministic kernels (``deterministic_mode``).
-* :mod:`~bnn.random.draws` — fast, reproducible normal, Bernoulli and sign draws.
-* :mod:`~bnn.random.sweep` — the spread of a result over seeds (``seed_sweep``).
-* :mod:`~bnn.random.augment` — seeded data augmentation (``AugmentedDataset``).
+* ``bnn.random.rng`` — the `RNG`: named streams, generators, ``spawn``/``fold_in``, state.
+* ``bnn.random.default`` — the process-wide default (``seed_everything``, ``use_rng``).
+* ``bnn.random.determinism`` — deterministic kernels (``deterministic_mode``).
+* ``bnn.random.draws`` — fast, reproducible normal, Bernoulli and sign draws.
+* ``bnn.random.sweep`` — the spread of a result over seeds (``seed_sweep``).
+* ``bnn.random.augment`` — seeded data augmentation (``AugmentedDataset``).
 
 This package imports nothing else from ``bnn``.
 """

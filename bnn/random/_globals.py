@@ -1,7 +1,7 @@
 """The process-wide generators: Python ``random``, NumPy's global generator, torch (CPU, CUDA).
 
-Pyro draws from these too. :class:`bnn.RNG` streams swap them in and out with
-:func:`snapshot` / :func:`restore`; :func:`seed_worker` seeds them in ``DataLoader`` workers.
+Pyro draws from these too. ``bnn.RNG`` streams swap them in and out with
+``snapshot`` / ``restore``; ``seed_worker`` seeds them in ``DataLoader`` workers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Seeded data augmentation for training.
 
-:class:`AugmentedDataset` applies ``transform(x, generator)`` to each example with a generator
+``AugmentedDataset`` applies ``transform(x, generator)`` to each example with a generator
 seeded from ``(rng, epoch, index)``: the augmentation of example ``i`` in epoch ``e`` is the
 same whether the data are loaded in the main process or by any number of ``DataLoader``
 workers, and a run is reproducible from its seed. ``bnn.fit`` advances the epoch
 (``set_epoch``) automatically. (Test-time augmentation, a posterior, is
-:class:`bnn.posterior.TestTimeAugmentation`.)
+``bnn.posterior.TestTimeAugmentation``.)
 
 Example:
     >>> jitter = lambda x, g: x + 0.05 * torch.randn(x.shape, generator=g)

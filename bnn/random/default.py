@@ -1,12 +1,12 @@
 """The process-wide default `RNG` and how ``rng=`` arguments resolve to an `RNG`.
 
 Every ``rng=`` argument in ``bnn`` accepts an `RNG`, an integer seed or ``None``;
-:func:`resolve_rng` turns it into an `RNG`, ``None`` meaning the default one.
-:func:`seed_everything` installs a default for the process, :func:`use_rng` for a block.
+``resolve_rng`` turns it into an `RNG`, ``None`` meaning the default one.
+``seed_everything`` installs a default for the process, ``use_rng`` for a block.
 
 Example:
     >>> rng = bnn.seed_everything(0)
-    >>> bnn.get_rng() is rng
+    >>> bnn.random.get_rng() is rng
     True
 """
 
@@ -30,7 +30,7 @@ _default: RNG | None = None
 
 
 def get_rng() -> RNG:
-    """The default `RNG` (installed by :func:`seed_everything`; otherwise a random seed)."""
+    """The default `RNG` (installed by ``seed_everything``; otherwise a random seed)."""
     global _default
     if _default is None:
         _default = RNG()
@@ -56,7 +56,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> RNG:
     Args:
         seed: integer in ``[0, 2**32 - 1]``.
         deterministic: also switch on deterministic algorithms (see
-            :func:`bnn.deterministic_mode`) for the rest of the process.
+            ``bnn.deterministic_mode``) for the rest of the process.
 
     Returns:
         The new default `RNG`.

@@ -9,11 +9,11 @@ products. Here, on the CPU:
   Twister, whose whole 624-word state is drawn from the global generator, and the blocks are
   filled in parallel on torch's intra-op threads. The blocks depend only on the number of
   elements, so the values are bit-identical for any thread count and in any process;
-* :func:`bernoulli_mask` draws an exact ``Bernoulli(keep)`` from one random byte per element
+* ``bernoulli_mask`` draws an exact ``Bernoulli(keep)`` from one random byte per element
   (keep if the byte is below ``⌊256·keep⌋``; a byte equal to it, probability 1/256, keeps with
   probability ``frac(256·keep)`` by a uniform draw): the distribution of ``rand() < keep`` from
   a quarter of the random bits;
-* :func:`rademacher` takes its signs from random bytes.
+* ``rademacher`` takes its signs from random bytes.
 
 On other devices (whose samplers are parallel already), inside ``torch.func`` transforms (which
 manage randomness themselves) and under ``torch.compile``, torch's own samplers are used.

@@ -4,19 +4,19 @@ A run is reproducible when every random draw it makes comes from a known seed. `
 root seed and derives from it, with NumPy's ``SeedSequence`` (O'Neill 2015, the scheme behind
 ``numpy.random.SeedSequence.spawn``), independent keys for
 
-* **named streams** (:meth:`RNG.stream`): a context manager that swaps the *global* generators of
+* **named streams** (``RNG.stream``): a context manager that swaps the *global* generators of
   Python ``random``, NumPy, torch (CPU and every CUDA device) and therefore Pyro for the stream's
   own state, and restores the outer state on exit. A stream continues where it stopped the next
   time it is entered, and its numbers depend only on ``(seed, name)`` and on the draws made inside
   it, never on which other streams ran before. This is how dropout, ``torch.distributions``, Pyro
   and ``vmap``-ed sampling, which take no generator argument, get their randomness.
-* **explicit generators** (:meth:`RNG.torch_generator`, :meth:`RNG.numpy_generator`) for APIs
+* **explicit generators** (``RNG.torch_generator``, ``RNG.numpy_generator``) for APIs
   that accept one (``DataLoader`` shuffling, ``randperm``, bootstraps).
-* **children** (:meth:`RNG.spawn`): an independent ``RNG`` per ensemble member, chain or seed.
+* **children** (``RNG.spawn``): an independent ``RNG`` per ensemble member, chain or seed.
 
-Everything an `RNG` has handed out is captured by :meth:`RNG.state_dict` (tensors, ints and
+Everything an `RNG` has handed out is captured by ``RNG.state_dict`` (tensors, ints and
 strings only, so ``torch.load(weights_only=True)`` reads it back) and restored by
-:meth:`RNG.load_state_dict`: a resumed run continues with exactly the numbers an uninterrupted
+``RNG.load_state_dict``: a resumed run continues with exactly the numbers an uninterrupted
 run would have drawn.
 
 Example:
@@ -218,7 +218,7 @@ class RNG:
         """Keyword arguments that make a ``torch.utils.data.DataLoader`` reproducible.
 
         Shuffling draws from ``torch_generator(name)``; each worker process has its torch seed
-        set by PyTorch from that generator, and :func:`seed_worker` seeds NumPy and Python
+        set by PyTorch from that generator, and ``seed_worker`` seeds NumPy and Python
         ``random`` from it too, so random augmentation in workers is reproducible as well.
 
         Example:
@@ -255,7 +255,7 @@ class RNG:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`, including the global generator states.
+        """Restore a ``state_dict``, including the global generator states.
 
         Raises:
             TypeError: if ``state`` is not a dict.
@@ -322,7 +322,7 @@ class RNG:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> RNG:
-        """A new `RNG` restored from :meth:`state_dict` output."""
+        """A new `RNG` restored from ``state_dict`` output."""
         if not isinstance(state, dict) or "seed" not in state or "path" not in state:
             raise ValueError("malformed RNG state: expected the dict returned by RNG.state_dict().")
         rng = cls(state["seed"], _path=tuple(int(w) for w in state["path"]))

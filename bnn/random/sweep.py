@@ -77,7 +77,7 @@ def seed_sweep(
     Each run gets its own child ``rng_i = rng.spawn(seed_i)``. During the run it is the default
     `RNG` (so library calls with ``rng=None`` use it) and the global generators are seeded from
     it; the caller's default and global state are restored afterwards. Run ``i`` is therefore
-    reproduced exactly by ``fn(rng.spawn(seed_i))`` inside ``bnn.use_rng``.
+    reproduced exactly by ``fn(rng.spawn(seed_i))`` inside ``bnn.random.use_rng``.
 
     Args:
         fn: the experiment; returns a mapping of metric name to a finite scalar (float, int or
@@ -88,7 +88,7 @@ def seed_sweep(
         verbose: print the summary table when done.
 
     Returns:
-        A :class:`SweepResult`.
+        A ``SweepResult``.
 
     Raises:
         ValueError: no seeds, duplicate seeds, a non-finite metric, or runs disagreeing on names.
