@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import bnn
 from bnn.evaluate import metrics
 from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 
@@ -137,46 +136,3 @@ def test_mutual_information_decomposition() -> None:
     h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
     assert float(prediction.expected_entropy) == pytest.approx(h)
     assert float(prediction.mutual_information) == pytest.approx(math.log(2) - h)
-
-
-def test_bernoulli_prediction_probs_are_positive_class() -> None:
-    prediction = bnn.Bernoulli().predict(torch.zeros(4, 3))
-    assert prediction.probs.shape == (3,)
-    assert torch.allclose(prediction.probs, torch.full((3,), 0.5))
-
-
-@pytest.mark.parametrize(
-    "likelihood, output, y, error, match",
-    [
-        (bnn.Gaussian(1.0), torch.zeros(4, 2), torch.zeros(4), ValueError, "reshape y"),
-        (
-            bnn.Gaussian(1.0),
-            torch.zeros(4, 1),
-            torch.tensor([0.0, float("nan"), 0.0, 0.0]),
-            ValueError,
-            "NaN",
-        ),
-        (bnn.Categorical(), torch.zeros(4, 3), torch.zeros(4), TypeError, "integer"),
-        (bnn.Categorical(), torch.zeros(4, 3), torch.tensor([0, 1, 2, 3]), ValueError, r"\[0, 2\]"),
-        (bnn.Bernoulli(), torch.zeros(4), torch.tensor([0.0, 1.0, 2.0, 0.0]), ValueError, "0 or 1"),
-        (bnn.HeteroscedasticGaussian(), torch.zeros(4, 3), torch.zeros(4, 1), ValueError, "2·D"),
-    ],
-)
-def test_likelihoods_reject_bad_targets(likelihood, output, y, error, match) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(error, match=match):
-        likelihood.log_prob(output, y)
-
-
-def test_heteroscedastic_gaussian_splits_mean_and_std() -> None:
-    likelihood = bnn.HeteroscedasticGaussian()
-    output = torch.tensor([[1.0, 0.0]])
-    expected = torch.distributions.Normal(
-        1.0, torch.nn.functional.softplus(torch.tensor(0.0)) + 1e-6
-    ).log_prob(torch.tensor(2.0))
-    assert torch.allclose(likelihood.log_prob(output, torch.tensor([2.0])), expected)
-
-
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf")])
-def test_gaussian_std_must_be_positive(bad: float) -> None:
-    with pytest.raises((ValueError, TypeError), match="std"):
-        bnn.Gaussian(bad)
