@@ -10,7 +10,9 @@ Groups written by ``to_arviz``:
   ``bnn.nn.layers.weight_space`` (for a `bnn.posterior.ParameterPosterior`), and ``f``
   (function values at ``x``) when ``x`` is given;
 * ``posterior_predictive`` — ``y`` drawn from the predictive, one per function sample;
-* ``log_likelihood`` — pointwise ``log p(y_i | f_s)`` (for ``az.loo``);
+* ``log_likelihood`` — pointwise ``log p(y_i | f_s)``, one term per element of ``y`` with the
+  dims ``y`` has in ``posterior_predictive`` and ``observed_data`` (for ``az.loo``; with
+  several outputs per input, LOO leaves out one element at a time);
 * ``observed_data`` — ``y``;
 * ``sample_stats`` — NUTS/HMC statistics (``diverging``, ``step_size``, ``tree_depth``, ...),
   from the posterior's draws or from the method's `History`.
@@ -140,7 +142,9 @@ def to_arviz(
         groups["observed_data"] = {"y": observed.detach().cpu().numpy()}
         if prediction is not None:
             pointwise = _pointwise_log_likelihood(prediction, observed)
-            groups["log_likelihood"] = {"y": _numpy(pointwise.reshape(chains, length, -1))}
+            groups["log_likelihood"] = {
+                "y": _numpy(pointwise.reshape(chains, length, *observed.shape))
+            }
     sample_stats = draws.sample_stats or (history.sample_stats if history is not None else {})
     if sample_stats:
         groups["sample_stats"] = {k: _numpy(v) for k, v in sample_stats.items()}
@@ -223,12 +227,12 @@ def _pointwise_log_likelihood(prediction: Prediction, observed: Tensor) -> Tenso
         scale = prediction.scale.expand_as(prediction.loc)
         if not bool((scale > 0).all()):
             raise ValueError("log_likelihood needs observation noise: pass a likelihood.")
-        log_density = (
+        # one term per observed element, with the dims of y in every group
+        return (
             -0.5 * ((observed - prediction.loc) / scale) ** 2
             - torch.log(scale)
             - 0.5 * math.log(2 * math.pi)
         )
-        return log_density.reshape(*log_density.shape[:2], -1).sum(-1)
     assert isinstance(prediction, ClassificationPrediction)
     index = (
         observed.long()

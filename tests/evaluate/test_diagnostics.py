@@ -52,7 +52,7 @@ def test_sample_set_round_trip_has_every_group_with_chain_draw_dims() -> None:
     assert posterior["weight"].shape == (2, 60, 1, 1)
     assert posterior["f"].shape == (2, 60, 30, 1)
     assert _group(data, "posterior_predictive")["y"].shape == (2, 60, 30, 1)
-    assert _group(data, "log_likelihood")["y"].shape == (2, 60, 30)
+    assert _group(data, "log_likelihood")["y"].shape == (2, 60, 30, 1)  # y's own dims
     assert _group(data, "observed_data")["y"].shape == (30, 1)
     stats = _group(data, "sample_stats")
     assert {"diverging", "step_size", "tree_depth", "acceptance_rate", "n_steps"} <= set(
@@ -81,7 +81,7 @@ def test_non_mcmc_posteriors_convert_as_one_chain(kind: str) -> None:
     post = _group(data, "posterior")
     assert post.sizes["chain"] == 1 and post.sizes["draw"] == 40
     assert post["f"].shape == (1, 40, 30, 1)
-    assert _group(data, "log_likelihood")["y"].shape == (1, 40, 30)
+    assert _group(data, "log_likelihood")["y"].shape == (1, 40, 30, 1)
     if kind != "mc_dropout":
         assert len(post.data_vars) > 1  # parameters as well as f
     summary = bnn.summary(data, warn=False)
@@ -181,3 +181,55 @@ def test_arviz_version_matches_the_python_line() -> None:
     assert major == (1 if sys.version_info >= (3, 12) else 0) or major in (0, 1)
     assert isinstance(_arviz().__version__, str)
     assert np.__version__
+
+
+def _exports() -> dict[str, object]:
+    """``to_arviz`` of each posterior kind with x, observed and a likelihood."""
+    x, y = _regression_data()
+    samples, _ = _sample_set()
+    vi = bnn.bayesianize(nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)), rng=0)
+    ensemble, _ = bnn.infer.deep_ensemble(
+        lambda: nn.Linear(1, 1),
+        (x, y),
+        likelihood=bnn.Gaussian(0.5),
+        num_members=30,
+        rng=0,
+        epochs=2,
+    )
+    options = {"x": x, "observed": y, "likelihood": bnn.Gaussian(0.5), "rng": 0}
+    return {
+        "nuts": bnn.to_arviz(samples, **options),
+        "vi": bnn.to_arviz(vi, num_samples=60, **options),
+        "ensemble": bnn.to_arviz(ensemble, num_samples=30, **options),  # PSIS needs >= 25 draws
+    }
+
+
+@pytest.mark.parametrize("kind", ["nuts", "vi", "ensemble"])
+def test_every_arviz_diagnostic_accepts_the_export(kind: str) -> None:
+    """The groups share y's dims, so ArviZ's LOO-PIT, PPC and k-hat plots accept them."""
+    matplotlib.use("Agg")
+    az = _arviz()
+    data = _exports()[kind]
+    log_likelihood = _group(data, "log_likelihood")["y"]
+    assert log_likelihood.dims[2:] == _group(data, "posterior_predictive")["y"].dims[2:]
+    assert log_likelihood.shape[2:] == _group(data, "observed_data")["y"].shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's own warnings (few draws, high k-hat)
+        az.summary(data)
+        loo = az.loo(data, pointwise=True)
+        az.compare({"a": data, "b": data})
+        few = {"obs_id": [0, 1, 2]}  # a few function values: ArviZ caps the number of panels
+        az.plot_trace(data, coords=few)
+        if _group(data, "posterior").sizes["chain"] > 1:  # ranks compare chains
+            az.plot_rank(data, coords=few)
+        az.plot_khat(loo)
+        if arviz_major_version() >= 1:
+            az.loo_pit(data)
+            az.plot_ppc_dist(data)
+            az.plot_loo_pit(data)
+            az.plot_ppc_tstat(data)
+        else:
+            az.waic(data)
+            az.plot_ppc(data)
+            az.plot_loo_pit(data, y="y")
+            az.plot_bpv(data)
