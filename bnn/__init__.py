@@ -4,16 +4,10 @@ The names here are the ones the README's two screens use; everything else lives 
 subpackage: ``bnn.random`` (control randomness), ``bnn.nn`` (Bayesian layers, priors,
 MC dropout), ``bnn.likelihoods``, ``bnn.posterior`` (the contract),
 ``bnn.infer`` (one file per inference method), ``bnn.evaluate`` (metrics, calibration,
-ArviZ, plots) and ``bnn.parallel``.
+ArviZ, plots) and ``bnn.parallel``. Importing ``bnn`` imports them all, so
+``bnn.infer.nuts`` needs no import of its own.
 """
 
-from bnn import evaluate as evaluate
-from bnn import infer as infer
-from bnn import likelihoods as likelihoods
-from bnn import nn as nn
-from bnn import parallel as parallel
-from bnn import posterior as posterior
-from bnn import random as random
 from bnn.evaluate.calibration import calibration
 from bnn.evaluate.diagnostics import summary, to_arviz
 from bnn.infer.vi import fit

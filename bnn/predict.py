@@ -10,7 +10,7 @@ from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import (
     CarriesLikelihood,
     Posterior,
-    check_batch,
+    check_finite_batch,
     check_memory_budget,
 )
 from bnn.random.default import RNGLike, resolve_rng
@@ -55,7 +55,7 @@ def predict_with_uncertainty(
         >>> lower, upper = pred.interval(0.95)
     """
     posterior = as_posterior(model_or_posterior)
-    check_batch(x, num_samples)  # values, device and dtype: by the posterior, before any work
+    check_finite_batch(x, num_samples)  # device and dtype: checked by the posterior
     budget = check_memory_budget(memory_budget)
     if likelihood is not None and not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")

@@ -1,2 +1,5 @@
-"""Applications on top of the library (nothing imports them): the ``bnn`` command line,
-the demo, the UCI benchmark and its data sets."""
+"""Applications on top of the library: the ``bnn`` command line (``cli``), the demo (``demo``),
+the UCI benchmark (``uci``) and its data sets (``datasets``). Nothing in ``bnn`` imports them;
+run them from the command line."""
+
+__all__: list[str] = []

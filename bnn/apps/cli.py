@@ -96,7 +96,8 @@ def _demo(output: Path, *, seed: int, quick: bool) -> int:
     print(f"bnn demo: seed {seed}, writing to {output.resolve()}")
     results = run_demo(output, seed=seed, quick=quick)
     print(format_table(results))
-    print(f"wrote {output / 'metrics.json'} and {output / 'toy_predictive.png'}")
+    written = [output / name for name in ("metrics.json", "toy_predictive.png")]
+    print("wrote " + " and ".join(str(path) for path in written if path.exists()))
     return 0
 
 

@@ -25,7 +25,7 @@ from bnn.nn.dropout import MCDropout
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "ToyRun", "format_table", "run_demo", "run_toy", "toy_data"]
 
 METHODS = ("mc_dropout", "vi")
 LEARNING_RATES = {"mc_dropout": 1e-2, "vi": 3e-3}
@@ -212,7 +212,7 @@ def _plot(
     """Write the toy predictive figure, or say which extra it needs."""
     try:
         figure = compare_predictive(
-            predictions, grid, x_train=x, y_train=y, truth=torch.sin(3 * grid)
+            predictions, grid, x_train=x, y_train=y, truth=torch.sin(3 * grid), ylim=(-3, 3)
         )
     except ImportError as error:
         print(f"{path.name} not written: {error}")

@@ -36,7 +36,17 @@ from bnn.nn.dropout import MCDropout
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["METHODS", "PUBLISHED", "SplitResult", "format_table", "run_uci"]
+__all__ = [
+    "METHODS",
+    "PUBLISHED",
+    "Defaults",
+    "SplitResult",
+    "SummaryRow",
+    "format_table",
+    "run_uci",
+    "summarise",
+    "write_report",
+]
 
 METHODS = ("mc_dropout", "ensemble", "vi", "sghmc")
 HIDDEN = 50

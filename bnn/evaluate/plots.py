@@ -23,6 +23,7 @@ from torch import Tensor
 from bnn.evaluate.calibration import GRID, calibration
 from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 from bnn.posterior.protocol import ParameterPosterior
+from bnn.random.default import RNGLike, resolve_rng
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -152,6 +153,7 @@ def compare_predictive(
     x_train: Tensor | None = None,
     y_train: Tensor | None = None,
     truth: Tensor | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> Figure:
     """1-D predictives side by side (one panel per name): mean, central ``level`` band, data.
 
@@ -162,6 +164,7 @@ def compare_predictive(
         x_train: training inputs to scatter.
         y_train: training targets to scatter.
         truth: the true function at ``x`` (dashed), if known.
+        ylim: the y range of every panel (``None``: matplotlib's choice).
     """
     if x.dim() > 2 or (x.dim() == 2 and x.shape[1] != 1):
         raise ValueError(
@@ -182,7 +185,9 @@ def compare_predictive(
             axis.scatter(
                 _numpy(x_train.reshape(-1)), _numpy(y_train.reshape(-1)), s=6, c="k", label="data"
             )
-        axis.set(title=name, xlabel="x", ylim=(-3, 3))
+        axis.set(title=name, xlabel="x")
+        if ylim is not None:
+            axis.set_ylim(*ylim)
     axes[0].set_ylabel("y")
     axes[0].legend(loc="lower left", fontsize=8)
     return figure
@@ -193,17 +198,17 @@ def plot_posterior_predictive(
     y: Tensor,
     *,
     num_replicates: int = 50,
-    rng: torch.Generator | None = None,
+    rng: RNGLike = None,
 ) -> Figure:
-    """Posterior predictive check: histogram of ``y`` against replicated data sets."""
+    """Posterior predictive check: histogram of ``y`` against replicated data sets.
+
+    Replicates draw their observation noise from the ``"ppc"`` stream of ``rng``.
+    """
     loc = prediction.loc[:num_replicates]
     scale = prediction.scale.expand_as(prediction.loc)[:num_replicates]
-    noise = (
-        torch.randn(loc.shape, generator=rng, dtype=loc.dtype)
-        if rng is not None
-        else torch.randn_like(loc)
-    )
-    replicates = _numpy(loc + scale * noise.to(loc.device))
+    with resolve_rng(rng).stream("ppc"):
+        noise = torch.randn_like(loc)
+    replicates = _numpy(loc + scale * noise)
     observed = _numpy(y.reshape(-1))
     edges = np.histogram_bin_edges(
         np.concatenate([observed, replicates.reshape(-1)]), bins=30

@@ -25,7 +25,7 @@ from bnn.posterior.samples import SampleSet
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
-__all__ = ["Adaptation", "check_chains", "run_pyro_chains"]
+__all__ = ["Adaptation", "check_chains", "resolve_adaptation", "run_pyro_chains"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,17 @@ class Adaptation:
             raise ValueError(f"target_accept must be in (0, 1), got {target!r}.")
         if not 0.0 < target < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target!r}.")
+
+
+def resolve_adaptation(adaptation: object) -> Adaptation:
+    """``adaptation`` itself, or the default `Adaptation` for ``None``."""
+    if adaptation is None:
+        return Adaptation()
+    if not isinstance(adaptation, Adaptation):
+        raise TypeError(
+            f"adaptation must be a bnn.infer.Adaptation, got {type(adaptation).__name__}."
+        )
+    return adaptation
 
 
 def check_chains(num_chains: int, warmup: int, draws: int) -> None:

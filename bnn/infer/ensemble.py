@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -36,9 +35,15 @@ from bnn._io import load_versioned
 from bnn.infer.history import History
 from bnn.infer.vi import fit
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
-from bnn.parallel.distributed import DistributedContext, process_group_context
-from bnn.posterior._evaluate import eval_mode
-from bnn.posterior.protocol import check_inputs
+from bnn.parallel.distributed import job_strategy
+from bnn.posterior._evaluate import (
+    PROBE_INPUTS,
+    activation_bytes,
+    eval_mode,
+    evaluate_in_chunks,
+    plan_chunks,
+)
+from bnn.posterior.protocol import check_inputs, check_memory_budget
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
@@ -102,15 +107,9 @@ class DeepEnsemble(nn.Module):
         """Train every member in place (see ``deep_ensemble``); one `History` each."""
         if not isinstance(train_data, tuple) or len(train_data) != 2:
             raise TypeError("train_data must be (x, y) tensors.")
-        if "rng" in fit_options:
-            raise ValueError(
-                "the ensemble's rng decides each member's randomness; pass rng= to "
-                "bnn.infer.deep_ensemble."
-            )
         check_int("workers", workers, minimum=0)
-        context = process_group_context() if distributed else None
-        owners = [i % context.world_size if context else 0 for i in range(len(self.members))]
-        mine = [i for i, owner in enumerate(owners) if context is None or owner == context.rank]
+        strategy = job_strategy(distributed)
+        mine = [i for i in range(len(self.members)) if strategy.owns(i)]
         jobs = [
             (
                 copy.deepcopy(member).cpu() if workers else member,
@@ -124,21 +123,14 @@ class DeepEnsemble(nn.Module):
             )
             for i, member in enumerate(self.members)
         ]
-        if context is not None:
-            context.check_same_seed(self.parent_rng)
+        strategy.check_same_seed(self.parent_rng)
         try:
             trained, failure = _train_all([jobs[i] for i in mine], workers), None
-        except Exception as error:
-            if context is None:
-                raise
+        except Exception as error:  # raised on every process by share_results
             trained, failure = [], error
-        results = dict(zip(mine, trained, strict=False))
-        if context is not None:
-            _raise_if_any_rank_failed(context, failure)
-            results = {  # every rank receives every member from its owner (on the CPU)
-                i: context.broadcast_object(_to_cpu(results.get(i)), src=owner)
-                for i, owner in enumerate(owners)
-            }
+        results = strategy.share_results(
+            dict(zip(mine, trained, strict=False)), len(jobs), failure, portable=_to_cpu
+        )
         for i, member in enumerate(self.members):
             member.load_state_dict(results[i][0])
         self.likelihoods = []
@@ -173,17 +165,47 @@ class DeepEnsemble(nn.Module):
         num_samples: int,
         *,
         rng: RNGLike = None,
-        memory_budget: int | None = None,  # noqa: ARG002 - all members in one vmap
+        memory_budget: int | None = None,
     ) -> Tensor:
-        """Member outputs at ``x``: ``[min(num_samples, M), N, ...]`` (a random subset if fewer)."""
+        """Member outputs at ``x``: ``[min(num_samples, M), N, ...]`` (a random subset if fewer).
+
+        Members are evaluated in one ``vmap`` per chunk of at most ``memory_budget`` bytes
+        (their parameters plus activations); the subset comes from the ``"predict"`` generator
+        of ``rng``.
+        """
         reference = next(self.members[0].parameters(), None)
         check_inputs(x, reference, num_samples)
-        outputs = self._stacked(x)
+        budget = check_memory_budget(memory_budget)
+        chosen = list(range(len(self.members)))
         if num_samples < len(self.members):
             generator = resolve_rng(rng).torch_generator("predict")
-            chosen = torch.randperm(len(self.members), generator=generator)[:num_samples]
-            outputs = outputs[chosen.sort().values.to(outputs.device)]
-        return outputs
+            chosen = sorted(torch.randperm(len(self.members), generator=generator)[:num_samples])
+        parameters, buffers = stack_module_state([self.members[int(i)] for i in chosen])
+        base = copy.deepcopy(self.members[0]).to("meta")
+        probe = x[:PROBE_INPUTS]
+        plan = plan_chunks(
+            len(chosen),
+            x.shape[0],
+            bytes_per_input=-(-activation_bytes(self.members[0], probe) // probe.shape[0]),
+            bytes_per_sample=sum(p[0].numel() * p.element_size() for p in parameters.values()),
+            budget=budget,
+        )
+
+        def draw(start: int, stop: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+            return (
+                {k: v[start:stop] for k, v in parameters.items()},
+                {k: v[start:stop] for k, v in buffers.items()},
+            )
+
+        def evaluate(state: tuple[dict[str, Tensor], dict[str, Tensor]], block: Tensor) -> Tensor:
+            def member(params: dict[str, Tensor], buffs: dict[str, Tensor]) -> Tensor:
+                return functional_call(base, (params, buffs), (block,))  # type: ignore[no-any-return]
+
+            output: Tensor = vmap(member, randomness="different")(*state)
+            return output
+
+        with eval_mode(base):
+            return evaluate_in_chunks(x, len(chosen), plan, draw, evaluate)
 
     def _stacked(self, x: Tensor) -> Tensor:
         parameters, buffers = stack_module_state(list(self.members))
@@ -207,6 +229,8 @@ class DeepEnsemble(nn.Module):
                 "likelihoods": [
                     {k: v.cpu() for k, v in lk.state_dict().items()} for lk in self.likelihoods
                 ],
+                # files of earlier versions lack it: read as False
+                "likelihoods_learned": self.predictive_likelihood is not None,
             },
             path,
         )
@@ -218,8 +242,26 @@ class DeepEnsemble(nn.Module):
         factory: Callable[[], nn.Module],
         likelihood: Likelihood | None = None,
     ) -> DeepEnsemble:
-        """Rebuild an ensemble saved by ``save`` (no pickled code is executed)."""
+        """Rebuild an ensemble saved by ``save`` (no pickled code is executed).
+
+        Args:
+            path: the file.
+            factory: builds one member, as for training.
+            likelihood: a likelihood of the kind the members were trained with; each member's
+                saved state (e.g. its learned noise) is loaded into a copy of it. Required when
+                the file holds likelihood parameters.
+
+        Raises:
+            ValueError: the file holds the members' learned likelihood parameters but no
+                ``likelihood`` was given (they would be lost, and predictions noise-free).
+        """
         state = load_versioned(path, "DeepEnsemble", FORMAT_VERSION)
+        if likelihood is None and bool(state.get("likelihoods_learned", False)):
+            raise ValueError(
+                f"{path} holds the members' learned likelihood parameters (e.g. a noise scale "
+                "each); pass likelihood= of the kind they were trained with, e.g. "
+                "bnn.Gaussian(1.0, learn_std=True)."
+            )
         ensemble = cls(factory, len(state["members"]), rng=0)
         for member, member_state in zip(ensemble.members, state["members"], strict=True):
             member.load_state_dict(member_state)
@@ -242,13 +284,14 @@ def deep_ensemble(
     threads_per_member: int | None = None,
     distributed: bool = False,
     rng: RNGLike = None,
-    progress: bool = False,
+    progress: bool = True,
     **fit_options: Any,
 ) -> tuple[DeepEnsemble, History]:
     """Train ``num_members`` networks from their own seeds; the ensemble is the posterior.
 
     Each member trains with ``bnn.fit`` (MAP/ML for plain members; KL = 0 unless they have
-    Bayesian layers).
+    Bayesian layers). The one place where the inference contract's ``model`` is a factory: an
+    ensemble builds its ``M`` members itself, each in its own ``"init"`` stream.
 
     Args:
         factory: builds one member (a fresh ``nn.Module``), called in the member's ``"init"``
@@ -295,21 +338,8 @@ def _build(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
     return member
 
 
-def _raise_if_any_rank_failed(context: DistributedContext, failure: Exception | None) -> None:
-    """All ranks learn whether member training failed anywhere, so none waits forever."""
-    failures: list[Any] = [None] * context.world_size
-    dist.all_gather_object(failures, None if failure is None else repr(failure))
-    if failure is not None:
-        raise failure
-    failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
-    if failed:
-        rank, message = failed[0]
-        raise RuntimeError(f"training ensemble members failed on rank {rank}: {message}")
-
-
 def _to_cpu(result: Any) -> Any:
-    if result is None:
-        return None
+    """A member's trained states on the CPU, to send to other ranks."""
     member_state, likelihood_state, history = result
     return (
         {k: v.cpu() for k, v in member_state.items()},

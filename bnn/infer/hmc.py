@@ -13,7 +13,12 @@ from torch import Tensor, nn
 
 from bnn._checks import check_positive
 from bnn.infer._log_joint import PriorSpec
-from bnn.infer._pyro_mcmc import Adaptation, check_chains, run_pyro_chains
+from bnn.infer._pyro_mcmc import (
+    Adaptation,
+    check_chains,
+    resolve_adaptation,
+    run_pyro_chains,
+)
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.posterior.samples import SampleSet
@@ -53,7 +58,7 @@ def hmc(
         >>> samples, history = bnn.infer.hmc(net, (x, y), likelihood=bnn.Gaussian(0.1),
         ...                                  trajectory_length=1.0, step_size=0.05, rng=0)
     """
-    settings = Adaptation() if adaptation is None else adaptation
+    settings = resolve_adaptation(adaptation)
     check_chains(num_chains, warmup, draws)
     check_positive("trajectory_length", trajectory_length)
     check_positive("step_size", step_size)

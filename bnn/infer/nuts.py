@@ -21,7 +21,12 @@ from pyro.infer.mcmc import NUTS
 from torch import Tensor, nn
 
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
-from bnn.infer._pyro_mcmc import Adaptation, check_chains, run_pyro_chains
+from bnn.infer._pyro_mcmc import (
+    Adaptation,
+    check_chains,
+    resolve_adaptation,
+    run_pyro_chains,
+)
 from bnn.infer._vectorised_nuts import run_vectorised_nuts
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
@@ -81,11 +86,7 @@ def nuts(
         and ``step_size`` (``history.per_chain("divergences")``). Divergences are never
         dropped.
     """
-    settings = Adaptation() if adaptation is None else adaptation
-    if not isinstance(settings, Adaptation):
-        raise TypeError(
-            f"adaptation must be a bnn.infer.Adaptation, got {type(settings).__name__}."
-        )
+    settings = resolve_adaptation(adaptation)
     check_chains(num_chains, warmup, draws)
     if backend not in ("bnn", "pyro"):
         raise ValueError(f"backend must be 'bnn' or 'pyro', got {backend!r}.")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from bnn._checks import check_int, check_positive
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.parallel.distributed import TrainingStrategy, training_strategy
@@ -288,7 +289,7 @@ def _run_chain(
                 log_joint, weights, x, y, index, scale, strategy
             )
             if not bool(torch.isfinite(potential)):
-                raise FloatingPointError(
+                raise NonFiniteLossError(
                     f"non-finite potential at step {step} of {settings.method}; lower lr."
                 )
             epsilon, sampling = _step_size(settings, step)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
@@ -125,8 +126,6 @@ class SVIPosterior:
         guide: the fitted Pyro guide.
     """
 
-    is_mcmc = False
-
     def __init__(
         self,
         model: nn.Module,
@@ -182,7 +181,8 @@ class SVIPosterior:
         )
         functions = None
         if x is not None:
-            check_inputs(x, None, 1)
+            reference = next(iter(self._example))
+            check_inputs(x, reference if x.is_floating_point() else None, 1)
             with torch.no_grad():
                 functions = evaluate_parameter_samples_chunked(
                     self.model, weights, x, check_memory_budget(None)
@@ -262,7 +262,7 @@ def svi(
             epoch, index = next(order)
             loss = engine.step(x[index], y[index], index) / n
             if not torch.isfinite(torch.tensor(loss)):
-                raise FloatingPointError(
+                raise NonFiniteLossError(
                     f"non-finite ELBO at step {step} (epoch {epoch}); lower lr or init_scale."
                 )
             history.record(loss=loss, epoch=epoch)

@@ -1,7 +1,15 @@
 """Data-parallel training over ``torch.distributed`` (one process per rank, ``torchrun``).
 
-The contract shared by ``bnn.fit``, ``bnn.infer.sgld`` / ``bnn.infer.sghmc`` and
-``bnn.infer.deep_ensemble``:
+Two strategies, each with a one-process twin (`SingleProcess`) so that the training code never
+asks which one it runs under:
+
+* **data-parallel training** (`DataParallel` via ``training_strategy``), shared by ``bnn.fit``
+  and ``bnn.infer.sgld`` / ``bnn.infer.sghmc``;
+* **independent jobs spread over ranks** (``job_strategy``): ``bnn.infer.deep_ensemble`` trains
+  member ``i`` on rank ``i mod R`` and gathers every member on every rank, identical to an
+  ensemble trained in one process.
+
+The data-parallel contract:
 
 * Every rank is given the same data, seed and model; ``batch_size`` is **per rank**, so a run
   on ``R`` ranks with ``batch_size=b`` sees the same global mini-batches as one process with
@@ -21,7 +29,7 @@ Launch with ``torchrun --nproc-per-node=R script.py`` and call
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +47,7 @@ __all__ = [
     "RankBatchSampler",
     "SingleProcess",
     "TrainingStrategy",
+    "job_strategy",
     "process_group_context",
     "resolve_distributed",
     "training_strategy",
@@ -221,6 +230,25 @@ class TrainingStrategy(Protocol):
         """Element-wise mean over processes of each tensor."""
         ...
 
+    def owns(self, index: int) -> bool:
+        """Whether this process trains independent job ``index`` (e.g. ensemble member)."""
+        ...
+
+    def check_same_seed(self, rng: RNG) -> None:
+        """Raise if the processes were given different seeds."""
+        ...
+
+    def share_results(
+        self,
+        results: dict[int, Any],
+        count: int,
+        failure: Exception | None,
+        portable: Callable[[Any], Any],
+    ) -> dict[int, Any]:
+        """Every job's result on every process (``portable`` makes one sendable); a failure on
+        any process raises on all of them, so none waits forever."""
+        ...
+
     def agree(self, stop: bool) -> bool:
         """One decision for every process (rank 0's)."""
         ...
@@ -254,6 +282,23 @@ class SingleProcess:
 
     def average(self, tensors: list[Tensor]) -> list[Tensor]:
         return tensors
+
+    def owns(self, index: int) -> bool:  # noqa: ARG002 - one process owns every job
+        return True
+
+    def check_same_seed(self, rng: RNG) -> None:
+        pass
+
+    def share_results(
+        self,
+        results: dict[int, Any],
+        count: int,  # noqa: ARG002
+        failure: Exception | None,
+        portable: Callable[[Any], Any],  # noqa: ARG002
+    ) -> dict[int, Any]:
+        if failure is not None:
+            raise failure
+        return results
 
     def agree(self, stop: bool) -> bool:
         return stop
@@ -299,6 +344,40 @@ class DataParallel:
     def average(self, tensors: list[Tensor]) -> list[Tensor]:
         return self.context.average(tensors)
 
+    def owns(self, index: int) -> bool:
+        """Job ``i`` runs on rank ``i mod R``."""
+        return index % self.world_size == self.context.rank
+
+    def check_same_seed(self, rng: RNG) -> None:
+        self.context.check_same_seed(rng)
+
+    def share_results(
+        self,
+        results: dict[int, Any],
+        count: int,
+        failure: Exception | None,
+        portable: Callable[[Any], Any],
+    ) -> dict[int, Any]:
+        self._raise_if_any_rank_failed(failure)
+        return {  # every rank receives every result from its owner
+            i: self.context.broadcast_object(
+                portable(results[i]) if i in results else None, src=i % self.world_size
+            )
+            for i in range(count)
+        }
+
+    def _raise_if_any_rank_failed(self, failure: Exception | None) -> None:
+        failures: list[Any] = [None] * self.world_size
+        dist.all_gather_object(failures, None if failure is None else repr(failure))
+        if failure is not None:
+            raise failure
+        failed = [(rank, message) for rank, message in enumerate(failures) if message is not None]
+        if failed:
+            rank, message = failed[0]
+            raise RuntimeError(
+                f"training jobs (e.g. ensemble members) failed on rank {rank}: {message}"
+            )
+
 
 def training_strategy(
     model: nn.Module, distributed: bool | None
@@ -306,3 +385,8 @@ def training_strategy(
     """The plain network and how to train it (see ``resolve_distributed``)."""
     module, context = resolve_distributed(model, distributed)
     return module, SingleProcess() if context is None else DataParallel(context)
+
+
+def job_strategy(distributed: bool) -> SingleProcess | DataParallel:
+    """How independent jobs (ensemble members) are spread: all here, or ``i mod R`` per rank."""
+    return DataParallel(process_group_context()) if distributed else SingleProcess()

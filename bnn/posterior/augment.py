@@ -16,8 +16,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
-from bnn.posterior._evaluate import eval_mode
-from bnn.posterior.protocol import check_inputs
+from bnn.posterior._evaluate import (
+    PROBE_INPUTS,
+    activation_bytes,
+    eval_mode,
+    evaluate_in_chunks,
+    plan_chunks,
+)
+from bnn.posterior.protocol import check_inputs, check_memory_budget
 from bnn.random.default import RNGLike, resolve_rng
 
 __all__ = ["TestTimeAugmentation"]
@@ -49,14 +55,33 @@ class TestTimeAugmentation:
         num_samples: int,
         *,
         rng: RNGLike = None,
-        memory_budget: int | None = None,  # noqa: ARG002 - all augmentations in one vmap
+        memory_budget: int | None = None,
     ) -> Tensor:
-        """``[S, N, ...]``: the model on ``S`` independent augmentations of ``x``."""
-        check_inputs(x, next(self.model.parameters(), None), num_samples)
+        """``[S, N, ...]``: the model on ``S`` independent augmentations of ``x``.
 
-        def one(_: Tensor) -> Tensor:
-            return self.model(self.augment(x))  # type: ignore[no-any-return]
+        Augmented copies are evaluated in vectorised chunks of at most ``memory_budget``
+        bytes of activations; when the inputs must be split, each block of inputs draws its
+        own augmentations (independent per input, as for any per-example transform).
+        """
+        check_inputs(x, next(self.model.parameters(), None), num_samples)
+        budget = check_memory_budget(memory_budget)
+        probe = x[:PROBE_INPUTS]
+        plan = plan_chunks(
+            num_samples,
+            x.shape[0],
+            bytes_per_input=-(-activation_bytes(self.model, probe) // probe.shape[0]),
+            bytes_per_sample=0,
+            budget=budget,
+        )
+
+        def augmented(count: int, block: Tensor) -> Tensor:
+            def one(_: Tensor) -> Tensor:
+                return self.model(self.augment(block))  # type: ignore[no-any-return]
+
+            output: Tensor = vmap(one, randomness="different")(torch.arange(count))
+            return output
 
         with resolve_rng(rng).stream("tta"), eval_mode(self.model):
-            output: Tensor = vmap(one, randomness="different")(torch.arange(num_samples))
-        return output
+            return evaluate_in_chunks(
+                x, num_samples, plan, lambda start, stop: stop - start, augmented
+            )

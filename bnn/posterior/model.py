@@ -57,8 +57,6 @@ class ModelPosterior:
     parameters; dropout masks are drawn afresh for each function sample.
     """
 
-    is_mcmc = False
-
     def __init__(self, model: nn.Module) -> None:
         self._model = model
         self.layers = [(name, layer) for name, layer in bayesian_modules(model)]

@@ -40,6 +40,7 @@ __all__ = [
     "ParameterPosterior",
     "Posterior",
     "check_batch",
+    "check_finite_batch",
     "check_inputs",
 ]
 
@@ -147,6 +148,14 @@ def check_batch(x: object, num_samples: object) -> None:
         raise ValueError(f"x must be a non-empty batch [N, ...], got shape {tuple(x.shape)}.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+
+
+def check_finite_batch(x: object, num_samples: object) -> None:
+    """``check_batch`` plus finite values (a meta tensor has none to check)."""
+    check_batch(x, num_samples)
+    assert isinstance(x, Tensor)
+    if x.device.type != "meta" and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf; clean or impute the inputs first.")
 
 
 def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> None:

@@ -1,6 +1,6 @@
 """Control randomness: one seeded `RNG` manager that every draw in ``bnn`` comes from.
 
-* ``bnn.random.rng`` — the `RNG`: named streams, generators, ``spawn``/``fold_in``, state.
+* ``bnn.random.rng`` — the `RNG`: named streams, generators, ``spawn``, state.
 * ``bnn.random.default`` — the process-wide default (``seed_everything``, ``use_rng``).
 * ``bnn.random.determinism`` — deterministic kernels (``deterministic_mode``).
 * ``bnn.random.draws`` — fast, reproducible normal, Bernoulli and sign draws.

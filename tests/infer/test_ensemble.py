@@ -137,3 +137,37 @@ def test_members_with_learned_noise_predict_with_their_own_noise() -> None:
         bnn.predict_with_uncertainty(ensemble, x, likelihood=bnn.Gaussian(0.5, learn_std=True))
     with pytest.raises(ValueError, match="num_samples >= 3"):
         bnn.predict_with_uncertainty(ensemble, x, num_samples=2, rng=0)
+
+
+def test_members_learned_noise_survives_save_and_load(tmp_path: Path) -> None:
+    ensemble, _ = bnn.infer.deep_ensemble(
+        homoscedastic_member,
+        _data(),
+        likelihood=bnn.Gaussian(0.5, learn_std=True),
+        num_members=2,
+        rng=0,
+        epochs=3,
+        progress=False,
+    )
+    ensemble.save(tmp_path / "noisy.pt")
+    with pytest.raises(ValueError, match="learned likelihood parameters"):
+        bnn.infer.DeepEnsemble.load(tmp_path / "noisy.pt", homoscedastic_member)
+    loaded = bnn.infer.DeepEnsemble.load(
+        tmp_path / "noisy.pt", homoscedastic_member, likelihood=bnn.Gaussian(1.0, learn_std=True)
+    )
+    x = torch.linspace(-1, 1, 5).unsqueeze(-1)
+    torch.testing.assert_close(
+        bnn.predict_with_uncertainty(loaded, x).std, bnn.predict_with_uncertainty(ensemble, x).std
+    )
+
+
+def test_members_evaluated_in_chunks_under_a_tiny_budget_equal_one_vmap() -> None:
+    ensemble = _train(0)
+    x = torch.linspace(-2, 2, 7).unsqueeze(-1)
+    with torch.no_grad():
+        whole = ensemble.sample_functions(x, 3)
+        chunked = ensemble.sample_functions(x, 3, memory_budget=1)  # one member, one input
+        subset = ensemble.sample_functions(x, 2, rng=4, memory_budget=1)
+    torch.testing.assert_close(chunked, whole)
+    assert subset.shape == (2, 7, 2)
+    assert any(torch.allclose(subset[0], member) for member in whole)

@@ -104,19 +104,6 @@ def test_fit_advances_the_augmentation_epoch() -> None:
     assert seen == [0, 1, 2]
 
 
-def test_test_time_augmentation_is_a_seeded_posterior() -> None:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
-    tta = bnn.posterior.TestTimeAugmentation(net, lambda x: x + 0.1 * torch.randn_like(x))
-    x = torch.randn(5, 2)
-    first = bnn.predict_with_uncertainty(tta, x, num_samples=30, rng=0)
-    assert first.samples.shape == (30, 5, 1)
-    assert float(first.std.min()) > 0
-    assert torch.equal(
-        first.samples, bnn.predict_with_uncertainty(tta, x, num_samples=30, rng=0).samples
-    )
-
-
 def test_prior_must_be_a_prior() -> None:
     with pytest.raises(TypeError, match="Prior"):
         bnn.fit(

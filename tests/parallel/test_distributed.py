@@ -123,7 +123,9 @@ def test_ensemble_gathered_from_two_ranks_equals_one_process(ranks: list[dict[st
 
 def test_a_member_failing_on_one_rank_raises_on_every_rank(ranks: list[dict[str, Any]]) -> None:
     assert ranks[1]["member_failure_error"] == "FloatingPointError: member diverged"
-    assert ranks[0]["member_failure_error"].startswith("RuntimeError: training ensemble members")
+    assert ranks[0]["member_failure_error"].startswith(
+        "RuntimeError: training jobs (e.g. ensemble members) failed"
+    )
     assert "rank 1" in ranks[0]["member_failure_error"]
 
 

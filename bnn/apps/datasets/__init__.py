@@ -1,5 +1,12 @@
 """Data sets for the demo and the UCI benchmark (see ``README.md`` here for licences)."""
 
-from bnn.apps.datasets.uci import BUNDLED, Standardizer, UCISplit, load_uci, num_splits
+from bnn.apps.datasets.uci import (
+    BUNDLED,
+    Standardizer,
+    UCISplit,
+    load_uci,
+    num_splits,
+    seeded_split,
+)
 
-__all__ = ["BUNDLED", "Standardizer", "UCISplit", "load_uci", "num_splits"]
+__all__ = ["BUNDLED", "Standardizer", "UCISplit", "load_uci", "num_splits", "seeded_split"]
