@@ -9,7 +9,8 @@ ArviZ, plots) and ``bnn.parallel``. Importing ``bnn`` imports them all, so
 """
 
 from bnn.evaluate.calibration import calibration
-from bnn.evaluate.diagnostics import summary, to_arviz
+from bnn.evaluate.convergence import summary
+from bnn.evaluate.diagnostics import to_arviz
 from bnn.infer.vi import fit
 from bnn.likelihoods import (
     Bernoulli,

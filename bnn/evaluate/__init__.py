@@ -2,8 +2,9 @@
 
 * ``bnn.evaluate.metrics`` — RMSE, NLL, CRPS, coverage, accuracy, Brier, ECE.
 * ``bnn.evaluate.calibration`` — calibration reports (``calibration``).
-* ``bnn.evaluate.diagnostics`` — ArviZ conversion and convergence (``to_arviz``,
-  ``summary``); the only ArviZ importer.
+* ``bnn.evaluate.diagnostics`` — ArviZ conversion (``to_arviz``, ``loo``); the only ArviZ
+  importer.
+* ``bnn.evaluate.convergence`` — R-hat, ESS, divergences and stuck samplers (``summary``).
 * ``bnn.evaluate.plots`` — figures (needs the ``plots`` extra); the only matplotlib
   importer.
 """
@@ -11,7 +12,8 @@
 from bnn.evaluate import metrics as metrics
 from bnn.evaluate import plots as plots
 from bnn.evaluate.calibration import CalibrationReport, calibration
-from bnn.evaluate.diagnostics import ConvergenceWarning, Summary, loo, summary, to_arviz
+from bnn.evaluate.convergence import ConvergenceWarning, Summary, summary
+from bnn.evaluate.diagnostics import loo, to_arviz
 
 __all__ = [
     "CalibrationReport",

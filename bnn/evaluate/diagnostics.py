@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,17 +43,11 @@ from bnn.posterior.model import DEFAULT_DRAWS, as_posterior
 from bnn.posterior.protocol import CarriesLikelihood, Draws, ParameterPosterior
 from bnn.random.default import RNGLike, resolve_rng
 
-__all__ = ["ConvergenceWarning", "Summary", "arviz_major_version", "loo", "summary", "to_arviz"]
-
-RHAT_THRESHOLD = 1.01
-ESS_THRESHOLD = 400
+__all__ = ["arviz_major_version", "arviz_module", "is_arviz", "loo", "to_arviz"]
 
 
-class ConvergenceWarning(UserWarning):
-    """R-hat above 1.01 or effective sample size below 400 for some parameter."""
-
-
-def _arviz() -> Any:
+def arviz_module() -> Any:
+    """The installed ArviZ, imported without its 1.x refactor announcement."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="ArviZ is undergoing", category=FutureWarning)
         import arviz
@@ -64,7 +57,7 @@ def _arviz() -> Any:
 
 def arviz_major_version() -> int:
     """Major version of the installed ArviZ (0 or 1)."""
-    return int(str(_arviz().__version__).split(".")[0])
+    return int(str(arviz_module().__version__).split(".")[0])
 
 
 # ------------------------------------------------------------------------------ conversion
@@ -246,7 +239,7 @@ def _pointwise_log_likelihood(prediction: Prediction, observed: Tensor) -> Tenso
 def _from_dict(
     groups: dict[str, dict[str, np.ndarray]], dims: dict[str, list[str]], *, is_mcmc: bool
 ) -> Any:
-    az = _arviz()
+    az = arviz_module()
     attrs = {"inference_library": "bnn", "bnn_is_mcmc": int(is_mcmc)}
     if arviz_major_version() >= 1:
         tree = az.from_dict(groups, dims=dims)
@@ -259,130 +252,11 @@ def _from_dict(
     return data
 
 
-# ------------------------------------------------------------------------------ summaries
-@dataclass(frozen=True)
-class Summary:
-    """Convergence summary, one row per parameter tensor (aggregated over its elements).
-
-    Attributes:
-        rows: per parameter: ``size``, ``mean`` and ``sd`` (averaged over elements), worst
-            ``r_hat``, smallest ``ess_bulk`` and ``ess_tail``, largest ``mcse_mean``.
-        problems: human-readable findings (R-hat > 1.01, ESS < 400, divergences).
-        is_mcmc: whether R-hat is meaningful.
-    """
-
-    rows: dict[str, dict[str, float]]
-    problems: tuple[str, ...]
-    is_mcmc: bool
-
-    def to_markdown(self) -> str:
-        header = (
-            "| parameter | size | mean | sd | max r_hat | min ess_bulk | min ess_tail | max mcse |"
-        )
-        lines = [header, "|---|---|---|---|---|---|---|---|"]
-        for name, row in self.rows.items():
-            lines.append(
-                f"| {name} | {int(row['size'])} | {row['mean']:.4g} | {row['sd']:.4g} | "
-                f"{row['r_hat']:.3f} | {row['ess_bulk']:.0f} | {row['ess_tail']:.0f} | "
-                f"{row['mcse_mean']:.3g} |"
-            )
-        lines += [f"- {problem}" for problem in self.problems]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.to_markdown()
-
-    def _repr_markdown_(self) -> str:
-        return self.to_markdown()
-
-
-def summary(posterior: object, *, warn: bool = True, **kwargs: Any) -> Summary:
-    """R-hat (rank-normalised, split), bulk/tail ESS and MCSE for every parameter tensor.
-
-    Large tensors are aggregated: worst R-hat, smallest ESS, largest MCSE over their elements.
-    Emits a ``ConvergenceWarning`` (if ``warn``) for R-hat > 1.01, ESS < 400 or divergent
-    transitions.
-
-    Args:
-        posterior: a `SampleSet` (or anything ``to_arviz`` accepts; extra keyword
-            arguments go to it).
-    """
-    az = _arviz()
-    data: Any = posterior if _is_arviz(posterior) else to_arviz(posterior, **kwargs)
-    post = data["posterior"]
-    post = post.to_dataset() if hasattr(post, "to_dataset") else post
-    is_mcmc = bool(int(post.attrs.get("bnn_is_mcmc", 1)))
-    chains = int(post.sizes["chain"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rhat = az.rhat(post) if chains > 1 and is_mcmc else None
-        ess_bulk = az.ess(post, method="bulk")
-        ess_tail = az.ess(post, method="tail")
-        mcse = az.mcse(post, method="mean")
-    rows: dict[str, dict[str, float]] = {}
-    problems: list[str] = []
-    for name in post.data_vars:
-        values = post[name].values
-        r_hat = float(np.nanmax(_values(rhat, name))) if rhat is not None else math.nan
-        bulk = float(np.nanmin(_values(ess_bulk, name)))
-        tail = float(np.nanmin(_values(ess_tail, name)))
-        rows[str(name)] = {
-            "size": float(np.prod(values.shape[2:])) if values.ndim > 2 else 1.0,
-            "mean": float(values.mean()),
-            "sd": float(values.std(axis=(0, 1)).mean()),
-            "r_hat": r_hat,
-            "ess_bulk": bulk,
-            "ess_tail": tail,
-            "mcse_mean": float(np.nanmax(_values(mcse, name))),
-        }
-        if r_hat > RHAT_THRESHOLD:
-            problems.append(
-                f"{name}: R-hat {r_hat:.3f} > {RHAT_THRESHOLD} (chains disagree; run longer "
-                "or reparameterise)"
-            )
-        if min(bulk, tail) < ESS_THRESHOLD:
-            problems.append(
-                f"{name}: ESS {min(bulk, tail):.0f} < {ESS_THRESHOLD} (too few effective draws)"
-            )
-    stats = data["sample_stats"] if "sample_stats" in _group_names(data) else None
-    if stats is not None and "diverging" in stats:
-        divergences = int(np.asarray(stats["diverging"].values).sum())
-        if divergences:
-            problems.append(
-                f"{divergences} divergent transitions (hard posterior geometry; raise "
-                "target_accept)"
-            )
-    if not is_mcmc:
-        problems.append(
-            "draws are independent samples (VI/MC dropout/ensemble), not Markov chains: "
-            "R-hat does not apply"
-        )
-    result = Summary(rows=rows, problems=tuple(problems), is_mcmc=is_mcmc)
-    if warn and any("R-hat" in p or "ESS" in p or "divergent" in p for p in problems):
-        warnings.warn(
-            "; ".join(p for p in problems if "apply" not in p), ConvergenceWarning, stacklevel=2
-        )
-    return result
-
-
-def _is_arviz(obj: object) -> bool:
+def is_arviz(obj: object) -> bool:
+    """Whether ``obj`` is an ArviZ object (``InferenceData`` or ``DataTree``)."""
     return type(obj).__name__ in ("InferenceData", "DataTree")
-
-
-def _values(dataset: Any, name: Any) -> np.ndarray:
-    if dataset is None:
-        return np.array([math.nan])
-    if hasattr(dataset, "to_dataset"):
-        dataset = dataset.to_dataset()
-    return np.atleast_1d(np.asarray(dataset[name].values, dtype=float))
-
-
-def _group_names(data: Any) -> list[str]:
-    if hasattr(data, "groups") and callable(data.groups):
-        return [str(g).strip("/") for g in data.groups()]
-    return [str(g).strip("/") for g in getattr(data, "children", {})]
 
 
 def loo(data: Any) -> Any:
     """``arviz.loo`` (PSIS-LOO-CV) on a converted object with a ``log_likelihood`` group."""
-    return _arviz().loo(data)
+    return arviz_module().loo(data)
