@@ -144,8 +144,9 @@ def sgld(
         progress: show a tqdm bar.
 
     Returns:
-        ``(SampleSet, History)``; per chain, ``history.chains[c].potential`` is the potential
-        estimate at every step and ``seconds`` the wall time.
+        ``(SampleSet, History)``; per chain, ``history.chains[c].potential`` and ``step_size``
+        hold the potential estimate and the step size ``ε`` of every step, ``seconds`` the wall
+        time.
     """
     settings = _settings("sgld", lr, 0.0, temperature, batch_size, data, schedule)
     return _run(
@@ -281,6 +282,7 @@ def _run_chain(
     batches = _batches(n, settings.batch_size, rng)
     draws: list[dict[str, Tensor]] = []
     potentials: list[float] = []
+    step_sizes: list[float] = []
     start = time.perf_counter()
     with rng.stream("sgmcmc"):
         for step in tqdm(range(settings.steps), desc=settings.method, disable=not progress):
@@ -297,6 +299,7 @@ def _run_chain(
                 for (name, w), g in zip(weights.items(), gradients, strict=True):
                     _update(settings, w, momentum[name], g, epsilon, sampling)
             potentials.append(float(potential.detach()))
+            step_sizes.append(epsilon)
             if settings.schedule.kind == "constant":
                 keep = sampling and (step - settings.burn_in) % settings.thin == 0
             else:
@@ -305,7 +308,7 @@ def _run_chain(
                 draws.append({k: v.detach().clone() for k, v in weights.items()})
     history = History(
         settings.method,
-        metrics={"potential": potentials},
+        metrics={"potential": potentials, "step_size": step_sizes},
         extras={"seconds": time.perf_counter() - start},
     )
     return draws, history

@@ -82,6 +82,8 @@ def test_sgmcmc_minibatch_cyclical_and_reproducible() -> None:
     assert torch.equal(first.samples["weight"], second.samples["weight"])
     assert first.num_chains == 2 and first.num_draws == 80  # half of each 200-step cycle, every 5th
     assert len(history.chains[0].potential) == 800
+    step_sizes = history.chains[0].step_size  # the cosine schedule: peak 0.01 at each cycle start
+    assert step_sizes[0] == step_sizes[200] == 0.01 and min(step_sizes) < 1e-5
     # Cyclical mini-batch SGHMC is biased (exploration stages, gradient noise): this checks
     # only that the draws sit in the posterior bulk, within 3 exact posterior sds of the mean.
     sd = exact.covariance.diagonal().sqrt()
