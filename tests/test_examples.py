@@ -1,4 +1,5 @@
-"""The example notebooks execute from top to bottom (tiny sizes: BNN_EXAMPLE_QUICK=1)."""
+"""The example notebooks execute from top to bottom (tiny sizes: BNN_EXAMPLE_QUICK=1), every
+plotting cell shows an image in a plain kernel, and no cell writes to stderr."""
 
 from __future__ import annotations
 
@@ -34,8 +35,22 @@ def test_notebook_executes(path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
-    errors = [
-        o for c in notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
-    ]
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    stderr = [
+        (c.source.splitlines()[:1], o.get("text", "")[:200])
+        for c in code
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    ]
+    assert not stderr, f"cells wrote to stderr: {stderr}"
+    plotting = [c for c in code if "plots." in c.source or "plot_" in c.source]
+    assert plotting, f"{path.name} draws no figure"
+    without_image = [
+        c.source.splitlines()[:1]
+        for c in plotting
+        if not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+    ]
+    assert not without_image, f"plotting cells that showed no image: {without_image}"
     assert os.environ["BNN_EXAMPLE_QUICK"] == "1"

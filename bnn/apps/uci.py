@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.apps.datasets import Standardizer, UCISplit, load_uci, num_splits
 from bnn.evaluate import metrics
 from bnn.infer.ensemble import deep_ensemble
@@ -286,7 +286,7 @@ def run_uci(
     if not 1 <= count <= available:
         raise ValueError(f"splits must be in [1, {available}], got {splits}.")
     results = []
-    for index in tqdm(range(count), desc=f"{dataset}/{method}", disable=not progress):
+    for index in progress_bar(range(count), desc=f"{dataset}/{method}", disable=not progress):
         split = load_uci(dataset, index, data_dir=data_dir)
         start = time.perf_counter()
         prediction = _train_and_predict(method, split, defaults, RNG(seed).spawn(index))

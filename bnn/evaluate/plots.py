@@ -1,8 +1,9 @@
 """Plots for notebooks: calibration, predictive bands, posterior predictive checks, traces.
 
 Every function takes a prediction (or a posterior's draws) and returns a
-``matplotlib.figure.Figure`` built without ``pyplot`` (no global state, no ``plt.show()``), so it
-renders inline in a notebook, saves with ``fig.savefig``, and works on headless machines (Agg).
+``matplotlib.figure.Figure`` built without ``pyplot`` (no global state, no ``plt.show()``): it
+displays as a PNG when it is a notebook cell's value (no ``%matplotlib`` needed), saves with
+``fig.savefig``, and works on headless machines.
 This is the only module of ``bnn`` that imports matplotlib, an optional extra: install it with
 ``pip install "bnn-torch[plots]"``.
 
@@ -13,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -41,13 +44,32 @@ __all__ = [
 
 
 def _figure(width: float = 5.0, height: float = 3.6) -> Figure:
+    figure: Figure = _notebook_figure_class()(figsize=(width, height), layout="constrained")
+    return figure
+
+
+@functools.cache
+def _notebook_figure_class() -> type[Figure]:
+    """A matplotlib ``Figure`` that Jupyter shows as a PNG, without pyplot or ``%matplotlib``.
+
+    Built on first use, so that matplotlib stays an optional extra.
+    """
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
             "bnn's plots need matplotlib, an optional extra: pip install 'bnn-torch[plots]'."
         ) from error
-    return Figure(figsize=(width, height), layout="constrained")
+
+    class NotebookFigure(Figure):
+        """A ``Figure`` with a PNG representation for IPython's display machinery."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+            return buffer.getvalue()
+
+    return NotebookFigure
 
 
 def _numpy(tensor: Tensor) -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.func import grad_and_value, vmap
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint
 from bnn.random.rng import RNG
 
@@ -279,6 +279,19 @@ def _windows(warmup: int) -> list[tuple[int, int]]:
     return windows
 
 
+def _watched(
+    info: dict[str, Tensor], step_size: Tensor, kept: dict[str, list[Tensor]], warming: bool
+) -> dict[str, str]:
+    """What the progress bar shows: phase, divergences kept so far, step size, acceptance."""
+    divergences = sum(int(d.sum()) for d in kept.get("diverging", []))
+    return {
+        "phase": "warmup" if warming else "sampling",
+        "divergences": str(divergences),
+        "step": f"{float(step_size.mean()):.3g}",
+        "accept": f"{float(info['acceptance_rate'].mean()):.2f}",
+    }
+
+
 def run_vectorised_nuts(
     log_joint: LogJoint,
     x: Tensor,
@@ -309,11 +322,14 @@ def run_vectorised_nuts(
     window_draws: list[Tensor] = []
     kept: list[Tensor] = []
     stats: dict[str, list[Tensor]] = {}
-    for iteration in tqdm(range(warmup + draws), desc="nuts", disable=not progress):
+    bar = progress_bar(range(warmup + draws), desc="nuts", disable=not progress)
+    for iteration in bar:
         sampler.reseed(iteration)
         z, grad, logp, info = sampler.transition(
             z, grad, logp, step_size, inverse_mass, max_tree_depth
         )
+        if progress and (iteration % 10 == 0 or iteration == warmup + draws - 1):
+            bar.set_postfix(_watched(info, step_size, stats, warming=iteration < warmup))
         if iteration < warmup:
             step_size = adaptation.update(info["acceptance_rate"])
             window = next((w for w in windows if w[0] <= iteration < w[1]), None)

@@ -31,9 +31,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bnn._checks import check_int, check_positive
+from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
@@ -285,7 +285,8 @@ def _run_chain(
     step_sizes: list[float] = []
     start = time.perf_counter()
     with rng.stream("sgmcmc"):
-        for step in tqdm(range(settings.steps), desc=settings.method, disable=not progress):
+        bar = progress_bar(range(settings.steps), desc=settings.method, disable=not progress)
+        for step in bar:
             index = next(batches).to(x.device)
             potential, gradients = _potential_and_gradients(
                 log_joint, weights, x, y, index, scale, strategy
@@ -300,6 +301,8 @@ def _run_chain(
                     _update(settings, w, momentum[name], g, epsilon, sampling)
             potentials.append(float(potential.detach()))
             step_sizes.append(epsilon)
+            if progress and step % 50 == 0:
+                bar.set_postfix(potential=f"{potentials[-1]:.4g}", step=f"{epsilon:.3g}")
             if settings.schedule.kind == "constant":
                 keep = sampling and (step - settings.burn_in) % settings.thin == 0
             else:

@@ -32,8 +32,8 @@ from pyro.infer.autoguide import (
 )
 from pyro.params.param_store import StateDict
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
@@ -257,7 +257,7 @@ def svi(
     order = _batches(n, batch, generator)
     with pyro.get_param_store().scope() as state, generator.stream("svi"):
         engine = SVI(model_fn, guide_fn, optim, loss=elbo)
-        bar = tqdm(range(total_steps), desc="svi", disable=not progress)
+        bar = progress_bar(range(total_steps), desc="svi", disable=not progress)
         for step in bar:
             epoch, index = next(order)
             loss = engine.step(x[index], y[index], index) / n

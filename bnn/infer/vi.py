@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bnn._checks import check_int, check_positive
+from bnn._progress import progress_bar
 from bnn.infer._early_stopping import EarlyStopping
 from bnn.infer._loop import (
     NonFiniteLossError,
@@ -191,7 +191,7 @@ def fit(
     )
     steps_per_epoch = max(len(loader), 1)
     step = 0
-    bar = tqdm(range(epochs), desc="fit", disable=not progress)
+    bar = progress_bar(range(epochs), desc="fit", disable=not progress)
     for epoch in bar:
         start_epoch(loader, epoch, model, likelihood)
         totals, kl_value, beta, step = _train_epoch(step_context, loader, schedule, epoch, step)

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.random.default import RNGLike, resolve_rng, use_rng
 from bnn.random.rng import RNG
 
@@ -97,7 +97,7 @@ def seed_sweep(
     seed_list = _seed_list(seeds)
     parent = resolve_rng(rng)
     runs: list[dict[str, float]] = []
-    for seed in tqdm(seed_list, desc="seed sweep", disable=not progress):
+    for seed in progress_bar(seed_list, desc="seed sweep", disable=not progress):
         with use_rng(parent.spawn(seed)) as run_rng:
             metrics = fn(run_rng)
         runs.append(_check_metrics(metrics, seed, expected=runs[0].keys() if runs else None))

@@ -55,12 +55,23 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
 
 def test_a_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     samples, _ = _sample_set()
+    figure_class = bnn.evaluate.plots._notebook_figure_class  # built once, on first use
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if missing
-    with pytest.raises(ImportError, match=r"bnn-torch\[plots\]"):
-        bnn.evaluate.plots.plot_trace(samples, "weight")
+    figure_class.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"bnn-torch\[plots\]"):
+            bnn.evaluate.plots.plot_trace(samples, "weight")
+    finally:
+        figure_class.cache_clear()
 
 
 def test_trace_plots_need_weight_draws() -> None:
     point = bnn.posterior.PointEstimate(nn.Linear(1, 1))
     with pytest.raises(TypeError, match="ParameterPosterior"):
         bnn.evaluate.plots.plot_trace(point, "weight")
+
+
+def test_figures_have_a_png_representation_for_notebooks() -> None:
+    samples, _ = _sample_set()
+    png = bnn.evaluate.plots.plot_trace(samples, "weight")._repr_png_()
+    assert png.startswith(b"\x89PNG") and len(png) > 5_000

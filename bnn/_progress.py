@@ -1,0 +1,42 @@
+"""Progress bars for long calls: a widget in Jupyter, text elsewhere, never a warning.
+
+``tqdm.auto`` picks the notebook widget inside Jupyter, but without ``ipywidgets`` it warns
+("IProgress not found") and writes its text bar to stderr. ``progress_bar`` uses the widget when
+it can, and otherwise a plain text bar on stdout in a notebook (stderr in a terminal, where bars
+belong), so a notebook shows progress without warnings or error-coloured output.
+
+Example:
+    >>> for epoch in progress_bar(range(10), desc="fit", disable=False):
+    ...     pass
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from tqdm.std import tqdm as text_bar
+
+__all__ = ["progress_bar"]
+
+Item = TypeVar("Item")
+
+
+def progress_bar(iterable: Iterable[Item], *, desc: str, disable: bool) -> Any:
+    """A tqdm bar over ``iterable`` (``disable=True``: no output at all)."""
+    if disable or not _in_notebook():
+        return text_bar(iterable, desc=desc, disable=disable)
+    if importlib.util.find_spec("ipywidgets") is None:
+        return text_bar(iterable, desc=desc, file=sys.stdout)
+    from tqdm.notebook import tqdm as widget_bar
+
+    return widget_bar(iterable, desc=desc)
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (not a terminal IPython or plain Python)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
