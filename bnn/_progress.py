@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
+from tqdm.std import TqdmWarning
 from tqdm.std import tqdm as text_bar
+
+# Libraries bnn builds on (Pyro) import ``tqdm.auto``, which warns once, at import, in a
+# notebook without ipywidgets. Importing it here first, quietly, keeps that warning away.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", TqdmWarning)
+    import tqdm.auto  # noqa: F401
 
 __all__ = ["progress_bar"]
 
