@@ -96,9 +96,13 @@ def test_svi_mean_field_matches_mean_field_optimum() -> None:
         rng=0,
         progress=False,
     )
+    # The mean-field optimum has the exact mean and stds 1/sqrt(diag(precision)). Measured over
+    # 8 seeds as for the full-rank guide: the guide mean errs by 0.024 mean-field sd, the std by
+    # 0.016 (relative), so the full-rank standard errors apply (5 of them).
     draws = posterior.sample_weights(20_000, rng=1)["weight"].reshape(-1, 4)
-    assert ((draws.mean(0) - exact.mean).abs() < 0.1 * exact.mean_field_std).all()
-    assert ((draws.std(0) / exact.mean_field_std - 1).abs() < 0.1).all()
+    mean_error = (draws.mean(0) - exact.mean) / exact.mean_field_std
+    assert (mean_error.abs() < 5 * MEAN_SE).all(), mean_error
+    assert ((draws.std(0) / exact.mean_field_std - 1).abs() < 5 * STD_SE).all()
 
 
 def test_svi_leaves_the_param_store_alone_and_minibatches() -> None:
