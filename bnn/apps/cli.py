@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     suites = benchmark.add_subparsers(dest="suite", metavar="SUITE", required=True)
     uci = suites.add_parser("uci", help="UCI regression benchmark (20 standard splits)")
     uci.add_argument(
-        "--dataset", required=True, help="boston, concrete, energy, yacht, kin8nm, ..."
+        "--dataset",
+        required=True,
+        help="yacht ships with bnn; others (boston, concrete, energy, kin8nm, ...) need "
+        "--data-dir (see docs/data.md)",
     )
     uci.add_argument("--method", required=True, choices=["mc_dropout", "ensemble", "vi", "sghmc"])
     uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
