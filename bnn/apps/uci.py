@@ -9,7 +9,9 @@ of epochs is chosen per split on a validation set carved from the *training* spl
 the epoch with the best validation log-likelihood.
 
     bnn benchmark uci --dataset boston --method mc_dropout --splits 20 \
-        --data-dir ../shared/benchdata/uci --output uci-results
+        --data-dir DIR --output uci-results
+
+where ``DIR`` holds ``boston/`` in the layout of ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -362,7 +364,11 @@ def summarise(results: list[SplitResult]) -> list[SummaryRow]:
 
 
 def _pm(value: tuple[float, float] | None) -> str:
-    return "—" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+    """``mean ± standard error``; the mean alone when one split gives no standard error."""
+    if value is None:
+        return "—"
+    mean, error = value
+    return f"{mean:.3f}" if math.isnan(error) else f"{mean:.3f} ± {error:.3f}"
 
 
 def format_table(rows: list[SummaryRow]) -> str:
