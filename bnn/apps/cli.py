@@ -93,12 +93,14 @@ def _uci(args: argparse.Namespace) -> int:
 
 
 def _demo(output: Path, *, seed: int, quick: bool) -> int:
-    from bnn.apps.demo import format_table, run_demo
+    from bnn.apps.demo import format_table, reading_notes, run_demo
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"bnn demo: seed {seed}, writing to {output.resolve()}")
     results = run_demo(output, seed=seed, quick=quick)
     print(format_table(results))
+    for note in reading_notes(results):
+        print(f"- {note}")
     written = [output / name for name in ("metrics.json", "toy_predictive.png")]
     print("wrote " + " and ".join(str(path) for path in written if path.exists()))
     return 0

@@ -25,7 +25,15 @@ from bnn.nn.dropout import MCDropout
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["DemoResult", "ToyRun", "format_table", "run_demo", "run_toy", "toy_data"]
+__all__ = [
+    "DemoResult",
+    "ToyRun",
+    "format_table",
+    "reading_notes",
+    "run_demo",
+    "run_toy",
+    "toy_data",
+]
 
 METHODS = ("mc_dropout", "vi")
 LEARNING_RATES = {"mc_dropout": 1e-2, "vi": 3e-3}
@@ -40,6 +48,7 @@ class DemoResult:
     rmse: float
     test_log_likelihood: float
     coverage_95: float
+    test_points: int
     seconds: float
 
 
@@ -104,6 +113,7 @@ def _score(
         rmse=metrics.rmse(prediction, target),
         test_log_likelihood=-metrics.nll(prediction, target),
         coverage_95=metrics.interval_coverage(prediction, target, 0.95),
+        test_points=int(y.shape[0]),
         seconds=seconds,
     )
 
@@ -212,6 +222,30 @@ def format_table(results: list[DemoResult]) -> str:
             f"{r.coverage_95:.2f} | {r.seconds:.1f} |"
         )
     return "\n".join(lines)
+
+
+def reading_notes(results: list[DemoResult]) -> list[str]:
+    """What the table shows, in words: over-confident rows, and what MC dropout cannot do.
+
+    A row is over-confident when its 95% coverage lies more than 3 binomial standard errors
+    below 0.95.
+    """
+    notes = []
+    for r in results:
+        error = (0.95 * 0.05 / r.test_points) ** 0.5
+        if r.coverage_95 < 0.95 - 3 * error:
+            notes.append(
+                f"{r.dataset} / {r.method}: over-confident (95% intervals cover "
+                f"{r.coverage_95:.0%} of {r.test_points} test points); a noise level chosen on "
+                "validation data or an ensemble helps."
+            )
+    notes.append(
+        "MC dropout with ReLU extrapolates as straight lines with a band of nearly fixed width "
+        "(toy_predictive.png): its uncertainty hardly grows away from the data. Bayes by "
+        "backprop, deep ensembles (bnn.infer.deep_ensemble) and NUTS (bnn.infer.nuts) widen "
+        "it there."
+    )
+    return notes
 
 
 def _plot(

@@ -34,6 +34,7 @@ def test_demo_quick_writes_table_png_json_and_is_reproducible(
     assert main(["demo", "--quick", "--output", str(tmp_path / "a"), "--seed", "3"]) == 0
     table = capsys.readouterr().out
     assert "| yacht (split 0) | mc_dropout |" in table and "| toy-1d | vi |" in table
+    assert "- MC dropout with ReLU extrapolates" in table
     assert (tmp_path / "a" / "toy_predictive.png").stat().st_size > 10_000
     rows = _without_times(tmp_path / "a" / "metrics.json")
     assert len(rows) == 4 and all(math.isfinite(r["rmse"]) for r in rows)  # type: ignore[arg-type]
