@@ -8,6 +8,7 @@ yacht data ships with the package.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -225,19 +226,24 @@ def format_table(results: list[DemoResult]) -> str:
 
 
 def reading_notes(results: list[DemoResult]) -> list[str]:
-    """What the table shows, in words: over-confident rows, and what MC dropout cannot do.
+    """What the table shows, in words: miscalibrated rows, and what MC dropout cannot do.
 
-    A row is over-confident when its 95% coverage lies more than 3 binomial standard errors
-    below 0.95.
+    A row's 95% intervals are flagged when the number of test points they cover is in a
+    binomial tail of probability < 0.001 under calibration: too few covered is over-confident,
+    too many (intervals too wide) under-confident.
     """
     notes = []
     for r in results:
-        error = (0.95 * 0.05 / r.test_points) ** 0.5
-        if r.coverage_95 < 0.95 - 3 * error:
+        covered = round(r.coverage_95 * r.test_points)
+        counts = range(r.test_points + 1)
+        below = sum(_binomial(r.test_points, k) for k in counts if k <= covered)
+        above = sum(_binomial(r.test_points, k) for k in counts if k >= covered)
+        verdict = "over" if below < 1e-3 else "under" if above < 1e-3 else None
+        if verdict is not None:
             notes.append(
-                f"{r.dataset} / {r.method}: over-confident (95% intervals cover "
-                f"{r.coverage_95:.0%} of {r.test_points} test points); a noise level chosen on "
-                "validation data or an ensemble helps."
+                f"{r.dataset} / {r.method}: {verdict}-confident (95% intervals cover "
+                f"{covered} of {r.test_points} test points); a noise level chosen on "
+                "validation data, longer training or an ensemble helps."
             )
     notes.append(
         "MC dropout with ReLU extrapolates as straight lines with a band of nearly fixed width "
@@ -246,6 +252,11 @@ def reading_notes(results: list[DemoResult]) -> list[str]:
         "it there."
     )
     return notes
+
+
+def _binomial(trials: int, successes: int, probability: float = 0.95) -> float:
+    failures = trials - successes
+    return math.comb(trials, successes) * probability**successes * (1 - probability) ** failures
 
 
 def _plot(

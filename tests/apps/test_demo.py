@@ -107,3 +107,17 @@ def test_toy_run_is_bit_identical_to_the_release_before_the_redesign(seed: int) 
             digest.update(tensor.contiguous().numpy().tobytes())
         fingerprints[method] = digest.hexdigest()
     assert fingerprints == TOY_FINGERPRINTS[seed]
+
+
+def test_reading_notes_flag_miscalibration_by_a_binomial_tail() -> None:
+    from bnn.apps.demo import DemoResult, reading_notes
+
+    rows = [
+        DemoResult("a", "m", 1.0, 1.0, 0.80, 100, 1.0),  # P(X <= 80 | 0.95) ~ 1e-6
+        DemoResult("b", "m", 1.0, 1.0, 0.95, 100, 1.0),  # calibrated
+        DemoResult("c", "m", 1.0, 1.0, 1.00, 31, 1.0),  # P(X = 31) = 0.2: no evidence
+        DemoResult("d", "m", 1.0, 1.0, 1.00, 200, 1.0),  # P(X = 200) = 3.5e-5: too wide
+    ]
+    notes = reading_notes(rows)
+    assert [note.split(":")[0] for note in notes[:-1]] == ["a / m", "d / m"]
+    assert "over-confident" in notes[0] and "under-confident" in notes[1]
