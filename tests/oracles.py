@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,13 @@ def clearly_larger(
 ) -> bool:
     """Whether ``high`` exceeds ``low`` by more than ``k`` standard errors of their difference."""
     return bool(high - low > k * (high_se**2 + low_se**2).sqrt())
+
+
+def blr_problem(
+    n: int, d: int, noise: float, seed: int = 0
+) -> tuple[Tensor, Tensor, LinearGaussianPosterior, nn.Linear]:
+    """Bayesian linear regression for the samplers: ``x [n, d]``, ``y [n, 1]``, its exact
+    posterior (prior ``N(0, I)``) and a bias-free float64 linear layer to sample."""
+    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
+    posterior = linear_gaussian_posterior(x, y, noise, 1.0)
+    return x, y.unsqueeze(-1), posterior, nn.Linear(d, 1, bias=False).double()

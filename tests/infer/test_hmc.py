@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 import bnn
 import bnn.infer
 from tests.oracles import (
     batch_means_mcse,
-    linear_gaussian_posterior,
-    linear_regression_data,
+    blr_problem,
 )
 
 
-def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
-    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
-    return (
-        x,
-        y.unsqueeze(-1),
-        linear_gaussian_posterior(x, y, noise, 1.0),
-        nn.Linear(d, 1, bias=False).double(),
-    )
-
-
 def test_hmc_runs_and_reports_stats() -> None:
-    x, y, exact, layer = _blr(30, 2, 1.0)
+    x, y, exact, layer = blr_problem(30, 2, 1.0)
     samples, history = bnn.infer.hmc(
         layer,
         (x, y),
@@ -49,7 +37,7 @@ def test_hmc_runs_and_reports_stats() -> None:
 
 
 def test_divergences_are_reported() -> None:
-    x, y, _, layer = _blr(20, 2, 0.01)  # a very narrow posterior
+    x, y, _, layer = blr_problem(20, 2, 0.01)  # a very narrow posterior
     samples, history = bnn.infer.hmc(
         layer,
         (x, y),

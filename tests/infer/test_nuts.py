@@ -12,22 +12,11 @@ import bnn
 import bnn.infer
 from tests.oracles import (
     batch_means_mcse,
+    blr_problem,
     clearly_larger,
-    linear_gaussian_posterior,
-    linear_regression_data,
     split_rhat,
     std_mcse,
 )
-
-
-def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
-    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
-    return (
-        x,
-        y.unsqueeze(-1),
-        linear_gaussian_posterior(x, y, noise, 1.0),
-        nn.Linear(d, 1, bias=False).double(),
-    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +27,7 @@ def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile:
 
     ``jit_compile`` with the lock-step backend runs the torch.compile'd vmapped gradient.
     """
-    x, y, exact, layer = _blr(50, 5, 1.0)
+    x, y, exact, layer = blr_problem(50, 5, 1.0)
     samples, history = bnn.infer.nuts(
         layer,
         (x, y),
@@ -73,7 +62,7 @@ def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile:
 
 def test_chains_are_reproducible_distinct_and_independent_of_chain_count() -> None:
     """Also the per-draw statistics: lock-step chains stop subtrees at different times."""
-    x, y, _, layer = _blr(20, 3, 1.0)
+    x, y, _, layer = blr_problem(20, 3, 1.0)
 
     def run(chains: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         samples, _ = bnn.infer.nuts(
@@ -184,7 +173,7 @@ def test_bayesianized_model_samples_its_weights_with_its_priors() -> None:
 
 
 def test_lock_step_backend_rejects_pyro_only_options() -> None:
-    x, y, _, layer = _blr(10, 2, 1.0)
+    x, y, _, layer = blr_problem(10, 2, 1.0)
     with pytest.raises(ValueError, match="backend='pyro'"):
         bnn.infer.nuts(
             layer,

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import bnn
 import bnn.infer
 from tests.oracles import (
     batch_means_mcse,
-    linear_gaussian_posterior,
-    linear_regression_data,
+    blr_problem,
     sghmc_stationary_covariance,
     sgld_stationary_covariance,
 )
-
-
-def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
-    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
-    return (
-        x,
-        y.unsqueeze(-1),
-        linear_gaussian_posterior(x, y, noise, 1.0),
-        nn.Linear(d, 1, bias=False).double(),
-    )
 
 
 @pytest.mark.parametrize("method", ["sgld", "sghmc"])
@@ -35,7 +23,7 @@ def test_sgmcmc_matches_the_exact_stationary_law_of_its_discretisation(method: s
     (tests/oracles.py); both are checked within 5 batch-means MCSE. That covariance is within
     a few percent of the exact posterior's for these steps, and equals it as ε → 0.
     """
-    x, y, exact, layer = _blr(20, 4, 2.0)
+    x, y, exact, layer = blr_problem(20, 4, 2.0)
     if method == "sgld":
         samples, _ = bnn.infer.sgld(
             layer,
@@ -67,7 +55,7 @@ def test_sgmcmc_matches_the_exact_stationary_law_of_its_discretisation(method: s
 
 
 def test_sgmcmc_minibatch_cyclical_and_reproducible() -> None:
-    x, y, exact, layer = _blr(40, 2, 1.0)
+    x, y, exact, layer = blr_problem(40, 2, 1.0)
     options = dict(
         likelihood=bnn.Gaussian(1.0),
         lr=0.01,

@@ -6,25 +6,12 @@ import pyro
 import pyro.optim
 import pytest
 import torch
-from torch import nn
 
 import bnn
 import bnn.infer
 from tests.oracles import (
-    linear_gaussian_posterior,
-    linear_regression_data,
+    blr_problem,
 )
-
-
-def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
-    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
-    return (
-        x,
-        y.unsqueeze(-1),
-        linear_gaussian_posterior(x, y, noise, 1.0),
-        nn.Linear(d, 1, bias=False).double(),
-    )
-
 
 # The Monte Carlo error of the full-rank SVI estimator on this problem (stochastic ELBO
 # gradients, decaying ClippedAdam, 4 particles, 1500 steps), measured over 8 seeds with the
@@ -39,7 +26,7 @@ CORRELATION_SE = 0.028
 
 
 def _full_rank_fit(guide: str, seed: int):  # type: ignore[no-untyped-def]
-    x, y, exact, layer = _blr(20, 4, 2.0)
+    x, y, exact, layer = blr_problem(20, 4, 2.0)
     posterior, history = bnn.infer.svi(
         layer,
         (x, y),
@@ -84,7 +71,7 @@ def test_svi_seed_spread_is_as_stated() -> None:
 
 @pytest.mark.slow
 def test_svi_mean_field_matches_mean_field_optimum() -> None:
-    x, y, exact, layer = _blr(20, 4, 2.0)
+    x, y, exact, layer = blr_problem(20, 4, 2.0)
     posterior, _ = bnn.infer.svi(
         layer,
         (x, y),
@@ -108,7 +95,7 @@ def test_svi_mean_field_matches_mean_field_optimum() -> None:
 def test_svi_leaves_the_param_store_alone_and_minibatches() -> None:
     pyro.clear_param_store()
     pyro.param("user_parameter", torch.ones(2))
-    x, y, _, layer = _blr(40, 2, 1.0)
+    x, y, _, layer = blr_problem(40, 2, 1.0)
     posterior, history = bnn.infer.svi(
         layer, (x, y), likelihood=bnn.Gaussian(1.0), epochs=3, batch_size=10, rng=0, progress=False
     )

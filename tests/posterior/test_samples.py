@@ -11,20 +11,6 @@ from torch.func import functional_call
 
 import bnn
 import bnn.infer
-from tests.oracles import (
-    linear_gaussian_posterior,
-    linear_regression_data,
-)
-
-
-def _blr(n: int, d: int, noise: float, seed: int = 0):  # type: ignore[no-untyped-def]
-    x, y, _ = linear_regression_data(n, d, noise, seed=seed)
-    return (
-        x,
-        y.unsqueeze(-1),
-        linear_gaussian_posterior(x, y, noise, 1.0),
-        nn.Linear(d, 1, bias=False).double(),
-    )
 
 
 def test_toy_bnn_predict_on_sample_set_equals_per_draw_loop() -> None:
