@@ -70,15 +70,18 @@ def run_pyro_chains(
     data: tuple[Tensor, Tensor],
     likelihood: Likelihood,
     prior: PriorSpec,
-    make_kernel: Callable[[Any], Any],
-    num_chains: int,
-    warmup: int,
-    draws: int,
+    make_kernel: Callable[..., Any],
+    lengths: tuple[int, int, int],
     init: str,
     rng: RNGLike,
     progress: bool,
 ) -> tuple[SampleSet, History]:
-    """Run ``num_chains`` chains of a Pyro kernel; chain ``c`` from ``rng.spawn(c)``."""
+    """Run ``num_chains`` chains of a Pyro kernel; chain ``c`` from ``rng.spawn(c)``.
+
+    ``make_kernel(potential_fn=...)`` builds the kernel; ``lengths`` is
+    ``(num_chains, warmup, draws)``.
+    """
+    num_chains, warmup, draws = lengths
     x, y = check_data(model, data)
     log_joint = LogJoint(model, likelihood, prior)
     parent = resolve_rng(rng)
@@ -118,7 +121,7 @@ def _run_chain(
     log_joint: LogJoint,
     x: Tensor,
     y: Tensor,
-    make_kernel: Callable[[Any], Any],
+    make_kernel: Callable[..., Any],
     warmup: int,
     draws: int,
     init: str,
@@ -126,7 +129,7 @@ def _run_chain(
     progress: bool,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:
     potential = _Counter(log_joint, x, y)
-    kernel = make_kernel(potential)
+    kernel = make_kernel(potential_fn=potential)
     recorder = _StatsRecorder(potential)
     initial = {SITE: log_joint.flatten(log_joint.initial_weights(init, rng))}
     start = time.perf_counter()

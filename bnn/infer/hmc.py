@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 from pyro.infer.mcmc import HMC
 from torch import Tensor, nn
@@ -63,29 +63,17 @@ def hmc(
     check_positive("trajectory_length", trajectory_length)
     check_positive("step_size", step_size)
 
-    def kernel(potential: Any) -> Any:
-        return HMC(
-            potential_fn=potential,
-            step_size=step_size,
-            trajectory_length=trajectory_length,
-            adapt_step_size=warmup > 0,
-            target_accept_prob=settings.target_accept,
-            full_mass=settings.full_mass,
-            jit_compile=jit_compile,
-            ignore_jit_warnings=True,
-        )
-
+    kernel = functools.partial(
+        HMC,
+        step_size=step_size,
+        trajectory_length=trajectory_length,
+        adapt_step_size=warmup > 0,
+        target_accept_prob=settings.target_accept,
+        full_mass=settings.full_mass,
+        jit_compile=jit_compile,
+        ignore_jit_warnings=True,
+    )
+    lengths = (num_chains, warmup, draws)
     return run_pyro_chains(
-        "hmc",
-        model,
-        data,
-        likelihood,
-        prior,
-        kernel,
-        num_chains,
-        warmup,
-        draws,
-        init,
-        rng,
-        progress,
+        "hmc", model, data, likelihood, prior, kernel, lengths, init, rng, progress
     )

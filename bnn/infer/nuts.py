@@ -13,8 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
 
 import torch
 from pyro.infer.mcmc import NUTS
@@ -107,29 +107,17 @@ def nuts(
             progress,
         )
 
-    def kernel(potential: Any) -> Any:
-        return NUTS(
-            potential_fn=potential,
-            target_accept_prob=settings.target_accept,
-            max_tree_depth=max_tree_depth,
-            full_mass=settings.full_mass,
-            jit_compile=jit_compile,
-            ignore_jit_warnings=True,
-        )
-
+    kernel = functools.partial(
+        NUTS,
+        target_accept_prob=settings.target_accept,
+        max_tree_depth=max_tree_depth,
+        full_mass=settings.full_mass,
+        jit_compile=jit_compile,
+        ignore_jit_warnings=True,
+    )
+    lengths = (num_chains, warmup, draws)
     return run_pyro_chains(
-        "nuts",
-        model,
-        data,
-        likelihood,
-        prior,
-        kernel,
-        num_chains,
-        warmup,
-        draws,
-        init,
-        rng,
-        progress,
+        "nuts", model, data, likelihood, prior, kernel, lengths, init, rng, progress
     )
 
 

@@ -183,6 +183,24 @@ def fit(
         num_samples=num_samples,
         prior=prior,
     )
+    history = _run_epochs(step_context, loader, schedule, epochs, validation, generator, progress)
+    model.eval()
+    likelihood.eval()
+    return (as_posterior(model) if has_posterior(model) else PointEstimate(model)), history
+
+
+def _run_epochs(
+    context: StepContext,
+    loader: torch.utils.data.DataLoader[tuple[Tensor, Tensor]],
+    schedule: KLSchedule,
+    epochs: int,
+    validation: Validation | None,
+    generator: RNG,
+    progress: bool,
+) -> History:
+    """The epochs of ``fit``: train, record, validate, stop early; restore the best weights."""
+    model, likelihood, strategy = context.model, context.likelihood, context.strategy
+    device = device_of(model)
     stopper = EarlyStopping(validation.patience) if validation is not None else None
     history = History(
         "fit",
@@ -194,7 +212,7 @@ def fit(
     bar = progress_bar(range(epochs), desc="fit", disable=not progress)
     for epoch in bar:
         start_epoch(loader, epoch, model, likelihood)
-        totals, kl_value, beta, step = _train_epoch(step_context, loader, schedule, epoch, step)
+        totals, kl_value, beta, step = _train_epoch(context, loader, schedule, epoch, step)
         epoch_nll = strategy.sum_over_ranks(totals[0], device) / steps_per_epoch
         history.record(
             nll=epoch_nll,
@@ -216,9 +234,7 @@ def fit(
     if stopper is not None:
         stopper.restore(model, likelihood)
         history.extras["best_epoch"] = stopper.best_step
-    model.eval()
-    likelihood.eval()
-    return (as_posterior(model) if has_posterior(model) else PointEstimate(model)), history
+    return history
 
 
 def _train_epoch(
