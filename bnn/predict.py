@@ -56,7 +56,7 @@ def predict_with_uncertainty(
     """
     posterior = as_posterior(model_or_posterior)
     check_finite_batch(x, num_samples)  # device and dtype: checked by the posterior
-    budget = check_memory_budget(memory_budget)
+    budget = check_memory_budget(memory_budget, x.device)
     if likelihood is not None and not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
     if batch_size is not None and (

@@ -175,7 +175,7 @@ class DeepEnsemble(nn.Module):
         """
         reference = next(self.members[0].parameters(), None)
         check_inputs(x, reference, num_samples)
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         chosen = list(range(len(self.members)))
         if num_samples < len(self.members):
             generator = resolve_rng(rng).torch_generator("predict")

@@ -164,7 +164,7 @@ class SVIPosterior:
         """Function values at ``x`` for ``num_samples`` fresh guide draws: ``[S, N, ...]``."""
         reference = next(iter(self._example))
         check_inputs(x, reference if x.is_floating_point() else None, num_samples)
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         weights = self.sample_weights(num_samples, rng=rng)
         return evaluate_parameter_samples_chunked(self.model, weights, x, budget)
 
@@ -185,7 +185,7 @@ class SVIPosterior:
             check_inputs(x, reference if x.is_floating_point() else None, 1)
             with torch.no_grad():
                 functions = evaluate_parameter_samples_chunked(
-                    self.model, weights, x, check_memory_budget(None)
+                    self.model, weights, x, check_memory_budget(None, x.device)
                 ).unsqueeze(0)
         return Draws(
             parameters={k: v.unsqueeze(0) for k, v in weights.items()},

@@ -7,15 +7,18 @@ from bnn.posterior.augment import TestTimeAugmentation
 from bnn.posterior.log_predictive import log_predictive_density
 from bnn.posterior.model import ModelPosterior, PointEstimate, as_posterior, has_posterior
 from bnn.posterior.protocol import (
+    ACCELERATOR_MEMORY_BUDGET,
     DEFAULT_MEMORY_BUDGET,
     CarriesLikelihood,
     Draws,
     ParameterPosterior,
     Posterior,
+    default_memory_budget,
 )
 from bnn.posterior.samples import SampleSet
 
 __all__ = [
+    "ACCELERATOR_MEMORY_BUDGET",
     "DEFAULT_MEMORY_BUDGET",
     "CarriesLikelihood",
     "Draws",
@@ -26,6 +29,7 @@ __all__ = [
     "SampleSet",
     "TestTimeAugmentation",
     "as_posterior",
+    "default_memory_budget",
     "has_posterior",
     "log_predictive_density",
 ]

@@ -64,7 +64,7 @@ class TestTimeAugmentation:
         own augmentations (independent per input, as for any per-example transform).
         """
         check_inputs(x, next(self.model.parameters(), None), num_samples)
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         probe = x[:PROBE_INPUTS]
         plan = plan_chunks(
             num_samples,

@@ -161,7 +161,7 @@ class ModelPosterior:
         training: use ``bnn.fit`` for that).
         """
         check_inputs(x, self.reference_tensor(), num_samples)
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         probe = x[:PROBE_INPUTS]
         probe_shapes = self._mask_shapes(probe)
         plan = self._plan(x, num_samples, probe, probe_shapes, budget)
@@ -220,7 +220,7 @@ class ModelPosterior:
         ``PROBE_INPUTS``) inputs: activations plus dropout masks.
         """
         probe = x[:PROBE_INPUTS]
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         return self._plan(x, num_samples, probe, self._mask_shapes(probe), budget)
 
     def _plan(

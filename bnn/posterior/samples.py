@@ -104,7 +104,7 @@ class SampleSet:
         """
         reference = next(iter(self.samples.values()))
         check_inputs(x, reference, num_samples)
-        budget = check_memory_budget(memory_budget)
+        budget = check_memory_budget(memory_budget, x.device)
         parameters = self.flat()
         if num_samples < self.num_samples:
             generator = resolve_rng(rng).torch_generator("predict")
