@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from bnn.likelihoods import Likelihood, Prediction, RegressionPrediction
+from bnn.posterior.closed_form import ClosedFormPredictive
 from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import (
     CarriesLikelihood,
@@ -13,6 +14,7 @@ from bnn.posterior.protocol import (
     check_finite_batch,
     check_memory_budget,
 )
+from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 
 __all__ = ["predict_with_uncertainty"]
@@ -42,8 +44,12 @@ def predict_with_uncertainty(
         batch_size: split ``x`` into batches of this many inputs (each batch draws its own
             function samples: per-input marginals are exact; for samples coherent across all
             inputs, leave it ``None`` — samples are already chunked to ``memory_budget``).
-        memory_budget: bytes one vectorised chunk of samples may use (``None``: 64 MiB),
-            passed to ``sample_functions``.
+        memory_budget: bytes one vectorised chunk of samples may use (``None``: 64 MiB for
+            inputs on the CPU, 1 GiB on a GPU), passed to ``sample_functions``.
+
+    A posterior that predicts in closed form (`bnn.posterior.closed_form.ClosedFormPredictive`,
+    e.g. a Laplace posterior with ``predictive="glm"``) hands over its prediction directly;
+    ``batch_size`` does not apply to it (its per-input marginals need no split).
 
     Returns:
         ``RegressionPrediction`` (``mean``, ``std``, ``epistemic``, ``aleatoric``,
@@ -65,8 +71,14 @@ def predict_with_uncertainty(
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
     likelihood = _observation_model(posterior, likelihood)
     generator = resolve_rng(rng)
+    if isinstance(posterior, ClosedFormPredictive):  # e.g. Laplace's linearised predictive
+        direct = posterior.closed_form_prediction(
+            x, likelihood=likelihood, num_samples=num_samples, rng=generator, memory_budget=budget
+        )
+        if direct is not None:
+            return direct
     batches = [x] if batch_size is None else list(torch.split(x, batch_size))
-    with torch.no_grad():
+    with torch.no_grad(), GLOBAL_STATE_LOCK:  # one call at a time: see docs/reliability.md
         samples = torch.cat(
             [
                 posterior.sample_functions(batch, num_samples, rng=generator, memory_budget=budget)

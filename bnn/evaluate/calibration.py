@@ -20,7 +20,12 @@ import torch
 from torch import Tensor
 
 from bnn.evaluate import metrics
-from bnn.likelihoods import ClassificationPrediction, Prediction, RegressionPrediction
+from bnn.likelihoods import (
+    ClassificationPrediction,
+    Prediction,
+    RegressionPrediction,
+    align_targets,
+)
 
 __all__ = ["CalibrationReport", "calibration"]
 
@@ -102,11 +107,7 @@ def calibration(
 def _regression(
     prediction: RegressionPrediction, y: Tensor, levels: tuple[float, ...]
 ) -> CalibrationReport:
-    if y.shape[0] != prediction.loc.shape[1]:
-        raise ValueError(
-            f"y has {y.shape[0]} targets but the prediction covers {prediction.loc.shape[1]} "
-            "inputs; pass the targets of the predicted inputs."
-        )
+    y = align_targets(y, prediction.loc.shape[1:])  # the one target rule of every metric
     pit = prediction.cdf(y)
     n = pit.numel()
     coverage = {level: _central_coverage(pit, level) for level in levels}

@@ -13,7 +13,12 @@ import math
 import torch
 from torch import Tensor
 
-from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
+from bnn.likelihoods import (
+    ClassificationPrediction,
+    RegressionPrediction,
+    align_targets,
+    class_indices,
+)
 
 __all__ = [
     "accuracy",
@@ -28,16 +33,13 @@ __all__ = [
 
 
 def _targets(y: object, reference: Tensor) -> Tensor:
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}.")
-    if y.shape[:1] != reference.shape[:1] or y.numel() == 0:
-        raise ValueError(
-            f"y has shape {tuple(y.shape)}; expected {reference.shape[0]} targets to match the "
-            "prediction."
-        )
+    """Regression targets under the one target rule (``align_targets``), finite."""
+    y = align_targets(y, reference.shape)
+    if y.numel() == 0:
+        raise ValueError("y is empty; pass the targets of the predicted inputs.")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-        raise ValueError("y contains NaN or inf.")
-    return y.reshape(reference.shape) if y.numel() == reference.numel() else y
+        raise ValueError("y contains NaN or inf; remove or impute those rows first.")
+    return y
 
 
 def rmse(prediction: RegressionPrediction, y: Tensor) -> float:
@@ -48,10 +50,9 @@ def rmse(prediction: RegressionPrediction, y: Tensor) -> float:
 
 def nll(prediction: RegressionPrediction | ClassificationPrediction, y: Tensor) -> float:
     """Mean negative log predictive density (UCI protocol: log-sum-exp over samples)."""
-    reference = (
-        prediction.mean if isinstance(prediction, RegressionPrediction) else prediction.probs
-    )
-    return -float(prediction.log_likelihood(_targets(y, reference)).mean())
+    if isinstance(prediction, RegressionPrediction):
+        y = _targets(y, prediction.mean)
+    return -float(prediction.log_likelihood(y).mean())
 
 
 def gaussian_nll(prediction: RegressionPrediction, y: Tensor) -> float:
@@ -101,10 +102,7 @@ def _expected_abs(mean: Tensor, variance: Tensor) -> Tensor:
 
 def _labels(prediction: ClassificationPrediction, y: Tensor) -> tuple[Tensor, Tensor]:
     probs = prediction.class_probs.mean(0)
-    y = _targets(y, probs[..., 0]).long()
-    if int(y.min()) < 0 or int(y.max()) >= probs.shape[-1]:
-        raise ValueError(f"class labels must lie in [0, {probs.shape[-1] - 1}].")
-    return probs, y
+    return probs, class_indices(y, probs.shape[0], probs.shape[-1])
 
 
 def accuracy(prediction: ClassificationPrediction, y: Tensor) -> float:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bnn._checks import check_int
-from bnn._io import load_versioned
+from bnn._io import load_versioned, save_atomically
 from bnn.infer.history import History
 from bnn.infer.vi import fit
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
@@ -220,8 +220,8 @@ class DeepEnsemble(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        """Tensors only: member and likelihood state dicts with a format version."""
-        torch.save(
+        """Tensors only: member and likelihood state dicts with a format version (atomic write)."""
+        save_atomically(
             {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,

@@ -1,6 +1,6 @@
 """Observation models and the predictive distributions they make from function samples."""
 
-from bnn.likelihoods._base import Likelihood, Prediction
+from bnn.likelihoods._base import Likelihood, Prediction, align_targets, class_indices
 from bnn.likelihoods.classification import Bernoulli, Categorical, ClassificationPrediction
 from bnn.likelihoods.per_sample import PerSampleLikelihood
 from bnn.likelihoods.regression import (
@@ -11,6 +11,8 @@ from bnn.likelihoods.regression import (
 )
 
 __all__ = [
+    "align_targets",
+    "class_indices",
     "Bernoulli",
     "Categorical",
     "ClassificationPrediction",

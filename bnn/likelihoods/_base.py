@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Likelihood", "Prediction"]
+__all__ = ["Likelihood", "Prediction", "align_targets", "class_indices"]
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,59 @@ class Likelihood(nn.Module):
         raise NotImplementedError
 
 
-def _match_target(y: Tensor, reference: Tensor, what: str) -> Tensor:
+def align_targets(y: object, shape: torch.Size, what: str = "prediction") -> Tensor:
+    """The one target rule of every likelihood, prediction and metric.
+
+    ``y`` must have the shape of one sample's output (``[N, ...]``); ``[N]`` is also accepted
+    where the output is ``[N, 1]``. Anything else (``[N, 2]`` against ``[N, 1]``, ``[N, 1]``
+    against ``[N]``) is refused: broadcasting would silently score the wrong pairs.
+
+    Args:
+        y: targets.
+        shape: the per-sample output shape, ``[N, ...]``.
+        what: what ``shape`` belongs to, for the message.
+
+    Returns:
+        ``y`` viewed with exactly ``shape``.
+    """
     if not isinstance(y, Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(y).__name__}.")
-    if y.shape == reference.shape:
+    if y.shape == shape:
         return y
-    if reference.dim() >= 1 and reference.shape[-1] == 1 and y.shape == reference.shape[:-1]:
+    if len(shape) >= 1 and shape[-1] == 1 and y.shape == shape[:-1]:
         return y.unsqueeze(-1)
     raise ValueError(
-        f"targets have shape {tuple(y.shape)} but the {what} has shape {tuple(reference.shape)}; "
+        f"targets have shape {tuple(y.shape)} but the {what} has shape {tuple(shape)}; "
         "reshape y to match (broadcasting here would be silently wrong)."
     )
+
+
+def class_indices(y: object, num_inputs: int, num_classes: int) -> Tensor:
+    """Class-index targets ``[N]`` (``int64``) for ``num_inputs`` predictions of ``num_classes``.
+
+    Accepts integer tensors ``[N]`` (or ``[N, 1]``) and floats holding whole numbers (0/1 labels
+    of a binary classifier). One-hot or probability targets ``[N, K]`` are refused with the fix.
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(y).__name__}.")
+    if y.dim() == 2 and y.shape == (num_inputs, num_classes) and num_classes > 1:
+        raise ValueError(
+            f"targets have shape {tuple(y.shape)}, which looks one-hot; pass class indices of "
+            "shape [N], e.g. y.argmax(-1)."
+        )
+    labels = align_targets(y, torch.Size([num_inputs, 1]), "prediction's labels").squeeze(-1)
+    if labels.is_floating_point():
+        _check_finite_targets(labels)
+        if not bool((labels == labels.round()).all()):
+            raise ValueError("class labels must be whole numbers (class indices, 0/1 if binary).")
+    elif labels.dtype == torch.bool or labels.is_complex():
+        labels = labels.to(torch.int64)
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"class labels must lie in [0, {num_classes - 1}], got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+    return labels.long()
 
 
 def _check_finite_targets(y: Tensor) -> None:

@@ -24,8 +24,9 @@ from bnn.likelihoods._base import (
     Likelihood,
     Prediction,
     _check_finite_targets,
-    _match_target,
     _per_datum,
+    align_targets,
+    class_indices,
 )
 
 __all__ = ["Bernoulli", "Categorical", "ClassificationPrediction"]
@@ -83,7 +84,7 @@ class ClassificationPrediction(Prediction):
     def log_likelihood(self, y: Tensor) -> Tensor:
         """``log E_s p_s(y)`` per datum ``[N]``; ``y`` holds class indices (0/1 when binary)."""
         mean = self.class_probs.mean(0)
-        index = y.long().reshape(mean.shape[:-1]).unsqueeze(-1)
+        index = class_indices(y, mean.shape[0], mean.shape[-1]).unsqueeze(-1)
         return torch.log(mean.gather(-1, index).squeeze(-1).clamp_min(1e-45))
 
 
@@ -125,7 +126,7 @@ class Bernoulli(Likelihood):
     """Sigmoid of one logit per datum; targets are 0/1 floats of the same shape."""
 
     def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
-        y = _match_target(y, output, "model output")
+        y = align_targets(y, output.shape, "model output")
         _check_finite_targets(y)
         if not bool(((y == 0) | (y == 1)).all()):
             raise ValueError("Bernoulli targets must be 0 or 1.")

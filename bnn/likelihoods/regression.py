@@ -34,8 +34,8 @@ from bnn.likelihoods._base import (
     Likelihood,
     Prediction,
     _check_finite_targets,
-    _match_target,
     _per_datum,
+    align_targets,
 )
 
 __all__ = ["Gaussian", "HeteroscedasticGaussian", "MixtureDensity", "RegressionPrediction"]
@@ -46,19 +46,6 @@ _BISECTION_STEPS = 64
 def _check_level(level: float) -> None:
     if not isinstance(level, float | int) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level!r}.")
-
-
-def _align(y: Tensor, shape: torch.Size) -> Tensor:
-    """Targets shaped like one sample (``[N, ...]``); ``[N]`` is accepted for ``[N, 1]``."""
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}.")
-    if y.shape == shape:
-        return y
-    if len(shape) >= 1 and shape[-1] == 1 and y.shape == shape[:-1]:
-        return y.unsqueeze(-1)
-    raise ValueError(
-        f"y has shape {tuple(y.shape)} but the prediction is {tuple(shape)} per sample; reshape y."
-    )
 
 
 def _log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
@@ -138,7 +125,7 @@ class RegressionPrediction(Prediction):
 
     def cdf(self, y: Tensor) -> Tensor:
         """Predictive CDF at ``y`` ``[N, ...]`` (the PIT values when ``y`` are observations)."""
-        y = _align(y, self.loc.shape[1:])
+        y = align_targets(y, self.loc.shape[1:])
         scale = self.scale.expand_as(self.loc)
         noisy = scale > 0
         safe = torch.where(noisy, scale, torch.ones_like(scale))
@@ -171,7 +158,7 @@ class RegressionPrediction(Prediction):
         This is the UCI protocol's test log-likelihood (log-sum-exp over samples). Needs an
         observation-noise model (a likelihood with ``scale > 0``).
         """
-        y = _align(y, self.loc.shape[1:])
+        y = align_targets(y, self.loc.shape[1:])
         scale = self.scale.expand_as(self.loc)
         if not bool((scale > 0).all()):
             raise ValueError(
@@ -213,7 +200,7 @@ class Gaussian(Likelihood):
         return self.log_std.exp()
 
     def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
-        y = _match_target(y, output, "model output")
+        y = align_targets(y, output.shape, "model output")
         _check_finite_targets(y)
         return y
 
@@ -272,7 +259,7 @@ class HeteroscedasticGaussian(Likelihood):
 
     def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
         mean, _ = self.split(output)
-        y = _match_target(y, mean, "predicted mean")
+        y = align_targets(y, mean.shape, "predicted mean")
         _check_finite_targets(y)
         return y
 

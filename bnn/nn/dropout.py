@@ -88,6 +88,11 @@ class MCDropout(nn.Module):
                 raise ValueError(f"dropout rate must be in [0, 1), got {rate}.")
         self._fixed_masks = False
 
+    @property
+    def rates(self) -> list[float]:
+        """The current dropout rate of every dropout layer, in model order."""
+        return [float(layer.p) for layer in self._layers]  # type: ignore[arg-type]
+
     def _add_dropout(self, rate: float) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 < rate < 1.0:
             raise ValueError(f"add_dropout must be a rate in (0, 1), got {rate!r}.")

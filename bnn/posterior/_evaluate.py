@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from bnn.random import GLOBAL_STATE_LOCK
+
 __all__ = [
     "MIN_VECTORISED_SAMPLES",
     "PROBE_INPUTS",
@@ -138,6 +140,7 @@ def evaluate_in_chunks(
             if output is None:
                 trailing = block.shape[2:] if split else block.shape[1:]
                 leading = (num_samples, num_inputs) if split else (num_samples,)
+                check_output_fits((*leading, *trailing), block)
                 output = block.new_empty((*leading, *trailing))
             if split:
                 output[start:stop, first:last] = block
@@ -145,6 +148,47 @@ def evaluate_in_chunks(
                 output[start:stop] = block
     assert output is not None  # num_samples >= 1 and N >= 1 are checked by the callers
     return output
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory that can still be allocated on ``device`` (``None`` where it cannot be read)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_output_fits(shape: tuple[int, ...], like: Tensor) -> None:
+    """Refuse an ``[S, N, ...]`` result larger than half the memory left on its device.
+
+    ``memory_budget`` bounds the working set of each chunk; the returned samples are kept
+    whole, and a prediction then needs about as much again for its summaries.
+    """
+    needed = like.element_size()
+    for size in shape:
+        needed *= int(size)
+    available = available_memory_bytes(like.device)
+    if available is None or needed <= available // 2:
+        return
+    raise MemoryError(
+        f"the {shape[0]} function samples would need {_size(needed)} as one "
+        f"{list(shape)} tensor, more than half of the {_size(available)} still free on "
+        f"{like.device}; ask for fewer samples (a few thousand give Monte Carlo errors well "
+        "below 1 %), or predict on fewer inputs per call and keep only the summaries you need."
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def activation_bytes(model: nn.Module, x: Tensor) -> int:
@@ -232,11 +276,16 @@ def evaluate_parameter_samples_chunked(
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode inside the block; restore every module's flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    """Put ``model`` in eval mode inside the block; restore every module's flag afterwards.
+
+    Holds the process-wide lock of ``bnn.random`` for the block, so two threads predicting with
+    one model never see each other's switch (or restore a flag the other one set).
+    """
+    with GLOBAL_STATE_LOCK:
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            yield
+        finally:
+            for module, mode in modes:
+                module.training = mode

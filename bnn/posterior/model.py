@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from bnn.posterior.protocol import (
     check_inputs,
     check_memory_budget,
 )
+from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.draws import standard_normal
 
@@ -145,6 +147,7 @@ class ModelPosterior:
         return output
 
     # ---------------------------------------------------------------------- sampling
+    @GLOBAL_STATE_LOCK  # probes, hooks and mode switches on the shared model
     def sample_functions(
         self,
         x: Tensor,
@@ -162,6 +165,7 @@ class ModelPosterior:
         """
         check_inputs(x, self.reference_tensor(), num_samples)
         budget = check_memory_budget(memory_budget, x.device)
+        self._warn_if_deterministic()
         probe = x[:PROBE_INPUTS]
         probe_shapes = self._mask_shapes(probe)
         plan = self._plan(x, num_samples, probe, probe_shapes, budget)
@@ -180,14 +184,27 @@ class ModelPosterior:
                 masks = self.dropout.sample_masks(block, count, mask_shapes[block.shape[0]])
             return self.evaluate({"weights": weights, "masks": masks}, block)
 
-        with eval_mode(self.model), resolve_rng(rng).stream("predict"):
+        with resolve_rng(rng).stream("predict"), eval_mode(self.model):
             return evaluate_in_chunks(x, num_samples, plan, draw, evaluate)
+
+    def _warn_if_deterministic(self) -> None:
+        """MC dropout whose every rate is 0 and no Bayesian layer: all samples are one function."""
+        if self.dropout is None or self.layers or any(rate > 0 for rate in self.dropout.rates):
+            return
+        warnings.warn(
+            "every dropout rate of this MCDropout model is 0, so all function samples are the "
+            "same and the epistemic uncertainty is exactly 0; set the dropout layers' p > 0 "
+            "(e.g. 0.1) or use MCDropout(model, add_dropout=0.1).",
+            UserWarning,
+            stacklevel=3,
+        )
 
     # ---------------------------------------------------------------------- parameters
     def sample_parameters(self, num_samples: int, *, rng: RNGLike = None) -> dict[str, Tensor]:
         """Bayesian-layer weight draws: name -> ``[1, S, *shape]`` (stream ``"predict"``)."""
         return self.draws(num_samples, rng=rng).parameters
 
+    @GLOBAL_STATE_LOCK  # probes, hooks and mode switches on the shared model
     def draws(
         self, num_samples: int | None = None, *, x: Tensor | None = None, rng: RNGLike = None
     ) -> Draws:
@@ -213,6 +230,7 @@ class ModelPosterior:
             is_mcmc=False,
         )
 
+    @GLOBAL_STATE_LOCK  # probes, hooks and mode switches on the shared model
     def plan(self, x: Tensor, num_samples: int, memory_budget: int | None = None) -> ChunkPlan:
         """Samples and inputs per vectorised call for ``x`` under ``memory_budget`` bytes.
 

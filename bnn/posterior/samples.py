@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bnn._io import load_versioned
+from bnn._io import load_versioned, save_atomically
 from bnn.nn.layers import weight_space
 from bnn.posterior._evaluate import evaluate_parameter_samples_chunked
 from bnn.posterior.protocol import Draws, check_inputs, check_memory_budget
@@ -178,8 +178,11 @@ class SampleSet:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write the samples (tensors only, with a format version) to ``path``."""
-        torch.save(self.state_dict(), path)
+        """Write the samples (tensors only, with a format version) to ``path``, atomically.
+
+        An interrupted save leaves an existing file at ``path`` as it was.
+        """
+        save_atomically(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, model: nn.Module) -> SampleSet:

@@ -10,6 +10,7 @@
 This package imports nothing else from ``bnn``.
 """
 
+from bnn.random._globals import GLOBAL_STATE_LOCK
 from bnn.random.augment import AugmentedDataset
 from bnn.random.default import RNGLike, get_rng, resolve_rng, seed_everything, use_rng
 from bnn.random.determinism import deterministic_mode
@@ -17,6 +18,7 @@ from bnn.random.rng import RNG, seed_worker
 from bnn.random.sweep import SweepResult, seed_sweep
 
 __all__ = [
+    "GLOBAL_STATE_LOCK",
     "RNG",
     "AugmentedDataset",
     "RNGLike",

@@ -2,17 +2,42 @@
 
 Pyro draws from these too. ``bnn.RNG`` streams swap them in and out with
 ``snapshot`` / ``restore``; ``seed_worker`` seeds them in ``DataLoader`` workers.
+
+They belong to the process, not to a thread, so every swap happens under ``GLOBAL_STATE_LOCK``
+(re-entrant): a stream block, or a prediction's temporary switch of a model to eval mode, in
+one thread runs while the same kind of block in another thread waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["python_state", "restore", "seed_all", "seed_worker", "snapshot"]
+__all__ = ["GLOBAL_STATE_LOCK", "python_state", "restore", "seed_all", "seed_worker", "snapshot"]
+
+
+class _ProcessLock(contextlib.ContextDecorator):
+    """A re-entrant lock usable as ``with LOCK:`` and as a ``@LOCK`` decorator."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> _ProcessLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+GLOBAL_STATE_LOCK = _ProcessLock()
+"""Held while a thread has swapped process-wide state (generators, a model's train/eval flags,
+hooks a posterior puts on a model for one call)."""
 
 
 def snapshot() -> dict[str, Any]:

@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from bnn.random._globals import python_state, restore, seed_all, seed_worker, snapshot
+from bnn.random._globals import (
+    GLOBAL_STATE_LOCK,
+    python_state,
+    restore,
+    seed_all,
+    seed_worker,
+    snapshot,
+)
 
 __all__ = ["MAX_SEED", "RNG", "check_seed", "seed_worker"]
 
@@ -159,6 +166,12 @@ class RNG:
         On exit, the stream's state is kept for its next use and the global state from before
         the block is restored, so code outside the block sees no difference.
 
+        Threads: the global generators belong to the process, so a stream block holds a
+        process-wide re-entrant lock; stream blocks of other threads wait for it. Each block
+        therefore draws exactly the numbers it would draw alone (same seed, same bits, whatever
+        the threads do). Code *outside* any stream that draws from the global generators in
+        another thread meanwhile is not held back, and would shift this stream's numbers.
+
         Args:
             name: stream name, e.g. ``"init"``, ``"dropout"``, ``"predict"``.
 
@@ -170,24 +183,25 @@ class RNG:
             RuntimeError: if the same stream is entered again while it is active.
         """
         words = _name_words(name, "stream")
-        if name in self._active_streams:
-            raise RuntimeError(
-                f"stream {name!r} is already active; nested use of the same stream would "
-                "interleave its numbers. Use a different name for the inner block."
-            )
-        outer = snapshot()
-        if name in self._stream_states:
-            restore(self._stream_states[name])
-        else:
-            seed = int(self._sequence(_TAG_STREAM, words).generate_state(1, np.uint32)[0])
-            seed_all(seed)
-        self._active_streams.add(name)
-        try:
-            yield self
-        finally:
-            self._active_streams.discard(name)
-            self._stream_states[name] = snapshot()
-            restore(outer)
+        with GLOBAL_STATE_LOCK:  # the global generators are the process's: one thread at a time
+            if name in self._active_streams:
+                raise RuntimeError(
+                    f"stream {name!r} is already active; nested use of the same stream would "
+                    "interleave its numbers. Use a different name for the inner block."
+                )
+            outer = snapshot()
+            if name in self._stream_states:
+                restore(self._stream_states[name])
+            else:
+                seed = int(self._sequence(_TAG_STREAM, words).generate_state(1, np.uint32)[0])
+                seed_all(seed)
+            self._active_streams.add(name)
+            try:
+                yield self
+            finally:
+                self._active_streams.discard(name)
+                self._stream_states[name] = snapshot()
+                restore(outer)
 
     def torch_generator(self, name: str, device: torch.device | str = "cpu") -> torch.Generator:
         """The named ``torch.Generator`` on ``device``; the same object on every call.

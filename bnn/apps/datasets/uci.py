@@ -132,6 +132,12 @@ def _columns(path: Path, name: str, data: np.ndarray) -> tuple[np.ndarray, int]:
         targets = _indices(path / "index_target.txt", data.shape[1], "column")
         if len(targets) != 1:
             raise ValueError(f"{path / 'index_target.txt'} must name exactly one column.")
+        if int(targets[0]) in features.tolist():
+            raise ValueError(
+                f"{path / 'index_features.txt'} lists the target column {int(targets[0])} as a "
+                "feature, which would leak the answer into the inputs; remove it from the "
+                "feature indices."
+            )
         return features, int(targets[0])
     columns, target = BUNDLED[name]
     return np.asarray(columns, dtype=np.int64), target
