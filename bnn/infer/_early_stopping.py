@@ -57,3 +57,21 @@ class EarlyStopping:
             return
         for module, state in zip(modules, self._best_states, strict=True):
             module.load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, best value and best weights (tensors and numbers: checkpointable)."""
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "step": self._step,
+            "since_best": self._since_best,
+            "best_states": self._best_states,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict``."""
+        self.best = float(state["best"])
+        self.best_step = state["best_step"]
+        self._step = int(state["step"])
+        self._since_best = int(state["since_best"])
+        self._best_states = list(state["best_states"])

@@ -119,7 +119,7 @@ class DeepEnsemble(nn.Module):
                 self.parent_rng.spawn(i),
                 threads_per_member if threads_per_member or not workers else 1,
                 progress,
-                fit_options,
+                _member_options(fit_options, i),
             )
             for i, member in enumerate(self.members)
         ]
@@ -311,7 +311,9 @@ def deep_ensemble(
             rank holds the whole ensemble, identical to one trained in one process.
         rng: parent randomness; member ``i`` is initialised and trained with ``rng.spawn(i)``.
         progress: show each member's progress bar.
-        **fit_options: passed to ``bnn.fit`` (``epochs``, ``lr``, ``batch_size``, ...).
+        **fit_options: passed to ``bnn.fit`` (``epochs``, ``lr``, ``batch_size``, ...); a
+            ``checkpoint=path`` gives member ``i`` its own file ``<path>.member<i>``, so an
+            interrupted ensemble resumes each member where it stopped.
 
     Returns:
         ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.
@@ -328,6 +330,16 @@ def deep_ensemble(
         fit_options=fit_options,
     )
     return ensemble, History("deep_ensemble", chains=histories)
+
+
+def _member_options(fit_options: dict[str, Any], index: int) -> dict[str, Any]:
+    """``fit`` options of member ``index``: a ``checkpoint`` path becomes ``<path>.member<i>``."""
+    path = fit_options.get("checkpoint")
+    if path is None:
+        return fit_options
+    if not isinstance(path, str | Path):
+        raise TypeError(f"checkpoint must be a file path, got {type(path).__name__}.")
+    return fit_options | {"checkpoint": Path(path).with_name(f"{Path(path).name}.member{index}")}
 
 
 def _build(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:

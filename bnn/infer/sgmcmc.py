@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
+from bnn.infer.checkpoint import Checkpoint
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.parallel.distributed import TrainingStrategy, training_strategy
@@ -119,6 +121,7 @@ def sgld(
     init: str = "current",
     rng: RNGLike = None,
     distributed: bool = False,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[SampleSet, History]:
     """Stochastic gradient Langevin dynamics.
@@ -141,6 +144,10 @@ def sgld(
             gradient of the potential is averaged over ranks (log prior counted once), so ``R``
             ranks follow the one-process chain with ``batch_size=R·b``. See
             ``bnn.parallel.distributed``.
+        checkpoint: a file to resume from and to save the chains' whole state to after every
+            pass over the data (``bnn.infer.checkpoint``): rerun an interrupted call with the
+            same path and arguments to continue it; the result equals an uninterrupted run bit
+            for bit (the injected noise continues, it is not replayed).
         progress: show a tqdm bar.
 
     Returns:
@@ -150,7 +157,17 @@ def sgld(
     """
     settings = _settings("sgld", lr, 0.0, temperature, batch_size, data, schedule)
     return _run(
-        model, data, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+        model,
+        data,
+        likelihood,
+        prior,
+        settings,
+        num_chains,
+        init,
+        rng,
+        distributed,
+        progress,
+        checkpoint,
     )
 
 
@@ -169,6 +186,7 @@ def sghmc(
     init: str = "current",
     rng: RNGLike = None,
     distributed: bool = False,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[SampleSet, History]:
     """Stochastic gradient Hamiltonian Monte Carlo with friction ``friction`` (``α`` in (0, 1]).
@@ -183,7 +201,17 @@ def sghmc(
         raise ValueError(f"friction must be in (0, 1], got {friction!r}.")
     settings = _settings("sghmc", lr, friction, temperature, batch_size, data, schedule)
     return _run(
-        model, data, likelihood, prior, settings, num_chains, init, rng, distributed, progress
+        model,
+        data,
+        likelihood,
+        prior,
+        settings,
+        num_chains,
+        init,
+        rng,
+        distributed,
+        progress,
+        checkpoint,
     )
 
 
@@ -218,6 +246,7 @@ def _run(
     rng: RNGLike,
     distributed: bool,
     progress: bool,
+    checkpoint: str | Path | None = None,
 ) -> tuple[SampleSet, History]:
     check_int("num_chains", num_chains)
     model, strategy = training_strategy(model, distributed)
@@ -226,21 +255,70 @@ def _run(
     strategy.prepare(parent, model)  # the injected noise is shared: the parent rng drives it
     global_batch = min(settings.batch_size * strategy.world_size, x.shape[0])
     settings = replace(settings, batch_size=global_batch)
+    run = _checkpoint(checkpoint, settings, parent, num_chains, init, x.shape[0], strategy)
+    saved = run.load() if run is not None else None
+    done: list[dict[str, Any]] = [] if saved is None else list(saved["chains_done"])
     log_joint = LogJoint(model, likelihood, prior)
-    history = History(settings.method)
-    chains = []
-    for c in range(num_chains):
-        draws, chain_history = _run_chain(
-            log_joint, x, y, settings, init, parent.spawn(c), strategy, progress
+    for c in range(len(done), num_chains):
+        resume = saved["current"] if saved is not None and saved["chain"] == c else None
+
+        def save(current: dict[str, Any], chain_index: int = c) -> None:
+            if run is not None:
+                run.save({"chain": chain_index, "chains_done": done, "current": current})
+
+        chain = _run_chain(
+            log_joint, x, y, settings, init, parent.spawn(c), strategy, progress, resume, save
         )
-        chains.append(draws)
-        history.chains.append(chain_history)
-    if not chains[0]:
-        raise ValueError("no draws kept: increase steps or reduce burn_in/thin.")
-    samples = {
-        name: torch.stack([torch.stack([d[name] for d in chain]) for chain in chains])
-        for name in chains[0][0]
+        done.append(chain)
+        if run is not None:
+            run.save({"chain": c + 1, "chains_done": done, "current": None})
+    return _results(model, settings.method, done)
+
+
+def _checkpoint(
+    path: str | Path | None,
+    settings: _Settings,
+    parent: RNG,
+    num_chains: int,
+    init: str,
+    n: int,
+    strategy: TrainingStrategy,
+) -> Checkpoint | None:
+    if path is None:
+        return None
+    fingerprint = {
+        "seed": parent.seed,
+        "rng_path": repr(parent),
+        "lr": settings.lr,
+        "friction": settings.friction,
+        "temperature": settings.temperature,
+        "batch_size": settings.batch_size,
+        "schedule": repr(settings.schedule),
+        "num_chains": num_chains,
+        "init": init,
+        "dataset_size": n,
+        "ranks": strategy.world_size,
     }
+    return Checkpoint(path, method=settings.method, settings=fingerprint, rank=strategy.rank)
+
+
+def _results(
+    model: nn.Module, method: str, chains: list[dict[str, Any]]
+) -> tuple[SampleSet, History]:
+    """The `SampleSet` ``[chain, draw, ...]`` and `History` of finished chains."""
+    if any(chain["draws"] is None for chain in chains):
+        raise ValueError("no draws kept: increase steps or reduce burn_in/thin.")
+    history = History(method)
+    for chain in chains:
+        history.chains.append(
+            History(
+                method,
+                metrics={"potential": chain["potential"], "step_size": chain["step_size"]},
+                extras={"seconds": chain["seconds"]},
+            )
+        )
+    names = chains[0]["draws"].keys()
+    samples = {name: torch.stack([chain["draws"][name] for chain in chains]) for name in names}
     return SampleSet(model, samples, is_mcmc=True), history
 
 
@@ -254,12 +332,28 @@ def _step_size(settings: _Settings, step: int) -> tuple[float, bool]:
     return settings.lr / 2 * (math.cos(math.pi * position) + 1), position >= schedule.exploration
 
 
-def _batches(n: int, batch: int, rng: RNG) -> Iterator[Tensor]:
-    generator = rng.torch_generator("data")
-    while True:
-        order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
-        for start in range(0, n - batch + 1, batch):
-            yield order[start : start + batch]
+class _BatchOrder:
+    """Mini-batch indices: a fresh permutation (generator ``"data"``) whenever one runs out.
+
+    Only whole batches are used; the state (permutation, position) is checkpointable.
+    """
+
+    def __init__(self, n: int, batch: int, rng: RNG) -> None:
+        self.n, self.batch = n, batch
+        self.generator = rng.torch_generator("data")
+        self.order: Tensor | None = None
+        self.position = 0
+
+    def next(self) -> Tensor:
+        if self.order is None or self.position + self.batch > self.n:
+            full = self.batch >= self.n
+            self.order = (
+                torch.arange(self.n) if full else torch.randperm(self.n, generator=self.generator)
+            )
+            self.position = 0
+        index = self.order[self.position : self.position + self.batch]
+        self.position += self.batch
+        return index
 
 
 def _run_chain(
@@ -271,50 +365,102 @@ def _run_chain(
     rng: RNG,
     strategy: TrainingStrategy,
     progress: bool,
-) -> tuple[list[dict[str, Tensor]], History]:
-    weights = {
-        k: v.detach().clone().requires_grad_(True)
-        for k, v in log_joint.initial_weights(init, rng).items()
-    }
-    momentum = {k: torch.zeros_like(v) for k, v in weights.items()}
+    resume: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """One chain, in segments of one pass over the data; ``save`` is called after each.
+
+    Returns the chain's draws (name -> ``[draw, ...]``, ``None`` if none were kept), its
+    ``potential`` and ``step_size`` per step and its ``seconds``.
+    """
     n = x.shape[0]
     scale = n / settings.batch_size
-    batches = _batches(n, settings.batch_size, rng)
-    draws: list[dict[str, Tensor]] = []
-    potentials: list[float] = []
-    step_sizes: list[float] = []
-    start = time.perf_counter()
-    with rng.stream("sgmcmc"):
-        bar = progress_bar(range(settings.steps), desc=settings.method, disable=not progress)
-        for step in bar:
-            index = next(batches).to(x.device)
-            potential, gradients = _potential_and_gradients(
-                log_joint, weights, x, y, index, scale, strategy
-            )
-            if not bool(torch.isfinite(potential)):
-                raise NonFiniteLossError(
-                    f"non-finite potential at step {step} of {settings.method}; lower lr."
+    batches = _BatchOrder(n, settings.batch_size, rng)
+    if resume is None:
+        weights = {
+            k: v.detach().clone().requires_grad_(True)
+            for k, v in log_joint.initial_weights(init, rng).items()
+        }
+        momentum = {k: torch.zeros_like(v) for k, v in weights.items()}
+        draws: list[dict[str, Tensor]] = []
+        potentials: list[float] = []
+        step_sizes: list[float] = []
+        first, seconds = 0, 0.0
+    else:
+        rng.load_state_dict(resume["rng"])
+        weights = {k: v.clone().requires_grad_(True) for k, v in resume["weights"].items()}
+        momentum = {k: v.clone() for k, v in resume["momentum"].items()}
+        kept = resume["draws"]
+        count = 0 if kept is None else len(next(iter(kept.values())))
+        draws = [{k: v[i] for k, v in kept.items()} for i in range(count)]
+        potentials, step_sizes = list(resume["potential"]), list(resume["step_size"])
+        batches.order, batches.position = resume["order"], int(resume["position"])
+        first, seconds = int(resume["step"]), float(resume["seconds"])
+    segment = max(1, n // settings.batch_size)
+    bar = progress_bar(range(first, settings.steps), desc=settings.method, disable=not progress)
+    step = first
+    while step < settings.steps:
+        start, stop = time.perf_counter(), min(step + segment, settings.steps)
+        with rng.stream("sgmcmc"):
+            for k in range(step, stop):
+                index = batches.next().to(x.device)
+                potential, gradients = _potential_and_gradients(
+                    log_joint, weights, x, y, index, scale, strategy
                 )
-            epsilon, sampling = _step_size(settings, step)
-            with torch.no_grad():
-                for (name, w), g in zip(weights.items(), gradients, strict=True):
-                    _update(settings, w, momentum[name], g, epsilon, sampling)
-            potentials.append(float(potential.detach()))
-            step_sizes.append(epsilon)
-            if progress and step % 50 == 0:
-                bar.set_postfix(potential=f"{potentials[-1]:.4g}", step=f"{epsilon:.3g}")
-            if settings.schedule.kind == "constant":
-                keep = sampling and (step - settings.burn_in) % settings.thin == 0
-            else:
-                keep = sampling and step % settings.thin == 0
-            if keep:
-                draws.append({k: v.detach().clone() for k, v in weights.items()})
-    history = History(
-        settings.method,
-        metrics={"potential": potentials, "step_size": step_sizes},
-        extras={"seconds": time.perf_counter() - start},
-    )
-    return draws, history
+                if not bool(torch.isfinite(potential)):
+                    raise NonFiniteLossError(
+                        f"non-finite potential at step {k} of {settings.method}; lower lr."
+                    )
+                epsilon, sampling = _step_size(settings, k)
+                with torch.no_grad():
+                    for (name, w), g in zip(weights.items(), gradients, strict=True):
+                        _update(settings, w, momentum[name], g, epsilon, sampling)
+                potentials.append(float(potential.detach()))
+                step_sizes.append(epsilon)
+                if progress and k % 50 == 0:
+                    bar.set_postfix(potential=f"{potentials[-1]:.4g}", step=f"{epsilon:.3g}")
+                if _keeps(settings, k, sampling):
+                    draws.append({name: w.detach().clone() for name, w in weights.items()})
+        bar.update(stop - step)
+        step = stop
+        seconds += time.perf_counter() - start
+        chain = {
+            "draws": _stacked(draws),
+            "potential": potentials,
+            "step_size": step_sizes,
+            "seconds": seconds,
+        }
+        if save is not None and step < settings.steps:
+            save(
+                chain
+                | {
+                    "step": step,
+                    "weights": {k: v.detach() for k, v in weights.items()},
+                    "momentum": momentum,
+                    "order": batches.order,
+                    "position": batches.position,
+                    "rng": rng.state_dict(),
+                }
+            )
+    bar.close()
+    return {
+        "draws": _stacked(draws),
+        "potential": potentials,
+        "step_size": step_sizes,
+        "seconds": seconds,
+    }
+
+
+def _keeps(settings: _Settings, step: int, sampling: bool) -> bool:
+    if settings.schedule.kind == "constant":
+        return sampling and (step - settings.burn_in) % settings.thin == 0
+    return sampling and step % settings.thin == 0
+
+
+def _stacked(draws: list[dict[str, Tensor]]) -> dict[str, Tensor] | None:
+    if not draws:
+        return None
+    return {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
 
 
 def _potential_and_gradients(

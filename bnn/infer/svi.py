@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyro
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
+from bnn.infer.checkpoint import Checkpoint
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
@@ -214,6 +216,7 @@ def svi(
     num_particles: int = 1,
     init_scale: float = 0.05,
     rng: RNGLike = None,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[SVIPosterior, History]:
     """Stochastic variational inference with a Pyro autoguide over the network's weights.
@@ -234,6 +237,10 @@ def svi(
         num_particles: ELBO particles per step.
         init_scale: initial guide std; guide means start at the model's current weights.
         rng: randomness: shuffling (generator ``"data"``), ELBO noise (stream ``"svi"``).
+        checkpoint: a file to resume from and to save the guide's parameters, the optimiser
+            state, the RNG and the history to after every epoch (``bnn.infer.checkpoint``);
+            run again with the same path (and more ``epochs``/``steps``) to continue; the
+            result equals an uninterrupted run bit for bit.
         progress: show a tqdm bar.
 
     Returns:
@@ -254,23 +261,94 @@ def svi(
     optim = optimizer if optimizer is not None else pyro.optim.ClippedAdam({"lr": lr})
     elbo = Trace_ELBO(num_particles=num_particles)
     history = History("svi", metrics={"loss": [], "epoch": []})
-    order = _batches(n, batch, generator)
-    with pyro.get_param_store().scope() as state, generator.stream("svi"):
-        engine = SVI(model_fn, guide_fn, optim, loss=elbo)
-        bar = progress_bar(range(total_steps), desc="svi", disable=not progress)
-        for step in bar:
-            epoch, index = next(order)
-            loss = engine.step(x[index], y[index], index) / n
-            if not torch.isfinite(torch.tensor(loss)):
-                raise NonFiniteLossError(
-                    f"non-finite ELBO at step {step} (epoch {epoch}); lower lr or init_scale."
-                )
-            history.record(loss=loss, epoch=epoch)
-            if step % 50 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}")
-        bar.close()
+    order = _BatchOrder(n, batch, generator)
+    run = None
+    if checkpoint is not None:
+        settings = {
+            "seed": generator.seed,
+            "rng_path": repr(generator),
+            "batch_size": batch,
+            "dataset_size": n,
+            "lr": float(lr) if optimizer is None else type(optimizer).__name__,
+            "guide": guide if isinstance(guide, str) else getattr(guide, "__name__", "callable"),
+            "num_particles": num_particles,
+            "init_scale": float(init_scale),
+            "prior": repr(prior),
+        }
+        run = Checkpoint(checkpoint, method="svi", settings=settings)
+    per_epoch = -(-n // batch)
     example = (x[:1], y[:1], torch.zeros(1, dtype=torch.long, device=x.device))
+    with pyro.get_param_store().scope() as state:
+        engine = SVI(model_fn, guide_fn, optim, loss=elbo)
+        saved = run.load() if run is not None else None
+        step = 0 if saved is None else _restore(saved, guide_fn, example, optim, generator, order)
+        if saved is not None:
+            history.metrics.update({k: list(v) for k, v in saved["metrics"].items()})
+        bar = progress_bar(range(step, total_steps), desc="svi", disable=not progress)
+        while step < total_steps:
+            stop = min(step + per_epoch - step % per_epoch, total_steps)
+            with generator.stream("svi"):
+                for k in range(step, stop):
+                    epoch, index = order.next()
+                    loss = engine.step(x[index], y[index], index) / n
+                    if not torch.isfinite(torch.tensor(loss)):
+                        raise NonFiniteLossError(
+                            f"non-finite ELBO at step {k} (epoch {epoch}); lower lr or init_scale."
+                        )
+                    history.record(loss=loss, epoch=epoch)
+                    if k % 50 == 0:
+                        bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(stop - step)
+            step = stop
+            if run is not None:
+                run.save(_snapshot(step, optim, generator, order, history))
+        bar.close()
     return SVIPosterior(model, guide_fn, state, example), history
+
+
+def _snapshot(
+    step: int, optim: Any, generator: RNG, order: _BatchOrder, history: History
+) -> dict[str, Any]:
+    """The guide's unconstrained parameters and everything the next step depends on."""
+    unconstrained = pyro.get_param_store().get_state()["params"]
+    return {
+        "step": step,
+        "params": {name: value.detach().clone() for name, value in unconstrained.items()},
+        "optim": optim.get_state(),
+        "rng": generator.state_dict(),
+        "order": order.state_dict(),
+        "metrics": history.metrics,
+    }
+
+
+def _restore(
+    saved: dict[str, Any],
+    guide_fn: Any,
+    example: tuple[Tensor, Tensor, Tensor],
+    optim: Any,
+    generator: RNG,
+    order: _BatchOrder,
+) -> int:
+    """Rebuild the guide's parameters from a ``_snapshot``; returns the next step."""
+    with RNG(0).stream("guide setup"), poutine.block():  # creates the parameters; no svi draws
+        guide_fn(*example)
+    store = pyro.get_param_store()
+    missing = set(saved["params"]) - set(store.keys())
+    if missing:
+        raise ValueError(
+            f"the checkpoint holds guide parameters {sorted(missing)} this guide does not "
+            "have; resume with the same model and guide."
+        )
+    current = store.get_state()
+    current["params"] = current["params"] | {
+        name: value.to(current["params"][name].device).clone().requires_grad_(True)
+        for name, value in saved["params"].items()
+    }
+    store.set_state(current)
+    optim.set_state(saved["optim"])
+    generator.load_state_dict(saved["rng"])
+    order.load_state_dict(saved["order"])
+    return int(saved["step"])
 
 
 def _schedule(
@@ -293,14 +371,35 @@ def _schedule(
     return steps, batch
 
 
-def _batches(n: int, batch: int, rng: RNG) -> Iterator[tuple[int, Tensor]]:
-    generator = rng.torch_generator("data")
-    epoch = 0
-    while True:
-        order = torch.randperm(n, generator=generator) if batch < n else torch.arange(n)
-        for start in range(0, n, batch):
-            yield epoch, order[start : start + batch]
-        epoch += 1
+class _BatchOrder:
+    """``(epoch, indices)`` of each mini-batch (the last one of an epoch may be smaller); a new
+    permutation from generator ``"data"`` per epoch; checkpointable."""
+
+    def __init__(self, n: int, batch: int, rng: RNG) -> None:
+        self.n, self.batch = n, batch
+        self.generator = rng.torch_generator("data")
+        self.epoch = -1
+        self.order: Tensor | None = None
+        self.position = n
+
+    def next(self) -> tuple[int, Tensor]:
+        if self.position >= self.n:
+            full = self.batch >= self.n
+            self.order = (
+                torch.arange(self.n) if full else torch.randperm(self.n, generator=self.generator)
+            )
+            self.epoch, self.position = self.epoch + 1, 0
+        assert self.order is not None
+        index = self.order[self.position : self.position + self.batch]
+        self.position += self.batch
+        return self.epoch, index
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "order": self.order, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.order = int(state["epoch"]), state["order"]
+        self.position = int(state["position"])
 
 
 def _make_guide(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +35,7 @@ from bnn.infer._loop import (
     start_epoch,
     training_step,
 )
+from bnn.infer.checkpoint import Checkpoint
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.nn.priors import Prior
@@ -115,6 +118,7 @@ def fit(
     prior: Prior | None = None,
     rng: RNGLike = None,
     distributed: bool | None = None,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[Posterior, History]:
     """Train ``model`` (and a learnable ``likelihood``) by maximising the per-datum ELBO.
@@ -147,6 +151,9 @@ def fit(
             ``batch_size=b`` follow the one-process run with ``batch_size=R·b``; the KL is
             counted once; rank ``r`` draws its weight noise from ``rng.spawn(f"rank-{r}")``.
             See ``bnn.parallel.distributed``.
+        checkpoint: a file to resume from and to save the whole training state to after every
+            epoch (``bnn.infer.checkpoint``): run again with the same path (and a larger
+            ``epochs``) to continue; the result equals one uninterrupted run bit for bit.
         progress: show a tqdm bar.
 
     Returns:
@@ -172,6 +179,19 @@ def fit(
     noise = strategy.prepare(generator, model, likelihood)
     loader, size = make_loader(data, batch_size, dataset_size, generator, strategy)
     optim = make_optimizer(optimizer, model, likelihood, lr)
+    run = None
+    if checkpoint is not None:
+        settings = _fit_settings(generator, batch_size, lr, optimizer, num_samples, schedule)
+        settings |= {
+            "dataset_size": size,
+            "ranks": strategy.world_size,
+            "validation": None
+            if validation is None
+            else f"{len(validation.x)} inputs, patience {validation.patience}, "
+            f"{validation.num_samples} samples",
+            "prior": repr(prior),
+        }
+        run = Checkpoint(checkpoint, method="fit", settings=settings, rank=strategy.rank)
     step_context = StepContext(
         model=model,
         likelihood=likelihood,
@@ -183,7 +203,9 @@ def fit(
         num_samples=num_samples,
         prior=prior,
     )
-    history = _run_epochs(step_context, loader, schedule, epochs, validation, generator, progress)
+    history = _run_epochs(
+        step_context, loader, schedule, epochs, validation, generator, progress, run
+    )
     model.eval()
     likelihood.eval()
     return (as_posterior(model) if has_posterior(model) else PointEstimate(model)), history
@@ -197,8 +219,12 @@ def _run_epochs(
     validation: Validation | None,
     generator: RNG,
     progress: bool,
+    run: Checkpoint | None = None,
 ) -> History:
-    """The epochs of ``fit``: train, record, validate, stop early; restore the best weights."""
+    """The epochs of ``fit``: train, record, validate, stop early; restore the best weights.
+
+    With a checkpoint, continue from its epoch and save the state after every epoch.
+    """
     model, likelihood, strategy = context.model, context.likelihood, context.strategy
     device = device_of(model)
     stopper = EarlyStopping(validation.patience) if validation is not None else None
@@ -208,8 +234,13 @@ def _run_epochs(
         extras={"best_epoch": None, "stopped_early": False},
     )
     steps_per_epoch = max(len(loader), 1)
-    step = 0
-    bar = progress_bar(range(epochs), desc="fit", disable=not progress)
+    first, step = 0, 0
+    saved = run.load() if run is not None else None
+    if saved is not None:
+        first, step = _restore(saved, context, generator, history, stopper)
+    if history.extras["stopped_early"]:
+        first = epochs  # the saved run had stopped: nothing left to train
+    bar = progress_bar(range(first, epochs), desc="fit", disable=not progress)
     for epoch in bar:
         start_epoch(loader, epoch, model, likelihood)
         totals, kl_value, beta, step = _train_epoch(context, loader, schedule, epoch, step)
@@ -227,14 +258,81 @@ def _run_epochs(
             postfix["val_nll"] = f"{val_nll:.4f}"
             if strategy.agree(stopper.update(val_nll, model, likelihood)):
                 history.extras["stopped_early"] = True
-                bar.set_postfix(postfix)
-                break
+        if run is not None:
+            run.save(_snapshot(context, generator, history, stopper, epoch + 1, step))
         bar.set_postfix(postfix)
+        if history.extras["stopped_early"]:
+            break
     bar.close()
     if stopper is not None:
         stopper.restore(model, likelihood)
         history.extras["best_epoch"] = stopper.best_step
     return history
+
+
+def _fit_settings(
+    generator: RNG,
+    batch_size: int,
+    lr: float,
+    optimizer: OptimizerSpec | None,
+    num_samples: int,
+    schedule: KLSchedule,
+) -> dict[str, Any]:
+    """What a resumed ``fit`` must share with the run that wrote the checkpoint."""
+    return {
+        "seed": generator.seed,
+        "rng_path": repr(generator),
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "optimizer": "Adam" if optimizer is None else type(optimizer).__name__,
+        "num_samples": num_samples,
+        "kl_weight": float(schedule.weight),
+        "kl_annealing_epochs": schedule.annealing_epochs,
+    }
+
+
+def _snapshot(
+    context: StepContext,
+    generator: RNG,
+    history: History,
+    stopper: EarlyStopping | None,
+    epochs_done: int,
+    step: int,
+) -> dict[str, Any]:
+    """Everything the next epoch depends on (see ``bnn.infer.checkpoint``)."""
+    return {
+        "epochs_done": epochs_done,
+        "step": step,
+        "model": context.model.state_dict(),
+        "likelihood": context.likelihood.state_dict(),
+        "optimizer": context.optimizer.state_dict(),
+        "rng": generator.state_dict(),
+        "noise_rng": None if context.noise is generator else context.noise.state_dict(),
+        "early_stopping": None if stopper is None else stopper.state_dict(),
+        "metrics": history.metrics,
+        "extras": history.extras,
+    }
+
+
+def _restore(
+    saved: dict[str, Any],
+    context: StepContext,
+    generator: RNG,
+    history: History,
+    stopper: EarlyStopping | None,
+) -> tuple[int, int]:
+    """Load a ``_snapshot`` into the run; returns ``(first epoch, step)``."""
+    context.model.load_state_dict(saved["model"])
+    context.likelihood.load_state_dict(saved["likelihood"])
+    context.optimizer.load_state_dict(saved["optimizer"])
+    generator.load_state_dict(saved["rng"])
+    if saved["noise_rng"] is not None:
+        context.noise.load_state_dict(saved["noise_rng"])
+    if stopper is not None and saved["early_stopping"] is not None:
+        stopper.load_state_dict(saved["early_stopping"])
+    history.metrics.update({name: list(values) for name, values in saved["metrics"].items()})
+    history.extras.update(saved["extras"])
+    return int(saved["epochs_done"]), int(saved["step"])
 
 
 def _train_epoch(

@@ -199,6 +199,7 @@ class TrainingStrategy(Protocol):
     """
 
     world_size: int
+    rank: int
 
     def prepare(self, rng: RNG, *modules: nn.Module) -> RNG:
         """Agree on the start (seed, weights) and return the RNG for weight noise and dropout."""
@@ -258,6 +259,7 @@ class SingleProcess:
     """The one-process strategy: every hook is the identity."""
 
     world_size = 1
+    rank = 0
 
     def prepare(self, rng: RNG, *modules: nn.Module) -> RNG:  # noqa: ARG002
         return rng
@@ -310,6 +312,7 @@ class DataParallel:
     def __init__(self, context: DistributedContext) -> None:
         self.context = context
         self.world_size = context.world_size
+        self.rank = context.rank
 
     def prepare(self, rng: RNG, *modules: nn.Module) -> RNG:
         self.context.check_same_seed(rng)
