@@ -7,7 +7,6 @@ adversarial suite over every entry point is ``tests/adversarial/``.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import bnn
 import bnn.apps.datasets
 from bnn.evaluate import metrics
 from bnn.posterior import _evaluate
+from tests.apps.test_uci import _copy_yacht as copy_yacht
 
 
 # ----------------------------------------------------------------------------- 3: one target rule
@@ -138,11 +138,8 @@ def test_saving_into_a_missing_folder_names_it(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- 6: target leakage
 def test_a_feature_index_file_that_lists_the_target_column_is_refused(tmp_path: Path) -> None:
-    source = Path(bnn.apps.datasets.__file__).parent / "yacht"
-    folder = tmp_path / "yacht"
-    shutil.copytree(source, folder)
+    folder = copy_yacht(tmp_path)
     (folder / "index_features.txt").write_text("\n".join(map(str, range(7))) + "\n")
-    (folder / "index_target.txt").write_text("6\n")
     with pytest.raises(ValueError, match="lists the target column 6 as a feature"):
         bnn.apps.datasets.load_uci("yacht", 0, data_dir=tmp_path)
 

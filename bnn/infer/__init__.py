@@ -14,6 +14,9 @@ method              what it is                                     posterior
 ``sgld``/``sghmc``  stochastic-gradient MCMC (``sgmcmc.py``)        ``SampleSet``
 ``deep_ensemble``   deep ensembles (``ensemble.py``)               ``DeepEnsemble``
 ``neural_linear``   closed-form last layer (``linear.py``)         ``NeuralLinear``
+``laplace``         Laplace approximation (``laplace.py``)         ``LaplacePosterior``
+``swag``            SWA-Gaussian (``swag.py``)                     ``SWAGPosterior``
+``multi_swag``      several SWAG runs (``swag.py``)                ``GaussianMixturePosterior``
 =================== ============================================== =========================
 
 ``docs/extending.md`` shows how to add one.
@@ -24,10 +27,12 @@ from bnn.infer._pyro_mcmc import Adaptation
 from bnn.infer.ensemble import DeepEnsemble, deep_ensemble
 from bnn.infer.history import History
 from bnn.infer.hmc import hmc
+from bnn.infer.laplace import LaplacePosterior, laplace
 from bnn.infer.linear import BayesianLinearRegression, NeuralLinear, neural_linear
 from bnn.infer.nuts import nuts
 from bnn.infer.sgmcmc import StepSchedule, sghmc, sgld
 from bnn.infer.svi import SVIPosterior, pyro_model, svi
+from bnn.infer.swag import SWAGPosterior, multi_swag, swag
 from bnn.infer.vi import KLSchedule, Validation, fit
 
 __all__ = [
@@ -36,18 +41,23 @@ __all__ = [
     "DeepEnsemble",
     "History",
     "KLSchedule",
+    "LaplacePosterior",
     "NeuralLinear",
     "NonFiniteLossError",
     "SVIPosterior",
+    "SWAGPosterior",
     "StepSchedule",
     "Validation",
     "deep_ensemble",
     "fit",
     "hmc",
+    "laplace",
+    "multi_swag",
     "neural_linear",
     "nuts",
     "pyro_model",
     "sghmc",
     "sgld",
     "svi",
+    "swag",
 ]

@@ -4,6 +4,8 @@ Every inference method returns a `Posterior`; see ``bnn.posterior.protocol``.
 """
 
 from bnn.posterior.augment import TestTimeAugmentation
+from bnn.posterior.closed_form import ClosedFormPredictive
+from bnn.posterior.gaussian import GaussianMixturePosterior, GaussianPosterior
 from bnn.posterior.log_predictive import log_predictive_density
 from bnn.posterior.model import ModelPosterior, PointEstimate, as_posterior, has_posterior
 from bnn.posterior.protocol import (
@@ -21,7 +23,10 @@ __all__ = [
     "ACCELERATOR_MEMORY_BUDGET",
     "DEFAULT_MEMORY_BUDGET",
     "CarriesLikelihood",
+    "ClosedFormPredictive",
     "Draws",
+    "GaussianMixturePosterior",
+    "GaussianPosterior",
     "ModelPosterior",
     "ParameterPosterior",
     "PointEstimate",

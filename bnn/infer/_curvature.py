@@ -1,0 +1,174 @@
+"""Generalised Gauss-Newton curvature of a network's log-likelihood, in three structures.
+
+For outputs ``f_n = f(x_n, θ)`` and per-datum Jacobians ``J_n = ∂f_n/∂θ`` ``[C, P]``, the GGN
+is ``Σ_n J_nᵀ H_n J_n`` with ``H_n = -∂² log p(y_n | f_n)/∂f²``: ``I/σ²`` for a Gaussian,
+``diag(p) − p pᵀ`` for a softmax (where it equals the Fisher). With a square root
+``H_n = L_n L_nᵀ`` and ``V_n = L_nᵀ J_n``:
+
+* ``"full"``: ``Σ_n V_nᵀ V_n`` ``[P, P]`` — exact, from ``torch.func`` Jacobians;
+* ``"diag"``: ``Σ_n (V_n ∘ V_n)ᵀ 1`` ``[P]`` — the exact diagonal;
+* ``"kron"``: per ``nn.Linear`` layer with inputs ``ã = [a, 1]`` and output Jacobians
+  ``g_n = ∂f_n/∂s_n`` ``[C, out]``: ``A ⊗ G`` with ``A = Σ_n ã ãᵀ`` and
+  ``G = Σ_n g_nᵀ H_n g_n / N`` (KFAC, Martens & Grosse 2015; Ritter et al. 2018) — exact for
+  one datum and for a single linear layer under a Gaussian likelihood.
+
+Gaussian curvature is computed at unit noise; the caller scales it by ``1/σ²``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+from bnn.likelihoods import Categorical, Likelihood
+from bnn.posterior._evaluate import eval_mode
+from bnn.posterior._linearise import output_jacobians
+
+__all__ = ["CurvatureSums", "accumulate_curvature", "loss_root"]
+
+
+@dataclass
+class CurvatureSums:
+    """Running sums over the data: curvature, data fit at the MAP and the count ``N``.
+
+    Attributes:
+        full: ``[P, P]`` (``"full"``).
+        diagonal: ``[P]`` (``"diag"``).
+        factors_a: per layer ``Σ_n ã ãᵀ`` (``"kron"``).
+        factors_g: per layer ``Σ_n g_nᵀ H_n g_n`` (``"kron"``; divided by ``N`` at the end).
+        squared_error: ``Σ ‖y − f‖²`` (Gaussian) at the MAP.
+        log_likelihood: ``Σ log p(y | f)`` (categorical) at the MAP.
+        count: ``N``; outputs: ``C`` per datum.
+    """
+
+    full: Tensor | None = None
+    diagonal: Tensor | None = None
+    factors_a: list[Tensor] = field(default_factory=list)
+    factors_g: list[Tensor] = field(default_factory=list)
+    squared_error: float = 0.0
+    log_likelihood: float = 0.0
+    count: int = 0
+    outputs: int = 0
+
+
+def loss_root(likelihood: Likelihood, outputs: Tensor) -> Tensor | None:
+    """``L_n`` ``[N, C, C]`` with ``L_n L_nᵀ = H_n`` (``None`` for a Gaussian at unit noise)."""
+    if not isinstance(likelihood, Categorical):
+        return None
+    probs = outputs.softmax(-1)
+    root = probs.sqrt()
+    return torch.diag_embed(root) - probs.unsqueeze(-1) * root.unsqueeze(-2)
+
+
+def _project(root: Tensor | None, jacobian: Tensor) -> Tensor:
+    """``V_n = L_nᵀ J_n`` for ``jacobian`` ``[N, C, ...]``."""
+    if root is None:
+        return jacobian
+    return torch.einsum("ncd,nc...->nd...", root, jacobian)
+
+
+def accumulate_curvature(
+    sums: CurvatureSums,
+    hessian: str,
+    model: nn.Module,
+    names: Sequence[str],
+    layers: Sequence[nn.Linear],
+    likelihood: Likelihood,
+    batch: tuple[Tensor, Tensor],
+    memory_budget: int,
+) -> None:
+    """Add one batch's curvature and data fit to ``sums`` (in place)."""
+    x, y = batch
+    if hessian == "kron":
+        outputs, inputs, output_jacobian = layer_jacobians(model, layers, x, memory_budget)
+        root = loss_root(likelihood, outputs)
+        for i, (a, g) in enumerate(zip(inputs, output_jacobian, strict=True)):
+            projected = _project(root, g)  # [N, C, out]
+            factor_a = a.T @ a
+            factor_g = torch.einsum("nco,ncp->op", projected, projected)
+            if len(sums.factors_a) <= i:
+                sums.factors_a.append(factor_a)
+                sums.factors_g.append(factor_g)
+            else:
+                sums.factors_a[i] = sums.factors_a[i] + factor_a
+                sums.factors_g[i] = sums.factors_g[i] + factor_g
+    else:
+        outputs, jacobian = output_jacobians(model, names, x, memory_budget)
+        projected = _project(loss_root(likelihood, outputs), jacobian)
+        if hessian == "full":
+            update = torch.einsum("ncp,ncq->pq", projected, projected)
+            sums.full = update if sums.full is None else sums.full + update
+        else:
+            update = (projected**2).sum((0, 1))
+            sums.diagonal = update if sums.diagonal is None else sums.diagonal + update
+    outputs = outputs.detach()
+    targets = likelihood.check_targets(outputs, y)
+    if isinstance(likelihood, Categorical):
+        sums.log_likelihood += float(likelihood.log_density(outputs, targets).sum())
+    else:
+        sums.squared_error += float(((targets - outputs) ** 2).sum())
+    sums.count += x.shape[0]
+    sums.outputs = outputs[0].numel()
+
+
+def layer_jacobians(
+    model: nn.Module, layers: Sequence[nn.Linear], x: Tensor, memory_budget: int
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Outputs ``[N, C]``, each layer's inputs ``ã`` ``[N, in']`` and Jacobians ``[N, C, out]``.
+
+    The Jacobian with respect to a layer's output ``s`` is taken as the Jacobian with respect
+    to a zero perturbation added to ``s`` (a forward hook), per input in ``vmap(jacrev)``.
+    """
+    perturbations: dict[int, Tensor] = {}
+    captured: dict[int, Tensor] = {}
+
+    def hook_for(i: int) -> object:
+        def hook(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            if args[0].dim() != 2:
+                raise ValueError(
+                    f"hessian='kron' needs linear layers applied to one feature vector per "
+                    f"input; layer {i} received {tuple(args[0].shape[1:])} per input. Use "
+                    "hessian='diag' or 'full'."
+                )
+            captured[i] = args[0]
+            return output + perturbations[i]
+
+        return hook
+
+    def one_input(deltas: dict[int, Tensor], xi: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        perturbations.update(deltas)
+        output = functional_call(model, frozen, (xi.unsqueeze(0),)).reshape(-1)
+        inputs = tuple(captured[i].reshape(-1) for i in range(len(layers)))
+        return output, (output, *inputs)
+
+    frozen = {name: p.detach() for name, p in model.named_parameters()}
+    zeros = {
+        i: torch.zeros(layer.out_features, dtype=x.dtype, device=x.device)
+        for i, layer in enumerate(layers)
+    }
+    perturbations.update(zeros)
+    handles = [layer.register_forward_hook(hook_for(i)) for i, layer in enumerate(layers)]  # type: ignore[arg-type]
+    try:
+        with eval_mode(model):
+            with torch.no_grad():
+                classes = model(x[:1]).numel()
+            width = sum(layer.out_features + layer.in_features for layer in layers)
+            chunk = max(1, min(x.shape[0], memory_budget // (classes * width * x.element_size())))
+            jacobian_fn = vmap(jacrev(one_input, has_aux=True), in_dims=(None, 0))
+            parts = [jacobian_fn(zeros, block) for block in torch.split(x, chunk)]
+    finally:
+        for handle in handles:
+            handle.remove()
+    outputs = torch.cat([aux[0] for _, aux in parts]).detach()
+    inputs = []
+    for i, layer in enumerate(layers):
+        a = torch.cat([aux[1 + i] for _, aux in parts]).detach()
+        if layer.bias is not None:
+            a = torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
+        inputs.append(a)
+    jacobians = [torch.cat([jac[i] for jac, _ in parts]).detach() for i in range(len(layers))]
+    return outputs, inputs, jacobians

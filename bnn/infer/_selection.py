@@ -1,0 +1,108 @@
+"""What a Laplace fit selects and reads: parameters, layers, batches, prior precisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+__all__ = ["batches", "check_precision", "kron_layers", "layer_groups", "select_parameters"]
+
+
+def check_precision(value: object, groups: int, reference: Tensor) -> Tensor:
+    """``δ`` as a positive finite 0-dim tensor or ``[groups]`` tensor."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Sequence | Tensor):
+        raise TypeError(f"prior_precision must be a number or one per layer, got {value!r}.")
+    tensor = torch.as_tensor(value, dtype=reference.dtype, device=reference.device)
+    if tensor.dim() > 1 or (tensor.dim() == 1 and tensor.shape[0] != groups):
+        raise ValueError(
+            f"prior_precision must be a scalar or have one value per layer ({groups}), got "
+            f"shape {tuple(tensor.shape)}."
+        )
+    if not bool(torch.isfinite(tensor).all()) or not bool((tensor > 0).all()):
+        raise ValueError(f"prior_precision must be positive and finite, got {value!r}.")
+    return tensor
+
+
+def select_parameters(model: nn.Module, subset: object) -> list[str]:
+    """Selected parameter names in ``named_parameters`` order."""
+    parameters = [n for n, p in model.named_parameters() if p.requires_grad]
+    if subset == "all":
+        chosen = set(parameters)
+    elif subset == "last_layer":
+        owners = [n for n, m in model.named_modules() if any(True for _ in m.parameters(False))]
+        if not owners:
+            raise ValueError("the model has no parameters; subset='last_layer' found no layer.")
+        last = owners[-1]
+        chosen = {
+            f"{last}.{n}" if last else n
+            for n, _ in dict(model.named_modules())[last].named_parameters(recurse=False)
+        }
+    elif isinstance(subset, Iterable) and not isinstance(subset, str):
+        modules = {id(m): n for n, m in model.named_modules()}
+        chosen = set()
+        for item in subset:
+            if isinstance(item, nn.Module) and id(item) in modules:
+                prefix = modules[id(item)]
+                chosen |= {f"{prefix}.{n}" if prefix else n for n, _ in item.named_parameters()}
+            elif isinstance(item, str):
+                chosen |= {n for n in parameters if n == item or n.startswith(f"{item}.")}
+    else:
+        raise ValueError(
+            f"subset must be 'last_layer', 'all' or parameter/module names or modules, got "
+            f"{subset!r}."
+        )
+    names = [n for n in parameters if n in chosen]
+    if not names:
+        raise ValueError(
+            f"no parameter of the model matches subset={subset!r}; name modules as in "
+            f"model.named_modules() (e.g. {[n for n, _ in model.named_modules() if n][:3]})."
+        )
+    return names
+
+
+def layer_groups(names: Sequence[str], shapes: Sequence[torch.Size]) -> tuple[list[str], Tensor]:
+    """Layers (owning module names, in order) and the layer of every flat parameter ``[P]``."""
+    owners = [name.rsplit(".", 1)[0] if "." in name else "" for name in names]
+    groups = list(dict.fromkeys(owners))
+    index = torch.cat(
+        [
+            torch.full((shape.numel(),), groups.index(owner), dtype=torch.long)
+            for owner, shape in zip(owners, shapes, strict=True)
+        ]
+    )
+    return groups, index
+
+
+def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> list[nn.Linear]:
+    """The ``nn.Linear`` layer of every group, each selected whole (else a ValueError)."""
+    modules = dict(model.named_modules())
+    layers = []
+    for group in groups:
+        module = modules[group]
+        own = {f"{group}.{n}" if group else n for n, _ in module.named_parameters(recurse=False)}
+        if not isinstance(module, nn.Linear) or not own <= set(names):
+            raise ValueError(
+                f"hessian='kron' needs whole nn.Linear layers; {group or 'the model'!r} is a "
+                f"{type(module).__name__} (or only part of it is selected). Use "
+                "hessian='diag' (any layer) or 'full' (small selections), or select Linear layers."
+            )
+        layers.append(module)
+    return layers
+
+
+def batches(data: object, batch_size: int) -> list[tuple[Tensor, Tensor]]:
+    """``data`` as a list of ``(x, y)`` batches (a tuple is split, a DataLoader is read)."""
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows and y {y.shape[0]}; they must match (> 0).")
+        for name, tensor in (("x", x), ("y", y)):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
+        return list(zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True))
+    if isinstance(data, DataLoader):
+        return [(batch[0], batch[1]) for batch in data]
+    raise TypeError(f"data must be (x, y) tensors or a DataLoader, got {type(data).__name__}.")

@@ -1,0 +1,473 @@
+"""The Laplace approximation of a trained network (MacKay 1992; Daxberger et al. 2021).
+
+Around the trained weights ``θ*`` (a MAP estimate under the prior ``N(0, δ⁻¹ I)``) the
+posterior of the selected parameters is approximated by ``N(θ*, Λ⁻¹)`` with
+``Λ = GGN / σ² + δ I`` (σ² only for a Gaussian likelihood): the generalised Gauss-Newton
+curvature (``bnn.infer._curvature``), dense, diagonal or per-layer Kronecker-factored. The
+Laplace estimate of the log marginal likelihood (Immer et al. 2021)
+
+    log p(D | δ, σ) ≈ log p(D | θ*, σ) − ½ [ Σ_j δ_j θ*_j² + log det Λ − Σ_j log δ_j ]
+
+chooses the prior precision (scalar or per layer) and the noise, and is exact for Bayesian
+linear regression, where the Laplace posterior is the exact posterior.
+
+Example:
+    >>> posterior, _ = bnn.infer.laplace(net, (x, y), likelihood=bnn.Gaussian(0.1),
+    ...                                  subset="last_layer", hessian="kron")
+    >>> posterior.optimize_prior_precision()           # marginal likelihood
+    >>> bnn.predict_with_uncertainty(posterior, x_test)  # GLM predictive, closed form
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bnn.infer._curvature import CurvatureSums, accumulate_curvature
+from bnn.infer._selection import (
+    batches,
+    check_precision,
+    kron_layers,
+    layer_groups,
+    select_parameters,
+)
+from bnn.infer.history import History
+from bnn.likelihoods import Categorical, Gaussian, Likelihood
+from bnn.nn.layers import bayesian_modules
+from bnn.posterior._covariance import (
+    CovarianceFactor,
+    DenseFactor,
+    DiagonalFactor,
+    KroneckerBlock,
+    KroneckerFactor,
+)
+from bnn.posterior._glm import check_glm_likelihood
+from bnn.posterior._linearise import flatten_parameters, output_jacobians
+from bnn.posterior.gaussian import GaussianPosterior, Predictive
+from bnn.posterior.protocol import check_memory_budget
+from bnn.random.default import RNGLike
+
+__all__ = ["LaplacePosterior", "laplace"]
+
+Hessian = Literal["full", "kron", "diag"]
+_HESSIANS = ("full", "kron", "diag")
+MAX_FULL_PARAMETERS = 20_000
+"""Largest selection ``hessian="full"`` accepts (its precision has ``P²`` entries)."""
+
+
+class LaplacePosterior(GaussianPosterior):
+    """The Laplace posterior ``N(θ*, Λ⁻¹)``; a `bnn.posterior.GaussianPosterior`.
+
+    Built by `laplace`. Changing ``prior_precision`` or ``noise_std`` (directly or by
+    ``optimize_prior_precision``) rebuilds the covariance; the mean stays ``θ*``.
+
+    Attributes:
+        hessian: ``"full"``, ``"kron"`` or ``"diag"``.
+        groups: the layer (module name) of each prior-precision entry.
+        layer_bias: for ``"kron"``, whether each layer has a bias.
+        sums: the curvature and data fit (see ``bnn.infer._curvature.CurvatureSums``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        groups: list[str],
+        group_index: Tensor,
+        sums: CurvatureSums,
+        *,
+        hessian: Hessian,
+        layer_bias: list[bool],
+        likelihood: Likelihood,
+        prior_precision: Tensor,
+        predictive: Predictive,
+        link: str,
+    ) -> None:
+        self.hessian = hessian
+        self.layer_bias = layer_bias
+        self.groups = groups
+        self.group_index = group_index
+        self.sums = sums
+        self.kind = likelihood
+        parameters = dict(model.named_parameters())
+        mean = flatten_parameters(
+            {n: parameters[n].detach().clone() for n in names}, names, leading=0
+        )
+        self.mean = mean  # the factor below needs its dtype and device
+        self._prior_precision = prior_precision
+        self._log_noise = (
+            likelihood.std.detach().to(mean).log() if isinstance(likelihood, Gaussian) else None
+        )
+        super().__init__(
+            model,
+            names,
+            mean,
+            self._factor(prior_precision, self._log_noise),
+            likelihood=self._carried(),
+            predictive=predictive,
+            link=link,
+        )
+
+    # ------------------------------------------------------------------ hyper-parameters
+    @property
+    def prior_precision(self) -> Tensor:
+        """``δ``: a 0-dim tensor, or one value per layer ``[len(groups)]``."""
+        return self._prior_precision
+
+    @prior_precision.setter
+    def prior_precision(self, value: float | Sequence[float] | Tensor) -> None:
+        self._prior_precision = check_precision(value, len(self.groups), self.mean)
+        self._rebuild()
+
+    @property
+    def noise_std(self) -> float | None:
+        """``σ`` of a Gaussian likelihood (``None`` for classification)."""
+        return None if self._log_noise is None else float(self._log_noise.exp())
+
+    @noise_std.setter
+    def noise_std(self, value: float) -> None:
+        if self._log_noise is None:
+            raise ValueError("noise_std applies to a Gaussian likelihood only.")
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"noise_std must be a positive number, got {value!r}.")
+        self._log_noise = self.mean.new_tensor(math.log(value))
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.factor = self._factor(self._prior_precision, self._log_noise)
+        self.likelihood = self._carried()
+
+    def _carried(self) -> Likelihood:
+        if self._log_noise is None:
+            return self.kind
+        return Gaussian(float(self._log_noise.exp())).to(self.mean.device)
+
+    # ------------------------------------------------------------------ precision
+    def _per_parameter(self, precision: Tensor) -> Tensor:
+        return precision.expand(len(self.groups))[self.group_index]
+
+    def _curvature_scale(self, log_noise: Tensor | None) -> Tensor:
+        if log_noise is None:
+            return torch.ones((), dtype=self.mean.dtype, device=self.mean.device)
+        return torch.exp(-2 * log_noise.to(self.mean))
+
+    def log_det_precision(
+        self, prior_precision: Tensor | None = None, log_noise: Tensor | None = None
+    ) -> Tensor:
+        """``log det Λ`` (differentiable in both arguments)."""
+        precision = self._prior_precision if prior_precision is None else prior_precision
+        scale = self._curvature_scale(self._log_noise if log_noise is None else log_noise)
+        if self.hessian == "kron":
+            return sum(
+                (b.eigenvalues.log().sum() for b in self._kron_blocks(precision, scale)),
+                torch.zeros((), dtype=self.mean.dtype, device=self.mean.device),
+            )
+        if self.hessian == "diag":
+            assert self.sums.diagonal is not None
+            return (scale * self.sums.diagonal + self._per_parameter(precision)).log().sum()
+        cholesky = self._cholesky(precision, scale)
+        return 2 * cholesky.diagonal().log().sum()
+
+    def _cholesky(self, precision: Tensor, scale: Tensor) -> Tensor:
+        assert self.sums.full is not None
+        matrix = scale * self.sums.full + torch.diag(self._per_parameter(precision))
+        cholesky, info = torch.linalg.cholesky_ex(matrix)
+        if int(info) != 0:
+            raise ValueError(
+                "the posterior precision is singular or not positive definite; raise "
+                "prior_precision (it must be > 0) or check the curvature for NaN."
+            )
+        return cholesky  # type: ignore[no-any-return]
+
+    def _kron_blocks(self, precision: Tensor, scale: Tensor) -> list[KroneckerBlock]:
+        per_layer = precision.expand(len(self.groups))
+        blocks = []
+        for i, (factor_a, factor_g) in enumerate(
+            zip(self.sums.factors_a, self.sums.factors_g, strict=True)
+        ):
+            eig_a, vec_a = torch.linalg.eigh(factor_a)
+            eig_g, vec_g = torch.linalg.eigh(factor_g / self.sums.count)
+            bias = self.layer_bias[i]
+            blocks.append(
+                KroneckerBlock(
+                    eig_a.clamp_min(0), vec_a, eig_g.clamp_min(0), vec_g, per_layer[i], scale, bias
+                )
+            )
+        return blocks
+
+    def _factor(self, precision: Tensor, log_noise: Tensor | None) -> CovarianceFactor:
+        scale = self._curvature_scale(log_noise)
+        if self.hessian == "kron":
+            factor: CovarianceFactor = KroneckerFactor(self._kron_blocks(precision, scale))
+        elif self.hessian == "diag":
+            assert self.sums.diagonal is not None
+            factor = DiagonalFactor(
+                (scale * self.sums.diagonal + self._per_parameter(precision)).reciprocal()
+            )
+        else:
+            factor = DenseFactor(self._cholesky(precision, scale))
+        return factor
+
+    @property
+    def posterior_precision(self) -> Tensor:
+        """``Λ`` ``[P, P]`` (dense: for small selections and tests)."""
+        precision: Tensor = torch.linalg.inv(self.factor.dense())
+        return precision
+
+    # ------------------------------------------------------------------ marginal likelihood
+    def log_marginal_likelihood(
+        self,
+        prior_precision: float | Sequence[float] | Tensor | None = None,
+        noise: float | Tensor | None = None,
+    ) -> Tensor:
+        """The Laplace log marginal likelihood ``log p(D | δ, σ)`` (see the module docstring).
+
+        Args:
+            prior_precision: ``δ`` (scalar or per layer; default: the current one). A tensor
+                keeps its autograd graph, so the value can be optimised.
+            noise: the Gaussian likelihood's ``σ`` (default: the current one).
+
+        Returns:
+            A 0-dim tensor, differentiable in ``prior_precision`` and ``noise``.
+        """
+        precision = (
+            self._prior_precision
+            if prior_precision is None
+            else check_precision(prior_precision, len(self.groups), self.mean)
+        )
+        log_noise = self._log_noise
+        if noise is not None:
+            log_noise = torch.as_tensor(noise, dtype=self.mean.dtype, device=self.mean.device).log()
+        delta = self._per_parameter(precision)
+        scatter = (delta * self.mean**2).sum()
+        log_det_ratio = self.log_det_precision(precision, log_noise) - delta.log().sum()
+        return self._log_likelihood(log_noise) - 0.5 * (scatter + log_det_ratio)
+
+    def _log_likelihood(self, log_noise: Tensor | None) -> Tensor:
+        if log_noise is None:
+            return self.mean.new_tensor(self.sums.log_likelihood)
+        terms = self.sums.count * self.sums.outputs
+        log_noise = log_noise.to(self.mean)
+        return (
+            -0.5 * self.sums.squared_error * torch.exp(-2 * log_noise)
+            - terms * log_noise
+            - 0.5 * terms * math.log(2 * math.pi)
+        )
+
+    def optimize_prior_precision(
+        self,
+        method: Literal["marglik", "validation"] = "marglik",
+        *,
+        per_layer: bool = False,
+        optimize_noise: bool = True,
+        steps: int = 200,
+        lr: float = 0.1,
+        validation: tuple[Tensor, Tensor] | None = None,
+        grid: Tensor | None = None,
+    ) -> History:
+        """Choose ``δ`` (and ``σ``) by the marginal likelihood or a validation set.
+
+        ``"marglik"`` maximises ``log_marginal_likelihood`` over ``log δ`` (scalar, or one per
+        layer with ``per_layer=True``) and, for a Gaussian likelihood with
+        ``optimize_noise=True``, ``log σ``, by Adam (Immer et al. 2021). ``"validation"``
+        picks the scalar ``δ`` on ``grid`` (default ``logspace(-4, 4, 41)``) with the best
+        log predictive density of ``validation = (x, y)`` under the linearised predictive.
+
+        Returns:
+            A `History` with ``neg_log_marglik`` per step (marglik) or ``val_nll`` per grid
+            value (validation).
+        """
+        if method == "validation":
+            return self._optimize_on_validation(validation, grid)
+        if method != "marglik":
+            raise ValueError(f"method must be 'marglik' or 'validation', got {method!r}.")
+        size = len(self.groups) if per_layer else 1
+        log_precision = self._prior_precision.detach().log().expand(size).clone()
+        log_precision = log_precision.reshape(()) if size == 1 and not per_layer else log_precision
+        log_precision.requires_grad_(True)
+        variables = [log_precision]
+        log_noise = None
+        if self._log_noise is not None and optimize_noise:
+            log_noise = self._log_noise.detach().clone().to(self.mean).requires_grad_(True)
+            variables.append(log_noise)
+        optimizer = torch.optim.Adam(variables, lr=lr)
+        history = History("laplace_marglik", metrics={"neg_log_marglik": []})
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = -self.log_marginal_likelihood(
+                log_precision.exp(), None if log_noise is None else log_noise.exp()
+            )
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            history.record(neg_log_marglik=float(loss.detach()))
+        self._prior_precision = log_precision.detach().exp()
+        if log_noise is not None:
+            self._log_noise = log_noise.detach()
+        self._rebuild()
+        return history
+
+    def _optimize_on_validation(
+        self, validation: tuple[Tensor, Tensor] | None, grid: Tensor | None
+    ) -> History:
+        if not (isinstance(validation, tuple) and len(validation) == 2):
+            raise ValueError("method='validation' needs validation=(x_val, y_val).")
+        check_glm_likelihood(self.likelihood)
+        x, y = validation
+        values = torch.logspace(-4, 4, 41, dtype=torch.float64) if grid is None else grid
+        budget = check_memory_budget(None, x.device)
+        outputs, jacobian = output_jacobians(self.model, self.names, x, budget)
+        history = History("laplace_validation", metrics={"val_nll": []})
+        scores = []
+        for value in values.tolist():
+            factor = self._factor(self.mean.new_tensor(value), self._log_noise)
+            nll = _glm_nll(
+                outputs.detach(), factor.functional(jacobian.detach()), y, self.likelihood
+            )
+            scores.append(nll)
+            history.record(val_nll=nll)
+        self.prior_precision = float(values[int(torch.tensor(scores).argmin())])
+        return history
+
+
+def _glm_nll(mean: Tensor, covariance: Tensor, y: Tensor, likelihood: Likelihood | None) -> float:
+    """Mean negative log predictive density of ``y`` under the linearised predictive."""
+    if isinstance(likelihood, Categorical):
+        variance = covariance.diagonal(dim1=-2, dim2=-1)
+        probs = (mean / (1 + math.pi / 8 * variance).sqrt()).log_softmax(-1)
+        return float(-probs.gather(-1, y.long().reshape(-1, 1)).mean())
+    noise = likelihood.std.detach().to(mean) ** 2 if isinstance(likelihood, Gaussian) else 0.0
+    flat = mean.reshape(mean.shape[0], -1)
+    eye = torch.eye(flat.shape[1], dtype=mean.dtype, device=mean.device)
+    normal = torch.distributions.MultivariateNormal(flat, covariance + noise * eye)
+    log_density: Tensor = normal.log_prob(y.reshape(flat.shape))  # type: ignore[no-untyped-call]
+    return float(-log_density.mean())
+
+
+def _check_arguments(model: object, likelihood: object, hessian: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    if any(True for _ in bayesian_modules(model)):
+        raise ValueError("model has Bayesian layers; laplace needs a plain (MAP-trained) network.")
+    if not isinstance(likelihood, Gaussian | Categorical):
+        raise ValueError(
+            "laplace supports bnn.Gaussian (regression) and bnn.Categorical (classification) "
+            f"likelihoods, got {type(likelihood).__name__}; train with one of those."
+        )
+    if hessian not in _HESSIANS:
+        raise ValueError(f"hessian must be one of {_HESSIANS}, got {hessian!r}.")
+
+
+def laplace(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor] | DataLoader[Any],
+    *,
+    likelihood: Likelihood,
+    subset: str | Iterable[str | nn.Module] = "last_layer",
+    hessian: Hessian = "kron",
+    prior_precision: float | Sequence[float] | Tensor = 1.0,
+    predictive: Predictive = "glm",
+    link: Literal["probit", "mc"] = "probit",
+    batch_size: int = 256,
+    memory_budget: int | None = None,
+    rng: RNGLike = None,  # noqa: ARG001 - deterministic: nothing is drawn in the fit
+    progress: bool = True,
+) -> tuple[LaplacePosterior, History]:
+    """Laplace approximation around the trained weights of ``model``.
+
+    Args:
+        model: a trained plain network (its weights are the MAP ``θ*``; left unchanged).
+        data: the training data ``(x, y)`` (split into ``batch_size`` batches) or a
+            ``DataLoader`` of ``(x, y)``.
+        likelihood: ``bnn.Gaussian(σ)`` (regression; ``σ`` is the initial noise) or
+            ``bnn.Categorical()`` (classification): the one the network was trained with.
+        subset: ``"last_layer"`` (the last module that owns parameters), ``"all"``, or an
+            iterable of module / parameter names or modules.
+        hessian: ``"full"`` (exact GGN, ≤ 20,000 parameters), ``"kron"`` (KFAC per
+            ``nn.Linear`` layer) or ``"diag"`` (exact diagonal of the GGN, any layer).
+        prior_precision: ``δ`` of the prior ``N(0, δ⁻¹ I)``: a scalar or one per layer
+            (``posterior.groups``); tune it with ``optimize_prior_precision``.
+        predictive: what ``predict_with_uncertainty`` uses: ``"glm"`` (linearised; closed form
+            for Gaussian, probit for categorical) or ``"samples"`` (sampled weights).
+        link: ``"probit"`` or ``"mc"`` for the categorical GLM predictive.
+        batch_size: inputs per curvature batch (a tuple ``data``).
+        memory_budget: bytes one chunk of Jacobians may use (``None``: the device default).
+        rng: accepted for the common contract; the fit draws nothing (sampling later uses the
+            ``rng`` given to ``sample_functions``).
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        ``(LaplacePosterior, History)``; the history records ``seconds`` and
+        ``log_marginal_likelihood``.
+
+    Raises:
+        TypeError / ValueError: bad arguments, no parameter matching ``subset``, a layer
+            ``"kron"`` cannot factor, non-finite curvature or a singular precision.
+
+    Example:
+        >>> posterior, history = bnn.infer.laplace(net, (x, y), likelihood=bnn.Categorical(),
+        ...                                        hessian="kron", progress=False)
+        >>> history.log_marginal_likelihood
+    """
+    _check_arguments(model, likelihood, hessian)
+    names = select_parameters(model, subset)
+    parameters = dict(model.named_parameters())
+    shapes = [parameters[n].shape for n in names]
+    if hessian == "full" and sum(s.numel() for s in shapes) > MAX_FULL_PARAMETERS:
+        raise ValueError(
+            f"hessian='full' stores a {sum(s.numel() for s in shapes)}² matrix; select fewer "
+            f"parameters (≤ {MAX_FULL_PARAMETERS}, e.g. subset='last_layer') or use 'kron'/'diag'."
+        )
+    groups, group_index = layer_groups(names, shapes)
+    layers = kron_layers(model, names, groups) if hessian == "kron" else []
+    reference = parameters[names[0]]
+    precision = check_precision(prior_precision, len(groups), reference)
+    if predictive == "glm":
+        check_glm_likelihood(likelihood)
+    budget = check_memory_budget(memory_budget, reference.device)
+    data_batches = batches(data, batch_size)
+    start = time.perf_counter()
+    sums = CurvatureSums()
+    for batch in tqdm(data_batches, desc="laplace", disable=not progress):
+        accumulate_curvature(sums, hessian, model, names, layers, likelihood, batch, budget)
+    _check_finite(sums)
+    posterior = LaplacePosterior(
+        model,
+        names,
+        groups,
+        group_index.to(reference.device),
+        sums,
+        hessian=hessian,
+        layer_bias=[layer.bias is not None for layer in layers],
+        likelihood=likelihood,
+        prior_precision=precision,
+        predictive=predictive,
+        link=link,
+    )
+    history = History(
+        "laplace",
+        extras={
+            "seconds": time.perf_counter() - start,
+            "log_marginal_likelihood": float(posterior.log_marginal_likelihood().detach()),
+        },
+    )
+    return posterior, history
+
+
+def _check_finite(sums: CurvatureSums) -> None:
+    tensors = [
+        t for t in (sums.full, sums.diagonal, *sums.factors_a, *sums.factors_g) if t is not None
+    ]
+    if not all(bool(torch.isfinite(t).all()) for t in tensors) or not math.isfinite(
+        sums.squared_error + sums.log_likelihood
+    ):
+        raise ValueError(
+            "the curvature (or the data fit) is not finite: the network outputs NaN/inf on the "
+            "training data. Check the trained weights and the inputs (standardise them)."
+        )

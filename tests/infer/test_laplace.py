@@ -1,0 +1,456 @@
+"""Laplace: exact on Bayesian linear regression, the GGN against brute force, marglik tuning."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.autograd.functional import hessian as autograd_hessian
+from torch.autograd.functional import jacobian as autograd_jacobian
+
+import bnn
+from bnn.infer.laplace import laplace
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
+from bnn.posterior._covariance import DiagonalFactor
+from bnn.posterior.gaussian import GaussianPosterior
+from tests.oracles import linear_gaussian_posterior, linear_regression_data
+
+# float64 throughout: the exact comparisons below are to a few hundred ulps of the entries.
+RTOL = 1e-9
+
+
+def _gaussian(std: float) -> bnn.Gaussian:
+    """A Gaussian likelihood whose std is exactly ``std`` (see ``_std``)."""
+    return bnn.Gaussian(std)
+
+
+def _std(std: float) -> float:
+    """The std a ``bnn.Gaussian(std)`` holds: its log is stored in float32, so the oracles use
+    this value (exact in float64) rather than ``std`` (1e-7 apart)."""
+    return float(bnn.Gaussian(std).std)
+
+
+def _blr(outputs: int, *, bias: bool, alpha: float, noise: float, n: int = 40):
+    """A linear layer at the exact posterior mean, its data and the exact posterior."""
+    generator = torch.Generator().manual_seed(0)
+    x, _, _ = linear_regression_data(n, 3, noise, seed=1)
+    w = torch.randn(3, outputs, generator=generator, dtype=torch.float64)
+    y = x @ w + noise * torch.randn(n, outputs, generator=generator, dtype=torch.float64)
+    design = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], 1) if bias else x
+    exact = linear_gaussian_posterior(design, y, noise, alpha**-0.5)  # mean [D', K]
+    layer = nn.Linear(3, outputs, bias=bias).double()
+    with torch.no_grad():
+        layer.weight.copy_(exact.mean[:3].T)
+        if bias:
+            layer.bias.copy_(exact.mean[3])
+    covariance_y = noise**2 * torch.eye(n, dtype=torch.float64) + design @ design.T / alpha
+    gaussian = torch.distributions.MultivariateNormal(
+        torch.zeros(n, dtype=torch.float64), covariance_y
+    )
+    log_evidence = sum(gaussian.log_prob(y[:, k]) for k in range(outputs))
+    return x, y, layer, exact, log_evidence
+
+
+def _weight_major(matrix: Tensor, inputs: int, outputs: int, bias: bool) -> Tensor:
+    """Reorder an exact ``[D', D']`` per-output covariance into bnn's flat order
+    (weight ``[K, D]`` row-major, then bias ``[K]``) for ``K`` outputs sharing it."""
+    per_output = torch.kron(
+        torch.eye(outputs, dtype=matrix.dtype), matrix.contiguous()
+    )  # (k, d) order
+    d = inputs + int(bias)
+    order = [k * d + i for k in range(outputs) for i in range(inputs)]
+    order += [k * d + inputs for k in range(outputs)] if bias else []
+    return per_output[order][:, order]
+
+
+@pytest.mark.parametrize("hessian", ["full", "kron", "diag"])
+@pytest.mark.parametrize(("outputs", "bias"), [(1, False), (2, True)])
+def test_laplace_is_the_exact_posterior_of_bayesian_linear_regression(
+    hessian: str, outputs: int, bias: bool
+) -> None:
+    alpha, noise = 2.0, _std(0.5)
+    x, y, layer, exact, log_evidence = _blr(outputs, bias=bias, alpha=alpha, noise=noise)
+    posterior, history = laplace(
+        layer,
+        (x, y),
+        likelihood=_gaussian(noise),
+        subset="all",
+        hessian=hessian,
+        prior_precision=alpha,
+        batch_size=16,  # several batches: the sums must not depend on the split
+        progress=False,
+    )
+    flat_mean = torch.cat([layer.weight.detach().reshape(-1), *([layer.bias] if bias else [])])
+    torch.testing.assert_close(posterior.mean, flat_mean.detach(), rtol=0, atol=0)
+    covariance = _weight_major(exact.covariance, 3, outputs, bias)
+    precision = _weight_major(exact.precision, 3, outputs, bias)
+    if hessian == "diag":
+        # the diagonal of the exact precision, and the marglik of that diagonal Gaussian
+        torch.testing.assert_close(
+            posterior.variance, precision.diagonal().reciprocal(), rtol=RTOL, atol=0
+        )
+        assert float(posterior.log_marginal_likelihood()) <= float(log_evidence)  # Hadamard
+        return
+    torch.testing.assert_close(posterior.covariance, covariance, rtol=RTOL, atol=1e-15)
+    torch.testing.assert_close(posterior.posterior_precision, precision, rtol=RTOL, atol=1e-9)
+    assert history.log_marginal_likelihood == pytest.approx(float(log_evidence), rel=1e-12)
+
+
+def test_the_mean_is_the_map_after_training() -> None:
+    """Trained by full-batch L-BFGS on the log joint, the weights are the exact mean."""
+    alpha, noise = 2.0, _std(0.5)
+    x, y, layer, exact, _ = _blr(1, bias=False, alpha=alpha, noise=noise)
+    nn.init.zeros_(layer.weight)
+    optimizer = torch.optim.LBFGS(
+        layer.parameters(),
+        tolerance_grad=1e-13,
+        tolerance_change=0,
+        max_iter=500,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = ((layer(x) - y) ** 2).sum() / (2 * noise**2) + alpha / 2 * (layer.weight**2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    posterior, _ = laplace(
+        layer,
+        (x, y),
+        likelihood=_gaussian(noise),
+        subset="all",
+        hessian="full",
+        prior_precision=alpha,
+        progress=False,
+    )
+    torch.testing.assert_close(posterior.mean, exact.mean.reshape(-1), rtol=1e-8, atol=1e-10)
+
+
+def _mlp(outputs: int) -> nn.Module:
+    with bnn.RNG(0).stream("init"):
+        return nn.Sequential(
+            nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, outputs)
+        ).double()
+
+
+def _data(n: int, outputs: int, classify: bool) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    if classify:
+        return x, torch.randint(0, outputs, (n,), generator=generator)
+    return x, torch.randn(n, outputs, generator=generator, dtype=torch.float64)
+
+
+def _brute_force_ggn(model: nn.Module, x: Tensor, y: Tensor, classify: bool) -> Tensor:
+    """``Σ_n J_nᵀ H_n J_n`` with one ``autograd.functional`` Jacobian and Hessian per datum."""
+    names = [n for n, _ in model.named_parameters()]
+    values = [p.detach() for p in model.parameters()]
+    total = 0
+    for xi, yi in zip(x, y, strict=True):
+
+        def output(*params: Tensor, xi: Tensor = xi) -> Tensor:
+            return torch.func.functional_call(
+                model, dict(zip(names, params, strict=True)), (xi[None],)
+            )[0]
+
+        jac = torch.cat(
+            [j.reshape(j.shape[0], -1) for j in autograd_jacobian(output, tuple(values))], 1
+        )
+        f = output(*values).detach()
+        if classify:
+            h = autograd_hessian(lambda z, yi=yi: -z.log_softmax(-1)[yi], f)
+        else:
+            h = torch.eye(f.shape[0], dtype=f.dtype)  # unit noise
+        total = total + jac.T @ h @ jac
+    assert isinstance(total, Tensor)
+    return total
+
+
+@pytest.mark.parametrize("classify", [False, True])
+def test_full_and_diag_ggn_equal_a_brute_force_computation(classify: bool) -> None:
+    model = _mlp(3)
+    x, y = _data(12, 3, classify)
+    likelihood = bnn.Categorical() if classify else _gaussian(1.0)
+    ggn = _brute_force_ggn(model, x, y, classify)
+    eye = torch.eye(ggn.shape[0], dtype=torch.float64)
+    full, _ = laplace(
+        model,
+        (x, y),
+        likelihood=likelihood,
+        subset="all",
+        hessian="full",
+        prior_precision=0.5,
+        batch_size=5,
+        progress=False,
+    )
+    torch.testing.assert_close(full.posterior_precision, ggn + 0.5 * eye, rtol=RTOL, atol=1e-10)
+    diag, _ = laplace(
+        model,
+        (x, y),
+        likelihood=likelihood,
+        subset="all",
+        hessian="diag",
+        prior_precision=0.5,
+        progress=False,
+    )
+    torch.testing.assert_close(
+        diag.variance, (ggn.diagonal() + 0.5).reciprocal(), rtol=RTOL, atol=0
+    )
+    # Hadamard: det Λ ≤ Π Λ_ii, so the diagonal marglik is a lower bound of the full one
+    assert float(diag.log_marginal_likelihood()) <= float(full.log_marginal_likelihood())
+
+
+def test_kron_is_exact_per_layer_for_one_datum() -> None:
+    """With N = 1 every per-layer GGN block is exactly ``(ã ãᵀ) ⊗ (gᵀ H g)``."""
+    model = _mlp(3)
+    x, y = _data(1, 3, classify=True)
+    ggn = _brute_force_ggn(model, x, y, classify=True)
+    kron, _ = laplace(
+        model,
+        (x, y),
+        likelihood=bnn.Categorical(),
+        subset="all",
+        hessian="kron",
+        prior_precision=0.5,
+        progress=False,
+    )
+    sizes = [p.numel() for p in model.parameters()]
+    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    blocks = [slice(bounds[i], bounds[i + 2]) for i in range(0, len(sizes), 2)]  # weight + bias
+    expected = torch.block_diag(*[ggn[b, b] for b in blocks])
+    eye = torch.eye(ggn.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(kron.posterior_precision, expected + 0.5 * eye, rtol=1e-8, atol=1e-9)
+
+
+def test_last_layer_kron_equals_full_for_a_gaussian_mlp() -> None:
+    """Under a Gaussian likelihood the last layer's ``G = I/σ²`` is exact: kron = full GGN,
+    hence the same marginal likelihood and the same linearised predictive variance."""
+    model = _mlp(2)
+    x, y = _data(30, 2, classify=False)
+    options = dict(
+        likelihood=_gaussian(0.3), subset="last_layer", prior_precision=2.0, progress=False
+    )
+    full, _ = laplace(model, (x, y), hessian="full", **options)
+    kron, _ = laplace(model, (x, y), hessian="kron", **options)
+    assert full.names == ["4.weight", "4.bias"]
+    by_module, _ = laplace(model, (x, y), hessian="full", **{**options, "subset": [model[4]]})
+    by_name, _ = laplace(model, (x, y), hessian="full", **{**options, "subset": ["0", "4.bias"]})
+    assert by_module.names == full.names and by_name.names == ["0.weight", "0.bias", "4.bias"]
+    torch.testing.assert_close(kron.covariance, full.covariance, rtol=RTOL, atol=1e-14)
+    assert float(kron.log_marginal_likelihood()) == pytest.approx(
+        float(full.log_marginal_likelihood()), rel=1e-12
+    )
+    x_test = torch.linspace(-3, 3, 7, dtype=torch.float64).reshape(-1, 1).repeat(1, 2)
+    full_prediction = bnn.predict_with_uncertainty(full, x_test)
+    kron_prediction = bnn.predict_with_uncertainty(kron, x_test)
+    torch.testing.assert_close(
+        kron_prediction.variance, full_prediction.variance, rtol=RTOL, atol=0
+    )
+
+
+def test_glm_predictive_is_j_sigma_jt_plus_noise() -> None:
+    model = _mlp(1)
+    x, y = _data(20, 1, classify=False)
+    posterior, _ = laplace(
+        model, (x, y), likelihood=_gaussian(0.3), subset="all", hessian="full", progress=False
+    )
+    x_test = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    names = posterior.names
+    params = tuple(dict(model.named_parameters())[n].detach() for n in names)
+
+    def output(*values: Tensor) -> Tensor:
+        return torch.func.functional_call(model, dict(zip(names, values, strict=True)), (x_test,))
+
+    jac = torch.cat([j.reshape(4, -1) for j in autograd_jacobian(output, params)], 1)
+    expected = (jac @ posterior.covariance * jac).sum(1) + _std(0.3) ** 2
+    prediction = bnn.predict_with_uncertainty(posterior, x_test)
+    assert isinstance(prediction, RegressionPrediction)
+    torch.testing.assert_close(prediction.variance.squeeze(-1), expected, rtol=RTOL, atol=0)
+    torch.testing.assert_close(
+        prediction.aleatoric, torch.full_like(prediction.mean, _std(0.3) ** 2)
+    )
+    torch.testing.assert_close(prediction.mean, model(x_test).detach())
+    # the Gaussian's own density and interval, not a mixture's
+    lower, upper = prediction.interval(0.95)
+    torch.testing.assert_close(
+        (upper - lower) / 2, 1.959963984540054 * prediction.std, rtol=1e-9, atol=0
+    )
+
+
+def test_samples_of_a_linear_model_have_the_glm_moments() -> None:
+    """For a linear model the sampled and the linearised predictive agree (within MC error)."""
+    x, y, layer, _, _ = _blr(1, bias=True, alpha=2.0, noise=0.5)
+    posterior, _ = laplace(
+        layer,
+        (x, y),
+        likelihood=_gaussian(0.5),
+        subset="all",
+        hessian="kron",
+        prior_precision=2.0,
+        progress=False,
+    )
+    x_test = x[:5]
+    glm = bnn.predict_with_uncertainty(posterior, x_test)
+    samples = posterior.sample_functions(x_test, 20_000, rng=0).squeeze(-1)
+    s = samples.shape[0]
+    sd = glm.epistemic.squeeze(-1).sqrt()
+    assert ((samples.mean(0) - glm.mean.squeeze(-1)).abs() < 5 * sd / math.sqrt(s)).all()
+    assert ((samples.var(0) / sd**2 - 1).abs() < 5 * math.sqrt(2 / (s - 1))).all()
+
+
+def test_categorical_probit_predictive() -> None:
+    model = _mlp(3)
+    x, y = _data(30, 3, classify=True)
+    posterior, _ = laplace(
+        model,
+        (x, y),
+        likelihood=bnn.Categorical(),
+        subset="last_layer",
+        hessian="kron",
+        progress=False,
+    )
+    x_test = x[:6]
+    prediction = bnn.predict_with_uncertainty(posterior, x_test, num_samples=50, rng=0)
+    assert isinstance(prediction, ClassificationPrediction)
+    mean, covariance = posterior.functional_moments(x_test)
+    kappa = (1 + math.pi / 8 * covariance.diagonal(dim1=-2, dim2=-1)).rsqrt()
+    torch.testing.assert_close(prediction.probs, (mean * kappa).softmax(-1), rtol=1e-12, atol=0)
+    assert prediction.samples.shape == (50, 6, 3)
+    assert (prediction.mutual_information >= 0).all()
+    posterior.predictive = "samples"
+    sampled = bnn.predict_with_uncertainty(posterior, x_test, num_samples=50, rng=0)
+    assert type(sampled) is ClassificationPrediction
+
+
+def test_marglik_recovers_the_prior_precision_and_noise_of_data_from_the_model() -> None:
+    """Weights ``W [30, 30] ~ N(0, 1/α)``, ``y = x Wᵀ + σ ε``. With N/σ² ≫ α the MAP is W up to
+    negligible shrinkage, and the evidence-optimal α̂ = P/‖W‖² has relative sd √(2/P)
+    (P = 900 weights): log α̂ is checked within 4·√(2/P) = 0.19 of log α. The noise is
+    determined by N·K = 30,000 residuals: log σ̂ within 4/√(2(NK − P)) = 0.017."""
+    alpha, noise, n, d = 4.0, 0.1, 1000, 30
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn(d, d, generator=generator, dtype=torch.float64) / math.sqrt(alpha)
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    y = x @ w.T + noise * torch.randn(n, d, generator=generator, dtype=torch.float64)
+    layer = nn.Linear(d, d, bias=False).double()
+    with torch.no_grad():  # MAP under the initial δ = 1, σ = 1 (ridge)
+        layer.weight.copy_(
+            torch.linalg.solve(x.T @ x + torch.eye(d, dtype=torch.float64), x.T @ y).T
+        )
+    posterior, _ = laplace(
+        layer, (x, y), likelihood=_gaussian(1.0), subset="all", hessian="kron", progress=False
+    )
+    before = float(posterior.log_marginal_likelihood())
+    history = posterior.optimize_prior_precision(steps=300)
+    assert history.neg_log_marglik[-1] < -before
+    assert abs(math.log(float(posterior.prior_precision)) - math.log(alpha)) < 4 * math.sqrt(
+        2 / d**2
+    )
+    assert posterior.noise_std is not None
+    assert abs(math.log(posterior.noise_std / noise)) < 4 / math.sqrt(2 * (n * d - d**2))
+    # the optimum: the gradient of the marglik vanishes there
+    log_precision = posterior.prior_precision.log().clone().requires_grad_(True)
+    lml = posterior.log_marginal_likelihood(log_precision.exp())
+    (gradient,) = torch.autograd.grad(lml, log_precision)
+    assert abs(float(gradient)) < 1e-2 * d**2
+
+
+def test_per_layer_marglik_and_validation_grid() -> None:
+    model = _mlp(1)
+    x, y = _data(40, 1, classify=False)
+    posterior, _ = laplace(
+        model, (x, y), likelihood=_gaussian(1.0), subset="all", hessian="kron", progress=False
+    )
+    assert posterior.groups == ["0", "2", "4"]
+    start = float(posterior.log_marginal_likelihood())
+    posterior.optimize_prior_precision(per_layer=True, steps=100)
+    assert posterior.prior_precision.shape == (3,)
+    assert float(posterior.log_marginal_likelihood()) > start
+    grid = torch.tensor([0.01, 1.0, 100.0], dtype=torch.float64)
+    history = posterior.optimize_prior_precision(
+        "validation", validation=(x[:10], y[:10]), grid=grid
+    )
+    best = float(grid[int(torch.tensor(history.val_nll).argmin())])
+    assert float(posterior.prior_precision) == best
+    nll = -bnn.predict_with_uncertainty(posterior, x[:10]).log_likelihood(y[:10]).mean()
+    assert float(nll) == pytest.approx(min(history.val_nll), rel=1e-10)
+
+
+def test_same_seed_same_bits() -> None:
+    model = _mlp(2)
+    x, y = _data(20, 2, classify=False)
+    posterior, _ = laplace(
+        model, (x, y), likelihood=_gaussian(0.5), subset="all", hessian="diag", progress=False
+    )
+    a = posterior.sample_functions(x, 9, rng=5)
+    b = posterior.sample_functions(x, 9, rng=5)
+    c = posterior.sample_functions(x, 9, rng=6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    draws = posterior.draws(4, x=x[:3], rng=1)
+    assert draws.parameters["0.weight"].shape == (1, 4, 6, 2)
+    assert draws.functions is not None and draws.functions.shape == (1, 4, 3, 2)
+    assert isinstance(posterior, bnn.posterior.ParameterPosterior)
+
+
+def test_bad_input_is_refused_with_a_clear_error() -> None:
+    model = _mlp(2)
+    x, y = _data(10, 2, classify=False)
+    gaussian = _gaussian(1.0)
+    with pytest.raises(ValueError, match="no parameter of the model matches"):
+        laplace(model, (x, y), likelihood=gaussian, subset=["decoder"], progress=False)
+    with pytest.raises(ValueError, match="supports bnn.Gaussian"):
+        laplace(model, (x, y), likelihood=bnn.HeteroscedasticGaussian(), progress=False)
+    with pytest.raises(ValueError, match="hessian must be"):
+        laplace(model, (x, y), likelihood=gaussian, hessian="block", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        laplace(model, (x, y), likelihood=gaussian, prior_precision=0.0, progress=False)
+    with pytest.raises(ValueError, match="one value per layer"):
+        laplace(
+            model,
+            (x, y),
+            likelihood=gaussian,
+            subset="all",
+            prior_precision=[1.0, 2.0],
+            progress=False,
+        )
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(4, 1)).double()
+    with pytest.raises(ValueError, match="whole nn.Linear layers"):
+        laplace(
+            conv,
+            (torch.randn(5, 1, 4, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)),
+            likelihood=gaussian,
+            subset="all",
+            hessian="kron",
+            progress=False,
+        )
+    broken = _mlp(2)
+    with torch.no_grad():
+        broken[0].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        laplace(broken, (x, y), likelihood=gaussian, hessian="diag", subset="all", progress=False)
+    # a rank-deficient curvature with a vanishing prior precision: singular in float64
+    duplicate = torch.cat([x[:, :1], x[:, :1]], 1)
+    layer = nn.Linear(2, 1, bias=False).double()
+    with pytest.raises(ValueError, match="singular"):
+        laplace(
+            layer,
+            (duplicate, y[:, :1]),
+            likelihood=gaussian,
+            subset="all",
+            hessian="full",
+            prior_precision=1e-300,
+            progress=False,
+        )
+    posterior = GaussianPosterior(
+        layer,
+        ["weight"],
+        torch.zeros(2, dtype=torch.float64),
+        DiagonalFactor(torch.ones(2, dtype=torch.float64)),
+        likelihood=bnn.Bernoulli(),
+    )
+    with pytest.raises(ValueError, match="bnn.Gaussian and bnn.Categorical"):
+        posterior.predictive = "glm"
