@@ -26,7 +26,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from bnn.likelihoods import Categorical, Likelihood
 from bnn.posterior._evaluate import eval_mode
-from bnn.posterior._linearise import output_jacobians
+from bnn.posterior._linearise import jacobian_chunks
 
 __all__ = ["CurvatureSums", "accumulate_curvature", "loss_root"]
 
@@ -96,15 +96,24 @@ def accumulate_curvature(
             else:
                 sums.factors_a[i] = sums.factors_a[i] + factor_a
                 sums.factors_g[i] = sums.factors_g[i] + factor_g
-    else:
-        outputs, jacobian = output_jacobians(model, names, x, memory_budget)
-        projected = _project(loss_root(likelihood, outputs), jacobian)
-        if hessian == "full":
-            update = torch.einsum("ncp,ncq->pq", projected, projected)
-            sums.full = update if sums.full is None else sums.full + update
-        else:
-            update = (projected**2).sum((0, 1))
-            sums.diagonal = update if sums.diagonal is None else sums.diagonal + update
+    elif hessian == "diag" and layers:  # whole Linear layers: the diagonal from factors
+        outputs, inputs, output_jacobian = layer_jacobians(model, layers, x, memory_budget)
+        update = _linear_diagonal(
+            names, layers, model, loss_root(likelihood, outputs), inputs, output_jacobian
+        )
+        sums.diagonal = update if sums.diagonal is None else sums.diagonal + update
+    else:  # one chunk's [n, C, P] Jacobian at a time: all-layer Jacobians are large
+        blocks = []
+        for block_outputs, jacobian in jacobian_chunks(model, names, x, memory_budget):
+            projected = _project(loss_root(likelihood, block_outputs), jacobian)
+            if hessian == "full":
+                update = torch.einsum("ncp,ncq->pq", projected, projected)
+                sums.full = update if sums.full is None else sums.full + update
+            else:
+                update = (projected**2).sum((0, 1))
+                sums.diagonal = update if sums.diagonal is None else sums.diagonal + update
+            blocks.append(block_outputs)
+        outputs = torch.cat(blocks)
     outputs = outputs.detach()
     targets = likelihood.check_targets(outputs, y)
     if isinstance(likelihood, Categorical):
@@ -113,6 +122,31 @@ def accumulate_curvature(
         sums.squared_error += float(((targets - outputs) ** 2).sum())
     sums.count += x.shape[0]
     sums.outputs = outputs[0].numel()
+
+
+def _linear_diagonal(
+    names: Sequence[str],
+    layers: Sequence[nn.Linear],
+    model: nn.Module,
+    root: Tensor | None,
+    inputs: Sequence[Tensor],
+    output_jacobians: Sequence[Tensor],
+) -> Tensor:
+    """The exact GGN diagonal ``[P]`` of whole ``nn.Linear`` layers, in ``names`` order.
+
+    A weight's per-datum Jacobian is ``g_{n,c,o} ã_{n,i}`` (output Jacobian times layer
+    input), so its squared sum is ``Σ_n Σ_c V_{n,c,o}² ã_{n,i}²`` with ``V = Lᵀ g``: the cost
+    of KFAC's factors, not of per-datum Jacobians of every weight.
+    """
+    owner = {id(module): name for name, module in model.named_modules()}
+    pieces: dict[str, Tensor] = {}
+    for layer, a, g in zip(layers, inputs, output_jacobians, strict=True):
+        diagonal = torch.einsum("nco,ni->oi", _project(root, g) ** 2, a**2)  # [out, in (+1)]
+        prefix = f"{owner[id(layer)]}." if owner[id(layer)] else ""
+        pieces[f"{prefix}weight"] = diagonal[:, : layer.in_features].reshape(-1)
+        if layer.bias is not None:
+            pieces[f"{prefix}bias"] = diagonal[:, layer.in_features]
+    return torch.cat([pieces[name] for name in names])
 
 
 def layer_jacobians(

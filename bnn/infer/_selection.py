@@ -8,7 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-__all__ = ["batches", "check_precision", "kron_layers", "layer_groups", "select_parameters"]
+__all__ = [
+    "batches",
+    "check_precision",
+    "kron_layers",
+    "layer_groups",
+    "select_parameters",
+    "whole_linear_layers",
+]
 
 
 def check_precision(value: object, groups: int, reference: Tensor) -> Tensor:
@@ -76,11 +83,26 @@ def layer_groups(names: Sequence[str], shapes: Sequence[torch.Size]) -> tuple[li
     return groups, index
 
 
-def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> list[nn.Linear]:
-    """The ``nn.Linear`` layer of every group, each selected whole (else a ValueError)."""
+def whole_linear_layers(
+    model: nn.Module, names: Sequence[str], groups: list[str]
+) -> list[nn.Linear] | None:
+    """The ``nn.Linear`` layer of every group if each is one, selected whole; else ``None``."""
     modules = dict(model.named_modules())
     layers = []
     for group in groups:
+        module = modules[group]
+        own = {f"{group}.{n}" if group else n for n, _ in module.named_parameters(recurse=False)}
+        if not isinstance(module, nn.Linear) or not own <= set(names):
+            return None
+        layers.append(module)
+    return layers
+
+
+def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> list[nn.Linear]:
+    """The ``nn.Linear`` layer of every group, each selected whole (else a ValueError)."""
+    layers = whole_linear_layers(model, names, groups)
+    modules = dict(model.named_modules())
+    for group in groups if layers is None else []:
         module = modules[group]
         own = {f"{group}.{n}" if group else n for n, _ in module.named_parameters(recurse=False)}
         if not isinstance(module, nn.Linear) or not own <= set(names):
@@ -89,7 +111,7 @@ def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> li
                 f"{type(module).__name__} (or only part of it is selected). Use "
                 "hessian='diag' (any layer) or 'full' (small selections), or select Linear layers."
             )
-        layers.append(module)
+    assert layers is not None
     return layers
 
 

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -28,8 +29,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.infer._curvature import CurvatureSums, accumulate_curvature
 from bnn.infer._selection import (
     batches,
@@ -37,6 +38,7 @@ from bnn.infer._selection import (
     kron_layers,
     layer_groups,
     select_parameters,
+    whole_linear_layers,
 )
 from bnn.infer.history import History
 from bnn.likelihoods import Categorical, Gaussian, Likelihood
@@ -186,21 +188,26 @@ class LaplacePosterior(GaussianPosterior):
             )
         return cholesky  # type: ignore[no-any-return]
 
-    def _kron_blocks(self, precision: Tensor, scale: Tensor) -> list[KroneckerBlock]:
-        per_layer = precision.expand(len(self.groups))
-        blocks = []
-        for i, (factor_a, factor_g) in enumerate(
-            zip(self.sums.factors_a, self.sums.factors_g, strict=True)
-        ):
+    @functools.cached_property
+    def _kron_eigen(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Eigendecompositions of every layer's factors ``A`` and ``G``, computed once.
+
+        They do not depend on the prior precision or the noise, so the marginal-likelihood
+        optimisation reuses them at every step.
+        """
+        eigen = []
+        for factor_a, factor_g in zip(self.sums.factors_a, self.sums.factors_g, strict=True):
             eig_a, vec_a = torch.linalg.eigh(factor_a)
             eig_g, vec_g = torch.linalg.eigh(factor_g / self.sums.count)
-            bias = self.layer_bias[i]
-            blocks.append(
-                KroneckerBlock(
-                    eig_a.clamp_min(0), vec_a, eig_g.clamp_min(0), vec_g, per_layer[i], scale, bias
-                )
-            )
-        return blocks
+            eigen.append((eig_a.clamp_min(0), vec_a, eig_g.clamp_min(0), vec_g))
+        return eigen
+
+    def _kron_blocks(self, precision: Tensor, scale: Tensor) -> list[KroneckerBlock]:
+        per_layer = precision.expand(len(self.groups))
+        return [
+            KroneckerBlock(eig_a, vec_a, eig_g, vec_g, per_layer[i], scale, self.layer_bias[i])
+            for i, (eig_a, vec_a, eig_g, vec_g) in enumerate(self._kron_eigen)
+        ]
 
     def _factor(self, precision: Tensor, log_noise: Tensor | None) -> CovarianceFactor:
         scale = self._curvature_scale(log_noise)
@@ -426,6 +433,8 @@ def laplace(
         )
     groups, group_index = layer_groups(names, shapes)
     layers = kron_layers(model, names, groups) if hessian == "kron" else []
+    if hessian == "diag":  # whole Linear layers: the exact diagonal from KFAC-sized factors
+        layers = whole_linear_layers(model, names, groups) or []
     reference = parameters[names[0]]
     precision = check_precision(prior_precision, len(groups), reference)
     if predictive == "glm":
@@ -434,7 +443,7 @@ def laplace(
     data_batches = batches(data, batch_size)
     start = time.perf_counter()
     sums = CurvatureSums()
-    for batch in tqdm(data_batches, desc="laplace", disable=not progress):
+    for batch in progress_bar(data_batches, desc="laplace", disable=not progress):
         accumulate_curvature(sums, hessian, model, names, layers, likelihood, batch, budget)
     _check_finite(sums)
     posterior = LaplacePosterior(
@@ -444,7 +453,7 @@ def laplace(
         group_index.to(reference.device),
         sums,
         hessian=hessian,
-        layer_bias=[layer.bias is not None for layer in layers],
+        layer_bias=[layer.bias is not None for layer in layers] if hessian == "kron" else [],
         likelihood=likelihood,
         prior_precision=precision,
         predictive=predictive,

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bnn._checks import check_int, check_positive
+from bnn._progress import progress_bar
 from bnn.infer._loop import NonFiniteLossError, TrainData, make_loader
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
@@ -209,7 +209,7 @@ def swag(
     history = History("swag", metrics={"loss": []})
     start = time.perf_counter()
     with generator.stream("swag"):  # forward passes that draw (dropout) draw from here
-        for epoch in tqdm(range(epochs), desc="swag", disable=not progress):
+        for epoch in progress_bar(range(epochs), desc="swag", disable=not progress):
             history.record(loss=_epoch(replica, likelihood, loader, sgd, epoch))
             if epoch >= burn_in and (epoch - burn_in + 1) % collect_every == 0:
                 moments.collect(_flat(replica, names))

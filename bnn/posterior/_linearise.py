@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,12 @@ from torch.func import functional_call, jacrev, vmap
 
 from bnn.posterior._evaluate import eval_mode
 
-__all__ = ["flatten_parameters", "output_jacobians", "unflatten_parameters"]
+__all__ = [
+    "flatten_parameters",
+    "jacobian_chunks",
+    "output_jacobians",
+    "unflatten_parameters",
+]
 
 
 def flatten_parameters(values: dict[str, Tensor], names: Sequence[str], leading: int) -> Tensor:
@@ -62,6 +67,21 @@ def output_jacobians(
         ``(outputs [N, *out], jacobian [N, C, P])`` with ``C = prod(out)`` and ``P`` the
         selected parameters' total size.
     """
+    parts = list(jacobian_chunks(model, names, x, memory_budget, at))
+    return torch.cat([o for o, _ in parts]), torch.cat([j for _, j in parts])
+
+
+def jacobian_chunks(
+    model: nn.Module,
+    names: Sequence[str],
+    x: Tensor,
+    memory_budget: int,
+    at: dict[str, Tensor] | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``output_jacobians`` one chunk of inputs at a time: ``(outputs, jacobian [n, C, P])``.
+
+    For sums over the data (the GGN), so that only one chunk's Jacobian is ever held.
+    """
     all_parameters = dict(model.named_parameters())
     selected = {name: all_parameters[name].detach() for name in names}
     if at is not None:
@@ -80,10 +100,7 @@ def output_jacobians(
     classes = max(1, probe[0].numel())
     per_input = classes * size * probe.element_size()
     chunk = max(1, min(x.shape[0], memory_budget // max(per_input, 1)))
-    outputs, jacobians = [], []
-    with eval_mode(model):
-        for block in torch.split(x, chunk):
+    for block in torch.split(x, chunk):
+        with eval_mode(model):
             jacobian, output = jacobian_fn(selected, block)
-            outputs.append(output.detach())
-            jacobians.append(flatten_parameters(jacobian, names, 2).detach())
-    return torch.cat(outputs), torch.cat(jacobians)
+        yield output.detach(), flatten_parameters(jacobian, names, 2).detach()

@@ -454,3 +454,20 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     )
     with pytest.raises(ValueError, match="bnn.Gaussian and bnn.Categorical"):
         posterior.predictive = "glm"
+
+
+@pytest.mark.parametrize("classify", [False, True])
+def test_the_factorised_linear_diagonal_equals_the_per_datum_jacobian_one(classify: bool) -> None:
+    """Whole Linear layers take the factorised path; other layers the per-datum Jacobians."""
+    from bnn.infer._curvature import CurvatureSums, accumulate_curvature
+
+    model = _mlp(3)
+    x, y = _data(12, 3, classify)
+    likelihood = bnn.Categorical() if classify else _gaussian(1.0)
+    names = [name for name, _ in model.named_parameters()]
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    factorised, per_datum = CurvatureSums(), CurvatureSums()
+    accumulate_curvature(factorised, "diag", model, names, layers, likelihood, (x, y), 2**26)
+    accumulate_curvature(per_datum, "diag", model, names, [], likelihood, (x, y), 2**26)
+    assert factorised.diagonal is not None and per_datum.diagonal is not None
+    torch.testing.assert_close(factorised.diagonal, per_datum.diagonal, rtol=RTOL, atol=1e-12)
