@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ __all__ = [
     "plot_predictive",
     "plot_rank",
     "plot_trace",
+    "plot_tuning_history",
     "reliability_diagram",
 ]
 
@@ -297,4 +298,32 @@ def plot_rank(posterior: ParameterPosterior, name: str, index: int = 0, bins: in
         axis.hist(ranks[chain], bins=bins, range=(0, ranks.size), edgecolor="k", alpha=0.7)
         axis.axhline(num_draws / bins, color="k", linestyle="--", linewidth=1)
         axis.set(title=f"chain {chain}", xlabel="rank")
+    return figure
+
+
+def plot_tuning_history(trials: list[dict[str, Any]], direction: str = "minimize") -> Figure:
+    """Each trial's mean over its seeds with its 95% interval, and the best score so far.
+
+    Args:
+        trials: ``bnn.tune.TuneResult.trials`` rows (``number``, ``mean``, ``ci95_low``,
+            ``ci95_high``, ``score``).
+        direction: ``"minimize"`` or ``"maximize"`` (for the best-so-far line).
+    """
+    rows = sorted(trials, key=lambda row: row["number"])
+    numbers = np.array([row["number"] for row in rows])
+    means = np.array([row["mean"] for row in rows])
+    low = np.array([row["ci95_low"] for row in rows])
+    high = np.array([row["ci95_high"] for row in rows])
+    scores = np.array([row["score"] for row in rows])
+    best = (
+        np.minimum.accumulate(scores) if direction == "minimize" else np.maximum.accumulate(scores)
+    )
+    figure = _figure(6.0, 3.6)
+    axes = figure.add_subplot()
+    spread = np.where(np.isfinite(low), np.stack([means - low, high - means]), 0.0)
+    axes.errorbar(numbers, means, yerr=spread, fmt="o", capsize=3, label="mean ± 95% CI over seeds")
+    axes.step(numbers, best, where="post", color="black", label="best score so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel("objective")
+    axes.legend(loc="best", fontsize="small")
     return figure

@@ -17,6 +17,9 @@ method              what it is                                     posterior
 ``laplace``         Laplace approximation (``laplace.py``)         ``LaplacePosterior``
 ``swag``            SWA-Gaussian (``swag.py``)                     ``SWAGPosterior``
 ``multi_swag``      several SWAG runs (``swag.py``)                ``GaussianMixturePosterior``
+``gp``              Gaussian processes on GPyTorch (``gp.py``)     ``GPPosterior``
+``stack``           stacking of posteriors (``stacking.py``)       ``StackedPosterior``
+``boost``           gradient boosting of networks (``boosting.py``) ``BoostedPosterior``
 =================== ============================================== =========================
 
 ``docs/extending.md`` shows how to add one.
@@ -24,13 +27,16 @@ method              what it is                                     posterior
 
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer._pyro_mcmc import Adaptation
+from bnn.infer.boosting import BoostedPosterior, boost
 from bnn.infer.ensemble import DeepEnsemble, deep_ensemble
+from bnn.infer.gp import GPPosterior, gp
 from bnn.infer.history import History
 from bnn.infer.hmc import hmc
 from bnn.infer.laplace import LaplacePosterior, laplace
 from bnn.infer.linear import BayesianLinearRegression, NeuralLinear, neural_linear
 from bnn.infer.nuts import nuts
 from bnn.infer.sgmcmc import StepSchedule, sghmc, sgld
+from bnn.infer.stacking import StackedPosterior, stack
 from bnn.infer.svi import SVIPosterior, pyro_model, svi
 from bnn.infer.swag import SWAGPosterior, multi_swag, swag
 from bnn.infer.vi import KLSchedule, Validation, fit
@@ -38,7 +44,9 @@ from bnn.infer.vi import KLSchedule, Validation, fit
 __all__ = [
     "Adaptation",
     "BayesianLinearRegression",
+    "BoostedPosterior",
     "DeepEnsemble",
+    "GPPosterior",
     "History",
     "KLSchedule",
     "LaplacePosterior",
@@ -46,10 +54,13 @@ __all__ = [
     "NonFiniteLossError",
     "SVIPosterior",
     "SWAGPosterior",
+    "StackedPosterior",
     "StepSchedule",
     "Validation",
+    "boost",
     "deep_ensemble",
     "fit",
+    "gp",
     "hmc",
     "laplace",
     "multi_swag",
@@ -58,6 +69,7 @@ __all__ = [
     "pyro_model",
     "sghmc",
     "sgld",
+    "stack",
     "svi",
     "swag",
 ]

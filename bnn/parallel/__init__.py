@@ -1,6 +1,7 @@
-"""Scale out on existing engines: data-parallel training over ``torch.distributed``.
+"""Scale out on existing engines: data-parallel training over ``torch.distributed``, and
+independent jobs (seeds, members, trials, splits) on any ``concurrent.futures.Executor``.
 
-See ``bnn.parallel.distributed`` and ``docs/distributed.md``.
+See ``bnn.parallel.distributed``, ``bnn.parallel.executors`` and ``docs/distributed.md``.
 """
 
 from bnn.parallel.distributed import (
@@ -11,12 +12,15 @@ from bnn.parallel.distributed import (
     process_group_context,
     training_strategy,
 )
+from bnn.parallel.executors import JobError, run_jobs
 
 __all__ = [
     "DataParallel",
     "DistributedContext",
+    "JobError",
     "SingleProcess",
     "TrainingStrategy",
     "process_group_context",
+    "run_jobs",
     "training_strategy",
 ]

@@ -15,12 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import torch
 
+from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
 from bnn.random.default import RNGLike, resolve_rng, use_rng
 from bnn.random.rng import RNG
@@ -69,6 +72,8 @@ def seed_sweep(
     seeds: int | Iterable[int],
     *,
     rng: RNGLike = None,
+    executor: Executor | None = None,
+    threads_per_job: int | None = None,
     progress: bool = True,
     verbose: bool = False,
 ) -> SweepResult:
@@ -84,7 +89,13 @@ def seed_sweep(
             one-element tensor). Every run must return the same metric names.
         seeds: a number of seeds (``5`` means seeds ``0..4``) or an iterable of seeds.
         rng: the parent `RNG` the runs are spawned from (an int seed or ``None`` for default).
-        progress: show a tqdm bar.
+        executor: run the seeds on any ``concurrent.futures.Executor`` (a process pool, a
+            Dask client's ``get_executor()``); ``fn`` must then be picklable. The results are
+            identical to the serial run with the same ``threads_per_job``
+            (``bnn.parallel.executors``).
+        threads_per_job: torch intra-op threads per run (default: unchanged serially, 1 on an
+            executor).
+        progress: show a tqdm bar (serial runs).
         verbose: print the summary table when done.
 
     Returns:
@@ -96,16 +107,33 @@ def seed_sweep(
     """
     seed_list = _seed_list(seeds)
     parent = resolve_rng(rng)
+    items: Iterable[tuple[int, RNG]] = [(seed, parent.spawn(seed)) for seed in seed_list]
+    if executor is None:
+        items = progress_bar(items, desc="seed sweep", disable=not progress)
+    outputs = run_jobs(
+        functools.partial(_run_seed, fn),
+        items,
+        executor=executor,
+        threads_per_job=threads_per_job,
+        describe=lambda index: f"seed {seed_list[index]}",
+    )
     runs: list[dict[str, float]] = []
-    for seed in progress_bar(seed_list, desc="seed sweep", disable=not progress):
-        with use_rng(parent.spawn(seed)) as run_rng:
-            metrics = fn(run_rng)
+    for seed, metrics in zip(seed_list, outputs, strict=True):
         runs.append(_check_metrics(metrics, seed, expected=runs[0].keys() if runs else None))
     table = {name: _summarise([run[name] for run in runs]) for name in runs[0]}
     result = SweepResult(seeds=tuple(seed_list), runs=tuple(runs), table=table)
     if verbose:
         print(result.to_markdown())
     return result
+
+
+def _run_seed(
+    fn: Callable[[RNG], Mapping[str, float | torch.Tensor]], item: tuple[int, RNG]
+) -> Mapping[str, float | torch.Tensor]:
+    """One run: ``fn(rng)`` with ``rng`` the default and the globals seeded from it."""
+    _, run_rng = item
+    with use_rng(run_rng):
+        return fn(run_rng)
 
 
 def _seed_list(seeds: int | Iterable[int]) -> list[int]:

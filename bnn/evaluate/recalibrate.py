@@ -1,0 +1,386 @@
+"""Make a model's stated uncertainty honest after training: scaling and conformal prediction.
+
+Two families, both fitted on a held-out **calibration set** ``(x_cal, y_cal)`` that the model
+did not train on, both returned as wrapper `bnn.Posterior` objects, so that
+``bnn.predict_with_uncertainty``, ``bnn.calibration`` and the metrics use them unchanged:
+
+* **Scaling** (a parametric fix, one number): `temperature_scale` divides a classifier's logits
+  by a temperature ``T`` (Guo et al. 2017, "On Calibration of Modern Neural Networks");
+  `std_scale` multiplies a regression predictive's spread by one factor ``s`` (Levi et al.
+  2022, "Evaluating and Calibrating Uncertainty Prediction in Regression Tasks"). Both minimise
+  the calibration-set NLL. Cheap, keep the model's ranking of inputs, but promise nothing.
+* **Conformal prediction** (`conformalize`, in ``bnn.evaluate._conformal``): intervals or
+  prediction sets with a finite-sample guarantee ``P(y ∈ C(x)) ≥ level`` for exchangeable data,
+  whatever the model.
+
+For a posterior with ``S`` function samples, temperature scaling scales **each sample's
+logits** by ``1/T`` and then averages the ``S`` softmaxes (a Bayesian predictive is a mixture
+of categorical distributions; dividing the averaged probabilities' logits would be a different
+model). Std scaling maps the mixture ``p(y|x)`` to the distribution of ``m + s (Y − m)``
+(``m`` its mean): every component's offset from ``m`` and every component's std is multiplied
+by ``s``, so the predictive mean stays and the total std becomes ``s·std``.
+
+Example:
+    >>> scaled = bnn.evaluate.recalibrate.temperature_scale(
+    ...     posterior, x_cal, y_cal, likelihood=bnn.Categorical(), rng=0)
+    >>> scaled.temperature                       # > 1: the model was over-confident
+    >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical())
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from bnn.evaluate._conformal import (
+    ConformalClassificationPrediction,
+    ConformalPosterior,
+    ConformalRegressionPrediction,
+    conformalize,
+    inner_prediction,
+)
+from bnn.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Likelihood,
+    Prediction,
+    RegressionPrediction,
+    align_targets,
+    class_indices,
+)
+from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.random import GLOBAL_STATE_LOCK
+from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
+
+__all__ = [
+    "ConformalClassificationPrediction",
+    "ConformalPosterior",
+    "ConformalRegressionPrediction",
+    "StdScaled",
+    "TemperatureScaled",
+    "conformalize",
+    "std_scale",
+    "temperature_scale",
+]
+
+_LOG_FACTOR_BOUND = math.log(1e4)  # fitted factors are confined to [1e-4, 1e4]
+
+
+class _Wrapper:
+    """Shared part of the wrappers: delegate to the wrapped posterior, keep its likelihood."""
+
+    def __init__(self, posterior: Posterior) -> None:
+        if not isinstance(posterior, Posterior):
+            raise TypeError(f"posterior must be a bnn Posterior, got {type(posterior).__name__}.")
+        self.posterior = posterior
+        self.nll_before = math.nan  # calibration-set NLL before and after fitting
+        self.nll_after = math.nan
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The wrapped posterior's own observation model, if it carries one."""
+        inner = self.posterior
+        return inner.predictive_likelihood if isinstance(inner, CarriesLikelihood) else None
+
+
+class TemperatureScaled(_Wrapper):
+    """A classifier posterior whose function samples (logits) are divided by ``temperature``.
+
+    Made by `temperature_scale`. ``sample_functions(x, S)`` returns the wrapped posterior's
+    samples ``[S, N, K]`` (or ``[S, N]``/``[S, N, 1]`` for a Bernoulli logit) divided by ``T``;
+    the arg-max of each sample, hence a point estimate's accuracy, is unchanged.
+
+    Args:
+        posterior: any `bnn.Posterior` whose outputs are logits.
+        temperature: ``T > 0`` (``> 1`` softens over-confident predictions).
+    """
+
+    def __init__(self, posterior: Posterior, temperature: float) -> None:
+        super().__init__(posterior)
+        if not (isinstance(temperature, float | int) and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number, got {temperature!r}.")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.temperature = float(temperature)
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,
+    ) -> Tensor:
+        """The wrapped posterior's logits at ``x`` divided by ``T``: ``[S, N, ...]``."""
+        samples = self.posterior.sample_functions(
+            x, num_samples, rng=rng, memory_budget=memory_budget
+        )
+        return samples / self.temperature
+
+
+class StdScaled(_Wrapper):
+    """A regression posterior whose predictive spread is multiplied by ``factor``.
+
+    Made by `std_scale`. ``predict_with_uncertainty`` gets the wrapped posterior's
+    `RegressionPrediction` (mixture ``Σ_c w_c N(loc_c, scale_c²)``, mean ``m``) and returns the
+    mixture of ``m + s (Y − m)``: ``loc_c → m + s (loc_c − m)``, ``scale_c → s · scale_c``
+    (same mean, ``std → s·std``, every quantile's distance to the mean times ``s``).
+    ``sample_functions`` returns the wrapped posterior's samples unchanged (they also hold
+    noise parameters for heteroscedastic heads, which a factor cannot be applied to blindly).
+
+    Args:
+        posterior: any `bnn.Posterior` of a regression model.
+        factor: ``s > 0``.
+    """
+
+    def __init__(self, posterior: Posterior, factor: float) -> None:
+        super().__init__(posterior)
+        if not (isinstance(factor, float | int) and math.isfinite(factor) and factor > 0):
+            raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
+        self.factor = float(factor)
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,
+    ) -> Tensor:
+        """The wrapped posterior's function samples at ``x`` (unscaled): ``[S, N, ...]``."""
+        return self.posterior.sample_functions(x, num_samples, rng=rng, memory_budget=memory_budget)
+
+    def closed_form_prediction(
+        self,
+        x: Tensor,
+        *,
+        likelihood: Likelihood | None,
+        num_samples: int,
+        rng: RNG,
+        memory_budget: int,
+    ) -> Prediction:
+        """The wrapped posterior's predictive with its spread scaled by ``factor``."""
+        prediction = inner_prediction(
+            self.posterior, x, likelihood, num_samples, rng, memory_budget
+        )
+        if not isinstance(prediction, RegressionPrediction):
+            raise TypeError(
+                "StdScaled wraps a regression posterior; predict it with a regression "
+                f"likelihood (e.g. bnn.Gaussian), got a {type(prediction).__name__}."
+            )
+        return _spread(prediction, torch.tensor(self.factor, dtype=prediction.loc.dtype))
+
+
+def temperature_scale(
+    posterior: Posterior,
+    x_cal: Tensor,
+    y_cal: Tensor,
+    *,
+    likelihood: Likelihood | None = None,
+    num_samples: int = 100,
+    rng: RNGLike = None,
+) -> TemperatureScaled:
+    """Fit a temperature ``T`` on a calibration set (Guo et al. 2017); wrap the posterior.
+
+    Minimises ``NLL(T) = −1/n Σ_i log (1/S) Σ_s softmax(z_s(x_i) / T)[y_i]`` over ``log T`` by
+    L-BFGS in float64, with the ``S`` logit samples ``z_s`` drawn once (common random numbers).
+    With ``S = 1`` (a point estimate) this is the convex problem of Guo et al.
+
+    Args:
+        posterior: any `bnn.Posterior` whose outputs are logits ``[N, K]`` (or one logit per
+            input for a Bernoulli likelihood).
+        x_cal: calibration inputs ``[n, ...]``, not used in training.
+        y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
+        likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
+            posterior carries, else ``Categorical``).
+        num_samples: function samples ``S`` drawn at ``x_cal``.
+        rng: randomness of those samples (the posterior's ``"predict"`` stream).
+
+    Returns:
+        `TemperatureScaled` with the fitted ``temperature`` (its ``nll_before``/``nll_after``
+        record the calibration-set NLL at ``T = 1`` and at the optimum).
+
+    Raises:
+        TypeError / ValueError: not a classification likelihood, mismatched or invalid
+            targets, an empty calibration set.
+
+    Example:
+        >>> scaled = temperature_scale(posterior, x_cal, y_cal, rng=0)
+        >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical()).probs
+    """
+    likelihood = _resolve(posterior, likelihood, Categorical())
+    if not isinstance(likelihood, Categorical | Bernoulli):
+        raise TypeError(
+            "temperature scaling needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, "
+            f"got {type(likelihood).__name__}; for regression use std_scale."
+        )
+    _check_pair(x_cal, y_cal, num_samples)
+    generator = resolve_rng(rng)
+    with torch.no_grad(), GLOBAL_STATE_LOCK:
+        logits = posterior.sample_functions(x_cal, num_samples, rng=generator)
+    logits = logits.detach().to(torch.float64)
+    if isinstance(likelihood, Bernoulli):  # softmax([0, z]) = [1 - σ(z), σ(z)]
+        z = logits.reshape(logits.shape[0], logits.shape[1])
+        logits = torch.stack([torch.zeros_like(z), z], dim=-1)
+    if logits.dim() != 3:
+        raise ValueError(
+            f"temperature scaling needs logits [S, N, K], got samples of shape "
+            f"{tuple(logits.shape)}."
+        )
+    labels = class_indices(y_cal, logits.shape[1], logits.shape[2]).to(logits.device)
+    index = labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+
+    def nll(log_temperature: Tensor) -> Tensor:
+        log_probs = (logits * torch.exp(-log_temperature)).log_softmax(-1).gather(-1, index)
+        log_mixture = torch.logsumexp(log_probs.squeeze(-1), 0) - math.log(logits.shape[0])
+        return -log_mixture.mean()
+
+    log_temperature = _minimise_scalar(nll, logits.device)
+    scaled = TemperatureScaled(posterior, math.exp(log_temperature))
+    scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=logits.device)))
+    scaled.nll_after = float(nll(torch.tensor(log_temperature, dtype=torch.float64)))
+    return scaled
+
+
+def std_scale(
+    posterior: Posterior,
+    x_cal: Tensor,
+    y_cal: Tensor,
+    *,
+    likelihood: Likelihood | None = None,
+    num_samples: int = 100,
+    rng: RNGLike = None,
+) -> StdScaled:
+    """Fit one factor ``s`` on the predictive std (Levi et al. 2022); wrap the posterior.
+
+    The scaled predictive is the law of ``m + s (Y − m)`` (see `StdScaled`), with density
+    ``p_s(y) = p(m + (y − m)/s) / s^D``; ``s`` minimises its mean NLL on the calibration set
+    (L-BFGS on ``log s``, float64, the ``S`` function samples drawn once). For a single
+    Gaussian predictive ``N(μ_i, σ_i²)`` the optimum is ``s² = 1/n Σ_i (y_i − μ_i)² / σ_i²``.
+
+    Args:
+        posterior: any `bnn.Posterior` of a regression model.
+        x_cal: calibration inputs ``[n, ...]``, not used in training.
+        y_cal: targets ``[n, ...]`` (the shape of one sample's prediction).
+        likelihood: a regression likelihood with observation noise (``bnn.Gaussian(std)``,
+            ``HeteroscedasticGaussian``, ``MixtureDensity``); ``None``: the posterior's own.
+        num_samples: function samples ``S`` drawn at ``x_cal``.
+        rng: randomness of those samples (the posterior's ``"predict"`` stream).
+
+    Returns:
+        `StdScaled` with the fitted ``factor`` (and ``nll_before``/``nll_after``).
+
+    Raises:
+        ValueError: no observation noise (a mixture of point masses has no density), targets
+            not matching the prediction, an empty calibration set.
+
+    Example:
+        >>> scaled = std_scale(posterior, x_cal, y_cal, likelihood=bnn.Gaussian(0.1), rng=0)
+        >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Gaussian(0.1)).std
+    """
+    _check_pair(x_cal, y_cal, num_samples)
+    generator = resolve_rng(rng)
+    prediction = inner_prediction(posterior, x_cal, likelihood, num_samples, generator, None)
+    if not isinstance(prediction, RegressionPrediction):
+        raise TypeError(
+            "std scaling is for regression; for a classifier use temperature_scale "
+            f"(got a {type(prediction).__name__})."
+        )
+    scale = prediction.scale.expand_as(prediction.loc)
+    if not bool((scale > 0).all()):
+        raise ValueError(
+            "std scaling needs observation noise (a mixture of point masses has no density); "
+            "pass likelihood=bnn.Gaussian(std=...) or another regression likelihood."
+        )
+    y = align_targets(y_cal, prediction.loc.shape[1:], "calibration prediction")
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise ValueError("y_cal contains NaN or inf; remove those rows first.")
+    loc = prediction.loc.detach().to(torch.float64)
+    scale = scale.detach().to(torch.float64)
+    weights = prediction.component_weights.detach().to(torch.float64)
+    mean = (weights * loc).sum(0)
+    y = y.detach().to(torch.float64)
+    dims = loc[0, 0].numel()
+    log_weights = weights.reshape(weights.shape[0], weights.shape[1], -1)[..., 0].log()
+
+    def nll(log_factor: Tensor) -> Tensor:
+        moved = mean + (y - mean) * torch.exp(-log_factor)  # y mapped back to the model's scale
+        z = (moved - loc) / scale
+        log_density = -0.5 * z**2 - scale.log() - 0.5 * math.log(2 * math.pi)
+        per_component = log_density.reshape(*log_density.shape[:2], -1).sum(-1)
+        log_mixture = torch.logsumexp(per_component + log_weights, 0)
+        return -(log_mixture - dims * log_factor).mean()
+
+    log_factor = _minimise_scalar(nll, loc.device)
+    scaled = StdScaled(posterior, math.exp(log_factor))
+    scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=loc.device)))
+    scaled.nll_after = float(nll(torch.tensor(log_factor, dtype=torch.float64)))
+    return scaled
+
+
+# ------------------------------------------------------------------------------ helpers
+def _resolve(
+    posterior: Posterior, likelihood: Likelihood | None, default: Likelihood
+) -> Likelihood:
+    if not isinstance(posterior, Posterior):
+        raise TypeError(
+            f"posterior must be a bnn Posterior (what a bnn.infer method returns), got "
+            f"{type(posterior).__name__}."
+        )
+    if likelihood is not None and not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
+    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
+    return likelihood or carried or default
+
+
+def _check_pair(x: object, y: object, num_samples: object) -> None:
+    check_batch(x, num_samples)
+    assert isinstance(x, Tensor)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y).__name__}.")
+    if y.dim() == 0 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x_cal has {x.shape[0]} rows but y_cal has shape {tuple(y.shape)}; pass the "
+            "targets of the same inputs."
+        )
+
+
+def _minimise_scalar(objective: Callable[[Tensor], Tensor], device: torch.device) -> float:
+    """Minimise a smooth scalar function of one log-parameter by L-BFGS from 0; its argmin."""
+    parameter = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
+    optimizer = torch.optim.LBFGS(
+        [parameter],
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        value: Tensor = objective(parameter.clamp(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND))
+        value.backward()  # type: ignore[no-untyped-call]
+        return value
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    result = float(parameter.detach().clamp(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND))
+    if not math.isfinite(result):
+        raise ValueError("the calibration objective is not finite; check the calibration data.")
+    return result
+
+
+def _spread(prediction: RegressionPrediction, factor: Tensor) -> RegressionPrediction:
+    """The mixture of ``m + factor (Y − m)``: same mean, ``std · factor``."""
+    factor = factor.to(prediction.loc)
+    mean = prediction.mean
+    return RegressionPrediction(
+        samples=prediction.samples,
+        loc=mean + factor * (prediction.loc - mean),
+        scale=prediction.scale * factor,
+        weights=prediction.weights,
+    )

@@ -1,0 +1,561 @@
+"""Gaussian processes on GPyTorch: exact regression, sparse variational GPs, deep kernels.
+
+Needs the optional extra: ``pip install bnn-torch[gp]`` (GPyTorch).
+
+* ``method="exact"`` — exact GP regression: ``f | y ~ N(K_*ᵀ (K + σ² I)⁻¹ y,
+  K_** − K_*ᵀ (K + σ² I)⁻¹ K_*)`` (Rasmussen & Williams 2006, eq. 2.22–2.24), hyper-parameters
+  by the exact marginal likelihood. Dense ``N × N`` Cholesky (no conjugate gradients: answers
+  are exact to rounding), so ``N`` up to a few thousand; ``max_exact_bytes`` guards memory.
+* ``method="svgp"`` — sparse variational GP (Hensman et al. 2013/2015): ``M`` inducing points,
+  mini-batches, ELBO; the variational distribution is trained by natural gradients
+  (Salimbeni et al. 2018; one step of ``ngd_lr=1`` on the full batch is the optimum for a
+  Gaussian likelihood) and everything else by Adam. Regression (``bnn.Gaussian``) and binary
+  classification (``bnn.Bernoulli``, logit link, Gauss–Hermite expected log-likelihood).
+* **Deep kernel learning** (Wilson et al. 2016): pass any ``nn.Module`` as ``model``; the GP
+  runs on its features ``model(x)`` and the network trains jointly with the kernel.
+
+The result, `GPPosterior`, is a `bnn.Posterior`: ``sample_functions`` draws joint function
+samples ``[S, N, 1]`` from the posterior over ``f`` at the given inputs (a Cholesky factor of
+the ``N × N`` posterior covariance, standard normals from the ``"predict"`` generator of
+``rng``), and it carries its observation model (``bnn.Gaussian`` with the learned noise,
+``bnn.Bernoulli``), so ``bnn.predict_with_uncertainty(gp_posterior, x)`` needs no likelihood.
+
+Example:
+    >>> posterior, history = bnn.infer.gp(None, (x, y), likelihood=bnn.Gaussian(0.1,
+    ...                                   learn_std=True), method="exact", epochs=100, rng=0)
+    >>> bnn.predict_with_uncertainty(posterior, x_test, rng=0).interval(0.95)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bnn._checks import check_int, check_positive
+from bnn.infer._loop import NonFiniteLossError
+from bnn.infer.history import History
+from bnn.likelihoods import Bernoulli, Gaussian, Likelihood
+from bnn.posterior.protocol import check_inputs
+from bnn.random.default import RNGLike, resolve_rng
+
+__all__ = ["GPPosterior", "gp", "gpytorch_module"]
+
+KERNELS = ("rbf", "matern12", "matern32", "matern52")
+MEANS = ("constant", "zero")
+METHODS = ("exact", "svgp")
+_EXACT_COPIES = 4  # K, its Cholesky factor, a gradient and a workspace: N×N matrices in flight
+
+
+def gpytorch_module() -> Any:
+    """The installed GPyTorch, or an ImportError naming the extra to install."""
+    try:
+        with warnings.catch_warnings():  # linear_operator scripts a helper with torch.jit
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            import gpytorch
+    except ImportError as error:
+        raise ImportError(
+            "bnn.infer.gp needs GPyTorch: pip install bnn-torch[gp] (or pip install gpytorch)."
+        ) from error
+    return gpytorch
+
+
+@contextlib.contextmanager
+def _exact_linear_algebra() -> Iterator[None]:
+    """Dense Cholesky everywhere (no CG, no Lanczos), GPyTorch's input warnings silenced."""
+    gpytorch = gpytorch_module()
+    with (
+        warnings.catch_warnings(),
+        gpytorch.settings.fast_computations(
+            covar_root_decomposition=False, log_prob=False, solves=False
+        ),
+        gpytorch.settings.max_cholesky_size(2**62),
+    ):
+        warnings.filterwarnings("ignore", category=gpytorch.utils.warnings.GPInputWarning)
+        yield
+
+
+class GPPosterior(nn.Module):
+    """The posterior of a GP (made by `gp`): joint function samples, its observation model.
+
+    Attributes:
+        gp_model: the GPyTorch model (``ExactGP`` or ``ApproximateGP``), in eval mode.
+        features: the deep-kernel feature network (``nn.Identity`` for a plain GP).
+        likelihood: the bnn observation model the posterior carries.
+        gp_likelihood: GPyTorch's likelihood object used in training.
+    """
+
+    def __init__(
+        self, gp_model: Any, features: nn.Module, likelihood: Likelihood, gp_likelihood: Any
+    ) -> None:
+        super().__init__()
+        self.gp_model = gp_model
+        self.features = features
+        self.likelihood = likelihood
+        self.gp_likelihood = gp_likelihood
+
+    @property
+    def predictive_likelihood(self) -> Likelihood:
+        """``bnn.Gaussian(learned noise std)`` or ``bnn.Bernoulli()``."""
+        return self.likelihood
+
+    def functional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean ``[N]`` and covariance ``[N, N]`` of ``f`` at ``x``."""
+        reference = next(self.gp_model.parameters(), None)
+        check_inputs(x, reference, 1)
+        self.eval()
+        with torch.no_grad(), _exact_linear_algebra():
+            distribution = self.gp_model(x)  # the models apply the feature network
+            mean: Tensor = distribution.mean
+            covariance: Tensor = distribution.covariance_matrix
+        return mean, covariance
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,  # noqa: ARG002 - one N×N factor, no chunks
+    ) -> Tensor:
+        """Joint posterior samples of ``f`` at ``x``: ``[S, N, 1]``.
+
+        ``f = mean + L z`` with ``L`` the Cholesky factor of the posterior covariance (jitter
+        ``1e-10·mean(diag)`` and up, only if the factorisation fails) and ``z`` standard
+        normals from the generator ``"predict"`` of ``rng``. Cost ``O(N³)`` per call.
+        """
+        mean, covariance = self.functional_moments(x)
+        factor = _cholesky(covariance)
+        generator = resolve_rng(rng).torch_generator("predict", x.device)
+        z = torch.randn(
+            num_samples, mean.shape[0], generator=generator, dtype=mean.dtype, device=mean.device
+        )
+        return (mean + z @ factor.T).unsqueeze(-1)
+
+
+def _features(features: nn.Module, x: Tensor) -> Tensor:
+    """Deep-kernel features ``[N, F]`` of ``x`` (``x`` itself for ``nn.Identity``)."""
+    output: Tensor = features(x)
+    if output.dim() == 1:
+        output = output.unsqueeze(-1)
+    return output
+
+
+def _cholesky(covariance: Tensor) -> Tensor:
+    scale = float(covariance.diagonal().mean().abs()) or 1.0
+    identity = torch.eye(covariance.shape[0], dtype=covariance.dtype, device=covariance.device)
+    for exponent in range(-10, -3):
+        jitter = 0.0 if exponent == -10 else scale * 10.0**exponent
+        factor, info = torch.linalg.cholesky_ex(covariance + jitter * identity)
+        if int(info) == 0:
+            result: Tensor = factor
+            return result
+    raise ValueError("the posterior covariance is not positive definite even with jitter.")
+
+
+def gp(
+    model: nn.Module | None,
+    data: tuple[Tensor, Tensor],
+    *,
+    likelihood: Likelihood,
+    method: str = "exact",
+    kernel: str = "rbf",
+    mean: str = "constant",
+    lengthscale: float | None = None,
+    outputscale: float | None = None,
+    train_hyperparameters: bool = True,
+    epochs: int = 100,
+    lr: float = 0.05,
+    num_inducing: int = 128,
+    inducing_points: Tensor | None = None,
+    learn_inducing: bool = True,
+    ngd_lr: float = 0.1,
+    jitter: float | None = None,
+    batch_size: int | None = None,
+    max_exact_bytes: int = 2**31,
+    rng: RNGLike = None,
+    progress: bool = True,
+) -> tuple[GPPosterior, History]:
+    """Fit a GP (exact or sparse variational, optionally on deep-kernel features).
+
+    Args:
+        model: ``None`` (a GP on ``x``) or a feature network ``nn.Module`` (deep kernel
+            learning: the GP runs on ``model(x)`` ``[N, F]``; trained jointly, in place).
+        data: ``(x, y)``: inputs ``[N, D]`` (any shape ``[N, ...]`` with a feature network),
+            targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``).
+        likelihood: ``bnn.Gaussian(std)`` (fixed noise) or ``bnn.Gaussian(std,
+            learn_std=True)`` (noise learned from ``std``), or ``bnn.Bernoulli()`` (SVGP only).
+        method: ``"exact"`` or ``"svgp"``.
+        kernel: ``"rbf"``, ``"matern12"``, ``"matern32"`` or ``"matern52"``, scaled by an
+            output scale; one lengthscale per input feature (ARD).
+        mean: ``"constant"`` (learned) or ``"zero"``.
+        lengthscale: initial lengthscale (``None``: GPyTorch's default, ≈ 0.69).
+        outputscale: initial output scale, the prior variance (``None``: GPyTorch's
+            default, ≈ 0.69).
+        train_hyperparameters: ``False`` keeps kernel, mean and noise fixed (exact: nothing
+            is trained; SVGP: only the variational distribution).
+        epochs: passes over the data (exact: full-batch steps).
+        lr: Adam's learning rate (hyper-parameters, inducing locations, features).
+        num_inducing: ``M`` inducing points for SVGP, initialised at ``M`` training inputs
+            drawn without replacement from the generator ``"inducing"`` of ``rng``.
+        inducing_points: explicit initial inducing locations ``[M, F]`` (in feature space).
+        learn_inducing: optimise the inducing locations.
+        ngd_lr: natural-gradient step of the variational distribution (1 is exact in one
+            full-batch step for a Gaussian likelihood; smaller for mini-batches/Bernoulli).
+        jitter: diagonal jitter SVGP adds to ``K_zz`` and the predictive covariance
+            (``None``: GPyTorch's ``variational_cholesky_jitter``, 1e-6 in float64, 1e-4 in
+            float32); SVGP's moments differ from the exact ones by about this much.
+        batch_size: SVGP mini-batch size (``None``: full batch); shuffled by the generator
+            ``"data"`` of ``rng``.
+        max_exact_bytes: refuse an exact GP whose ``N × N`` matrices would need more memory.
+        rng: randomness: inducing points (generator ``"inducing"``), shuffling (generator
+            ``"data"``), GPyTorch's variational initialisation (stream ``"gp"``); the feature
+            network's initialisation is the caller's (build it in ``rng.stream("init")``).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(GPPosterior, History)``; ``history.loss`` per epoch (negative marginal
+        log-likelihood or negative ELBO per datum), ``history.seconds``, and the learned
+        ``noise_std``, ``lengthscale``, ``outputscale``.
+
+    Raises:
+        ImportError: GPyTorch is not installed (``pip install bnn-torch[gp]``).
+        ValueError: an exact GP larger than ``max_exact_bytes`` (with the memory it needs),
+            invalid data or options.
+
+    Example:
+        >>> posterior, _ = gp(None, (x, y), likelihood=bnn.Gaussian(0.1, learn_std=True),
+        ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
+    """
+    start = time.perf_counter()
+    x, y = _check(model, data, likelihood, method, kernel, mean)
+    for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
+        check_int(name, value, minimum=0 if name == "epochs" else 1)
+    check_positive("lr", lr)
+    check_positive("ngd_lr", ngd_lr)
+    if jitter is not None:
+        check_positive("jitter", jitter)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+    n = x.shape[0]
+    if method == "exact":
+        needed = _EXACT_COPIES * n * n * x.element_size()
+        if needed > max_exact_bytes:
+            raise ValueError(
+                f"an exact GP on N = {n} points needs about {needed / 2**30:.1f} GiB "
+                f"({_EXACT_COPIES} dense N×N matrices of {x.dtype}), more than max_exact_bytes "
+                f"= {max_exact_bytes / 2**30:.1f} GiB; use method='svgp' (inducing points, "
+                "mini-batches) or raise max_exact_bytes."
+            )
+        if isinstance(likelihood, Bernoulli):
+            raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
+    gpytorch = gpytorch_module()
+    generator = resolve_rng(rng)
+    features = nn.Identity() if model is None else model
+    gp_likelihood = _gp_likelihood(gpytorch, likelihood)
+    if method == "exact":
+        gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
+    else:
+        with torch.no_grad():
+            inputs = _features(features, x) if model is not None else x
+        if inducing_points is None:
+            chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
+            inducing_points = inputs[chosen[: min(num_inducing, n)].to(x.device)]
+        gp_model = _svgp_model(
+            gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter
+        )
+    gp_model = gp_model.to(device=x.device, dtype=x.dtype)
+    gp_likelihood = gp_likelihood.to(device=x.device, dtype=x.dtype)
+    if isinstance(likelihood, Gaussian):  # set in the data's dtype, not rounded via float32
+        gp_likelihood.noise = likelihood.std.detach().to(x.dtype) ** 2
+    _initialise(gp_model, lengthscale, outputscale)
+    history = History("gp", metrics={"loss": []}, extras={"method": method})
+    train = _train_exact if method == "exact" else _train_svgp
+    with generator.stream("gp"):  # GPyTorch's own draws (variational initialisation)
+        train(
+            gpytorch,
+            gp_model,
+            gp_likelihood,
+            x,
+            y,
+            epochs=epochs,
+            lr=lr,
+            ngd_lr=ngd_lr,
+            batch_size=batch_size,
+            train_hyperparameters=train_hyperparameters,
+            rng=generator,
+            progress=progress,
+            history=history,
+        )
+    gp_model.eval()
+    gp_likelihood.eval()
+    carried = _carried(likelihood, gp_likelihood)
+    posterior = GPPosterior(gp_model, features, carried, gp_likelihood)
+    kernel_module = gp_model.covar_module
+    history.extras.update(
+        seconds=time.perf_counter() - start,
+        lengthscale=kernel_module.base_kernel.lengthscale.detach().flatten().tolist(),
+        outputscale=float(kernel_module.outputscale.detach()),
+    )
+    if isinstance(carried, Gaussian):
+        history.extras["noise_std"] = float(carried.std)
+    return posterior, history
+
+
+def _check(
+    model: object, data: object, likelihood: object, method: str, kernel: str, mean: str
+) -> tuple[Tensor, Tensor]:
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be None or a feature nn.Module, got {type(model).__name__}.")
+    if not isinstance(likelihood, Gaussian | Bernoulli):
+        raise TypeError(
+            "likelihood must be bnn.Gaussian (regression) or bnn.Bernoulli (binary "
+            f"classification), got {type(likelihood).__name__}."
+        )
+    for name, value, allowed in (
+        ("method", method, METHODS),
+        ("kernel", kernel, KERNELS),
+        ("mean", mean, MEANS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+    if not (
+        isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+    ):
+        raise TypeError("data must be a pair (x, y) of tensors.")
+    x, y = data
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x.dtype}.")
+    if x.dim() == 0 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} and y {tuple(y.shape)}; they need the same number "
+            "of rows (at least one)."
+        )
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.squeeze(-1)
+    if y.dim() != 1:
+        raise ValueError(f"a GP has one output: y must be [N] or [N, 1], got {tuple(y.shape)}.")
+    if model is None and x.dim() != 2:
+        raise ValueError(
+            f"a GP on raw inputs needs x of shape [N, D], got {tuple(x.shape)}; flatten x or "
+            "pass a feature network as model (deep kernel learning)."
+        )
+    if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y.to(x)).all())):
+        raise ValueError("x or y contains NaN or inf; clean or impute the data first.")
+    if isinstance(likelihood, Bernoulli) and not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("Bernoulli targets must be 0 or 1.")
+    return x, y.to(x.dtype)
+
+
+def _gp_likelihood(gpytorch: Any, likelihood: Likelihood) -> Any:
+    if isinstance(likelihood, Bernoulli):
+
+        class LogitBernoulli(gpytorch.likelihoods.likelihood._OneDimensionalLikelihood):  # type: ignore[misc]
+            """``p(y = 1 | f) = sigmoid(f)``: the link of ``bnn.Bernoulli``."""
+
+            def forward(self, function_samples: Tensor, *args: Any, **kwargs: Any) -> Any:
+                del args, kwargs
+                return torch.distributions.Bernoulli(logits=function_samples)
+
+        return LogitBernoulli()
+    assert isinstance(likelihood, Gaussian)
+    noise = gpytorch.likelihoods.GaussianLikelihood(
+        noise_constraint=gpytorch.constraints.GreaterThan(1e-10)
+    )
+    if not likelihood.learn_std:
+        noise.raw_noise.requires_grad_(False)
+    return noise
+
+
+def _carried(likelihood: Likelihood, gp_likelihood: Any) -> Likelihood:
+    if isinstance(likelihood, Bernoulli):
+        return Bernoulli()
+    return Gaussian(math.sqrt(float(gp_likelihood.noise.detach())))
+
+
+def _kernel(gpytorch: Any, kernel: str, dims: int) -> Any:
+    kernels = gpytorch.kernels
+    base = (
+        kernels.RBFKernel(ard_num_dims=dims)
+        if kernel == "rbf"
+        else kernels.MaternKernel(
+            nu={"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[kernel], ard_num_dims=dims
+        )
+    )
+    return kernels.ScaleKernel(base)
+
+
+def _mean(gpytorch: Any, mean: str) -> Any:
+    return gpytorch.means.ConstantMean() if mean == "constant" else gpytorch.means.ZeroMean()
+
+
+def _exact_model(
+    gpytorch: Any,
+    x: Tensor,
+    y: Tensor,
+    features: nn.Module,
+    kernel: str,
+    mean: str,
+    gp_likelihood: Any,
+) -> Any:
+    with torch.no_grad():
+        dims = _features(features, x[:1]).shape[-1]
+
+    class Exact(gpytorch.models.ExactGP):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(x, y, gp_likelihood)
+            self.features = features
+            self.mean_module = _mean(gpytorch, mean)
+            self.covar_module = _kernel(gpytorch, kernel, dims)
+
+        def forward(self, inputs: Tensor) -> Any:
+            z = _features(self.features, inputs)
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+    return Exact()
+
+
+def _svgp_model(
+    gpytorch: Any,
+    inducing: Tensor,
+    features: nn.Module,
+    kernel: str,
+    mean: str,
+    learn_inducing: bool,
+    jitter: float | None,
+) -> Any:
+    variational = gpytorch.variational
+
+    class SVGP(gpytorch.models.ApproximateGP):  # type: ignore[misc]
+        def __init__(self) -> None:
+            distribution = variational.NaturalVariationalDistribution(inducing.shape[0])
+            strategy = variational.VariationalStrategy(
+                self,
+                inducing.clone(),
+                distribution,
+                learn_inducing_locations=learn_inducing,
+                jitter_val=jitter,
+            )
+            super().__init__(strategy)
+            self.features = features
+            self.mean_module = _mean(gpytorch, mean)
+            self.covar_module = _kernel(gpytorch, kernel, inducing.shape[-1])
+
+        def forward(self, z: Tensor) -> Any:
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+        def __call__(self, inputs: Tensor, **kwargs: Any) -> Any:
+            return super().__call__(_features(self.features, inputs), **kwargs)
+
+    return SVGP()
+
+
+def _initialise(gp_model: Any, lengthscale: float | None, outputscale: float | None) -> None:
+    kernel = gp_model.covar_module
+    dtype = kernel.raw_outputscale.dtype
+    if lengthscale is not None:
+        value = check_positive("lengthscale", lengthscale)
+        kernel.base_kernel.lengthscale = torch.tensor(value, dtype=dtype)  # exact, not float32
+    if outputscale is not None:
+        value = check_positive("outputscale", outputscale)
+        kernel.outputscale = torch.tensor(value, dtype=dtype)
+
+
+def _hyperparameters(gp_model: Any, gp_likelihood: Any, exclude: set[int]) -> list[nn.Parameter]:
+    unique = {id(p): p for p in [*gp_model.parameters(), *gp_likelihood.parameters()]}
+    return [p for key, p in unique.items() if p.requires_grad and key not in exclude]
+
+
+def _train_exact(
+    gpytorch: Any,
+    gp_model: Any,
+    gp_likelihood: Any,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    train_hyperparameters: bool,
+    progress: bool,
+    history: History,
+    **_: Any,
+) -> None:
+    if not train_hyperparameters or epochs == 0:
+        return
+    objective = gpytorch.mlls.ExactMarginalLogLikelihood(gp_likelihood, gp_model)
+    optimizer = torch.optim.Adam(_hyperparameters(gp_model, gp_likelihood, set()), lr=lr)
+    gp_model.train()
+    gp_likelihood.train()
+    with _exact_linear_algebra():
+        for epoch in tqdm(range(epochs), desc="gp (exact)", disable=not progress):
+            loss = -objective(gp_model(x), y)
+            _step(optimizer, loss, epoch)
+            history.record(loss=float(loss.detach()))
+
+
+def _train_svgp(
+    gpytorch: Any,
+    gp_model: Any,
+    gp_likelihood: Any,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    ngd_lr: float,
+    batch_size: int | None,
+    train_hyperparameters: bool,
+    rng: Any,
+    progress: bool,
+    history: History,
+) -> None:
+    n = x.shape[0]
+    variational = list(gp_model.variational_parameters())
+    natural = gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
+    others = _hyperparameters(gp_model, gp_likelihood, {id(p) for p in variational})
+    if not train_hyperparameters:
+        inducing = gp_model.variational_strategy.inducing_points
+        feature_ids = {id(p) for p in gp_model.features.parameters()}
+        others = [p for p in others if p is inducing or id(p) in feature_ids]
+    adam = torch.optim.Adam(others, lr=lr) if others else None
+    objective = gpytorch.mlls.VariationalELBO(gp_likelihood, gp_model, num_data=n)
+    shuffle = rng.torch_generator("data")
+    gp_model.train()
+    gp_likelihood.train()
+    with _exact_linear_algebra():
+        for epoch in tqdm(range(epochs), desc="gp (svgp)", disable=not progress):
+            order = torch.randperm(n, generator=shuffle).to(x.device)
+            batches = [order] if batch_size is None else list(torch.split(order, batch_size))
+            total = 0.0
+            for index in batches:
+                natural.zero_grad()
+                if adam is not None:
+                    adam.zero_grad()
+                loss = -objective(gp_model(x[index]), y[index])
+                if not bool(torch.isfinite(loss)):
+                    raise NonFiniteLossError(f"non-finite ELBO in epoch {epoch}; lower lr.")
+                loss.backward()
+                natural.step()
+                if adam is not None:
+                    adam.step()
+                total += float(loss.detach()) * len(index)
+            history.record(loss=total / n)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: Tensor, epoch: int) -> None:
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(f"non-finite marginal likelihood in epoch {epoch}; lower lr.")
+    optimizer.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()

@@ -1,0 +1,614 @@
+"""Seed-aware hyperparameter tuning on Optuna: rank configurations by many seeds, not one.
+
+Every tuner ranks configurations by one run each, so a lucky seed wins. ``tune`` evaluates each
+trial's configuration under ``seeds`` seeds derived from the RNG manager — the *same* seeds for
+every trial (common random numbers), so trials differ by their configuration, not by their luck
+— and optimises ``mean + risk · std`` of the objective over the seeds (``mean − risk · std``
+when maximising): ``risk > 0`` prefers configurations whose result the seed moves less.
+
+After the trials, **racing** (``race=Race(...)``) keeps adding seeds to the two leading
+configurations until the difference between them is resolved — a paired Student-t interval
+for the mean difference over their common seeds excludes zero — or the seed budget is spent;
+``TuneResult.separated`` and ``TuneResult.message`` then say honestly whether the best
+configuration is distinguishable from the runner-up under seed noise.
+
+Optuna does the search: its sampler (TPE by default) is seeded from the manager, so a study is
+reproducible; a ``MedianPruner`` (``pruner=True``) stops a trial after any seed whose running
+mean is worse than the median of earlier trials after as many seeds; ``storage`` (e.g.
+``"sqlite:///study.db"``, or PostgreSQL on a cluster) lets several processes or machines work
+on one study; ``executor`` runs a trial's seeds on any ``concurrent.futures.Executor``
+(``bnn.parallel.executors``). A seed whose run raises or returns NaN is recorded as failed for
+that trial (``failed`` in the table); a trial whose every seed fails is marked failed in Optuna
+and the study goes on.
+
+Needs Optuna: ``pip install 'bnn-torch[tune]'``.
+
+Example:
+    >>> def objective(params, rng):
+    ...     return train_and_score(dropout=params["dropout"], rng=rng)   # lower is better
+    >>> result = bnn.tune.tune(objective, {"dropout": bnn.tune.Float(0.0, 0.5)},
+    ...                        seeds=5, n_trials=20, risk=1.0, rng=0)
+    >>> result.best_params, result.message
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from bnn._checks import check_int
+from bnn._jobs import run_jobs
+from bnn._progress import progress_bar
+from bnn.random.default import RNGLike, resolve_rng, use_rng
+from bnn.random.rng import RNG
+from bnn.random.sweep import student_t_quantile
+
+if TYPE_CHECKING:
+    import optuna
+    from matplotlib.figure import Figure
+
+__all__ = ["Categorical", "Float", "Int", "Race", "TuneResult", "tune"]
+
+Objective = Callable[[dict[str, Any], RNG], float]
+
+
+@dataclass(frozen=True)
+class Float:
+    """A real hyperparameter in ``[low, high]`` (``log=True``: sampled on a log scale)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        _check_range(self.low, self.high, self.log)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer hyperparameter in ``[low, high]`` (both included)."""
+
+    low: int
+    high: int
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)):
+            raise TypeError(f"Int bounds must be ints, got {self.low!r} and {self.high!r}.")
+        _check_range(self.low, self.high, self.log)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of ``choices`` (numbers, strings, booleans or ``None``)."""
+
+    choices: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.choices) == 0:
+            raise ValueError("Categorical needs at least one choice.")
+
+
+Space = Mapping[str, Float | Int | Categorical] | Callable[["optuna.Trial"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Race:
+    """Adaptive seeds for the two leading configurations after the trials.
+
+    Attributes:
+        max_seeds: seeds per configuration at most (including the trial's own ``seeds``).
+        step: seeds added to both per round.
+        level: confidence of the paired interval that must exclude zero difference.
+    """
+
+    max_seeds: int = 20
+    step: int = 2
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        check_int("race max_seeds", self.max_seeds, minimum=2)
+        check_int("race step", self.step)
+        if not 0.5 <= self.level < 1.0:
+            raise ValueError(f"race level must be in [0.5, 1), e.g. 0.95, got {self.level!r}.")
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What ``tune`` found, with the seed spread of every trial.
+
+    Attributes:
+        best_params: the chosen configuration (after racing, the better of the two leaders by
+            their mean over all their seeds).
+        best_score: its optimised value ``mean ± risk · std`` over the trial's seeds.
+        trials: one row per completed trial: ``number``, ``params``, ``mean``, ``std``,
+            ``sem``, ``ci95_low``, ``ci95_high``, ``score``, ``n`` (finite seeds), ``failed``.
+        separated: whether racing resolved the best from the runner-up (``None``: no race).
+        message: the decision in words.
+        seed_noise_share: the share of the variance of all per-seed results (over completed
+            trials) that is variation between seeds of one configuration, not between
+            configurations: near 1, the tuning mostly ranks seed noise.
+        race: per raced configuration (trial number), its values over all its seeds.
+        study: the Optuna study.
+    """
+
+    best_params: dict[str, Any]
+    best_score: float
+    trials: list[dict[str, Any]]
+    separated: bool | None
+    message: str
+    seed_noise_share: float
+    race: dict[int, list[float]] = field(default_factory=dict)
+    study: Any = field(default=None, repr=False)
+
+    def to_markdown(self, digits: int = 4) -> str:
+        """The trials as a markdown table, best score first."""
+        header = "| trial | params | mean | std | 95% CI | score | seeds | failed |"
+        rule = "|---" * 8 + "|"
+        rows = [
+            f"| {row['number']} | {row['params']} | {row['mean']:.{digits}g} | "
+            f"{row['std']:.{digits}g} | [{row['ci95_low']:.{digits}g}, "
+            f"{row['ci95_high']:.{digits}g}] | {row['score']:.{digits}g} | {row['n']} | "
+            f"{row['failed']} |"
+            for row in sorted(self.trials, key=lambda r: r["rank"])
+        ]
+        return "\n".join([header, rule, *rows, "", self.message])
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def plot(self) -> Figure:
+        """Trial means with 95% intervals over the seeds, in trial order, and the best so far."""
+        from bnn.evaluate.plots import plot_tuning_history
+
+        return plot_tuning_history(self.trials, self.study.direction.name.lower())
+
+
+def tune(
+    objective: Objective,
+    space: Space,
+    *,
+    seeds: int = 5,
+    n_trials: int = 20,
+    direction: Literal["minimize", "maximize"] = "minimize",
+    risk: float = 0.0,
+    race: Race | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: bool | optuna.pruners.BasePruner = False,
+    storage: str | None = None,
+    study_name: str | None = None,
+    executor: Executor | None = None,
+    threads_per_job: int | None = None,
+    rng: RNGLike = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Tune ``space`` for ``objective(params, rng)`` under ``seeds`` common seeds per trial.
+
+    Args:
+        objective: returns one number for a configuration ``params`` (a dict) and a run's
+            randomness ``rng`` (a `bnn.RNG`, also the default inside the run); it must draw
+            every random number from ``rng`` (streams, generators, ``rng=`` of bnn calls).
+        space: ``{name: Float | Int | Categorical}``, or a function ``trial -> params`` using
+            Optuna's ``trial.suggest_*``.
+        seeds: runs per trial; seed ``i`` is ``rng.spawn(f"seed-{i}")`` in every trial.
+        n_trials: trials to run in this call (a stored study continues with more).
+        direction: ``"minimize"`` or ``"maximize"`` the objective.
+        risk: the score is ``mean + risk · std`` (minimising) or ``mean − risk · std``
+            (maximising); ``0`` ranks by the mean alone. Needs ``seeds ≥ 2`` when positive.
+        race: add seeds to the two leaders until they separate (`Race`); ``None``: no race.
+        sampler: an Optuna sampler (default: TPE seeded from ``rng``).
+        pruner: ``True`` for a ``MedianPruner`` over the per-seed running means, or an Optuna
+            pruner; pruning checks after every seed, so it needs ``executor=None``.
+        storage: an Optuna storage URL shared by several workers; ``study_name`` then names
+            the study (loaded if it exists).
+        study_name: the study's name.
+        executor: runs a trial's seeds on any ``concurrent.futures.Executor`` (``objective``
+            must be picklable); results identical to the serial run with the same
+            ``threads_per_job``.
+        threads_per_job: torch threads per seed run (default: unchanged serially, 1 on an
+            executor).
+        rng: the parent randomness of the seeds and of the default sampler.
+        progress: show a tqdm bar over trials.
+
+    Returns:
+        A `TuneResult`.
+
+    Raises:
+        ImportError: Optuna is missing (``pip install 'bnn-torch[tune]'``).
+        ValueError: invalid ``seeds``/``n_trials``/``risk``/``direction``, an empty space, or
+            pruning with an executor.
+    """
+    optuna = _import_optuna()
+    check_int("seeds", seeds)
+    check_int("n_trials", n_trials)
+    _check_tuning(direction, risk, seeds, pruner, executor, space)
+    parent = resolve_rng(rng)
+    sign = 1.0 if direction == "minimize" else -1.0
+    with _quiet(optuna):
+        study = optuna.create_study(
+            direction=direction,
+            sampler=sampler
+            if sampler is not None
+            else optuna.samplers.TPESampler(seed=parent.derive_seed("sampler") % 2**32),
+            pruner=_pruner(optuna, pruner),
+            storage=storage,
+            study_name=study_name,
+            load_if_exists=storage is not None,
+        )
+        evaluate = functools.partial(
+            _trial, objective, space, parent, seeds, sign, risk, executor, threads_per_job, pruner
+        )
+        bar = progress_bar(range(n_trials), desc="tune", disable=not progress)
+        for _ in bar:
+            study.optimize(evaluate, n_trials=1, catch=(_AllSeedsFailed,))
+        bar.close()
+    rows = _table(study, optuna)
+    if not rows:
+        raise RuntimeError(
+            "no trial completed: every seed of every trial failed; run the objective once by "
+            "hand to see its error."
+        )
+    best = min(rows, key=lambda row: sign * row["score"])
+    separated: bool | None = None
+    message = _unraced_message(rows, sign)
+    raced: dict[int, list[float]] = {}
+    if race is not None and len(_distinct_leaders(rows, sign)) > 1:
+        best, separated, message, raced = _race(
+            objective, rows, parent, seeds, race, sign, executor, threads_per_job
+        )
+    return TuneResult(
+        best_params=dict(best["params"]),
+        best_score=float(best["score"]),
+        trials=rows,
+        separated=separated,
+        message=message,
+        seed_noise_share=_seed_noise_share(rows),
+        race=raced,
+        study=study,
+    )
+
+
+# ----------------------------------------------------------------------------- one trial
+class _AllSeedsFailed(RuntimeError):
+    """Every seed of a trial failed (Optuna marks the trial failed; the study goes on)."""
+
+
+def _trial(
+    objective: Objective,
+    space: Space,
+    parent: RNG,
+    seeds: int,
+    sign: float,
+    risk: float,
+    executor: Executor | None,
+    threads_per_job: int | None,
+    pruner: object,
+    trial: optuna.Trial,
+) -> float:
+    params = _suggest(trial, space)
+    # fresh children for every trial: each starts its streams and generators anew, so every
+    # trial sees the same random numbers (common random numbers), here or on an executor
+    children = [parent.spawn(f"seed-{i}") for i in range(seeds)]
+    values: list[float] = []
+    errors: list[str] = []
+    if pruner is not False and executor is None:  # one seed at a time, pruned between seeds
+        for step, child in enumerate(children):
+            value, error = _one_seed(objective, (params, child))
+            _record(values, errors, value, error)
+            if values:
+                trial.report(_mean(values), step)
+                if trial.should_prune():
+                    _set_attributes(trial, values, errors, sign, risk)
+                    raise _optuna().TrialPruned(f"pruned after {step + 1} seeds")
+    else:
+        outcomes = run_jobs(
+            functools.partial(_one_seed, objective),
+            [(params, child) for child in children],
+            executor=executor,
+            threads_per_job=threads_per_job,
+            describe=lambda index: f"seed {index}",
+        )
+        for value, error in outcomes:
+            _record(values, errors, value, error)
+    score = _set_attributes(trial, values, errors, sign, risk)
+    if not values:
+        raise _AllSeedsFailed(f"every seed failed; the first error: {errors[0]}")
+    return score
+
+
+def _one_seed(objective: Objective, item: tuple[dict[str, Any], RNG]) -> tuple[float, str]:
+    """``(value, "")`` or ``(nan, error)``: a failing seed is recorded, not raised."""
+    params, child = item
+    try:
+        with use_rng(child):
+            value = float(objective(dict(params), child))
+    except Exception as error:  # recorded per seed: the study goes on
+        return math.nan, f"{type(error).__name__}: {error}"
+    if not math.isfinite(value):
+        return math.nan, f"the objective returned {value}"
+    return value, ""
+
+
+def _record(values: list[float], errors: list[str], value: float, error: str) -> None:
+    if error:
+        errors.append(error)
+    else:
+        values.append(value)
+
+
+def _set_attributes(
+    trial: optuna.Trial, values: list[float], errors: list[str], sign: float, risk: float
+) -> float:
+    """Store the seed statistics on the trial; return its score."""
+    summary = _summary(values)
+    score = summary["mean"] + sign * risk * (summary["std"] if len(values) > 1 else 0.0)
+    summary["score"] = score
+    for key, value in summary.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("values", list(values))
+    trial.set_user_attr("failed", len(errors))
+    trial.set_user_attr("errors", errors[:5])
+    return score
+
+
+def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    if callable(space):
+        params = space(trial)
+        if not isinstance(params, dict):
+            raise TypeError(f"space(trial) must return a dict, got {type(params).__name__}.")
+        return params
+    chosen: dict[str, Any] = {}
+    for name, spec in space.items():
+        if isinstance(spec, Float):
+            chosen[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, Int):
+            chosen[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+        else:
+            chosen[name] = trial.suggest_categorical(name, list(spec.choices))
+    return chosen
+
+
+# ----------------------------------------------------------------------------- racing
+def _race(
+    objective: Objective,
+    rows: list[dict[str, Any]],
+    parent: RNG,
+    seeds: int,
+    race: Race,
+    sign: float,
+    executor: Executor | None,
+    threads_per_job: int | None,
+) -> tuple[dict[str, Any], bool, str, dict[int, list[float]]]:
+    """Seeds for the two leaders until a paired interval excludes 0, or ``max_seeds``."""
+    leaders = _distinct_leaders(rows, sign)
+    values = {row["number"]: list(row["values"]) for row in leaders}
+    used = seeds
+    while True:
+        low, high = _paired_interval(
+            values[leaders[0]["number"]], values[leaders[1]["number"]], race.level
+        )
+        if low > 0 or high < 0 or used >= race.max_seeds:
+            break
+        extra = range(used, min(used + race.step, race.max_seeds))
+        for row in leaders:
+            outcomes = run_jobs(
+                functools.partial(_one_seed, objective),
+                [(row["params"], parent.spawn(f"seed-{i}")) for i in extra],
+                executor=executor,
+                threads_per_job=threads_per_job,
+            )
+            values[row["number"]] += [v for v, error in outcomes if not error]
+        used = extra.stop
+    means = {number: _mean(v) for number, v in values.items()}
+    winner = min(leaders, key=lambda row: sign * means[row["number"]])
+    separated = low > 0 or high < 0
+    other = leaders[1] if winner is leaders[0] else leaders[0]
+    if separated:
+        message = (
+            f"trial {winner['number']} beats trial {other['number']} over {used} common seeds "
+            f"(paired {race.level:.0%} interval of the difference [{low:.4g}, {high:.4g}] "
+            "excludes 0)."
+        )
+    else:
+        message = (
+            f"trials {winner['number']} and {other['number']} are indistinguishable under seed "
+            f"noise after {used} common seeds (paired {race.level:.0%} interval of the "
+            f"difference [{low:.4g}, {high:.4g}] contains 0): either is as good as the data "
+            "can tell."
+        )
+    return winner, separated, message, values
+
+
+def _distinct_leaders(rows: list[dict[str, Any]], sign: float) -> list[dict[str, Any]]:
+    """The two best-scoring trials with different configurations (a sampler may repeat one)."""
+    leaders: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda row: sign * row["score"]):
+        if all(row["params"] != leader["params"] for leader in leaders):
+            leaders.append(row)
+    return leaders[:2]
+
+
+def _paired_interval(
+    first: Sequence[float], second: Sequence[float], level: float
+) -> tuple[float, float]:
+    """Student-t interval of the mean of ``first − second`` over their common seeds."""
+    differences = [a - b for a, b in zip(first, second, strict=False)]
+    n = len(differences)
+    if n < 2:
+        return -math.inf, math.inf
+    summary = _summary(differences)
+    half = student_t_quantile(0.5 + level / 2, n - 1) * summary["sem"]
+    return summary["mean"] - half, summary["mean"] + half
+
+
+def _unraced_message(rows: list[dict[str, Any]], sign: float) -> str:
+    ranked = _distinct_leaders(rows, sign)
+    if len(ranked) < 2:
+        return f"trial {ranked[0]['number']} is the only configuration completed."
+    best, runner = ranked[:2]
+    if best["n"] < 2 or runner["n"] < 2:
+        return (
+            f"trial {best['number']} scores best on one seed per trial: there is no interval, "
+            "so the ranking may be seed luck; tune with seeds >= 2 to see the spread."
+        )
+    overlap = best["ci95_low"] <= runner["ci95_high"] and runner["ci95_low"] <= best["ci95_high"]
+    if overlap:
+        return (
+            f"trial {best['number']} scores best, but its 95% interval over seeds overlaps "
+            f"trial {runner['number']}'s: the two may be indistinguishable under seed noise "
+            "(race=bnn.tune.Race() adds seeds until they separate)."
+        )
+    return (
+        f"trial {best['number']} scores best; its 95% interval over seeds does not overlap "
+        f"the runner-up's (trial {runner['number']})."
+    )
+
+
+# ----------------------------------------------------------------------------- statistics
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    n = len(values)
+    if n == 0:
+        nan = math.nan
+        return {"mean": nan, "std": nan, "sem": nan, "ci95_low": nan, "ci95_high": nan, "n": 0}
+    mean = _mean(values)
+    if n > 1:
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+        sem = std / math.sqrt(n)
+        half = student_t_quantile(0.975, n - 1) * sem
+    else:
+        std = sem = half = math.nan
+    return {
+        "mean": mean,
+        "std": std,
+        "sem": sem,
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+        "n": float(n),
+    }
+
+
+def _seed_noise_share(rows: list[dict[str, Any]]) -> float:
+    """Within-configuration share of the variance of all per-seed values."""
+    groups = [row["values"] for row in rows if len(row["values"]) > 1]
+    everything = [v for values in groups for v in values]
+    if len(groups) < 2 or len(everything) < 3:
+        return math.nan
+    grand = _mean(everything)
+    total = math.fsum((v - grand) ** 2 for v in everything)
+    within = math.fsum((v - _mean(values)) ** 2 for values in groups for v in values)
+    return within / total if total > 0 else math.nan
+
+
+def _table(study: optuna.Study, optuna: Any) -> list[dict[str, Any]]:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = [
+        {
+            "number": t.number,
+            "params": dict(t.params) if t.params else {},
+            **{
+                key: t.user_attrs[key]
+                for key in ("mean", "std", "sem", "ci95_low", "ci95_high", "score")
+            },
+            "n": int(t.user_attrs["n"]),
+            "failed": int(t.user_attrs["failed"]),
+            "values": list(t.user_attrs["values"]),
+        }
+        for t in complete
+    ]
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    for rank, row in enumerate(sorted(rows, key=lambda r: sign * r["score"])):
+        row["rank"] = rank
+    return rows
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_range(low: float, high: float, log: bool) -> None:
+    for value in (low, high):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise TypeError(f"range bounds must be finite numbers, got {low!r} and {high!r}.")
+    if not low < high:
+        raise ValueError(f"empty range [{low}, {high}]: low must be smaller than high.")
+    if log and low <= 0:
+        raise ValueError(f"a log-scale range needs low > 0, got {low}.")
+
+
+def _check_tuning(
+    direction: str, risk: float, seeds: int, pruner: object, executor: object, space: object
+) -> None:
+    if direction not in ("minimize", "maximize"):
+        raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}.")
+    if isinstance(risk, bool) or not isinstance(risk, int | float) or not math.isfinite(risk):
+        raise TypeError(f"risk must be a finite number, got {risk!r}.")
+    if risk < 0:
+        raise ValueError(f"risk must be >= 0 (0: rank by the mean), got {risk}.")
+    if risk > 0 and seeds < 2:
+        raise ValueError(
+            f"risk > 0 penalises the spread over seeds, which needs seeds >= 2 (got {seeds})."
+        )
+    if pruner is not False and executor is not None:
+        raise ValueError(
+            "pruning checks a trial after every seed, so it runs the seeds here one by one; "
+            "use pruner=False with an executor, or executor=None."
+        )
+    if not callable(space) and (not isinstance(space, Mapping) or not space):
+        raise ValueError(
+            "space must be a non-empty {name: Float | Int | Categorical} or a function."
+        )
+    if isinstance(space, Mapping):
+        for name, spec in space.items():
+            if not isinstance(spec, Float | Int | Categorical):
+                raise TypeError(
+                    f"space[{name!r}] must be bnn.tune.Float, Int or Categorical, got "
+                    f"{type(spec).__name__}."
+                )
+
+
+def _pruner(optuna: Any, pruner: object) -> Any:
+    if pruner is True:
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if pruner is False:
+        return optuna.pruners.NopPruner()
+    return pruner
+
+
+def _optuna() -> Any:
+    return _import_optuna()
+
+
+def _import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as error:
+        raise ImportError(
+            "bnn.tune needs Optuna, an optional extra: pip install 'bnn-torch[tune]'."
+        ) from error
+    return optuna
+
+
+class _quiet:
+    """Optuna's INFO log lines (one per trial) off for the call; the setting restored."""
+
+    def __init__(self, optuna: Any) -> None:
+        self.logging = optuna.logging
+
+    def __enter__(self) -> None:
+        self.previous = self.logging.get_verbosity()
+        self.logging.set_verbosity(self.logging.WARNING)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logging.set_verbosity(self.previous)
