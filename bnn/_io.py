@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -61,18 +63,77 @@ def write_text_atomically(path: str | Path, text: str) -> None:
         handle.write(text)
 
 
-def load_versioned(path: str | Path, kind: str, version: int) -> dict[str, Any]:
+def load_versioned(
+    path: str | Path, kind: str, version: int, *, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Read a file written with ``{"format": "bnn.<kind>", "format_version": version, ...}``.
 
+    Only tensors, numbers, strings and containers are read (``torch.load(weights_only=True)``):
+    a file holding other pickled objects is refused, and nothing in it is executed.
+
+    Args:
+        path: the file.
+        kind: what the file must hold (``"SampleSet"``, ``"DeepEnsemble"``, ...).
+        version: the format version this bnn reads.
+        required: entries the file must have besides its format name and version.
+
     Raises:
-        ValueError: the file is not a bnn ``kind`` file, or has another format version.
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is a folder, an empty, truncated or corrupted file, a file
+            holding pickled objects other than tensors, a file of another kind or format
+            version, or one that lacks a ``required`` entry; the message names the file.
     """
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    target = Path(path)
+    if not target.exists():
+        raise FileNotFoundError(f"no file {target}: check the path (saved with .save(path)?).")
+    if target.is_dir():
+        raise ValueError(f"{target} is a folder, not a bnn {kind} file; give the file's path.")
+    if target.stat().st_size == 0:
+        raise ValueError(
+            f"{target} is empty (0 bytes), not a bnn {kind} file; it was never written "
+            "completely. Save it again."
+        )
+    try:
+        with warnings.catch_warnings():  # a plain pickle: refused below, with the reason
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            state = torch.load(target, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" in str(error):  # a pickled Python object: a class or function to call
+            raise ValueError(
+                f"{target} is not a bnn {kind} file: it holds pickled Python objects other "
+                "than tensors, which bnn refuses to load (loading them could run code). Load "
+                f"only files written by {kind}.save."
+            ) from error
+        raise ValueError(
+            f"{target} is not a readable bnn {kind} file: not a tensors-only torch.save file "
+            "(corrupted, or a plain pickle, which bnn refuses to load: loading it could run "
+            f"code). Save it again with {kind}.save."
+        ) from error
+    except Exception as error:  # torch.load on arbitrary bytes fails in many ways
+        raise ValueError(
+            f"{target} is not a readable bnn {kind} file (truncated, corrupted or not written "
+            f"by torch.save: {type(error).__name__}: {error}). Save it again."
+        ) from error
     if not isinstance(state, dict) or state.get("format") != f"bnn.{kind}":
-        raise ValueError(f"{path} is not a bnn {kind} file.")
+        found = (
+            f"a {type(state).__name__}"
+            if not isinstance(state, dict)
+            else "no bnn format name"
+            if state.get("format") is None
+            else f"format {state.get('format')!r}"
+        )
+        raise ValueError(
+            f"{target} is not a bnn {kind} file (it holds {found}); give a file written by "
+            f"{kind}.save."
+        )
     if state.get("format_version") != version:
         raise ValueError(
-            f"{path} has {kind} format version {state.get('format_version')!r}; this bnn "
-            f"reads version {version}."
+            f"{target} has {kind} format version {state.get('format_version')!r}; this bnn "
+            f"reads version {version}. Save it again with this version of bnn."
+        )
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise ValueError(
+            f"{target} is a damaged bnn {kind} file: it lacks {missing}. Save it again."
         )
     return state

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
 
 
 def _version() -> str:
@@ -40,7 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="yacht ships with bnn; others (boston, concrete, energy, kin8nm, ...) need "
         "--data-dir (see docs/data.md)",
     )
-    uci.add_argument("--method", required=True, choices=["mc_dropout", "ensemble", "vi", "sghmc"])
+    uci.add_argument(
+        "--method",
+        required=True,
+        choices=["mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp"],
+    )
+    uci.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="splits trained in parallel processes, one torch thread each (default 1: serial)",
+    )
     uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
     uci.add_argument("--data-dir", type=Path, default=None, help="folder in the UCI layout")
     uci.add_argument("--epochs", type=int, default=None, help="override the default epochs")
@@ -55,38 +67,102 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE_ERROR = 2
+"""Exit status for a user error (bad path, data file or number), as argparse uses."""
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot work, found before any training."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bnn`` console script."""
+    """Entry point of the ``bnn`` console script.
+
+    A user error (a bad path, data file or number) prints one line ``bnn: error: ...`` to
+    stderr and returns 2, before any training where it can be found up front.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "demo":
-        return _demo(args.output, seed=args.seed, quick=args.quick)
-    if args.command == "benchmark" and args.suite == "uci":
-        return _uci(args)
+    try:
+        if args.command == "demo":
+            _check_output(args.output, ("metrics.json", "toy_predictive.png"))
+            return _demo(args.output, seed=args.seed, quick=args.quick)
+        if args.command == "benchmark" and args.suite == "uci":
+            return _uci(args)
+    except (ValueError, OSError) as error:  # bad paths, data files, numbers
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"bnn: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
     return 0
 
 
+def _check_output(folder: Path, files: Sequence[str]) -> None:
+    """Create ``folder`` and check that ``files`` can be written there, before any work.
+
+    Raises:
+        UsageError: ``folder`` is a file, cannot be created or written, or one of ``files``
+            is a folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--output {folder} is a file; give a folder (it is created if needed).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write to --output {folder} ({error.strerror or error}); give a folder "
+            "you can write to."
+        ) from error
+    for name in files:
+        if (folder / name).is_dir():
+            raise UsageError(
+                f"--output {folder} holds a folder named {name}, where the results go; "
+                "remove it or give another --output."
+            )
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """The numbers of ``bnn benchmark uci`` that can be checked without the data."""
+    if args.splits is not None and args.splits < 1:
+        raise UsageError(f"--splits must be at least 1, got {args.splits}.")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}.")
+    fraction = args.validation_fraction
+    if fraction is not None and not 0.0 <= fraction < 1.0:
+        raise UsageError(f"--validation-fraction must be in [0, 1), got {fraction}.")
+
+
 def _uci(args: argparse.Namespace) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
     from bnn.apps.uci import Defaults, run_uci, write_report
 
+    _check_counts(args)
+    _check_output(args.output, ("uci.md", "uci.json"))
     defaults = Defaults()
     if args.epochs is not None:
         defaults = replace(defaults, epochs=args.epochs)
     if args.validation_fraction is not None:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
-    results = run_uci(
-        args.dataset,
-        args.method,
-        splits=args.splits,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        defaults=defaults,
-    )
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
+    options = {"splits": args.splits, "data_dir": args.data_dir, "seed": args.seed}
+    if args.jobs == 1:  # one torch thread per split here too: the same numbers as --jobs N
+        results = run_uci(
+            args.dataset, args.method, defaults=defaults, threads_per_job=1, **options
+        )
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            results = run_uci(
+                args.dataset, args.method, defaults=defaults, executor=pool, **options
+            )
     print(write_report(results, args.output))
     print(f"wrote {args.output / 'uci.md'} and {args.output / 'uci.json'}")
     return 0

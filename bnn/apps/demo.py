@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from bnn._io import write_text_atomically
 from bnn.apps.datasets import Standardizer, load_uci
 from bnn.evaluate import metrics
 from bnn.evaluate.plots import compare_predictive
@@ -195,7 +196,8 @@ def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoRe
         results.append(_score("yacht (split 0)", method, prediction, split.y_test, seconds))
     scores = [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in results]
     timings = {f"{r.dataset}/{r.method}": r.seconds for r in results}
-    (output / "metrics.json").write_text(
+    write_text_atomically(
+        output / "metrics.json",
         json.dumps(
             {
                 "seed": seed,
@@ -204,7 +206,7 @@ def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoRe
                 "training_seconds": timings,  # wall-clock: varies from run to run
             },
             indent=2,
-        )
+        ),
     )
     grid_predictions = {method: toy.part(method, on_grid=True) for method in METHODS}
     _plot(output / "toy_predictive.png", toy.x, toy.y, toy.grid, grid_predictions)

@@ -16,9 +16,12 @@ where ``DIR`` holds ``boston/`` in the layout of ``docs/data.md``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
+from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnn._io import write_text_atomically
+from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
+from bnn.apps import uci_posthoc
 from bnn.apps.datasets import Standardizer, UCISplit, load_uci, num_splits
+from bnn.apps.uci_setup import HIDDEN, Defaults, Prepared, validated_noise
+from bnn.apps.uci_setup import network as mlp
 from bnn.evaluate import metrics
 from bnn.infer.ensemble import deep_ensemble
 from bnn.infer.sgmcmc import StepSchedule, sghmc
@@ -50,8 +58,7 @@ __all__ = [
     "write_report",
 ]
 
-METHODS = ("mc_dropout", "ensemble", "vi", "sghmc")
-HIDDEN = 50
+METHODS = ("mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp")
 
 # Gal & Ghahramani (2016), corrected arXiv v6, Table 1: MC dropout (mean, standard error).
 PUBLISHED = {
@@ -64,20 +71,6 @@ PUBLISHED = {
 
 
 @dataclass(frozen=True)
-class Defaults:
-    """The library's defaults for the benchmark (the same for every data set)."""
-
-    epochs: int = 400
-    batch_size: int = 32
-    lr: float = 3e-3
-    dropout: float = 0.05
-    ensemble_members: int = 5
-    ensemble_beta: float = 0.5  # β-NLL for the heteroscedastic members (Seitzer et al. 2022)
-    num_samples: int = 200
-    validation_fraction: float = 0.1
-
-
-@dataclass(frozen=True)
 class SplitResult:
     dataset: str
     method: str
@@ -86,20 +79,6 @@ class SplitResult:
     log_likelihood: float
     coverage_95: float
     seconds: float
-
-
-def _network(inputs: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, outputs))
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A split standardised for training: data, test inputs, fit options."""
-
-    x: Tensor
-    y: Tensor
-    x_test: Tensor
-    options: dict[str, Any]
 
 
 def _train_and_predict(
@@ -120,7 +99,7 @@ def _train_and_predict(
             x_scaler.transform(split.x_train[validation]),
             y_scaler.transform(split.y_train[validation]).unsqueeze(-1),
         )
-    data = _Prepared(
+    data = Prepared(
         x=x_scaler.transform(x_train),
         y=y_scaler.transform(y_train).unsqueeze(-1),
         x_test=x_scaler.transform(split.x_test),
@@ -131,6 +110,9 @@ def _train_and_predict(
         "mc_dropout": _homoscedastic_prediction,
         "vi": _homoscedastic_prediction,
         "sghmc": _sghmc_prediction,
+        "laplace": uci_posthoc.laplace_prediction,
+        "swag": uci_posthoc.swag_prediction,
+        "gp": uci_posthoc.gp_prediction,
     }[method]
     prediction = predict(method, data, defaults, rng)
     return prediction.rescale(y_scaler.mean, y_scaler.std)
@@ -138,14 +120,14 @@ def _train_and_predict(
 
 def _ensemble_prediction(
     method: str,  # noqa: ARG001 - one signature for every method
-    data: _Prepared,
+    data: Prepared,
     defaults: Defaults,
     rng: RNG,
 ) -> RegressionPrediction:
     """Heteroscedastic members trained with β-NLL; the mixture of their predictives."""
     inputs = data.x.shape[1]
     ensemble, _ = deep_ensemble(
-        lambda: _network(inputs, 2),
+        lambda: mlp(inputs, 2),
         (data.x, data.y),
         likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
         num_members=defaults.ensemble_members,
@@ -163,13 +145,13 @@ def _ensemble_prediction(
 
 
 def _homoscedastic_prediction(
-    method: str, data: _Prepared, defaults: Defaults, rng: RNG
+    method: str, data: Prepared, defaults: Defaults, rng: RNG
 ) -> RegressionPrediction:
     """MC dropout or VI with a learned noise, re-chosen on the validation split."""
     model = _homoscedastic_model(method, data.x.shape[1], defaults, rng)
     likelihood = Gaussian(0.5, learn_std=True)
     fit(model, (data.x, data.y), likelihood=likelihood, rng=rng, progress=False, **data.options)
-    likelihood = _validated_noise(model, likelihood, data.options.get("validation"), defaults, rng)
+    likelihood = validated_noise(model, likelihood, data.options.get("validation"), defaults, rng)
     prediction = predict_with_uncertainty(
         model, data.x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
     )
@@ -179,13 +161,13 @@ def _homoscedastic_prediction(
 
 def _sghmc_prediction(
     method: str,  # noqa: ARG001 - one signature for every method
-    data: _Prepared,
+    data: Prepared,
     defaults: Defaults,
     rng: RNG,
 ) -> RegressionPrediction:
     """SGHMC from a MAP start, with the noise the MAP fit learned."""
     with rng.stream("init"):
-        network = _network(data.x.shape[1], 1)
+        network = mlp(data.x.shape[1], 1)
     learned = Gaussian(0.5, learn_std=True)
     fit(network, (data.x, data.y), likelihood=learned, rng=rng, progress=False, **data.options)
     noise = Gaussian(float(learned.std.detach()))
@@ -221,36 +203,8 @@ def _homoscedastic_model(method: str, inputs: int, defaults: Defaults, rng: RNG)
             )
         return MCDropout(network)
     with rng.stream("init"):
-        network = _network(inputs, 1)
+        network = mlp(inputs, 1)
     return bayesianize(network, init="random", init_std=1e-3, rng=rng)
-
-
-def _validated_noise(
-    model: nn.Module,
-    learned: Gaussian,
-    validation: Validation | None,
-    defaults: Defaults,
-    rng: RNG,
-) -> Gaussian:
-    """The observation noise std that maximises the validation predictive log-likelihood.
-
-    Searched over multiples 2^[-1, 2] of the std learned on the training part, which tends to
-    be too small (the network fits its own training residuals); Gal & Ghahramani (2016) chose
-    the noise precision τ on validation data for the same reason. Without validation data the
-    learned std is kept.
-    """
-    if validation is None:
-        return learned
-    x_val, y_val = validation.x, validation.y
-    functions = predict_with_uncertainty(
-        model, x_val, num_samples=defaults.num_samples, rng=rng
-    ).samples  # [S, N_val, 1]
-    stds = float(learned.std.detach()) * 2.0 ** torch.linspace(-1.0, 2.0, 31, device=y_val.device)
-    z = (y_val - functions).unsqueeze(0) / stds.view(-1, 1, 1, 1)  # [G, S, N_val, 1]
-    log_density = -0.5 * z**2 - torch.log(stds).view(-1, 1, 1, 1) - 0.5 * math.log(2 * math.pi)
-    mixture = torch.logsumexp(log_density, dim=1) - math.log(functions.shape[0])
-    best = int(mixture.mean(dim=(1, 2)).argmax())
-    return Gaussian(float(stds[best]))
 
 
 def _carve_validation(size: int, defaults: Defaults, rng: RNG) -> tuple[Tensor, Tensor | None]:
@@ -270,11 +224,15 @@ def run_uci(
     data_dir: str | Path | None = None,
     seed: int = 0,
     defaults: Defaults | None = None,
+    executor: Executor | None = None,
+    threads_per_job: int | None = None,
     progress: bool = True,
 ) -> list[SplitResult]:
     """Run ``method`` on the first ``splits`` splits of ``dataset`` (all when ``None``).
 
-    Split ``i`` uses ``RNG(seed).spawn(i)``: results do not depend on which splits run.
+    Split ``i`` uses ``RNG(seed).spawn(i)``: results do not depend on which splits run, nor on
+    the ``executor`` that runs them (any ``concurrent.futures.Executor``: a process pool, a
+    Dask cluster; ``threads_per_job`` torch threads per split, 1 by default there).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -287,25 +245,38 @@ def run_uci(
     count = available if splits is None else splits
     if not 1 <= count <= available:
         raise ValueError(f"splits must be in [1, {available}], got {splits}.")
-    results = []
-    for index in progress_bar(range(count), desc=f"{dataset}/{method}", disable=not progress):
-        split = load_uci(dataset, index, data_dir=data_dir)
-        start = time.perf_counter()
-        prediction = _train_and_predict(method, split, defaults, RNG(seed).spawn(index))
-        seconds = time.perf_counter() - start
-        y = split.y_test.unsqueeze(-1)
-        results.append(
-            SplitResult(
-                dataset=dataset,
-                method=method,
-                split=index,
-                rmse=metrics.rmse(prediction, y),
-                log_likelihood=-metrics.nll(prediction, y),
-                coverage_95=metrics.interval_coverage(prediction, y, 0.95),
-                seconds=seconds,
-            )
-        )
-    return results
+    # every split is read (and its files checked) before the first one trains
+    loaded = [load_uci(dataset, index, data_dir=data_dir) for index in range(count)]
+    jobs: Iterable[tuple[int, UCISplit]] = list(enumerate(loaded))
+    if executor is None:
+        jobs = progress_bar(jobs, desc=f"{dataset}/{method}", disable=not progress)
+    return run_jobs(
+        functools.partial(_run_split, dataset, method, defaults, seed),
+        jobs,
+        executor=executor,
+        threads_per_job=threads_per_job,
+        describe=lambda index: f"{dataset} split {index}",
+    )
+
+
+def _run_split(
+    dataset: str, method: str, defaults: Defaults, seed: int, job: tuple[int, UCISplit]
+) -> SplitResult:
+    """Train and score one split (a picklable job for any executor)."""
+    index, split = job
+    start = time.perf_counter()
+    prediction = _train_and_predict(method, split, defaults, RNG(seed).spawn(index))
+    seconds = time.perf_counter() - start
+    y = split.y_test.unsqueeze(-1)
+    return SplitResult(
+        dataset=dataset,
+        method=method,
+        split=index,
+        rmse=metrics.rmse(prediction, y),
+        log_likelihood=-metrics.nll(prediction, y),
+        coverage_95=metrics.interval_coverage(prediction, y, 0.95),
+        seconds=seconds,
+    )
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -394,6 +365,6 @@ def write_report(results: list[SplitResult], output: Path) -> str:
     rows = summarise(results)
     table = format_table(rows)
     report = {"splits": [asdict(r) for r in results], "summary": [asdict(r) for r in rows]}
-    (output / "uci.json").write_text(json.dumps(report, indent=2))
-    (output / "uci.md").write_text(table + "\n")
+    write_text_atomically(output / "uci.json", json.dumps(report, indent=2))
+    write_text_atomically(output / "uci.md", table + "\n")
     return table

@@ -42,8 +42,18 @@ def _targets(y: object, reference: Tensor) -> Tensor:
     return y
 
 
+def _regression(prediction: object) -> RegressionPrediction:
+    if not isinstance(prediction, RegressionPrediction):
+        raise TypeError(
+            f"this metric scores regression predictions, got a {type(prediction).__name__}; "
+            "use accuracy, nll, brier_score or expected_calibration_error for classes."
+        )
+    return prediction
+
+
 def rmse(prediction: RegressionPrediction, y: Tensor) -> float:
     """Root mean squared error of the predictive mean."""
+    prediction = _regression(prediction)
     mean = prediction.mean
     return float(((_targets(y, mean) - mean) ** 2).mean().sqrt())
 
@@ -57,6 +67,7 @@ def nll(prediction: RegressionPrediction | ClassificationPrediction, y: Tensor) 
 
 def gaussian_nll(prediction: RegressionPrediction, y: Tensor) -> float:
     """NLL of a single Gaussian with the predictive mean and total std (moment matching)."""
+    prediction = _regression(prediction)
     mean, std = prediction.mean, prediction.std
     y = _targets(y, mean)
     log_density = -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
@@ -65,6 +76,7 @@ def gaussian_nll(prediction: RegressionPrediction, y: Tensor) -> float:
 
 def interval_coverage(prediction: RegressionPrediction, y: Tensor, level: float = 0.95) -> float:
     """Fraction of targets inside the central ``level`` predictive interval."""
+    prediction = _regression(prediction)
     lower, upper = prediction.interval(level)
     y = _targets(y, lower)
     return float(((y >= lower) & (y <= upper)).to(torch.float64).mean())
@@ -77,6 +89,7 @@ def crps(prediction: RegressionPrediction, y: Tensor) -> float:
     ``CRPS = Σ_i w_i A(y - μ_i, σ_i²) - ½ Σ_ij w_i w_j A(μ_i - μ_j, σ_i² + σ_j²)`` with
     ``A(m, v) = 2√v φ(m/√v) + m (2Φ(m/√v) - 1)`` (``A(m, 0) = |m|``). Cost ``O(S² N)``.
     """
+    prediction = _regression(prediction)
     loc = prediction.loc
     variance = (prediction.scale**2).expand_as(loc)
     weights = prediction.component_weights
@@ -101,6 +114,11 @@ def _expected_abs(mean: Tensor, variance: Tensor) -> Tensor:
 
 
 def _labels(prediction: ClassificationPrediction, y: Tensor) -> tuple[Tensor, Tensor]:
+    if not isinstance(prediction, ClassificationPrediction):
+        raise TypeError(
+            f"this metric scores class predictions, got a {type(prediction).__name__}; predict "
+            "with likelihood=bnn.Categorical() or bnn.Bernoulli()."
+        )
     probs = prediction.class_probs.mean(0)
     return probs, class_indices(y, probs.shape[0], probs.shape[-1])
 

@@ -12,25 +12,31 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bnn.infer._loop import check_model_input
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
 from bnn.nn.priors import Normal, Prior
 from bnn.random.rng import RNG
 
-__all__ = ["LogJoint", "PriorSpec", "check_data"]
+__all__ = ["LogJoint", "PriorSpec", "check_data", "check_start"]
 
 PriorSpec = Prior | Callable[[str, Tensor], Prior] | None
 
 
 def check_data(model: nn.Module, data: object) -> tuple[Tensor, Tensor]:
-    """Validate ``data = (x, y)``: tensors, equal length, non-empty, finite, model's device."""
+    """Validate ``data = (x, y)``: tensors, equal length, non-empty, finite, model's device;
+    the model takes ``x`` (features, dtype) and returns one tensor (``check_model_input``).
+    """
     if not isinstance(data, tuple | list) or len(data) != 2:
         raise TypeError(
             f"data must be a pair (x, y) of tensors, got {type(data).__name__}; pass (x, y)."
         )
     x, y = data
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise TypeError("x and y must be torch.Tensors.")
+        raise TypeError(
+            f"x and y must be torch.Tensors, got {type(x).__name__} and {type(y).__name__}; "
+            "convert them with torch.as_tensor."
+        )
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError("x is empty: need at least one data point.")
     if y.dim() == 0 or x.shape[0] != y.shape[0]:
@@ -38,16 +44,43 @@ def check_data(model: nn.Module, data: object) -> tuple[Tensor, Tensor]:
             f"x has {x.shape[0]} rows but y has shape {tuple(y.shape)}; they must have the same "
             "number of rows."
         )
-    for name, tensor in (("x", x), ("y", y)):
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name} contains NaN or inf; remove or impute those rows first.")
     reference = next(model.parameters(), None)
     if reference is not None and (x.device != reference.device or y.device != reference.device):
         raise ValueError(
             f"data on {x.device}/{y.device} but the model on {reference.device}; move them "
             "to the same device."
         )
+    for name, tensor in (("x", x), ("y", y)):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or inf; remove or impute those rows first.")
+    if reference is not None and y.is_floating_point() and y.dtype != reference.dtype:
+        y = y.to(reference.dtype)  # targets in the model's precision, as the loss sees them
+    check_model_input(model, x)
     return x, y
+
+
+def check_start(log_density: Tensor, gradient: Tensor, first_chain: int = 0) -> None:
+    """Refuse chains that start where ``log p(w, D)`` or its gradient is NaN or infinite.
+
+    A chain cannot leave such a point (every proposal from it diverges), so its draws would be
+    the starting weights repeated. ``log_density`` is ``[C]`` (or a scalar: one chain),
+    ``gradient`` ``[C, D]`` (or ``[D]``).
+
+    Raises:
+        ValueError: naming the chains, their log densities and what to do.
+    """
+    values = log_density.detach().reshape(-1)
+    bad = ~torch.isfinite(values) | ~torch.isfinite(gradient.detach().reshape(len(values), -1)).all(
+        -1
+    )
+    if bool(bad.any()):
+        chains = [first_chain + int(i) for i in bad.nonzero().flatten()]
+        raise ValueError(
+            f"chain(s) {chains} start at weights where the log density is "
+            f"{[float(v) for v in values[bad]]} or its gradient is not finite; no sampler can "
+            "move from there. Start inside the region where the model's output is finite: "
+            "init='current' with valid model weights, or a prior whose draws the model accepts."
+        )
 
 
 class LogJoint:
@@ -97,7 +130,7 @@ class LogJoint:
         """Views of ``vector`` as the model's weights (``[..., D]`` gives ``[..., *shape]``)."""
         pieces = torch.split(vector, self.sizes, dim=-1)
         return {
-            name: piece.reshape(*vector.shape[:-1], *template.shape)
+            name: piece.reshape((*vector.shape[:-1], *template.shape))  # 0-d weights too
             for (name, template), piece in zip(self.templates.items(), pieces, strict=True)
         }
 

@@ -8,6 +8,7 @@ many chains run, and the same seed gives bit-identical chains (CPU).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 from pyro.infer.mcmc import MCMC
 from torch import Tensor, nn
+from torch.func import grad_and_value
 
 from bnn._checks import check_int
-from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._log_joint import LogJoint, PriorSpec, check_data, check_start
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.posterior.samples import SampleSet
@@ -90,7 +92,17 @@ def run_pyro_chains(
     stats: list[dict[str, Tensor]] = []
     for chain in range(num_chains):
         samples, chain_stats, chain_history = _run_chain(
-            method, log_joint, x, y, make_kernel, warmup, draws, init, parent.spawn(chain), progress
+            method,
+            log_joint,
+            x,
+            y,
+            make_kernel,
+            warmup,
+            draws,
+            init,
+            parent.spawn(chain),
+            progress,
+            chain=chain,
         )
         chains.append(samples)
         stats.append(chain_stats)
@@ -113,7 +125,19 @@ class _Counter:
 
     def __call__(self, sites: dict[str, Tensor]) -> Tensor:
         self.count += 1
-        return -self.log_joint.log_density_flat(sites[SITE], self.x, self.y)
+        potential = -self.log_joint.log_density_flat(sites[SITE], self.x, self.y)
+        # A NaN region is infinitely unlikely: Pyro counts a divergence there (a NaN
+        # potential at the start of a trajectory would reach torch.bernoulli as a NaN weight).
+        return torch.where(torch.isnan(potential), torch.full_like(potential, math.inf), potential)
+
+    def value_and_gradient(self, vector: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p(w, D)`` and its gradient at flat weights ``vector`` (not counted)."""
+
+        def log_density(v: Tensor) -> Tensor:
+            return self.log_joint.log_density_flat(v, self.x, self.y)
+
+        gradient, value = grad_and_value(log_density)(vector.detach())
+        return value.detach(), gradient.detach()
 
 
 def _run_chain(
@@ -127,11 +151,14 @@ def _run_chain(
     init: str,
     rng: RNG,
     progress: bool,
+    *,
+    chain: int = 0,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:
     potential = _Counter(log_joint, x, y)
     kernel = make_kernel(potential_fn=potential)
     recorder = _StatsRecorder(potential)
     initial = {SITE: log_joint.flatten(log_joint.initial_weights(init, rng))}
+    check_start(*potential.value_and_gradient(initial[SITE]), first_chain=chain)
     start = time.perf_counter()
     with rng.stream("mcmc"):
         mcmc = MCMC(

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from bnn._progress import progress_bar
-from bnn.infer._log_joint import LogJoint
+from bnn.infer._log_joint import LogJoint, check_start
 from bnn.random.rng import RNG
 
 __all__ = ["run_vectorised_nuts"]
@@ -315,6 +315,7 @@ def run_vectorised_nuts(
     sampler = _Sampler(log_joint, x, y, generators, compile_gradient)
     z = initial.detach()
     grad, logp = sampler.gradient(z)
+    check_start(logp, grad)
     inverse_mass = torch.ones_like(z)
     step_size = torch.full_like(logp, 0.1)
     adaptation = _DualAveraging(step_size, target_accept)

@@ -255,7 +255,9 @@ class DeepEnsemble(nn.Module):
             ValueError: the file holds the members' learned likelihood parameters but no
                 ``likelihood`` was given (they would be lost, and predictions noise-free).
         """
-        state = load_versioned(path, "DeepEnsemble", FORMAT_VERSION)
+        state = load_versioned(
+            path, "DeepEnsemble", FORMAT_VERSION, required=("members", "likelihoods")
+        )
         if likelihood is None and bool(state.get("likelihoods_learned", False)):
             raise ValueError(
                 f"{path} holds the members' learned likelihood parameters (e.g. a noise scale "
@@ -263,12 +265,24 @@ class DeepEnsemble(nn.Module):
                 "bnn.Gaussian(1.0, learn_std=True)."
             )
         ensemble = cls(factory, len(state["members"]), rng=0)
-        for member, member_state in zip(ensemble.members, state["members"], strict=True):
-            member.load_state_dict(member_state)
+        try:
+            for member, member_state in zip(ensemble.members, state["members"], strict=True):
+                member.load_state_dict(member_state)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{path} holds members of another architecture than factory() builds: {error}"
+            ) from error
         if likelihood is not None:
             for likelihood_state in state["likelihoods"]:
                 restored = copy.deepcopy(likelihood)
-                restored.load_state_dict(likelihood_state)
+                try:
+                    restored.load_state_dict(likelihood_state)
+                except RuntimeError as error:
+                    raise ValueError(
+                        f"{path} holds likelihoods of another kind than "
+                        f"{type(likelihood).__name__}: {error} Pass likelihood= of the kind "
+                        "the members were trained with."
+                    ) from error
                 ensemble.likelihoods.append(restored)
         return ensemble
 

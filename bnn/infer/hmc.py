@@ -24,7 +24,23 @@ from bnn.likelihoods import Likelihood
 from bnn.posterior.samples import SampleSet
 from bnn.random.default import RNGLike
 
-__all__ = ["hmc"]
+__all__ = ["MAX_LEAPFROG_STEPS", "hmc"]
+
+MAX_LEAPFROG_STEPS = 1024
+"""Cap on the leapfrog steps of one HMC draw (as NUTS's default tree depth 10 caps its own).
+
+Without it, a step size that adaptation shrinks towards 0 (e.g. next to a region where the
+model's output is NaN) makes ``trajectory_length / step_size`` steps per draw: a run that
+never ends. A capped draw is a shorter trajectory; its acceptance and divergences show why.
+"""
+
+
+class _CappedHMC(HMC):
+    """Pyro's HMC with at most ``MAX_LEAPFROG_STEPS`` leapfrog steps per draw."""
+
+    @property
+    def num_steps(self) -> int:
+        return min(MAX_LEAPFROG_STEPS, max(1, int(self.trajectory_length / self.step_size)))
 
 
 def hmc(
@@ -48,8 +64,8 @@ def hmc(
 
     Arguments as ``bnn.infer.nuts``, plus ``trajectory_length`` (integration time) and the
     initial ``step_size``; the step size adapts during warm-up (``warmup > 0``) and each draw
-    takes ``ceil(trajectory_length / step_size)`` leapfrog steps. Runs Pyro's HMC kernel, chain
-    after chain (chain ``c`` from ``rng.spawn(c)``).
+    takes ``trajectory_length / step_size`` leapfrog steps (at most ``MAX_LEAPFROG_STEPS``).
+    Runs Pyro's HMC kernel, chain after chain (chain ``c`` from ``rng.spawn(c)``).
 
     Returns:
         ``(SampleSet, History)`` as ``bnn.infer.nuts``.
@@ -64,7 +80,7 @@ def hmc(
     check_positive("step_size", step_size)
 
     kernel = functools.partial(
-        HMC,
+        _CappedHMC,
         step_size=step_size,
         trajectory_length=trajectory_length,
         adapt_step_size=warmup > 0,

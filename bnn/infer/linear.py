@@ -55,11 +55,26 @@ class BayesianLinearRegression:
             raise ValueError(
                 f"features must be a [N, D] tensor, got {getattr(features, 'shape', features)}."
             )
+        if features.device.type == "meta":
+            raise ValueError("features are a meta tensor (a shape without values).")
         if not bool(torch.isfinite(features).all()):
             raise ValueError("features contain NaN or inf.")
-        if not self.bias:
-            return features
-        return torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+        design = (
+            features
+            if not self.bias
+            else torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+        )
+        if self.mean is not None and design.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"features have {features.shape[1]} columns but the head was fitted on "
+                f"{self.mean.shape[0] - int(self.bias)}; pass inputs like the training inputs."
+            )
+        if self.mean is not None and design.dtype != self.mean.dtype:
+            raise TypeError(
+                f"features have dtype {design.dtype} but the head was fitted in "
+                f"{self.mean.dtype}; convert the inputs with .to({self.mean.dtype})."
+            )
+        return design
 
     def fit(self, features: Tensor, y: Tensor) -> BayesianLinearRegression:
         """Compute the posterior from features ``[N, D]`` and targets ``[N]`` or ``[N, K]``."""

@@ -29,6 +29,7 @@ from bnn.infer._loop import (
     OptimizerSpec,
     StepContext,
     TrainData,
+    check_model_input,
     device_of,
     make_loader,
     make_optimizer,
@@ -178,6 +179,12 @@ def fit(
     likelihood.to(device)
     noise = strategy.prepare(generator, model, likelihood)
     loader, size = make_loader(data, batch_size, dataset_size, generator, strategy)
+    if isinstance(data, tuple):  # one forward pass: features, dtype, output type
+        check_model_input(model, data[0])
+    elif (probe := _first_inputs(data)) is not None:  # a map-style Dataset: its first inputs
+        check_model_input(model, probe)
+    if validation is not None:
+        check_model_input(model, validation.x)
     optim = make_optimizer(optimizer, model, likelihood, lr)
     run = None
     if checkpoint is not None:
@@ -268,6 +275,20 @@ def _run_epochs(
         stopper.restore(model, likelihood)
         history.extras["best_epoch"] = stopper.best_step
     return history
+
+
+def _first_inputs(data: TrainData) -> Tensor | None:
+    """The inputs of a map-style ``Dataset``'s first two examples ``[2, ...]``, if tensors."""
+    if isinstance(data, torch.utils.data.DataLoader) or not hasattr(data, "__len__"):
+        return None
+    count = min(2, len(data))
+    items = [data[i] for i in range(count)]
+    inputs = [item[0] for item in items if isinstance(item, tuple | list) and item]
+    if count == 0 or len(inputs) != count or not all(isinstance(x, Tensor) for x in inputs):
+        return None
+    if any(x.shape != inputs[0].shape for x in inputs):
+        return None
+    return torch.stack(inputs)
 
 
 def _fit_settings(

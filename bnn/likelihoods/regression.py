@@ -159,6 +159,7 @@ class RegressionPrediction(Prediction):
         observation-noise model (a likelihood with ``scale > 0``).
         """
         y = align_targets(y, self.loc.shape[1:])
+        _check_finite_targets(y)
         scale = self.scale.expand_as(self.loc)
         if not bool((scale > 0).all()):
             raise ValueError(

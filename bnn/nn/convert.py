@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
 from bnn._checks import check_positive
-from bnn.nn.layers import DEFAULT_INIT_STD, BayesianModule, check_estimator
+from bnn.nn.layers import DEFAULT_INIT_STD, BayesianModule, bayesian_modules, check_estimator
 from bnn.nn.priors import Normal, Prior
 from bnn.random.default import RNGLike, resolve_rng
 
@@ -107,7 +107,7 @@ def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
     found: list[tuple[str, nn.Module]] = []
     inside_bayesian: list[str] = []
     for name, module in model.named_modules():
-        if any(name == p or name.startswith(p + ".") for p in inside_bayesian):
+        if any(p == "" or name == p or name.startswith(p + ".") for p in inside_bayesian):
             continue
         if isinstance(module, BayesianModule):
             inside_bayesian.append(name)
@@ -135,6 +135,12 @@ def _select(model: nn.Module, only: Selection) -> list[tuple[str, nn.Module]]:
         names = [only] if isinstance(only, str) else [str(n) for n in only]
         available = dict(candidates)
         unknown = [n for n in names if n not in available]
+        converted = [n for n in unknown if _inside_bayesian(model, n)]
+        if converted:
+            raise ValueError(
+                f"only= names {converted} are already Bayesian layers (bayesianize was called "
+                "on them before); select plain layers only, or convert a fresh copy."
+            )
         if unknown:
             raise ValueError(
                 f"only= names {unknown} are not convertible layers of this model; convertible "
@@ -142,11 +148,26 @@ def _select(model: nn.Module, only: Selection) -> list[tuple[str, nn.Module]]:
             )
         selected = [(n, available[n]) for n in names]
     if not selected:
+        bayesian = [name or type(model).__name__ for name, _ in bayesian_modules(model)]
+        if bayesian and only is None:
+            raise ValueError(
+                f"the model is already Bayesian: {bayesian[:5]} are Bayesian layers and no "
+                "plain layer is left to convert. Call bayesianize once, on the plain network; "
+                "to change priors or initialisation, convert a fresh copy of it."
+            )
         raise ValueError(
             "bayesianize selected no layer: the model has no parameterised layers matching "
-            f"only={only!r}."
+            f"only={only!r}" + (f" (already Bayesian: {bayesian[:5]})." if bayesian else ".")
         )
     return selected
+
+
+def _inside_bayesian(model: nn.Module, name: str) -> bool:
+    """Whether ``name`` is a Bayesian layer of ``model`` or lies inside one."""
+    return any(
+        name == path or name.startswith(f"{path}.") or path == ""
+        for path, _ in bayesian_modules(model)
+    )
 
 
 def _prior_for(prior: PriorSpec, name: str, module: nn.Module) -> Prior:

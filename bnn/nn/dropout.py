@@ -136,6 +136,11 @@ class MCDropout(nn.Module):
         try:
             with torch.no_grad(), self.identity_dropout():
                 self.model(x)
+        except RuntimeError as error:
+            raise ValueError(
+                f"the model failed on x of shape {tuple(x.shape)}: {error}. Check that x has "
+                "the feature dimensions the model expects."
+            ) from error
         finally:
             for handle in handles:
                 handle.remove()

@@ -207,7 +207,7 @@ def activation_bytes(model: nn.Module, x: Tensor) -> int:
     handles = [m.register_forward_hook(count) for m in model.modules()]
     try:
         with torch.no_grad(), eval_mode(model):
-            model(x)
+            output = model(x)
     except RuntimeError as error:
         raise ValueError(
             f"the model failed on x of shape {tuple(x.shape)}: {error}. Check that x has the "
@@ -216,7 +216,19 @@ def activation_bytes(model: nn.Module, x: Tensor) -> int:
     finally:
         for handle in handles:
             handle.remove()
+    check_output(output)
     return total
+
+
+def check_output(output: object) -> Tensor:
+    """``output`` if it is a tensor; a model returning a tuple, dict, ... gets a ``TypeError``."""
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"the model returns a {type(output).__name__}, not a tensor; bnn needs "
+            "forward(x) -> Tensor. Wrap the model in a module whose forward returns the one "
+            "output to model (e.g. output[0] or output['logits'])."
+        )
+    return output
 
 
 def evaluate_parameter_samples(

@@ -29,6 +29,7 @@ from bnn.posterior._evaluate import (
     PROBE_INPUTS,
     ChunkPlan,
     activation_bytes,
+    check_output,
     eval_mode,
     evaluate_in_chunks,
     plan_chunks,
@@ -298,7 +299,7 @@ class PointEstimate:
         """The network's output at ``x`` as one sample: ``[1, N, ...]``."""
         check_inputs(x, next(self.model.parameters(), None), num_samples)
         with eval_mode(self.model):
-            return self.model(x).unsqueeze(0)  # type: ignore[no-any-return]
+            return check_output(self.model(x)).unsqueeze(0)
 
 
 def has_posterior(model: nn.Module) -> bool:

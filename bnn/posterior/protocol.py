@@ -196,6 +196,8 @@ def check_inputs(x: object, reference: Tensor | None, num_samples: object) -> No
                 f"x has dtype {x.dtype} but the model's parameters are {reference.dtype}; "
                 f"convert with x.to({reference.dtype})."
             )
+    if x.device.type == "meta":
+        raise ValueError("x is a meta tensor (a shape without values); pass real inputs.")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf; clean or impute the inputs first.")
 

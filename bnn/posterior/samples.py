@@ -190,15 +190,23 @@ class SampleSet:
 
         Tensors are placed on the device of ``model``'s parameters.
         """
-        state = load_versioned(path, "SampleSet", FORMAT_VERSION)
+        state = load_versioned(
+            path, "SampleSet", FORMAT_VERSION, required=("samples", "sample_stats", "is_mcmc")
+        )
         reference = next(model.parameters(), None)
         device = reference.device if reference is not None else torch.device("cpu")
-        return cls(
-            model,
-            {k: v.to(device) for k, v in state["samples"].items()},
-            sample_stats={k: v.to(device) for k, v in state["sample_stats"].items()},
-            is_mcmc=bool(state["is_mcmc"]),
-        )
+        try:
+            return cls(
+                model,
+                {k: v.to(device) for k, v in state["samples"].items()},
+                sample_stats={k: v.to(device) for k, v in state["sample_stats"].items()},
+                is_mcmc=bool(state["is_mcmc"]),
+            )
+        except (ValueError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{path} does not hold samples of this model: {error} Pass the model the "
+                "samples were drawn for."
+            ) from error
 
 
 def _checked_samples(model: nn.Module, samples: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,10 @@ import pytest
 import bnn.apps.datasets
 from bnn.apps.cli import main
 from bnn.apps.datasets.uci import seeded_split
-from bnn.apps.uci import Defaults, format_table, run_uci, summarise
+from bnn.apps.uci import METHODS, Defaults, format_table, run_uci, summarise
 
 
-@pytest.mark.parametrize("method", ["mc_dropout", "ensemble", "vi", "sghmc"])
+@pytest.mark.parametrize("method", METHODS)
 def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
     quick = Defaults(epochs=15, ensemble_members=2, num_samples=20)
     results = run_uci("yacht", method, splits=2, defaults=quick, progress=False)
@@ -34,6 +37,17 @@ def test_split_results_do_not_depend_on_which_splits_run() -> None:
     both = run_uci("yacht", "mc_dropout", splits=2, defaults=quick, progress=False)
     first = run_uci("yacht", "mc_dropout", splits=1, defaults=quick, progress=False)
     assert both[0].rmse == first[0].rmse
+
+
+def test_splits_on_a_process_pool_give_the_serial_numbers() -> None:
+    quick = Defaults(epochs=3, num_samples=10)
+    serial = run_uci(
+        "yacht", "mc_dropout", splits=2, defaults=quick, threads_per_job=1, progress=False
+    )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        pooled = run_uci("yacht", "mc_dropout", splits=2, defaults=quick, executor=pool)
+    assert [replace(r, seconds=0.0) for r in serial] == [replace(r, seconds=0.0) for r in pooled]
 
 
 def test_cli_writes_markdown_and_json(tmp_path: Path) -> None:
@@ -130,3 +144,10 @@ def test_validation_is_carved_from_the_training_split_only(
 def test_invalid_validation_fraction_is_rejected() -> None:
     with pytest.raises(ValueError, match="validation_fraction"):
         run_uci("yacht", "mc_dropout", splits=1, defaults=Defaults(validation_fraction=1.0))
+
+
+def test_a_negative_split_index_is_reported_with_its_own_value_and_entry(tmp_path: Path) -> None:
+    folder = _copy_yacht(tmp_path)
+    (folder / "index_test_2.txt").write_text("4\n-3\n5000\n")
+    with pytest.raises(ValueError, match=r"index_test_2.txt has row index -3 \(entry 1\)"):
+        bnn.apps.datasets.load_uci("yacht", 2, data_dir=tmp_path)

@@ -103,8 +103,13 @@ def _indices(path: Path, limit: int, what: str) -> np.ndarray:
     if values.size == 0 or not np.all(values == np.round(values)):
         raise ValueError(f"{path} must hold integer {what} indices.")
     indices = values.astype(np.int64)
-    if indices.min() < 0 or indices.max() >= limit:
-        raise ValueError(f"{path} has {what} index {int(indices.max())} outside [0, {limit}).")
+    outside = np.flatnonzero((indices < 0) | (indices >= limit))
+    if outside.size:
+        first = int(outside[0])
+        raise ValueError(
+            f"{path} has {what} index {int(indices[first])} (entry {first}) outside "
+            f"[0, {limit}); indices are 0-based and must name existing {what}s."
+        )
     return indices
 
 

@@ -1,0 +1,110 @@
+"""UCI benchmark methods built on a network trained the ordinary way, and the Gaussian process.
+
+Each function has the signature of ``bnn.apps.uci``'s methods: ``(method, data, defaults,
+rng) -> RegressionPrediction`` on standardised data.
+
+* ``laplace``: the MAP network of the other methods (50 ReLU units, Adam, early stopping on the
+  validation split), a last-layer KFAC Laplace approximation, the prior precision (per layer)
+  and the observation noise by the marginal likelihood, the linearised (GLM) predictive.
+* ``swag``: the same MAP network, then SWAG (rank 20, SGD with momentum from the MAP weights);
+  the observation noise chosen on the validation split as for MC dropout.
+* ``gp``: an exact GP with an ARD RBF kernel, its hyperparameters and noise by the marginal
+  likelihood.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from bnn.apps.uci_setup import Defaults, Prepared, validated_noise
+from bnn.infer.gp import gp
+from bnn.infer.laplace import laplace
+from bnn.infer.swag import swag
+from bnn.infer.vi import fit
+from bnn.likelihoods import Gaussian, RegressionPrediction
+from bnn.predict import predict_with_uncertainty
+from bnn.random.rng import RNG
+
+__all__ = ["gp_prediction", "laplace_prediction", "swag_prediction"]
+
+HIDDEN = 50
+
+
+def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
+    """The MAP network and its learned noise, trained as the other methods train."""
+    with rng.stream("init"):
+        network = nn.Sequential(nn.Linear(data.x.shape[1], HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
+    learned = Gaussian(0.5, learn_std=True)
+    fit(network, (data.x, data.y), likelihood=learned, rng=rng, progress=False, **data.options)
+    return network, learned
+
+
+def laplace_prediction(
+    method: str,  # noqa: ARG001 - one signature for every method
+    data: Prepared,
+    defaults: Defaults,  # noqa: ARG001
+    rng: RNG,
+) -> RegressionPrediction:
+    """Last-layer KFAC Laplace, per-layer prior precision and noise by marginal likelihood."""
+    network, learned = _map_network(data, rng)
+    posterior, _ = laplace(
+        network,
+        (data.x, data.y),
+        likelihood=Gaussian(float(learned.std.detach())),
+        subset="last_layer",
+        hessian="kron",
+        progress=False,
+    )
+    posterior.optimize_prior_precision(per_layer=True, optimize_noise=True)
+    prediction = predict_with_uncertainty(posterior, data.x_test)
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
+
+
+def swag_prediction(
+    method: str,  # noqa: ARG001
+    data: Prepared,
+    defaults: Defaults,
+    rng: RNG,
+) -> RegressionPrediction:
+    """SWAG from the MAP weights; the noise chosen on the validation split."""
+    network, learned = _map_network(data, rng)
+    noise_std = float(learned.std.detach())
+    posterior, _ = swag(
+        network,
+        (data.x, data.y),
+        likelihood=Gaussian(noise_std),
+        epochs=60,
+        burn_in=10,
+        lr=1e-2 * noise_std**2,  # the step of SGD at lr 0.01 on the mean squared error
+        rank=20,
+        batch_size=defaults.batch_size,
+        rng=rng.spawn("swag"),
+        progress=False,
+    )
+    validation = data.options.get("validation")
+    noise = validated_noise(posterior, learned, validation, defaults, rng)  # type: ignore[arg-type]
+    prediction = predict_with_uncertainty(
+        posterior, data.x_test, likelihood=noise, num_samples=defaults.num_samples, rng=rng
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
+
+
+def gp_prediction(
+    method: str,  # noqa: ARG001
+    data: Prepared,
+    defaults: Defaults,  # noqa: ARG001
+    rng: RNG,
+) -> RegressionPrediction:
+    """Exact GP regression (ARD RBF kernel), hyperparameters by the marginal likelihood."""
+    options: dict[str, Any] = {"epochs": 200, "lr": 0.05, "kernel": "rbf", "method": "exact"}
+    x, y = data.x.double(), data.y.double()
+    posterior, _ = gp(
+        None, (x, y), likelihood=Gaussian(0.5, learn_std=True), rng=rng, progress=False, **options
+    )
+    prediction = predict_with_uncertainty(posterior, data.x_test.double(), num_samples=64, rng=rng)
+    assert isinstance(prediction, RegressionPrediction)
+    return prediction
