@@ -86,6 +86,7 @@ def predict_with_uncertainty(
             ],
             dim=1,
         )
+    _check_one_output_per_input(x, samples)
     if likelihood is None:
         return RegressionPrediction(
             samples=samples,
@@ -106,4 +107,16 @@ def _observation_model(posterior: Posterior, likelihood: Likelihood | None) -> L
         "this posterior carries its own observation model (e.g. ensemble members that each "
         "learned a noise scale); predict without likelihood= to use it, or train members with "
         "a shared fixed likelihood (e.g. bnn.HeteroscedasticGaussian)."
+    )
+
+
+def _check_one_output_per_input(x: Tensor, samples: Tensor) -> None:
+    """A 1-d ``x`` must give one output per entry; else the model read it as one input."""
+    if x.dim() != 1 or (samples.dim() >= 2 and samples.shape[1] == x.shape[0]):
+        return
+    raise ValueError(
+        f"x of shape {tuple(x.shape)} has no feature dimension, and the model returned "
+        f"{tuple(samples.shape[1:])} per sample rather than one output per entry: it read x "
+        f"as one input with {x.shape[0]} features. Pass x.unsqueeze(-1) for {x.shape[0]} "
+        "scalar inputs, or x.unsqueeze(0) for one input."
     )

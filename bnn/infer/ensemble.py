@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bnn._checks import check_int
 from bnn._io import load_versioned, save_atomically
+from bnn._jobs import run_jobs
 from bnn.infer.history import History
 from bnn.infer.vi import fit
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
@@ -103,21 +105,25 @@ class DeepEnsemble(nn.Module):
         distributed: bool,
         progress: bool,
         fit_options: dict[str, Any],
+        executor: Executor | None = None,
     ) -> list[History]:
         """Train every member in place (see ``deep_ensemble``); one `History` each."""
         if not isinstance(train_data, tuple) or len(train_data) != 2:
             raise TypeError("train_data must be (x, y) tensors.")
         check_int("workers", workers, minimum=0)
+        if workers and executor is not None:
+            raise ValueError("give workers= (a process pool of its own) or executor=, not both.")
+        remote = bool(workers) or executor is not None
         strategy = job_strategy(distributed)
         mine = [i for i in range(len(self.members)) if strategy.owns(i)]
         jobs = [
             (
-                copy.deepcopy(member).cpu() if workers else member,
+                copy.deepcopy(member).cpu() if remote else member,
                 copy.deepcopy(likelihood),
                 train_data,
                 bagging,
                 self.parent_rng.spawn(i),
-                threads_per_member if threads_per_member or not workers else 1,
+                threads_per_member if threads_per_member or not remote else 1,
                 progress,
                 _member_options(fit_options, i),
             )
@@ -125,7 +131,7 @@ class DeepEnsemble(nn.Module):
         ]
         strategy.check_same_seed(self.parent_rng)
         try:
-            trained, failure = _train_all([jobs[i] for i in mine], workers), None
+            trained, failure = _train_all([jobs[i] for i in mine], workers, executor), None
         except Exception as error:  # raised on every process by share_results
             trained, failure = [], error
         results = strategy.share_results(
@@ -297,6 +303,7 @@ def deep_ensemble(
     workers: int = 0,
     threads_per_member: int | None = None,
     distributed: bool = False,
+    executor: Executor | None = None,
     rng: RNGLike = None,
     progress: bool = True,
     **fit_options: Any,
@@ -320,6 +327,9 @@ def deep_ensemble(
         threads_per_member: torch intra-op threads while training a member (``None``: the
             current setting when sequential, 1 in workers). Floating-point sums depend on the
             thread count, so set it equal in both modes for bit-identical members.
+        executor: train the members on any ``concurrent.futures.Executor`` (a process pool, a
+            Dask client's ``get_executor()``; ``bnn.parallel.executors``), identical to
+            sequential training with the same ``threads_per_member`` (1 by default there).
         distributed: spread members over the ranks of the initialised ``torch.distributed``
             process group (member ``i`` trains on rank ``i mod R``), then gather them so every
             rank holds the whole ensemble, identical to one trained in one process.
@@ -342,6 +352,7 @@ def deep_ensemble(
         distributed=distributed,
         progress=progress,
         fit_options=fit_options,
+        executor=executor,
     )
     return ensemble, History("deep_ensemble", chains=histories)
 
@@ -374,7 +385,17 @@ def _to_cpu(result: Any) -> Any:
     )
 
 
-def _train_all(jobs: list[tuple[Any, ...]], workers: int) -> list[Any]:
+def _train_all(
+    jobs: list[tuple[Any, ...]], workers: int, executor: Executor | None = None
+) -> list[Any]:
+    if executor is not None:  # each job sets its own thread count (job[5])
+        return run_jobs(
+            _train_member,
+            jobs,
+            executor=executor,
+            threads_per_job=None,
+            describe=lambda index: f"member {index}",
+        )
     if workers and jobs:
         with mp.get_context("spawn").Pool(workers) as pool:
             return pool.map(_train_member, jobs)

@@ -28,6 +28,7 @@ from bnn.infer._loop import (
     NonFiniteLossError,
     OptimizerSpec,
     StepContext,
+    StepResult,
     TrainData,
     check_model_input,
     device_of,
@@ -376,12 +377,27 @@ def _train_epoch(
     for batch_index, (x, y) in enumerate(loader):
         beta = schedule.beta(step, steps_per_epoch)
         where = f"epoch {epoch}, step {step} (batch {batch_index})"
-        result = training_step(context, x.to(device), y.to(device), beta, where)
+        if step == 0:  # a DataLoader's data is seen first here: explain a mismatch
+            result = _first_step(context, x.to(device), y.to(device), beta, where)
+        else:
+            result = training_step(context, x.to(device), y.to(device), beta, where)
         nll_total += result.nll
         penalty_total += result.penalty
         kl_value = result.kl
         step += 1
     return (nll_total, penalty_total), kl_value, beta, step
+
+
+def _first_step(context: StepContext, x: Tensor, y: Tensor, beta: float, where: str) -> StepResult:
+    """``training_step`` on the first batch, with torch's shape and dtype errors explained."""
+    try:
+        return training_step(context, x, y, beta, where)
+    except RuntimeError as error:
+        raise ValueError(
+            f"training failed on the first batch (x of shape {tuple(x.shape)} and dtype "
+            f"{x.dtype}, y of shape {tuple(y.shape)}): {error}. Check that the data match "
+            "the model's input features and dtype and the likelihood's targets."
+        ) from error
 
 
 def _validation_nll(

@@ -193,3 +193,23 @@ def test_a_dataset_with_wrong_features_is_refused_before_training() -> None:
     dataset = TensorDataset(torch.randn(8, 5), torch.randn(8, 1))
     with pytest.raises(ValueError, match=r"cannot take x of shape \(2, 5\)"):
         bnn.fit(nn.Linear(4, 1), dataset, likelihood=bnn.Gaussian(0.1), epochs=1, progress=False)
+
+
+def test_a_data_loader_with_wrong_features_is_explained_at_the_first_batch() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.randn(8, 5), torch.randn(8, 1)), batch_size=4)
+    with pytest.raises(
+        ValueError, match=r"training failed on the first batch \(x of shape \(4, 5\)"
+    ):
+        bnn.fit(nn.Linear(4, 1), loader, likelihood=bnn.Gaussian(0.1), epochs=1, progress=False)
+
+
+def test_a_one_dimensional_x_read_as_one_input_is_refused() -> None:
+    model = bnn.bayesianize(nn.Linear(2, 1), rng=0)
+    with pytest.raises(ValueError, match=r"read x as one input with 2 features.*unsqueeze"):
+        bnn.predict_with_uncertainty(model, torch.randn(2), num_samples=2, rng=0)
+    elementwise = bnn.MCDropout(nn.Sequential(nn.Dropout(0.5)))  # one output per entry: fine
+    assert bnn.predict_with_uncertainty(
+        elementwise, torch.ones(3), num_samples=2, rng=0
+    ).samples.shape == (2, 3)

@@ -48,3 +48,8 @@ def noisy_quadratic(params: dict[str, float], rng: bnn.RNG) -> float:
     """``(x − 0.3)² + N(0, 0.05²)``: the optimum 0.3, seed noise of std 0.05 (picklable)."""
     noise = torch.randn((), generator=rng.torch_generator("noise"), dtype=torch.float64)
     return (params["x"] - 0.3) ** 2 + 0.05 * float(noise)
+
+
+def small_member() -> nn.Module:
+    """An ensemble member factory that worker processes can import."""
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))

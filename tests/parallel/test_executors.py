@@ -6,6 +6,7 @@ import multiprocessing
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
 
 import pytest
+import torch
 
 import bnn
 from bnn.parallel.executors import JobError
@@ -58,3 +59,20 @@ def test_bad_executor_and_thread_arguments_are_refused() -> None:
         bnn.seed_sweep(jobs.train_briefly, 2, executor="pool", progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threads_per_job must be a positive int"):
         bnn.seed_sweep(jobs.train_briefly, 2, threads_per_job=0, progress=False)
+
+
+def test_ensemble_members_on_an_executor_equal_sequential_training() -> None:
+    x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
+    y = x.sum(-1, keepdim=True)
+    options = {"likelihood": bnn.Gaussian(0.1), "num_members": 3, "epochs": 3, "rng": 1}
+    serial, _ = bnn.infer.deep_ensemble(
+        jobs.small_member, (x, y), threads_per_member=1, progress=False, **options
+    )
+    with _pool() as pool:
+        pooled, _ = bnn.infer.deep_ensemble(
+            jobs.small_member, (x, y), executor=pool, progress=False, **options
+        )
+    for a, b in zip(serial.members, pooled.members, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    with pytest.raises(ValueError, match="workers= .* or executor=, not both"):
+        bnn.infer.deep_ensemble(jobs.small_member, (x, y), workers=2, executor=pool, **options)
