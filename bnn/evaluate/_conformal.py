@@ -221,7 +221,34 @@ class ConformalClassificationPrediction(ClassificationPrediction):
         return before < q
 
 
-class ConformalPosterior:
+class PosteriorWrapper:
+    """Shared part of the recalibration wrappers: a wrapped posterior, its samples and its
+    observation model passed through."""
+
+    def __init__(self, posterior: Posterior) -> None:
+        if not isinstance(posterior, Posterior):
+            raise TypeError(f"posterior must be a bnn Posterior, got {type(posterior).__name__}.")
+        self.posterior = posterior
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The wrapped posterior's own observation model, if it carries one."""
+        inner = self.posterior
+        return inner.predictive_likelihood if isinstance(inner, CarriesLikelihood) else None
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,
+    ) -> Tensor:
+        """The wrapped posterior's function samples ``[S, N, ...]``."""
+        return self.posterior.sample_functions(x, num_samples, rng=rng, memory_budget=memory_budget)
+
+
+class ConformalPosterior(PosteriorWrapper):
     """A posterior whose predictions carry split conformal intervals or prediction sets.
 
     Made by `conformalize`. ``sample_functions`` is the wrapped posterior's;
@@ -247,7 +274,7 @@ class ConformalPosterior:
         method: str,
         num_samples: int,
     ) -> None:
-        self.posterior = posterior
+        super().__init__(posterior)
         self.calibration = calibration
         self.likelihood = likelihood
         self.level = level
@@ -256,23 +283,6 @@ class ConformalPosterior:
             calibration.randomized
         )
         self.num_samples = num_samples
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The wrapped posterior's own observation model, if it carries one."""
-        inner = self.posterior
-        return inner.predictive_likelihood if isinstance(inner, CarriesLikelihood) else None
-
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,
-    ) -> Tensor:
-        """The wrapped posterior's function samples ``[S, N, ...]``."""
-        return self.posterior.sample_functions(x, num_samples, rng=rng, memory_budget=memory_budget)
 
     def closed_form_prediction(
         self,

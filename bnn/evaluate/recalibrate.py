@@ -39,6 +39,7 @@ from bnn.evaluate._conformal import (
     ConformalClassificationPrediction,
     ConformalPosterior,
     ConformalRegressionPrediction,
+    PosteriorWrapper,
     conformalize,
     inner_prediction,
 )
@@ -70,21 +71,13 @@ __all__ = [
 _LOG_FACTOR_BOUND = math.log(1e4)  # fitted factors are confined to [1e-4, 1e4]
 
 
-class _Wrapper:
-    """Shared part of the wrappers: delegate to the wrapped posterior, keep its likelihood."""
+class _Wrapper(PosteriorWrapper):
+    """A fitted rescaling: the wrapper and its calibration-set NLL before and after fitting."""
 
     def __init__(self, posterior: Posterior) -> None:
-        if not isinstance(posterior, Posterior):
-            raise TypeError(f"posterior must be a bnn Posterior, got {type(posterior).__name__}.")
-        self.posterior = posterior
-        self.nll_before = math.nan  # calibration-set NLL before and after fitting
+        super().__init__(posterior)
+        self.nll_before = math.nan
         self.nll_after = math.nan
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The wrapped posterior's own observation model, if it carries one."""
-        inner = self.posterior
-        return inner.predictive_likelihood if isinstance(inner, CarriesLikelihood) else None
 
 
 class TemperatureScaled(_Wrapper):
@@ -142,17 +135,6 @@ class StdScaled(_Wrapper):
         if not (isinstance(factor, float | int) and math.isfinite(factor) and factor > 0):
             raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
         self.factor = float(factor)
-
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,
-    ) -> Tensor:
-        """The wrapped posterior's function samples at ``x`` (unscaled): ``[S, N, ...]``."""
-        return self.posterior.sample_functions(x, num_samples, rng=rng, memory_budget=memory_budget)
 
     def closed_form_prediction(
         self,
