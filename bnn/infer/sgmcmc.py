@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -356,6 +356,65 @@ class _BatchOrder:
         return index
 
 
+@dataclass
+class _Chain:
+    """A chain in progress: its current weights and momentum, and what it recorded so far."""
+
+    weights: dict[str, Tensor]
+    momentum: dict[str, Tensor]
+    draws: list[dict[str, Tensor]] = field(default_factory=list)
+    potential: list[float] = field(default_factory=list)
+    step_size: list[float] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, log_joint: LogJoint, init: str, rng: RNG) -> _Chain:
+        weights = {
+            k: v.detach().clone().requires_grad_(True)
+            for k, v in log_joint.initial_weights(init, rng).items()
+        }
+        return cls(weights, {k: torch.zeros_like(v) for k, v in weights.items()})
+
+    @classmethod
+    def resume(cls, saved: dict[str, Any], rng: RNG, batches: _BatchOrder) -> _Chain:
+        """The chain of a checkpoint's ``current`` entry; restores ``rng`` and ``batches``."""
+        rng.load_state_dict(saved["rng"])
+        batches.order, batches.position = saved["order"], int(saved["position"])
+        kept = saved["draws"]
+        count = 0 if kept is None else len(next(iter(kept.values())))
+        return cls(
+            weights={k: v.clone().requires_grad_(True) for k, v in saved["weights"].items()},
+            momentum={k: v.clone() for k, v in saved["momentum"].items()},
+            draws=[{k: v[i] for k, v in kept.items()} for i in range(count)],
+            potential=list(saved["potential"]),
+            step_size=list(saved["step_size"]),
+            step=int(saved["step"]),
+            seconds=float(saved["seconds"]),
+        )
+
+    def result(self) -> dict[str, Any]:
+        """Draws (name -> ``[draw, ...]``, ``None`` if none), ``potential``, ``step_size``,
+        ``seconds``."""
+        return {
+            "draws": _stacked(self.draws),
+            "potential": self.potential,
+            "step_size": self.step_size,
+            "seconds": self.seconds,
+        }
+
+    def state_dict(self, batches: _BatchOrder, rng: RNG) -> dict[str, Any]:
+        """``result()`` plus everything the next step depends on (a checkpoint entry)."""
+        return self.result() | {
+            "step": self.step,
+            "weights": {k: v.detach() for k, v in self.weights.items()},
+            "momentum": self.momentum,
+            "order": batches.order,
+            "position": batches.position,
+            "rng": rng.state_dict(),
+        }
+
+
 def _run_chain(
     log_joint: LogJoint,
     x: Tensor,
@@ -370,85 +429,63 @@ def _run_chain(
 ) -> dict[str, Any]:
     """One chain, in segments of one pass over the data; ``save`` is called after each.
 
-    Returns the chain's draws (name -> ``[draw, ...]``, ``None`` if none were kept), its
-    ``potential`` and ``step_size`` per step and its ``seconds``.
+    Returns ``_Chain.result()``.
     """
     n = x.shape[0]
-    scale = n / settings.batch_size
     batches = _BatchOrder(n, settings.batch_size, rng)
-    if resume is None:
-        weights = {
-            k: v.detach().clone().requires_grad_(True)
-            for k, v in log_joint.initial_weights(init, rng).items()
-        }
-        momentum = {k: torch.zeros_like(v) for k, v in weights.items()}
-        draws: list[dict[str, Tensor]] = []
-        potentials: list[float] = []
-        step_sizes: list[float] = []
-        first, seconds = 0, 0.0
-    else:
-        rng.load_state_dict(resume["rng"])
-        weights = {k: v.clone().requires_grad_(True) for k, v in resume["weights"].items()}
-        momentum = {k: v.clone() for k, v in resume["momentum"].items()}
-        kept = resume["draws"]
-        count = 0 if kept is None else len(next(iter(kept.values())))
-        draws = [{k: v[i] for k, v in kept.items()} for i in range(count)]
-        potentials, step_sizes = list(resume["potential"]), list(resume["step_size"])
-        batches.order, batches.position = resume["order"], int(resume["position"])
-        first, seconds = int(resume["step"]), float(resume["seconds"])
+    chain = (
+        _Chain.start(log_joint, init, rng)
+        if resume is None
+        else _Chain.resume(resume, rng, batches)
+    )
     segment = max(1, n // settings.batch_size)
-    bar = progress_bar(range(first, settings.steps), desc=settings.method, disable=not progress)
-    step = first
-    while step < settings.steps:
-        start, stop = time.perf_counter(), min(step + segment, settings.steps)
+    bar = progress_bar(
+        range(chain.step, settings.steps), desc=settings.method, disable=not progress
+    )
+    while chain.step < settings.steps:
+        start, stop = time.perf_counter(), min(chain.step + segment, settings.steps)
         with rng.stream("sgmcmc"):
-            for k in range(step, stop):
-                index = batches.next().to(x.device)
-                potential, gradients = _potential_and_gradients(
-                    log_joint, weights, x, y, index, scale, strategy
-                )
-                if not bool(torch.isfinite(potential)):
-                    raise NonFiniteLossError(
-                        f"non-finite potential at step {k} of {settings.method}; lower lr."
-                    )
-                epsilon, sampling = _step_size(settings, k)
-                with torch.no_grad():
-                    for (name, w), g in zip(weights.items(), gradients, strict=True):
-                        _update(settings, w, momentum[name], g, epsilon, sampling)
-                potentials.append(float(potential.detach()))
-                step_sizes.append(epsilon)
+            for k in range(chain.step, stop):
+                _step(log_joint, chain, x, y, batches.next().to(x.device), settings, k, strategy)
                 if progress and k % 50 == 0:
-                    bar.set_postfix(potential=f"{potentials[-1]:.4g}", step=f"{epsilon:.3g}")
-                if _keeps(settings, k, sampling):
-                    draws.append({name: w.detach().clone() for name, w in weights.items()})
-        bar.update(stop - step)
-        step = stop
-        seconds += time.perf_counter() - start
-        chain = {
-            "draws": _stacked(draws),
-            "potential": potentials,
-            "step_size": step_sizes,
-            "seconds": seconds,
-        }
-        if save is not None and step < settings.steps:
-            save(
-                chain
-                | {
-                    "step": step,
-                    "weights": {k: v.detach() for k, v in weights.items()},
-                    "momentum": momentum,
-                    "order": batches.order,
-                    "position": batches.position,
-                    "rng": rng.state_dict(),
-                }
-            )
+                    bar.set_postfix(
+                        potential=f"{chain.potential[-1]:.4g}", step=f"{chain.step_size[-1]:.3g}"
+                    )
+        bar.update(stop - chain.step)
+        chain.step = stop
+        chain.seconds += time.perf_counter() - start
+        if save is not None and chain.step < settings.steps:
+            save(chain.state_dict(batches, rng))
     bar.close()
-    return {
-        "draws": _stacked(draws),
-        "potential": potentials,
-        "step_size": step_sizes,
-        "seconds": seconds,
-    }
+    return chain.result()
+
+
+def _step(
+    log_joint: LogJoint,
+    chain: _Chain,
+    x: Tensor,
+    y: Tensor,
+    index: Tensor,
+    settings: _Settings,
+    k: int,
+    strategy: TrainingStrategy,
+) -> None:
+    """Step ``k`` of ``chain`` on the mini-batch ``index``; records potential, step and draw."""
+    potential, gradients = _potential_and_gradients(
+        log_joint, chain.weights, x, y, index, x.shape[0] / settings.batch_size, strategy
+    )
+    if not bool(torch.isfinite(potential)):
+        raise NonFiniteLossError(
+            f"non-finite potential at step {k} of {settings.method}; lower lr."
+        )
+    epsilon, sampling = _step_size(settings, k)
+    with torch.no_grad():
+        for (name, w), g in zip(chain.weights.items(), gradients, strict=True):
+            _update(settings, w, chain.momentum[name], g, epsilon, sampling)
+    chain.potential.append(float(potential.detach()))
+    chain.step_size.append(epsilon)
+    if _keeps(settings, k, sampling):
+        chain.draws.append({name: w.detach().clone() for name, w in chain.weights.items()})
 
 
 def _keeps(settings: _Settings, step: int, sampling: bool) -> bool:
