@@ -180,12 +180,7 @@ def fit(
     likelihood.to(device)
     noise = strategy.prepare(generator, model, likelihood)
     loader, size = make_loader(data, batch_size, dataset_size, generator, strategy)
-    if isinstance(data, tuple):  # one forward pass: features, dtype, output type
-        check_model_input(model, data[0])
-    elif (probe := _first_inputs(data)) is not None:  # a map-style Dataset: its first inputs
-        check_model_input(model, probe)
-    if validation is not None:
-        check_model_input(model, validation.x)
+    _check_model_takes(model, data, validation)
     optim = make_optimizer(optimizer, model, likelihood, lr)
     run = None
     if checkpoint is not None:
@@ -193,10 +188,7 @@ def fit(
         settings |= {
             "dataset_size": size,
             "ranks": strategy.world_size,
-            "validation": None
-            if validation is None
-            else f"{len(validation.x)} inputs, patience {validation.patience}, "
-            f"{validation.num_samples} samples",
+            "validation": _describe(validation),
             "prior": repr(prior),
         }
         run = Checkpoint(checkpoint, method="fit", settings=settings, rank=strategy.rank)
@@ -276,6 +268,26 @@ def _run_epochs(
         stopper.restore(model, likelihood)
         history.extras["best_epoch"] = stopper.best_step
     return history
+
+
+def _check_model_takes(model: nn.Module, data: TrainData, validation: Validation | None) -> None:
+    """One probe forward on the training and validation inputs: features, dtype, output type."""
+    if isinstance(data, tuple):
+        check_model_input(model, data[0])
+    elif (probe := _first_inputs(data)) is not None:  # a map-style Dataset: its first inputs
+        check_model_input(model, probe)
+    if validation is not None:
+        check_model_input(model, validation.x)
+
+
+def _describe(validation: Validation | None) -> str | None:
+    """What of ``validation`` a resumed run must share (for the checkpoint's settings)."""
+    if validation is None:
+        return None
+    return (
+        f"{len(validation.x)} inputs, patience {validation.patience}, "
+        f"{validation.num_samples} samples"
+    )
 
 
 def _first_inputs(data: TrainData) -> Tensor | None:
