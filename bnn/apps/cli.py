@@ -45,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     uci.add_argument(
         "--method",
         required=True,
-        choices=["mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp"],
+        choices=["mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp", "stack"],
+        help="stack: MC dropout, ensemble and GP stacked on the validation split",
+    )
+    uci.add_argument(
+        "--recalibrate",
+        choices=["conformal"],
+        default=None,
+        help="also report the test coverage of split conformal 90/95%% intervals calibrated "
+        "on the validation split",
     )
     uci.add_argument(
         "--jobs",
@@ -152,7 +160,17 @@ def _uci(args: argparse.Namespace) -> int:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
-    options = {"splits": args.splits, "data_dir": args.data_dir, "seed": args.seed}
+    if args.validation_fraction == 0 and (args.method == "stack" or args.recalibrate):
+        raise UsageError(
+            "--method stack and --recalibrate conformal need the validation split; give "
+            "--validation-fraction above 0."
+        )
+    options = {
+        "splits": args.splits,
+        "data_dir": args.data_dir,
+        "seed": args.seed,
+        "recalibrate": args.recalibrate,
+    }
     if args.jobs == 1:  # one torch thread per split here too: the same numbers as --jobs N
         results = run_uci(
             args.dataset, args.method, defaults=defaults, threads_per_job=1, **options

@@ -27,28 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bnn._io import write_text_atomically
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
-from bnn.apps import uci_posthoc
 from bnn.apps.datasets import Standardizer, UCISplit, load_uci, num_splits
-from bnn.apps.uci_setup import HIDDEN, Defaults, Prepared, validated_noise
-from bnn.apps.uci_setup import network as mlp
+from bnn.apps.uci_methods import FIT, fit_method
+from bnn.apps.uci_setup import Defaults, Fitted, Prepared
 from bnn.evaluate import metrics
-from bnn.infer.ensemble import deep_ensemble
-from bnn.infer.sgmcmc import StepSchedule, sghmc
-from bnn.infer.vi import Validation, fit
-from bnn.likelihoods import Gaussian, HeteroscedasticGaussian, RegressionPrediction
-from bnn.nn.convert import bayesianize
-from bnn.nn.dropout import MCDropout
-from bnn.predict import predict_with_uncertainty
+from bnn.evaluate.recalibrate import ConformalRegressionPrediction, conformalize
+from bnn.infer.vi import Validation
+from bnn.posterior.model import as_posterior
 from bnn.random.rng import RNG
 
 __all__ = [
     "METHODS",
     "PUBLISHED",
+    "RECALIBRATIONS",
     "Defaults",
     "SplitResult",
     "SummaryRow",
@@ -58,7 +54,8 @@ __all__ = [
     "write_report",
 ]
 
-METHODS = ("mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp")
+METHODS = tuple(FIT)
+RECALIBRATIONS = ("conformal",)
 
 # Gal & Ghahramani (2016), corrected arXiv v6, Table 1: MC dropout (mean, standard error).
 PUBLISHED = {
@@ -79,13 +76,13 @@ class SplitResult:
     log_likelihood: float
     coverage_95: float
     seconds: float
+    conformal_coverage_90: float | None = None
+    conformal_coverage_95: float | None = None
+    stack_weights: list[float] | None = None
 
 
-def _train_and_predict(
-    method: str, split: UCISplit, defaults: Defaults, rng: RNG
-) -> RegressionPrediction:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+def _prepare(split: UCISplit, defaults: Defaults, rng: RNG) -> tuple[Prepared, Standardizer]:
+    """The split standardised with its training part's statistics, and the target scaler."""
     train, validation = _carve_validation(split.x_train.shape[0], defaults, rng)
     x_train, y_train = split.x_train[train], split.y_train[train]
     x_scaler, y_scaler = Standardizer.fit(x_train), Standardizer.fit(y_train)
@@ -105,106 +102,7 @@ def _train_and_predict(
         x_test=x_scaler.transform(split.x_test),
         options=options,
     )
-    predict = {
-        "ensemble": _ensemble_prediction,
-        "mc_dropout": _homoscedastic_prediction,
-        "vi": _homoscedastic_prediction,
-        "sghmc": _sghmc_prediction,
-        "laplace": uci_posthoc.laplace_prediction,
-        "swag": uci_posthoc.swag_prediction,
-        "gp": uci_posthoc.gp_prediction,
-    }[method]
-    prediction = predict(method, data, defaults, rng)
-    return prediction.rescale(y_scaler.mean, y_scaler.std)
-
-
-def _ensemble_prediction(
-    method: str,  # noqa: ARG001 - one signature for every method
-    data: Prepared,
-    defaults: Defaults,
-    rng: RNG,
-) -> RegressionPrediction:
-    """Heteroscedastic members trained with β-NLL; the mixture of their predictives."""
-    inputs = data.x.shape[1]
-    ensemble, _ = deep_ensemble(
-        lambda: mlp(inputs, 2),
-        (data.x, data.y),
-        likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
-        num_members=defaults.ensemble_members,
-        rng=rng,
-        **data.options,
-    )
-    prediction = predict_with_uncertainty(
-        ensemble,
-        data.x_test,
-        likelihood=HeteroscedasticGaussian(),
-        num_samples=defaults.ensemble_members,
-    )
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
-
-
-def _homoscedastic_prediction(
-    method: str, data: Prepared, defaults: Defaults, rng: RNG
-) -> RegressionPrediction:
-    """MC dropout or VI with a learned noise, re-chosen on the validation split."""
-    model = _homoscedastic_model(method, data.x.shape[1], defaults, rng)
-    likelihood = Gaussian(0.5, learn_std=True)
-    fit(model, (data.x, data.y), likelihood=likelihood, rng=rng, progress=False, **data.options)
-    likelihood = validated_noise(model, likelihood, data.options.get("validation"), defaults, rng)
-    prediction = predict_with_uncertainty(
-        model, data.x_test, likelihood=likelihood, num_samples=defaults.num_samples, rng=rng
-    )
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
-
-
-def _sghmc_prediction(
-    method: str,  # noqa: ARG001 - one signature for every method
-    data: Prepared,
-    defaults: Defaults,
-    rng: RNG,
-) -> RegressionPrediction:
-    """SGHMC from a MAP start, with the noise the MAP fit learned."""
-    with rng.stream("init"):
-        network = mlp(data.x.shape[1], 1)
-    learned = Gaussian(0.5, learn_std=True)
-    fit(network, (data.x, data.y), likelihood=learned, rng=rng, progress=False, **data.options)
-    noise = Gaussian(float(learned.std.detach()))
-    steps_per_epoch = math.ceil(data.x.shape[0] / defaults.batch_size)
-    samples, _ = sghmc(
-        network,
-        (data.x, data.y),
-        likelihood=noise,
-        lr=1e-2 * noise.std.item() ** 2 / data.x.shape[0],
-        schedule=StepSchedule(
-            steps=200 * steps_per_epoch, burn_in=50 * steps_per_epoch, thin=steps_per_epoch
-        ),
-        batch_size=defaults.batch_size,
-        rng=rng,
-        progress=False,
-    )
-    prediction = predict_with_uncertainty(
-        samples, data.x_test, likelihood=noise, num_samples=samples.num_samples
-    )
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
-
-
-def _homoscedastic_model(method: str, inputs: int, defaults: Defaults, rng: RNG) -> nn.Module:
-    """MC dropout (dropout after the hidden layer) or a Bayes-by-backprop network."""
-    if method == "mc_dropout":
-        with rng.stream("init"):
-            network = nn.Sequential(
-                nn.Linear(inputs, HIDDEN),
-                nn.ReLU(),
-                nn.Dropout(defaults.dropout),
-                nn.Linear(HIDDEN, 1),
-            )
-        return MCDropout(network)
-    with rng.stream("init"):
-        network = mlp(inputs, 1)
-    return bayesianize(network, init="random", init_std=1e-3, rng=rng)
+    return data, y_scaler
 
 
 def _carve_validation(size: int, defaults: Defaults, rng: RNG) -> tuple[Tensor, Tensor | None]:
@@ -226,6 +124,7 @@ def run_uci(
     defaults: Defaults | None = None,
     executor: Executor | None = None,
     threads_per_job: int | None = None,
+    recalibrate: str | None = None,
     progress: bool = True,
 ) -> list[SplitResult]:
     """Run ``method`` on the first ``splits`` splits of ``dataset`` (all when ``None``).
@@ -233,13 +132,26 @@ def run_uci(
     Split ``i`` uses ``RNG(seed).spawn(i)``: results do not depend on which splits run, nor on
     the ``executor`` that runs them (any ``concurrent.futures.Executor``: a process pool, a
     Dask cluster; ``threads_per_job`` torch threads per split, 1 by default there).
+
+    ``recalibrate="conformal"`` also reports the test coverage of split conformal 90 % and
+    95 % intervals (normalised residual scores, ``bnn.evaluate.conformalize``) calibrated on
+    the validation split; the method's own metrics are unchanged.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if recalibrate is not None and recalibrate not in RECALIBRATIONS:
+        raise ValueError(
+            f"recalibrate must be one of {RECALIBRATIONS} or None, got {recalibrate!r}."
+        )
     defaults = defaults or Defaults()
     if not 0 <= defaults.validation_fraction < 1:
         raise ValueError(
             f"validation_fraction must be in [0, 1), got {defaults.validation_fraction!r}."
+        )
+    if defaults.validation_fraction == 0 and (method == "stack" or recalibrate is not None):
+        raise ValueError(
+            f"{'stacking' if method == 'stack' else 'conformal recalibration'} needs the "
+            "validation split; use a validation fraction above 0."
         )
     available = num_splits(dataset, data_dir)
     count = available if splits is None else splits
@@ -251,7 +163,7 @@ def run_uci(
     if executor is None:
         jobs = progress_bar(jobs, desc=f"{dataset}/{method}", disable=not progress)
     return run_jobs(
-        functools.partial(_run_split, dataset, method, defaults, seed),
+        functools.partial(_run_split, dataset, method, defaults, seed, recalibrate),
         jobs,
         executor=executor,
         threads_per_job=threads_per_job,
@@ -260,14 +172,26 @@ def run_uci(
 
 
 def _run_split(
-    dataset: str, method: str, defaults: Defaults, seed: int, job: tuple[int, UCISplit]
+    dataset: str,
+    method: str,
+    defaults: Defaults,
+    seed: int,
+    recalibrate: str | None,
+    job: tuple[int, UCISplit],
 ) -> SplitResult:
     """Train and score one split (a picklable job for any executor)."""
     index, split = job
     start = time.perf_counter()
-    prediction = _train_and_predict(method, split, defaults, RNG(seed).spawn(index))
+    rng = RNG(seed).spawn(index)
+    data, y_scaler = _prepare(split, defaults, rng)
+    fitted = fit_method(method, data, defaults, rng)
+    prediction = fitted.predict(data.x_test).rescale(y_scaler.mean, y_scaler.std)
     seconds = time.perf_counter() - start
     y = split.y_test.unsqueeze(-1)
+    conformal: dict[str, float] = {}
+    if recalibrate == "conformal":
+        y_standard = y_scaler.transform(split.y_test).unsqueeze(-1)
+        conformal = _conformal_coverage(fitted, data, y_standard, rng.spawn("conformal"))
     return SplitResult(
         dataset=dataset,
         method=method,
@@ -276,7 +200,39 @@ def _run_split(
         log_likelihood=-metrics.nll(prediction, y),
         coverage_95=metrics.interval_coverage(prediction, y, 0.95),
         seconds=seconds,
+        stack_weights=fitted.extras.get("stack_weights"),
+        **conformal,
     )
+
+
+def _conformal_coverage(
+    fitted: Fitted, data: Prepared, y_test: Tensor, rng: RNG
+) -> dict[str, float]:
+    """Test coverage of split conformal 90 % / 95 % intervals calibrated on the validation split.
+
+    Coverage is computed on the standardised scale (an affine map keeps it).
+    """
+    validation = data.options["validation"]
+    dtype = fitted.dtype or validation.x.dtype
+    conformal = conformalize(
+        as_posterior(fitted.posterior),
+        validation.x.to(dtype),
+        validation.y.to(dtype),
+        method="normalized",
+        likelihood=fitted.likelihood,
+        num_samples=fitted.num_samples or 100,
+        rng=rng.spawn("calibrate"),
+    )
+    x_test = data.x_test.to(dtype)
+    y_test = y_test.to(dtype)
+    prediction = conformal.predict(x_test, rng=rng.spawn("test"))
+    assert isinstance(prediction, ConformalRegressionPrediction)
+    coverage = {}
+    for level in (0.9, 0.95):
+        lower, upper = prediction.interval(level)
+        inside = (lower <= y_test) & (y_test <= upper)
+        coverage[f"conformal_coverage_{round(100 * level)}"] = float(inside.double().mean())
+    return coverage
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -300,6 +256,9 @@ class SummaryRow:
     seconds: tuple[float, float]
     published_rmse: tuple[float, float] | None
     published_log_likelihood: tuple[float, float] | None
+    conformal_coverage_90: tuple[float, float] | None = None
+    conformal_coverage_95: tuple[float, float] | None = None
+    stack_weights: list[float] | None = None  # mean over splits
 
     @property
     def reaches_published(self) -> bool | None:
@@ -329,9 +288,25 @@ def summarise(results: list[SplitResult]) -> list[SummaryRow]:
                 seconds=_mean_se([r.seconds for r in group]),
                 published_rmse=published.get("rmse"),
                 published_log_likelihood=published.get("log_likelihood"),
+                conformal_coverage_90=_optional_mean_se([r.conformal_coverage_90 for r in group]),
+                conformal_coverage_95=_optional_mean_se([r.conformal_coverage_95 for r in group]),
+                stack_weights=_mean_weights([r.stack_weights for r in group]),
             )
         )
     return rows
+
+
+def _optional_mean_se(values: list[float | None]) -> tuple[float, float] | None:
+    """Mean ± standard error of a metric every split reports, else ``None``."""
+    present = [v for v in values if v is not None]
+    return _mean_se(present) if present and len(present) == len(values) else None
+
+
+def _mean_weights(weights: list[list[float] | None]) -> list[float] | None:
+    present = [w for w in weights if w is not None]
+    if not present or len(present) != len(weights):
+        return None
+    return [sum(column) / len(present) for column in zip(*present, strict=True)]
 
 
 def _pm(value: tuple[float, float] | None) -> str:
@@ -343,19 +318,37 @@ def _pm(value: tuple[float, float] | None) -> str:
 
 
 def format_table(rows: list[SummaryRow]) -> str:
-    """Markdown table: ours (mean ± s.e.) next to the published MC dropout row."""
-    lines = [
-        "| dataset | method | splits | RMSE | test log-lik | 95% coverage | s/split "
-        "| published MC-dropout RMSE | published log-lik | reaches published |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    """Markdown table: ours (mean ± s.e.) next to the published MC dropout row.
+
+    Conformal coverage columns appear when some row has them, stacking weights (in the order
+    of ``bnn.apps.uci_methods.STACKED``) when some row is a stack.
+    """
+    conformal = any(row.conformal_coverage_90 is not None for row in rows)
+    stacked = any(row.stack_weights is not None for row in rows)
+    header = "| dataset | method | splits | RMSE | test log-lik | 95% coverage "
+    if conformal:
+        header += "| conformal 90% coverage | conformal 95% coverage "
+    if stacked:
+        header += "| stack weights "
+    header += "| s/split | published MC-dropout RMSE | published log-lik | reaches published |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for row in rows:
         reaches = {True: "yes", False: "no", None: "—"}[row.reaches_published]
-        lines.append(
+        line = (
             f"| {row.dataset} | {row.method} | {row.splits} | {_pm(row.rmse)} | "
-            f"{_pm(row.log_likelihood)} | {_pm(row.coverage_95)} | {row.seconds[0]:.1f} | "
-            f"{_pm(row.published_rmse)} | {_pm(row.published_log_likelihood)} | {reaches} |"
+            f"{_pm(row.log_likelihood)} | {_pm(row.coverage_95)} "
         )
+        if conformal:
+            line += f"| {_pm(row.conformal_coverage_90)} | {_pm(row.conformal_coverage_95)} "
+        if stacked:
+            weights = row.stack_weights
+            line += "| " + ("—" if weights is None else " / ".join(f"{w:.2f}" for w in weights))
+            line += " "
+        line += (
+            f"| {row.seconds[0]:.1f} | {_pm(row.published_rmse)} | "
+            f"{_pm(row.published_log_likelihood)} | {reaches} |"
+        )
+        lines.append(line)
     return "\n".join(lines)
 
 

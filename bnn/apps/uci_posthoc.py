@@ -1,7 +1,7 @@
 """UCI benchmark methods built on a network trained the ordinary way, and the Gaussian process.
 
-Each function has the signature of ``bnn.apps.uci``'s methods: ``(method, data, defaults,
-rng) -> RegressionPrediction`` on standardised data.
+Each function has the signature of ``bnn.apps.uci_methods``: ``(method, data, defaults,
+rng) -> Fitted`` on standardised data.
 
 * ``laplace``: the MAP network of the other methods (50 ReLU units, Adam, early stopping on the
   validation split), a last-layer KFAC Laplace approximation, the prior precision (per layer)
@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
-from bnn.apps.uci_setup import Defaults, Prepared, validated_noise
+from bnn.apps.uci_setup import Defaults, Fitted, Prepared, validated_noise
 from bnn.infer.gp import gp
 from bnn.infer.laplace import laplace
 from bnn.infer.swag import swag
 from bnn.infer.vi import fit
-from bnn.likelihoods import Gaussian, RegressionPrediction
-from bnn.predict import predict_with_uncertainty
+from bnn.likelihoods import Gaussian
 from bnn.random.rng import RNG
 
-__all__ = ["gp_prediction", "laplace_prediction", "swag_prediction"]
+__all__ = ["gp_fitted", "laplace_fitted", "swag_fitted"]
 
 HIDDEN = 50
 
@@ -41,12 +41,12 @@ def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
     return network, learned
 
 
-def laplace_prediction(
+def laplace_fitted(
     method: str,  # noqa: ARG001 - one signature for every method
     data: Prepared,
     defaults: Defaults,  # noqa: ARG001
     rng: RNG,
-) -> RegressionPrediction:
+) -> Fitted:
     """Last-layer KFAC Laplace, per-layer prior precision and noise by marginal likelihood."""
     network, learned = _map_network(data, rng)
     posterior, _ = laplace(
@@ -58,17 +58,15 @@ def laplace_prediction(
         progress=False,
     )
     posterior.optimize_prior_precision(per_layer=True, optimize_noise=True)
-    prediction = predict_with_uncertainty(posterior, data.x_test)
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
+    return Fitted(posterior)
 
 
-def swag_prediction(
+def swag_fitted(
     method: str,  # noqa: ARG001
     data: Prepared,
     defaults: Defaults,
     rng: RNG,
-) -> RegressionPrediction:
+) -> Fitted:
     """SWAG from the MAP weights; the noise chosen on the validation split."""
     network, learned = _map_network(data, rng)
     noise_std = float(learned.std.detach())
@@ -86,25 +84,19 @@ def swag_prediction(
     )
     validation = data.options.get("validation")
     noise = validated_noise(posterior, learned, validation, defaults, rng)  # type: ignore[arg-type]
-    prediction = predict_with_uncertainty(
-        posterior, data.x_test, likelihood=noise, num_samples=defaults.num_samples, rng=rng
-    )
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
+    return Fitted(posterior, noise, defaults.num_samples, rng)
 
 
-def gp_prediction(
+def gp_fitted(
     method: str,  # noqa: ARG001
     data: Prepared,
     defaults: Defaults,  # noqa: ARG001
     rng: RNG,
-) -> RegressionPrediction:
+) -> Fitted:
     """Exact GP regression (ARD RBF kernel), hyperparameters by the marginal likelihood."""
     options: dict[str, Any] = {"epochs": 200, "lr": 0.05, "kernel": "rbf", "method": "exact"}
     x, y = data.x.double(), data.y.double()
     posterior, _ = gp(
         None, (x, y), likelihood=Gaussian(0.5, learn_std=True), rng=rng, progress=False, **options
     )
-    prediction = predict_with_uncertainty(posterior, data.x_test.double(), num_samples=64, rng=rng)
-    assert isinstance(prediction, RegressionPrediction)
-    return prediction
+    return Fitted(posterior, num_samples=64, rng=rng, dtype=torch.float64)

@@ -1,21 +1,21 @@
-"""What every UCI benchmark method shares: the defaults, the prepared split, the network, and
-the observation noise chosen on the validation split."""
+"""What every UCI benchmark method shares: the defaults, the prepared split, the fitted method,
+the network, and the observation noise chosen on the validation split."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bnn.infer.vi import Validation
-from bnn.likelihoods import Gaussian
+from bnn.likelihoods import Gaussian, Likelihood, RegressionPrediction
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["HIDDEN", "Defaults", "Prepared", "network", "validated_noise"]
+__all__ = ["HIDDEN", "Defaults", "Fitted", "Prepared", "network", "validated_noise"]
 
 HIDDEN = 50
 
@@ -46,6 +46,42 @@ class Prepared:
     y: Tensor
     x_test: Tensor
     options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A method trained on one split: what predicts, and how (on the standardised scale).
+
+    Attributes:
+        posterior: a `bnn.Posterior` or a model ``predict_with_uncertainty`` accepts.
+        likelihood: the observation model passed to the prediction (``None``: the posterior's
+            own).
+        num_samples: function samples of a prediction (``None``: the library's default).
+        rng: randomness of predictions (``None``: the posterior needs none).
+        dtype: inputs are cast to it (a GP fitted in float64); ``None``: kept.
+        extras: what the method reports beside the metrics (the stack's weights).
+    """
+
+    posterior: Any
+    likelihood: Likelihood | None = None
+    num_samples: int | None = None
+    rng: RNG | None = None
+    dtype: torch.dtype | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def predict(self, x: Tensor) -> RegressionPrediction:
+        """The predictive at ``x`` ``[N, d]``."""
+        options: dict[str, Any] = {}
+        if self.likelihood is not None:
+            options["likelihood"] = self.likelihood
+        if self.num_samples is not None:
+            options["num_samples"] = self.num_samples
+        if self.rng is not None:
+            options["rng"] = self.rng
+        inputs = x if self.dtype is None else x.to(self.dtype)
+        prediction = predict_with_uncertainty(self.posterior, inputs, **options)
+        assert isinstance(prediction, RegressionPrediction)
+        return prediction
 
 
 def validated_noise(

@@ -48,6 +48,7 @@ from bnn.likelihoods import (
     class_indices,
 )
 from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.predict import predict_with_uncertainty
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -219,33 +220,6 @@ class ConformalClassificationPrediction(ClassificationPrediction):
             return _aps_scores(probs, self.uniform) <= q
         before, _ = _aps_parts(probs)
         return before < q
-
-
-class PosteriorWrapper:
-    """Shared part of the recalibration wrappers: a wrapped posterior, its samples and its
-    observation model passed through."""
-
-    def __init__(self, posterior: Posterior) -> None:
-        if not isinstance(posterior, Posterior):
-            raise TypeError(f"posterior must be a bnn Posterior, got {type(posterior).__name__}.")
-        self.posterior = posterior
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The wrapped posterior's own observation model, if it carries one."""
-        inner = self.posterior
-        return inner.predictive_likelihood if isinstance(inner, CarriesLikelihood) else None
-
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,
-    ) -> Tensor:
-        """The wrapped posterior's function samples ``[S, N, ...]``."""
-        return self.posterior.sample_functions(x, num_samples, rng=rng, memory_budget=memory_budget)
 
 
 class ConformalPosterior(PosteriorWrapper):

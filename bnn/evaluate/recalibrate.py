@@ -39,7 +39,6 @@ from bnn.evaluate._conformal import (
     ConformalClassificationPrediction,
     ConformalPosterior,
     ConformalRegressionPrediction,
-    PosteriorWrapper,
     conformalize,
     inner_prediction,
 )
@@ -53,6 +52,7 @@ from bnn.likelihoods import (
     class_indices,
 )
 from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG

@@ -18,6 +18,7 @@ from bnn.posterior.protocol import (
     default_memory_budget,
 )
 from bnn.posterior.samples import SampleSet
+from bnn.posterior.wrapper import PosteriorWrapper, WithLikelihood
 
 __all__ = [
     "ACCELERATOR_MEMORY_BUDGET",
@@ -30,9 +31,11 @@ __all__ = [
     "ModelPosterior",
     "ParameterPosterior",
     "PointEstimate",
+    "PosteriorWrapper",
     "Posterior",
     "SampleSet",
     "TestTimeAugmentation",
+    "WithLikelihood",
     "as_posterior",
     "default_memory_budget",
     "has_posterior",
