@@ -39,7 +39,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("training started before the error was found")
 
-    monkeypatch.setattr(bnn.apps.uci, "_train_and_predict", refuse)
+    monkeypatch.setattr(bnn.apps.uci, "fit_method", refuse)
     monkeypatch.setattr(bnn.apps.demo, "run_toy", refuse)
 
 
@@ -136,9 +136,10 @@ def test_demo_checks_its_output_path_first(
         (["--validation-fraction", "1.5"], r"--validation-fraction must be in \[0, 1\)"),
         (["--validation-fraction", "nan"], r"--validation-fraction must be in \[0, 1\)"),
         (["--data-dir", "/no/such/folder"], "no data.txt in /no/such/folder"),
+        (["--validation-fraction", "0", "--recalibrate", "conformal"], "need the validation"),
     ],
     ids=["zero-splits", "too-many-splits", "zero-epochs", "fraction-above-1", "nan-fraction",
-         "missing-data-dir"],
+         "missing-data-dir", "conformal-without-validation"],
 )  # fmt: skip
 def test_bad_numbers_and_paths_give_one_line_and_exit_2(
     tmp_path: Path,

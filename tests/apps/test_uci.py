@@ -11,11 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 import bnn.apps.datasets
 from bnn.apps.cli import main
 from bnn.apps.datasets.uci import seeded_split
-from bnn.apps.uci import METHODS, Defaults, format_table, run_uci, summarise
+from bnn.apps.uci import METHODS, Defaults, _prepare, format_table, run_uci, summarise
+from bnn.apps.uci_methods import STACKED, fit_method
+from bnn.posterior import as_posterior
+from bnn.random.rng import RNG
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -30,6 +34,42 @@ def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
     table = format_table(summarise(results))
     assert table.splitlines()[0].startswith("| dataset | method | splits | RMSE |")
     assert f"| yacht | {method} | 2 |" in table
+
+
+def test_the_stack_combines_the_very_models_of_its_members_rows() -> None:
+    """Each member is trained from the split's RNG state, as in its own row: same bits."""
+    quick = Defaults(epochs=3, ensemble_members=2, num_samples=10)
+    split = bnn.apps.datasets.load_uci("yacht", 0)
+    rng = RNG(0).spawn(0)
+    data, _ = _prepare(split, quick, rng)
+    start = rng.state_dict()
+    stacked = fit_method("stack", data, quick, RNG.from_state_dict(start)).posterior
+    weights = stacked.weights
+    assert weights.shape == (3,) and torch.all(weights >= 0)
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    for member, name in zip(stacked.members, STACKED, strict=True):
+        alone = fit_method(name, data, quick, RNG.from_state_dict(start))
+        x = data.x_test.to(alone.dtype or data.x_test.dtype)
+        expected = as_posterior(alone.posterior).sample_functions(x, 4, rng=7)
+        assert torch.equal(member.sample_functions(data.x_test, 4, rng=7), expected.float())
+
+
+def test_conformal_recalibration_adds_coverage_and_keeps_the_metrics() -> None:
+    quick = Defaults(epochs=3, num_samples=10)
+    plain = run_uci("yacht", "mc_dropout", splits=2, defaults=quick, progress=False)
+    conformal = run_uci(
+        "yacht", "mc_dropout", splits=2, defaults=quick, recalibrate="conformal", progress=False
+    )
+    for before, after in zip(plain, conformal, strict=True):
+        assert (before.rmse, before.log_likelihood) == (after.rmse, after.log_likelihood)
+        assert after.conformal_coverage_90 is not None and after.conformal_coverage_95 is not None
+        assert 0 <= after.conformal_coverage_90 <= after.conformal_coverage_95 <= 1
+    header = format_table(summarise(conformal)).splitlines()[0]
+    assert "conformal 90% coverage | conformal 95% coverage" in header
+    with pytest.raises(ValueError, match="needs the validation split"):
+        run_uci("yacht", "stack", defaults=Defaults(validation_fraction=0.0))
+    with pytest.raises(ValueError, match="recalibrate must be one of"):
+        run_uci("yacht", "vi", recalibrate="isotonic")
 
 
 def test_split_results_do_not_depend_on_which_splits_run() -> None:
