@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,78 +42,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from bnn._checks import check_int
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
-from bnn.random.default import RNGLike, resolve_rng, use_rng
+from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
-from bnn.random.sweep import student_t_quantile
+from bnn.tune._seeds import Objective, one_seed, record
+from bnn.tune._statistics import average, seed_noise_share, seed_summary
+from bnn.tune.racing import Race, distinct_leaders, race_leaders, unraced_message
+from bnn.tune.space import Space, check_space, suggest
 
 if TYPE_CHECKING:
     import optuna
     from matplotlib.figure import Figure
 
-__all__ = ["Categorical", "Float", "Int", "Race", "TuneResult", "tune"]
-
-Objective = Callable[[dict[str, Any], RNG], float]
-
-
-@dataclass(frozen=True)
-class Float:
-    """A real hyperparameter in ``[low, high]`` (``log=True``: sampled on a log scale)."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        _check_range(self.low, self.high, self.log)
-
-
-@dataclass(frozen=True)
-class Int:
-    """An integer hyperparameter in ``[low, high]`` (both included)."""
-
-    low: int
-    high: int
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)):
-            raise TypeError(f"Int bounds must be ints, got {self.low!r} and {self.high!r}.")
-        _check_range(self.low, self.high, self.log)
-
-
-@dataclass(frozen=True)
-class Categorical:
-    """One of ``choices`` (numbers, strings, booleans or ``None``)."""
-
-    choices: tuple[Any, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.choices) == 0:
-            raise ValueError("Categorical needs at least one choice.")
-
-
-Space = Mapping[str, Float | Int | Categorical] | Callable[["optuna.Trial"], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Race:
-    """Adaptive seeds for the two leading configurations after the trials.
-
-    Attributes:
-        max_seeds: seeds per configuration at most (including the trial's own ``seeds``).
-        step: seeds added to both per round.
-        level: confidence of the paired interval that must exclude zero difference.
-    """
-
-    max_seeds: int = 20
-    step: int = 2
-    level: float = 0.95
-
-    def __post_init__(self) -> None:
-        check_int("race max_seeds", self.max_seeds, minimum=2)
-        check_int("race step", self.step)
-        if not 0.5 <= self.level < 1.0:
-            raise ValueError(f"race level must be in [0.5, 1), e.g. 0.95, got {self.level!r}.")
+__all__ = ["TuneResult", "tune"]
 
 
 @dataclass(frozen=True)
@@ -257,10 +196,10 @@ def tune(
         )
     best = min(rows, key=lambda row: sign * row["score"])
     separated: bool | None = None
-    message = _unraced_message(rows, sign)
+    message = unraced_message(rows, sign)
     raced: dict[int, list[float]] = {}
-    if race is not None and len(_distinct_leaders(rows, sign)) > 1:
-        best, separated, message, raced = _race(
+    if race is not None and len(distinct_leaders(rows, sign)) > 1:
+        best, separated, message, raced = race_leaders(
             objective, rows, parent, seeds, race, sign, executor, threads_per_job
         )
     return TuneResult(
@@ -269,7 +208,7 @@ def tune(
         trials=rows,
         separated=separated,
         message=message,
-        seed_noise_share=_seed_noise_share(rows),
+        seed_noise_share=seed_noise_share(rows),
         race=raced,
         study=study,
     )
@@ -292,7 +231,7 @@ def _trial(
     pruner: object,
     trial: optuna.Trial,
 ) -> float:
-    params = _suggest(trial, space)
+    params = suggest(trial, space)
     # fresh children for every trial: each starts its streams and generators anew, so every
     # trial sees the same random numbers (common random numbers), here or on an executor
     children = [parent.spawn(f"seed-{i}") for i in range(seeds)]
@@ -300,54 +239,34 @@ def _trial(
     errors: list[str] = []
     if pruner is not False and executor is None:  # one seed at a time, pruned between seeds
         for step, child in enumerate(children):
-            value, error = _one_seed(objective, (params, child))
-            _record(values, errors, value, error)
+            value, error = one_seed(objective, (params, child))
+            record(values, errors, value, error)
             if values:
-                trial.report(_mean(values), step)
+                trial.report(average(values), step)
                 if trial.should_prune():
                     _set_attributes(trial, values, errors, sign, risk)
-                    raise _optuna().TrialPruned(f"pruned after {step + 1} seeds")
+                    raise _import_optuna().TrialPruned(f"pruned after {step + 1} seeds")
     else:
         outcomes = run_jobs(
-            functools.partial(_one_seed, objective),
+            functools.partial(one_seed, objective),
             [(params, child) for child in children],
             executor=executor,
             threads_per_job=threads_per_job,
             describe=lambda index: f"seed {index}",
         )
         for value, error in outcomes:
-            _record(values, errors, value, error)
+            record(values, errors, value, error)
     score = _set_attributes(trial, values, errors, sign, risk)
     if not values:
         raise _AllSeedsFailed(f"every seed failed; the first error: {errors[0]}")
     return score
 
 
-def _one_seed(objective: Objective, item: tuple[dict[str, Any], RNG]) -> tuple[float, str]:
-    """``(value, "")`` or ``(nan, error)``: a failing seed is recorded, not raised."""
-    params, child = item
-    try:
-        with use_rng(child):
-            value = float(objective(dict(params), child))
-    except Exception as error:  # recorded per seed: the study goes on
-        return math.nan, f"{type(error).__name__}: {error}"
-    if not math.isfinite(value):
-        return math.nan, f"the objective returned {value}"
-    return value, ""
-
-
-def _record(values: list[float], errors: list[str], value: float, error: str) -> None:
-    if error:
-        errors.append(error)
-    else:
-        values.append(value)
-
-
 def _set_attributes(
     trial: optuna.Trial, values: list[float], errors: list[str], sign: float, risk: float
 ) -> float:
     """Store the seed statistics on the trial; return its score."""
-    summary = _summary(values)
+    summary = seed_summary(values)
     score = summary["mean"] + sign * risk * (summary["std"] if len(values) > 1 else 0.0)
     summary["score"] = score
     for key, value in summary.items():
@@ -356,158 +275,6 @@ def _set_attributes(
     trial.set_user_attr("failed", len(errors))
     trial.set_user_attr("errors", errors[:5])
     return score
-
-
-def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
-    if callable(space):
-        params = space(trial)
-        if not isinstance(params, dict):
-            raise TypeError(f"space(trial) must return a dict, got {type(params).__name__}.")
-        return params
-    chosen: dict[str, Any] = {}
-    for name, spec in space.items():
-        if isinstance(spec, Float):
-            chosen[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, Int):
-            chosen[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log)
-        else:
-            chosen[name] = trial.suggest_categorical(name, list(spec.choices))
-    return chosen
-
-
-# ----------------------------------------------------------------------------- racing
-def _race(
-    objective: Objective,
-    rows: list[dict[str, Any]],
-    parent: RNG,
-    seeds: int,
-    race: Race,
-    sign: float,
-    executor: Executor | None,
-    threads_per_job: int | None,
-) -> tuple[dict[str, Any], bool, str, dict[int, list[float]]]:
-    """Seeds for the two leaders until a paired interval excludes 0, or ``max_seeds``."""
-    leaders = _distinct_leaders(rows, sign)
-    values = {row["number"]: list(row["values"]) for row in leaders}
-    used = seeds
-    while True:
-        low, high = _paired_interval(
-            values[leaders[0]["number"]], values[leaders[1]["number"]], race.level
-        )
-        if low > 0 or high < 0 or used >= race.max_seeds:
-            break
-        extra = range(used, min(used + race.step, race.max_seeds))
-        for row in leaders:
-            outcomes = run_jobs(
-                functools.partial(_one_seed, objective),
-                [(row["params"], parent.spawn(f"seed-{i}")) for i in extra],
-                executor=executor,
-                threads_per_job=threads_per_job,
-            )
-            values[row["number"]] += [v for v, error in outcomes if not error]
-        used = extra.stop
-    means = {number: _mean(v) for number, v in values.items()}
-    winner = min(leaders, key=lambda row: sign * means[row["number"]])
-    separated = low > 0 or high < 0
-    other = leaders[1] if winner is leaders[0] else leaders[0]
-    if separated:
-        message = (
-            f"trial {winner['number']} beats trial {other['number']} over {used} common seeds "
-            f"(paired {race.level:.0%} interval of the difference [{low:.4g}, {high:.4g}] "
-            "excludes 0)."
-        )
-    else:
-        message = (
-            f"trials {winner['number']} and {other['number']} are indistinguishable under seed "
-            f"noise after {used} common seeds (paired {race.level:.0%} interval of the "
-            f"difference [{low:.4g}, {high:.4g}] contains 0): either is as good as the data "
-            "can tell."
-        )
-    return winner, separated, message, values
-
-
-def _distinct_leaders(rows: list[dict[str, Any]], sign: float) -> list[dict[str, Any]]:
-    """The two best-scoring trials with different configurations (a sampler may repeat one)."""
-    leaders: list[dict[str, Any]] = []
-    for row in sorted(rows, key=lambda row: sign * row["score"]):
-        if all(row["params"] != leader["params"] for leader in leaders):
-            leaders.append(row)
-    return leaders[:2]
-
-
-def _paired_interval(
-    first: Sequence[float], second: Sequence[float], level: float
-) -> tuple[float, float]:
-    """Student-t interval of the mean of ``first − second`` over their common seeds."""
-    differences = [a - b for a, b in zip(first, second, strict=False)]
-    n = len(differences)
-    if n < 2:
-        return -math.inf, math.inf
-    summary = _summary(differences)
-    half = student_t_quantile(0.5 + level / 2, n - 1) * summary["sem"]
-    return summary["mean"] - half, summary["mean"] + half
-
-
-def _unraced_message(rows: list[dict[str, Any]], sign: float) -> str:
-    ranked = _distinct_leaders(rows, sign)
-    if len(ranked) < 2:
-        return f"trial {ranked[0]['number']} is the only configuration completed."
-    best, runner = ranked[:2]
-    if best["n"] < 2 or runner["n"] < 2:
-        return (
-            f"trial {best['number']} scores best on one seed per trial: there is no interval, "
-            "so the ranking may be seed luck; tune with seeds >= 2 to see the spread."
-        )
-    overlap = best["ci95_low"] <= runner["ci95_high"] and runner["ci95_low"] <= best["ci95_high"]
-    if overlap:
-        return (
-            f"trial {best['number']} scores best, but its 95% interval over seeds overlaps "
-            f"trial {runner['number']}'s: the two may be indistinguishable under seed noise "
-            "(race=bnn.tune.Race() adds seeds until they separate)."
-        )
-    return (
-        f"trial {best['number']} scores best; its 95% interval over seeds does not overlap "
-        f"the runner-up's (trial {runner['number']})."
-    )
-
-
-# ----------------------------------------------------------------------------- statistics
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def _summary(values: Sequence[float]) -> dict[str, float]:
-    n = len(values)
-    if n == 0:
-        nan = math.nan
-        return {"mean": nan, "std": nan, "sem": nan, "ci95_low": nan, "ci95_high": nan, "n": 0}
-    mean = _mean(values)
-    if n > 1:
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-        sem = std / math.sqrt(n)
-        half = student_t_quantile(0.975, n - 1) * sem
-    else:
-        std = sem = half = math.nan
-    return {
-        "mean": mean,
-        "std": std,
-        "sem": sem,
-        "ci95_low": mean - half,
-        "ci95_high": mean + half,
-        "n": float(n),
-    }
-
-
-def _seed_noise_share(rows: list[dict[str, Any]]) -> float:
-    """Within-configuration share of the variance of all per-seed values."""
-    groups = [row["values"] for row in rows if len(row["values"]) > 1]
-    everything = [v for values in groups for v in values]
-    if len(groups) < 2 or len(everything) < 3:
-        return math.nan
-    grand = _mean(everything)
-    total = math.fsum((v - grand) ** 2 for v in everything)
-    within = math.fsum((v - _mean(values)) ** 2 for values in groups for v in values)
-    return within / total if total > 0 else math.nan
 
 
 def _table(study: optuna.Study, optuna: Any) -> list[dict[str, Any]]:
@@ -532,21 +299,6 @@ def _table(study: optuna.Study, optuna: Any) -> list[dict[str, Any]]:
     return rows
 
 
-# ----------------------------------------------------------------------------- checks
-def _check_range(low: float, high: float, log: bool) -> None:
-    for value in (low, high):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise TypeError(f"range bounds must be finite numbers, got {low!r} and {high!r}.")
-    if not low < high:
-        raise ValueError(f"empty range [{low}, {high}]: low must be smaller than high.")
-    if log and low <= 0:
-        raise ValueError(f"a log-scale range needs low > 0, got {low}.")
-
-
 def _check_tuning(
     direction: str, risk: float, seeds: int, pruner: object, executor: object, space: object
 ) -> None:
@@ -565,17 +317,7 @@ def _check_tuning(
             "pruning checks a trial after every seed, so it runs the seeds here one by one; "
             "use pruner=False with an executor, or executor=None."
         )
-    if not callable(space) and (not isinstance(space, Mapping) or not space):
-        raise ValueError(
-            "space must be a non-empty {name: Float | Int | Categorical} or a function."
-        )
-    if isinstance(space, Mapping):
-        for name, spec in space.items():
-            if not isinstance(spec, Float | Int | Categorical):
-                raise TypeError(
-                    f"space[{name!r}] must be bnn.tune.Float, Int or Categorical, got "
-                    f"{type(spec).__name__}."
-                )
+    check_space(space)
 
 
 def _pruner(optuna: Any, pruner: object) -> Any:
@@ -584,10 +326,6 @@ def _pruner(optuna: Any, pruner: object) -> Any:
     if pruner is False:
         return optuna.pruners.NopPruner()
     return pruner
-
-
-def _optuna() -> Any:
-    return _import_optuna()
 
 
 def _import_optuna() -> Any:
