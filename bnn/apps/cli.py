@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on the validation split",
     )
     uci.add_argument(
+        "--tune",
+        action="store_true",
+        help="tune each split's hyperparameters on its validation split first (needs the "
+        "tune extra; see bnn.apps.uci_tune)",
+    )
+    uci.add_argument("--tune-trials", type=int, default=12, help="configurations per split")
+    uci.add_argument("--tune-seeds", type=int, default=2, help="seeds per configuration")
+    uci.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -160,16 +168,26 @@ def _uci(args: argparse.Namespace) -> int:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
-    if args.validation_fraction == 0 and (args.method == "stack" or args.recalibrate):
+    if args.validation_fraction == 0 and (args.method == "stack" or args.recalibrate or args.tune):
         raise UsageError(
-            "--method stack and --recalibrate conformal need the validation split; give "
-            "--validation-fraction above 0."
+            "--method stack, --recalibrate conformal and --tune need the validation split; "
+            "give --validation-fraction above 0."
         )
+    tuning = None
+    if args.tune:
+        from bnn.apps.uci_tune import Tuning, check_tunable
+
+        check_tunable(args.method)
+        for flag, value in (("--tune-trials", args.tune_trials), ("--tune-seeds", args.tune_seeds)):
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1, got {value}.")
+        tuning = Tuning(args.tune_trials, args.tune_seeds)
     options = {
         "splits": args.splits,
         "data_dir": args.data_dir,
         "seed": args.seed,
         "recalibrate": args.recalibrate,
+        "tuning": tuning,
     }
     if args.jobs == 1:  # one torch thread per split here too: the same numbers as --jobs N
         results = run_uci(

@@ -35,6 +35,7 @@ from bnn._progress import progress_bar
 from bnn.apps.datasets import Standardizer, UCISplit, load_uci, num_splits
 from bnn.apps.uci_methods import FIT, fit_method
 from bnn.apps.uci_setup import Defaults, Fitted, Prepared
+from bnn.apps.uci_tune import Tuning, check_tunable, tuned_defaults
 from bnn.evaluate import metrics
 from bnn.evaluate.recalibrate import ConformalRegressionPrediction, conformalize
 from bnn.infer.vi import Validation
@@ -79,6 +80,7 @@ class SplitResult:
     conformal_coverage_90: float | None = None
     conformal_coverage_95: float | None = None
     stack_weights: list[float] | None = None
+    tuned: dict[str, Any] | None = None
 
 
 def _prepare(split: UCISplit, defaults: Defaults, rng: RNG) -> tuple[Prepared, Standardizer]:
@@ -125,6 +127,7 @@ def run_uci(
     executor: Executor | None = None,
     threads_per_job: int | None = None,
     recalibrate: str | None = None,
+    tuning: Tuning | None = None,
     progress: bool = True,
 ) -> list[SplitResult]:
     """Run ``method`` on the first ``splits`` splits of ``dataset`` (all when ``None``).
@@ -136,6 +139,9 @@ def run_uci(
     ``recalibrate="conformal"`` also reports the test coverage of split conformal 90 % and
     95 % intervals (normalised residual scores, ``bnn.evaluate.conformalize``) calibrated on
     the validation split; the method's own metrics are unchanged.
+
+    ``tuning`` tunes each split's hyperparameters on its validation split first
+    (``bnn.apps.uci_tune``; the method is reported as ``"<method>+tune"``).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -148,10 +154,14 @@ def run_uci(
         raise ValueError(
             f"validation_fraction must be in [0, 1), got {defaults.validation_fraction!r}."
         )
-    if defaults.validation_fraction == 0 and (method == "stack" or recalibrate is not None):
+    if tuning is not None:
+        check_tunable(method)
+    if defaults.validation_fraction == 0 and (
+        method == "stack" or recalibrate is not None or tuning is not None
+    ):
         raise ValueError(
-            f"{'stacking' if method == 'stack' else 'conformal recalibration'} needs the "
-            "validation split; use a validation fraction above 0."
+            "stacking, conformal recalibration and tuning need the validation split; use a "
+            "validation fraction above 0."
         )
     available = num_splits(dataset, data_dir)
     count = available if splits is None else splits
@@ -163,7 +173,7 @@ def run_uci(
     if executor is None:
         jobs = progress_bar(jobs, desc=f"{dataset}/{method}", disable=not progress)
     return run_jobs(
-        functools.partial(_run_split, dataset, method, defaults, seed, recalibrate),
+        functools.partial(_run_split, dataset, method, defaults, seed, recalibrate, tuning),
         jobs,
         executor=executor,
         threads_per_job=threads_per_job,
@@ -177,6 +187,7 @@ def _run_split(
     defaults: Defaults,
     seed: int,
     recalibrate: str | None,
+    tuning: Tuning | None,
     job: tuple[int, UCISplit],
 ) -> SplitResult:
     """Train and score one split (a picklable job for any executor)."""
@@ -184,6 +195,10 @@ def _run_split(
     start = time.perf_counter()
     rng = RNG(seed).spawn(index)
     data, y_scaler = _prepare(split, defaults, rng)
+    tuned = None
+    if tuning is not None:
+        defaults, result = tuned_defaults(method, data, defaults, tuning, rng)
+        tuned = dict(result.best_params)
     fitted = fit_method(method, data, defaults, rng)
     prediction = fitted.predict(data.x_test).rescale(y_scaler.mean, y_scaler.std)
     seconds = time.perf_counter() - start
@@ -194,13 +209,14 @@ def _run_split(
         conformal = _conformal_coverage(fitted, data, y_standard, rng.spawn("conformal"))
     return SplitResult(
         dataset=dataset,
-        method=method,
+        method=method if tuning is None else f"{method}+tune",
         split=index,
         rmse=metrics.rmse(prediction, y),
         log_likelihood=-metrics.nll(prediction, y),
         coverage_95=metrics.interval_coverage(prediction, y, 0.95),
         seconds=seconds,
         stack_weights=fitted.extras.get("stack_weights"),
+        tuned=tuned,
         **conformal,
     )
 

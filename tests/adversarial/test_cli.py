@@ -137,9 +137,11 @@ def test_demo_checks_its_output_path_first(
         (["--validation-fraction", "nan"], r"--validation-fraction must be in \[0, 1\)"),
         (["--data-dir", "/no/such/folder"], "no data.txt in /no/such/folder"),
         (["--validation-fraction", "0", "--recalibrate", "conformal"], "need the validation"),
+        (["--tune", "--tune-trials", "0"], "--tune-trials must be at least 1"),
+        (["--method", "gp", "--tune"], "--tune tunes"),
     ],
     ids=["zero-splits", "too-many-splits", "zero-epochs", "fraction-above-1", "nan-fraction",
-         "missing-data-dir", "conformal-without-validation"],
+         "missing-data-dir", "conformal-without-validation", "zero-tune-trials", "tune-a-gp"],
 )  # fmt: skip
 def test_bad_numbers_and_paths_give_one_line_and_exit_2(
     tmp_path: Path,

@@ -14,12 +14,15 @@ import pytest
 import torch
 
 import bnn.apps.datasets
+from bnn.apps import uci_tune
 from bnn.apps.cli import main
 from bnn.apps.datasets.uci import seeded_split
 from bnn.apps.uci import METHODS, Defaults, _prepare, format_table, run_uci, summarise
 from bnn.apps.uci_methods import STACKED, fit_method
+from bnn.apps.uci_tune import Tuning
 from bnn.posterior import as_posterior
 from bnn.random.rng import RNG
+from bnn.tune import Categorical
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -66,10 +69,38 @@ def test_conformal_recalibration_adds_coverage_and_keeps_the_metrics() -> None:
         assert 0 <= after.conformal_coverage_90 <= after.conformal_coverage_95 <= 1
     header = format_table(summarise(conformal)).splitlines()[0]
     assert "conformal 90% coverage | conformal 95% coverage" in header
-    with pytest.raises(ValueError, match="needs the validation split"):
+    with pytest.raises(ValueError, match="need the validation split"):
         run_uci("yacht", "stack", defaults=Defaults(validation_fraction=0.0))
     with pytest.raises(ValueError, match="recalibrate must be one of"):
         run_uci("yacht", "vi", recalibrate="isotonic")
+
+
+def test_tuning_with_the_defaults_as_only_choice_reproduces_the_untuned_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quick = Defaults(epochs=3, num_samples=10)
+    monkeypatch.setitem(uci_tune.SPACES, "mc_dropout", {"dropout": Categorical((quick.dropout,))})
+    tuned = run_uci(
+        "yacht", "mc_dropout", splits=1, defaults=quick, tuning=Tuning(2, 2), progress=False
+    )[0]
+    plain = run_uci("yacht", "mc_dropout", splits=1, defaults=quick, progress=False)[0]
+    assert tuned.method == "mc_dropout+tune" and tuned.tuned == {"dropout": quick.dropout}
+    assert (tuned.rmse, tuned.log_likelihood) == (plain.rmse, plain.log_likelihood)
+
+
+def test_tuning_picks_the_configuration_with_the_better_validation_score() -> None:
+    quick = Defaults(epochs=20, num_samples=10)
+    split = bnn.apps.datasets.load_uci("yacht", 0)
+    data, _ = _prepare(split, quick, RNG(0).spawn(0))
+    objective = uci_tune.ValidationObjective("mc_dropout", data, quick)
+    scores = {rate: objective({"dropout": rate}, RNG(5)) for rate in (0.01, 0.45)}
+    assert scores[0.01] != scores[0.45]  # the rate reaches training
+    best, result = uci_tune.tuned_defaults("mc_dropout", data, quick, Tuning(4, 2), RNG(0).spawn(0))
+    winner = min(result.trials, key=lambda row: row["mean"])
+    assert result.best_params == winner["params"]
+    assert (best.lr, best.dropout) == (winner["params"]["lr"], winner["params"]["dropout"])
+    with pytest.raises(ValueError, match="--tune tunes"):
+        run_uci("yacht", "gp", tuning=Tuning())
 
 
 def test_split_results_do_not_depend_on_which_splits_run() -> None:
