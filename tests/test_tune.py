@@ -240,3 +240,25 @@ def test_one_seed_per_trial_is_reported_as_possibly_luck() -> None:
         noisy_quadratic, {"x": Float(-1.0, 1.0)}, seeds=1, n_trials=3, rng=0, progress=False
     )
     assert "one seed per trial: there is no interval" in result.message
+
+
+def test_importance_splits_the_spread_into_seed_noise_and_the_parameter_that_matters() -> None:
+    """``x`` moves the objective, ``y`` does not; the seed noise share is the within share."""
+    pytest.importorskip("sklearn")
+
+    def objective(params: dict[str, Any], rng: bnn.RNG) -> float:
+        noise = torch.randn((), generator=rng.torch_generator("noise"), dtype=torch.float64)
+        return (params["x"] - 0.3) ** 2 + 0.0 * params["y"] + 0.05 * float(noise)
+
+    space = {"x": Float(-1.0, 1.0), "y": Float(0.0, 1.0)}
+    result = tune(objective, space, seeds=4, n_trials=20, rng=0, progress=False)
+    shares = result.importance()
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["seed noise"] == pytest.approx(result.seed_noise_share)
+    assert shares["x"] > 10 * shares["y"]
+    pytest.importorskip("matplotlib")
+    figure = result.plot_importance()
+    assert len(figure.axes[0].patches) == 3
+    one_seed = tune(objective, space, seeds=1, n_trials=3, rng=0, progress=False)
+    with pytest.raises(ValueError, match="seeds >= 2"):
+        one_seed.importance()

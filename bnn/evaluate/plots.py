@@ -40,6 +40,7 @@ __all__ = [
     "plot_rank",
     "plot_trace",
     "plot_tuning_history",
+    "plot_tuning_importance",
     "reliability_diagram",
 ]
 
@@ -326,4 +327,25 @@ def plot_tuning_history(trials: list[dict[str, Any]], direction: str = "minimize
     axes.set_xlabel("trial")
     axes.set_ylabel("objective")
     axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def plot_tuning_importance(shares: dict[str, float]) -> Figure:
+    """Horizontal bars: each parameter's share of the variance of the per-seed results, and the
+    share that is seed noise (``bnn.tune.TuneResult.importance``).
+
+    Args:
+        shares: ``{"seed noise": s, parameter: share, ...}``, summing to 1.
+    """
+    names = list(shares)
+    values = np.array([shares[name] for name in names])
+    colours = ["tab:grey" if name == "seed noise" else "tab:blue" for name in names]
+    figure = _figure(6.0, 0.5 + 0.45 * len(names))
+    axes = figure.add_subplot()
+    axes.barh(names, values, color=colours)
+    axes.invert_yaxis()
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("share of the variance over trials and seeds")
+    for position, value in enumerate(values):
+        axes.text(min(value + 0.01, 0.9), position, f"{value:.0%}", va="center")
     return figure

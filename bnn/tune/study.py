@@ -109,6 +109,45 @@ class TuneResult:
 
         return plot_tuning_history(self.trials, self.study.direction.name.lower())
 
+    def importance(self, seed: int = 0) -> dict[str, float]:
+        """Shares of the variance of all per-seed results: seed noise and each parameter.
+
+        ``"seed noise"`` is `seed_noise_share` (variation between seeds of one
+        configuration); the rest, ``1 − seed noise``, is split among the parameters by their
+        fANOVA importances for the trial means (Hutter et al. 2014, Optuna's
+        ``FanovaImportanceEvaluator(seed=seed)``; needs scikit-learn, part of the ``tune``
+        extra). A parameter's share *without* seed noise is its value divided by
+        ``1 − result["seed noise"]``.
+
+        Raises:
+            ValueError: fewer than two completed trials with ≥ 2 seeds, or a space with no
+                parameter that varies.
+        """
+        noise = self.seed_noise_share
+        if not math.isfinite(noise):
+            raise ValueError("importance needs at least two completed trials with seeds >= 2 each.")
+        optuna = _import_optuna()
+        try:
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+            shares = optuna.importance.get_param_importances(
+                self.study, evaluator=evaluator, target=lambda trial: trial.user_attrs["mean"]
+            )
+        except ImportError as error:
+            raise ImportError(
+                "parameter importances need scikit-learn: pip install 'bnn-torch[tune]'."
+            ) from error
+        if not shares:
+            raise ValueError("no parameter varies over the completed trials.")
+        result = {"seed noise": noise}
+        result.update({name: (1.0 - noise) * float(share) for name, share in shares.items()})
+        return result
+
+    def plot_importance(self, seed: int = 0) -> Figure:
+        """Bars of `importance`: how much of the spread is each parameter, how much seed noise."""
+        from bnn.evaluate.plots import plot_tuning_importance
+
+        return plot_tuning_importance(self.importance(seed))
+
 
 def tune(
     objective: Objective,
