@@ -7,6 +7,7 @@ from bnn.posterior.augment import TestTimeAugmentation
 from bnn.posterior.closed_form import ClosedFormPredictive
 from bnn.posterior.gaussian import GaussianMixturePosterior, GaussianPosterior
 from bnn.posterior.log_predictive import log_predictive_density
+from bnn.posterior.marginal import MarginalPredictive
 from bnn.posterior.model import ModelPosterior, PointEstimate, as_posterior, has_posterior
 from bnn.posterior.protocol import (
     ACCELERATOR_MEMORY_BUDGET,
@@ -28,6 +29,7 @@ __all__ = [
     "Draws",
     "GaussianMixturePosterior",
     "GaussianPosterior",
+    "MarginalPredictive",
     "ModelPosterior",
     "ParameterPosterior",
     "PointEstimate",
