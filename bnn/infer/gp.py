@@ -9,16 +9,22 @@ Needs the optional extra: ``pip install bnn-torch[gp]`` (GPyTorch).
 * ``method="svgp"`` — sparse variational GP (Hensman et al. 2013/2015): ``M`` inducing points,
   mini-batches, ELBO; the variational distribution is trained by natural gradients
   (Salimbeni et al. 2018; one step of ``ngd_lr=1`` on the full batch is the optimum for a
-  Gaussian likelihood) and everything else by Adam. Regression (``bnn.Gaussian``) and binary
-  classification (``bnn.Bernoulli``, logit link, Gauss–Hermite expected log-likelihood).
+  Gaussian likelihood) and everything else by Adam. Regression (``bnn.Gaussian``), binary
+  classification (``bnn.Bernoulli``, logit link, Gauss–Hermite expected log-likelihood) and
+  multi-class classification (``bnn.Categorical``: ``K`` independent latent GPs, one per class,
+  each with its own kernel, mean and inducing points, softmax link — GPyTorch's
+  ``SoftmaxLikelihood`` without mixing weights — and a Monte Carlo expected log-likelihood
+  drawn in the stream ``"gp"`` of ``rng``; Hensman et al. 2015).
 * **Deep kernel learning** (Wilson et al. 2016): pass any ``nn.Module`` as ``model``; the GP
   runs on its features ``model(x)`` and the network trains jointly with the kernel.
 
 The result, `GPPosterior`, is a `bnn.Posterior`: ``sample_functions`` draws joint function
-samples ``[S, N, 1]`` from the posterior over ``f`` at the given inputs (a Cholesky factor of
-the ``N × N`` posterior covariance, standard normals from the ``"predict"`` generator of
-``rng``), and it carries its observation model (``bnn.Gaussian`` with the learned noise,
-``bnn.Bernoulli``), so ``bnn.predict_with_uncertainty(gp_posterior, x)`` needs no likelihood.
+samples ``[S, N, 1]`` (``[S, N, K]`` logits for ``K`` classes, the classes independent) from
+the posterior over ``f`` at the given inputs (a Cholesky factor of the ``N × N`` posterior
+covariance of each latent GP, standard normals from the ``"predict"`` generator of ``rng``),
+and it carries its observation model (``bnn.Gaussian`` with the learned noise,
+``bnn.Bernoulli``, ``bnn.Categorical``), so ``bnn.predict_with_uncertainty(gp_posterior, x)``
+needs no likelihood.
 
 Example:
     >>> posterior, history = bnn.infer.gp(None, (x, y), likelihood=bnn.Gaussian(0.1,
@@ -42,7 +48,7 @@ from tqdm.auto import tqdm
 from bnn._checks import check_int, check_positive
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
-from bnn.likelihoods import Bernoulli, Gaussian, Likelihood
+from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, class_indices
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
 
@@ -90,29 +96,46 @@ class GPPosterior(nn.Module):
         features: the deep-kernel feature network (``nn.Identity`` for a plain GP).
         likelihood: the bnn observation model the posterior carries.
         gp_likelihood: GPyTorch's likelihood object used in training.
+        num_classes: ``K``, the number of independent latent GPs of a multi-class
+            classifier (``bnn.Categorical``); ``None`` for one latent GP.
     """
 
     def __init__(
-        self, gp_model: Any, features: nn.Module, likelihood: Likelihood, gp_likelihood: Any
+        self,
+        gp_model: Any,
+        features: nn.Module,
+        likelihood: Likelihood,
+        gp_likelihood: Any,
+        *,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.gp_model = gp_model
         self.features = features
         self.likelihood = likelihood
         self.gp_likelihood = gp_likelihood
+        self.num_classes = num_classes
 
     @property
     def predictive_likelihood(self) -> Likelihood:
-        """``bnn.Gaussian(learned noise std)`` or ``bnn.Bernoulli()``."""
+        """``bnn.Gaussian(learned noise std)``, ``bnn.Bernoulli()`` or ``bnn.Categorical()``."""
         return self.likelihood
 
     def functional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Posterior mean ``[N]`` and covariance ``[N, N]`` of ``f`` at ``x``."""
+        """Posterior mean ``[N]`` and covariance ``[N, N]`` of ``f`` at ``x``.
+
+        For ``K`` classes: the mean ``[K, N]`` and covariance ``[K, N, N]`` of each class's
+        latent GP (the classes are independent a posteriori).
+        """
         reference = next(self.gp_model.parameters(), None)
         check_inputs(x, reference, 1)
         self.eval()
         with torch.no_grad(), _exact_linear_algebra():
-            distribution = self.gp_model(x)  # the models apply the feature network
+            if self.num_classes is None:
+                distribution = self.gp_model(x)  # the models apply the feature network
+            else:  # the batch of K latent GPs under the multitask wrapper
+                strategy = self.gp_model.variational_strategy.base_variational_strategy
+                distribution = strategy(_features(self.gp_model.features, x))
             mean: Tensor = distribution.mean
             covariance: Tensor = distribution.covariance_matrix
         return mean, covariance
@@ -125,13 +148,23 @@ class GPPosterior(nn.Module):
         rng: RNGLike = None,
         memory_budget: int | None = None,  # noqa: ARG002 - one N×N factor, no chunks
     ) -> Tensor:
-        """Joint posterior samples of ``f`` at ``x``: ``[S, N, 1]``.
+        """Joint posterior samples of ``f`` at ``x``: ``[S, N, 1]`` (``[S, N, K]`` logits).
 
         ``f = mean + L z`` with ``L`` the Cholesky factor of the posterior covariance (jitter
         ``1e-10·mean(diag)`` and up, only if the factorisation fails) and ``z`` standard
-        normals from the generator ``"predict"`` of ``rng``. Cost ``O(N³)`` per call.
+        normals from the generator ``"predict"`` of ``rng``. Cost ``O(N³)`` per call (per
+        class for ``K`` classes: each class's latent GP has its own factor and its own
+        normals, ``z`` of shape ``[S, K, N]``, so the classes are independent).
         """
         mean, covariance = self.functional_moments(x)
+        if self.num_classes is not None:
+            factors = torch.stack([_cholesky(block) for block in covariance])  # [K, N, N]
+            generator = resolve_rng(rng).torch_generator("predict", x.device)
+            z = torch.randn(
+                num_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
+            )
+            # f[s, k] = mean[k] + L[k] z[s, k], returned as [S, N, K]
+            return (mean + torch.einsum("kij,skj->ski", factors, z)).transpose(1, 2)
         factor = _cholesky(covariance)
         generator = resolve_rng(rng).torch_generator("predict", x.device)
         z = torch.randn(
@@ -179,6 +212,7 @@ def gp(
     data: tuple[Tensor, Tensor],
     *,
     likelihood: Likelihood,
+    num_classes: int | None = None,
     method: str = "exact",
     kernel: str = "rbf",
     mean: str = "constant",
@@ -203,12 +237,18 @@ def gp(
         model: ``None`` (a GP on ``x``) or a feature network ``nn.Module`` (deep kernel
             learning: the GP runs on ``model(x)`` ``[N, F]``; trained jointly, in place).
         data: ``(x, y)``: inputs ``[N, D]`` (any shape ``[N, ...]`` with a feature network),
-            targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``).
+            targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``; class indices
+            ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot).
         likelihood: ``bnn.Gaussian(std)`` (fixed noise) or ``bnn.Gaussian(std,
-            learn_std=True)`` (noise learned from ``std``), or ``bnn.Bernoulli()`` (SVGP only).
+            learn_std=True)`` (noise learned from ``std``), ``bnn.Bernoulli()`` (binary, logit
+            link) or ``bnn.Categorical()`` (``K`` classes: ``K`` independent latent GPs,
+            softmax link); the classifiers need ``method="svgp"``.
+        num_classes: ``K`` for ``bnn.Categorical`` (at least 2; ``None``: the largest label
+            plus one — pass it when some classes are missing from the training data).
         method: ``"exact"`` or ``"svgp"``.
         kernel: ``"rbf"``, ``"matern12"``, ``"matern32"`` or ``"matern52"``, scaled by an
-            output scale; one lengthscale per input feature (ARD).
+            output scale; one lengthscale per input feature (ARD); with ``K`` classes each
+            latent GP has its own.
         mean: ``"constant"`` (learned) or ``"zero"``.
         lengthscale: initial lengthscale (``None``: GPyTorch's default, ≈ 0.69).
         outputscale: initial output scale, the prior variance (``None``: GPyTorch's
@@ -219,10 +259,12 @@ def gp(
         lr: Adam's learning rate (hyper-parameters, inducing locations, features).
         num_inducing: ``M`` inducing points for SVGP, initialised at ``M`` training inputs
             drawn without replacement from the generator ``"inducing"`` of ``rng``.
-        inducing_points: explicit initial inducing locations ``[M, F]`` (in feature space).
+        inducing_points: explicit initial inducing locations ``[M, F]`` (in feature space;
+            for ``K`` classes repeated for each class, or ``[K, M, F]``).
         learn_inducing: optimise the inducing locations.
         ngd_lr: natural-gradient step of the variational distribution (1 is exact in one
-            full-batch step for a Gaussian likelihood; smaller for mini-batches/Bernoulli).
+            full-batch step for a Gaussian likelihood; smaller for mini-batches and the
+            classifiers).
         jitter: diagonal jitter SVGP adds to ``K_zz`` and the predictive covariance
             (``None``: GPyTorch's ``variational_cholesky_jitter``, 1e-6 in float64, 1e-4 in
             float32); SVGP's moments differ from the exact ones by about this much.
@@ -230,26 +272,32 @@ def gp(
             ``"data"`` of ``rng``.
         max_exact_bytes: refuse an exact GP whose ``N × N`` matrices would need more memory.
         rng: randomness: inducing points (generator ``"inducing"``), shuffling (generator
-            ``"data"``), GPyTorch's variational initialisation (stream ``"gp"``); the feature
+            ``"data"``), GPyTorch's draws in training (stream ``"gp"``: the variational
+            initialisation and, for ``Categorical``, the Monte Carlo samples of the expected
+            log-likelihood), so the same ``rng`` trains the same posterior; the feature
             network's initialisation is the caller's (build it in ``rng.stream("init")``).
         progress: show a tqdm bar.
 
     Returns:
         ``(GPPosterior, History)``; ``history.loss`` per epoch (negative marginal
         log-likelihood or negative ELBO per datum), ``history.seconds``, and the learned
-        ``noise_std``, ``lengthscale``, ``outputscale``.
+        ``noise_std``, ``lengthscale`` (a list of ``F``), ``outputscale`` (a float); for
+        ``K`` classes ``lengthscale`` is ``K`` lists of ``F`` and ``outputscale`` a list of
+        ``K``. ``posterior.sample_functions(x, S)`` gives ``[S, N, 1]`` (``[S, N, K]``
+        logits for ``K`` classes).
 
     Raises:
         ImportError: GPyTorch is not installed (``pip install bnn-torch[gp]``).
         ValueError: an exact GP larger than ``max_exact_bytes`` (with the memory it needs),
-            invalid data or options.
+            a classifier with ``method="exact"``, invalid data (labels outside ``0 … K−1``,
+            one-hot targets) or options.
 
     Example:
         >>> posterior, _ = gp(None, (x, y), likelihood=bnn.Gaussian(0.1, learn_std=True),
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
     start = time.perf_counter()
-    x, y = _check(model, data, likelihood, method, kernel, mean)
+    x, y, num_classes = _check(model, data, likelihood, method, kernel, mean, num_classes)
     for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
         check_int(name, value, minimum=0 if name == "epochs" else 1)
     check_positive("lr", lr)
@@ -268,12 +316,12 @@ def gp(
                 f"= {max_exact_bytes / 2**30:.1f} GiB; use method='svgp' (inducing points, "
                 "mini-batches) or raise max_exact_bytes."
             )
-        if isinstance(likelihood, Bernoulli):
+        if isinstance(likelihood, Bernoulli | Categorical):
             raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
     gpytorch = gpytorch_module()
     generator = resolve_rng(rng)
     features = nn.Identity() if model is None else model
-    gp_likelihood = _gp_likelihood(gpytorch, likelihood)
+    gp_likelihood = _gp_likelihood(gpytorch, likelihood, num_classes)
     if method == "exact":
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
@@ -283,7 +331,7 @@ def gp(
             chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
             inducing_points = inputs[chosen[: min(num_inducing, n)].to(x.device)]
         gp_model = _svgp_model(
-            gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter
+            gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter, num_classes
         )
     gp_model = gp_model.to(device=x.device, dtype=x.dtype)
     gp_likelihood = gp_likelihood.to(device=x.device, dtype=x.dtype)
@@ -311,12 +359,16 @@ def gp(
     gp_model.eval()
     gp_likelihood.eval()
     carried = _carried(likelihood, gp_likelihood)
-    posterior = GPPosterior(gp_model, features, carried, gp_likelihood)
+    posterior = GPPosterior(gp_model, features, carried, gp_likelihood, num_classes=num_classes)
     kernel_module = gp_model.covar_module
+    lengthscales = kernel_module.base_kernel.lengthscale.detach()
+    outputscales = kernel_module.outputscale.detach()
     history.extras.update(
         seconds=time.perf_counter() - start,
-        lengthscale=kernel_module.base_kernel.lengthscale.detach().flatten().tolist(),
-        outputscale=float(kernel_module.outputscale.detach()),
+        lengthscale=lengthscales.flatten().tolist()
+        if num_classes is None
+        else lengthscales.reshape(num_classes, -1).tolist(),
+        outputscale=float(outputscales) if num_classes is None else outputscales.tolist(),
     )
     if isinstance(carried, Gaussian):
         history.extras["noise_std"] = float(carried.std)
@@ -324,14 +376,26 @@ def gp(
 
 
 def _check(
-    model: object, data: object, likelihood: object, method: str, kernel: str, mean: str
-) -> tuple[Tensor, Tensor]:
+    model: object,
+    data: object,
+    likelihood: object,
+    method: str,
+    kernel: str,
+    mean: str,
+    num_classes: int | None,
+) -> tuple[Tensor, Tensor, int | None]:
+    """``(x, y, K)``: ``y`` as float ``[N]``, or as int64 class indices with ``K`` classes."""
     if model is not None and not isinstance(model, nn.Module):
         raise TypeError(f"model must be None or a feature nn.Module, got {type(model).__name__}.")
-    if not isinstance(likelihood, Gaussian | Bernoulli):
+    if not isinstance(likelihood, Gaussian | Bernoulli | Categorical):
         raise TypeError(
-            "likelihood must be bnn.Gaussian (regression) or bnn.Bernoulli (binary "
-            f"classification), got {type(likelihood).__name__}."
+            "likelihood must be bnn.Gaussian (regression), bnn.Bernoulli (binary "
+            f"classification) or bnn.Categorical (K classes), got {type(likelihood).__name__}."
+        )
+    if num_classes is not None and not isinstance(likelihood, Categorical):
+        raise ValueError(
+            "num_classes is for likelihood=bnn.Categorical() (multi-class classification); "
+            f"drop it for {type(likelihood).__name__}."
         )
     for name, value, allowed in (
         ("method", method, METHODS),
@@ -352,23 +416,73 @@ def _check(
             f"x has shape {tuple(x.shape)} and y {tuple(y.shape)}; they need the same number "
             "of rows (at least one)."
         )
-    if y.dim() == 2 and y.shape[1] == 1:
-        y = y.squeeze(-1)
-    if y.dim() != 1:
-        raise ValueError(f"a GP has one output: y must be [N] or [N, 1], got {tuple(y.shape)}.")
     if model is None and x.dim() != 2:
         raise ValueError(
             f"a GP on raw inputs needs x of shape [N, D], got {tuple(x.shape)}; flatten x or "
             "pass a feature network as model (deep kernel learning)."
         )
+    if isinstance(likelihood, Categorical):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("x contains NaN or inf; clean or impute the data first.")
+        labels, classes = _class_labels(y, x.shape[0], num_classes)
+        return x, labels, classes
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.squeeze(-1)
+    if y.dim() != 1:
+        raise ValueError(f"a GP has one output: y must be [N] or [N, 1], got {tuple(y.shape)}.")
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y.to(x)).all())):
         raise ValueError("x or y contains NaN or inf; clean or impute the data first.")
     if isinstance(likelihood, Bernoulli) and not bool(((y == 0) | (y == 1)).all()):
         raise ValueError("Bernoulli targets must be 0 or 1.")
-    return x, y.to(x.dtype)
+    return x, y.to(x.dtype), None
 
 
-def _gp_likelihood(gpytorch: Any, likelihood: Likelihood) -> Any:
+def _class_labels(y: Tensor, n: int, num_classes: int | None) -> tuple[Tensor, int]:
+    """Class indices ``[N]`` (int64) and ``K``: ``num_classes``, or the largest label + 1."""
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
+    ):
+        raise ValueError(
+            f"num_classes must be an int >= 2, got {num_classes!r}; for K classes pass "
+            "num_classes=K (or None to use the largest label + 1)."
+        )
+    if y.dim() == 2 and y.shape[1] > 1:
+        class_indices(y, n, y.shape[1])  # one-hot or probabilities: refused, naming the fix
+    values = y[torch.isfinite(y)] if y.is_floating_point() else y
+    largest = int(values.max()) if values.numel() else 0
+    # labels up to `largest` pass here; NaN, fractions, negatives and shapes are refused
+    labels = class_indices(y, n, max(largest + 1, 2, num_classes or 0))
+    if num_classes is not None and largest >= num_classes:
+        raise ValueError(
+            f"class labels must lie in [0, {num_classes - 1}] for num_classes = {num_classes}, "
+            f"got labels up to {largest}; raise num_classes (or pass None: the largest label + "
+            "1), or relabel the classes 0 … K−1."
+        )
+    if num_classes is None and largest < 1:
+        raise ValueError(
+            "the targets hold a single class (0); a classifier needs at least 2: pass "
+            "num_classes=K if classes are missing from the training data."
+        )
+    return labels, largest + 1 if num_classes is None else num_classes
+
+
+def _gp_likelihood(gpytorch: Any, likelihood: Likelihood, num_classes: int | None) -> Any:
+    if isinstance(likelihood, Categorical):
+        assert num_classes is not None
+
+        class Softmax(gpytorch.likelihoods.SoftmaxLikelihood):  # type: ignore[misc]
+            """``p(y | f) = softmax(f)``, ``f`` ``[..., N, K]``: the link of ``bnn.Categorical``.
+
+            GPyTorch's ``forward`` transposes samples whose ``N`` equals ``K`` (a legacy
+            layout), which would silently swap data and classes in a mini-batch of ``K``
+            points; the samples here are always ``[..., N, K]`` (a ``MultitaskMultivariateNormal``).
+            """
+
+            def forward(self, function_samples: Tensor, *args: Any, **kwargs: Any) -> Any:
+                del args, kwargs
+                return torch.distributions.Categorical(logits=function_samples)
+
+        return Softmax(num_features=num_classes, num_classes=num_classes, mixing_weights=False)
     if isinstance(likelihood, Bernoulli):
 
         class LogitBernoulli(gpytorch.likelihoods.likelihood._OneDimensionalLikelihood):  # type: ignore[misc]
@@ -391,23 +505,29 @@ def _gp_likelihood(gpytorch: Any, likelihood: Likelihood) -> Any:
 def _carried(likelihood: Likelihood, gp_likelihood: Any) -> Likelihood:
     if isinstance(likelihood, Bernoulli):
         return Bernoulli()
+    if isinstance(likelihood, Categorical):
+        return Categorical()
     return Gaussian(math.sqrt(float(gp_likelihood.noise.detach())))
 
 
-def _kernel(gpytorch: Any, kernel: str, dims: int) -> Any:
+def _kernel(gpytorch: Any, kernel: str, dims: int, **batch: torch.Size) -> Any:
+    """A scaled ARD kernel; ``batch_shape=[K]`` in ``batch`` makes ``K`` independent ones."""
     kernels = gpytorch.kernels
     base = (
-        kernels.RBFKernel(ard_num_dims=dims)
+        kernels.RBFKernel(ard_num_dims=dims, **batch)
         if kernel == "rbf"
         else kernels.MaternKernel(
-            nu={"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[kernel], ard_num_dims=dims
+            nu={"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[kernel],
+            ard_num_dims=dims,
+            **batch,
         )
     )
-    return kernels.ScaleKernel(base)
+    return kernels.ScaleKernel(base, **batch)
 
 
-def _mean(gpytorch: Any, mean: str) -> Any:
-    return gpytorch.means.ConstantMean() if mean == "constant" else gpytorch.means.ZeroMean()
+def _mean(gpytorch: Any, mean: str, **batch: torch.Size) -> Any:
+    means = gpytorch.means
+    return means.ConstantMean(**batch) if mean == "constant" else means.ZeroMean(**batch)
 
 
 def _exact_model(
@@ -446,12 +566,24 @@ def _svgp_model(
     mean: str,
     learn_inducing: bool,
     jitter: float | None,
+    num_classes: int | None = None,
 ) -> Any:
+    """An SVGP; for ``num_classes = K``, ``K`` independent latent GPs (a batch of ``K``)."""
     variational = gpytorch.variational
+    batch: dict[str, torch.Size] = {}
+    if num_classes is not None:
+        batch["batch_shape"] = torch.Size([num_classes])
+        if inducing.dim() == 2:  # the same initial locations for each class
+            inducing = inducing.unsqueeze(0).repeat(num_classes, 1, 1)
+        if inducing.dim() != 3 or inducing.shape[0] != num_classes:
+            raise ValueError(
+                f"inducing_points for {num_classes} classes must be [M, F] or "
+                f"[{num_classes}, M, F], got {tuple(inducing.shape)}."
+            )
 
     class SVGP(gpytorch.models.ApproximateGP):  # type: ignore[misc]
         def __init__(self) -> None:
-            distribution = variational.NaturalVariationalDistribution(inducing.shape[0])
+            distribution = variational.NaturalVariationalDistribution(inducing.shape[-2], **batch)
             strategy = variational.VariationalStrategy(
                 self,
                 inducing.clone(),
@@ -459,10 +591,14 @@ def _svgp_model(
                 learn_inducing_locations=learn_inducing,
                 jitter_val=jitter,
             )
+            if num_classes is not None:  # outputs [N, K]: one latent GP per class
+                strategy = variational.IndependentMultitaskVariationalStrategy(
+                    strategy, num_tasks=num_classes
+                )
             super().__init__(strategy)
             self.features = features
-            self.mean_module = _mean(gpytorch, mean)
-            self.covar_module = _kernel(gpytorch, kernel, inducing.shape[-1])
+            self.mean_module = _mean(gpytorch, mean, **batch)
+            self.covar_module = _kernel(gpytorch, kernel, inducing.shape[-1], **batch)
 
         def forward(self, z: Tensor) -> Any:
             return gpytorch.distributions.MultivariateNormal(
@@ -539,7 +675,8 @@ def _train_svgp(
     natural = gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
     others = _hyperparameters(gp_model, gp_likelihood, {id(p) for p in variational})
     if not train_hyperparameters:
-        inducing = gp_model.variational_strategy.inducing_points
+        strategy = gp_model.variational_strategy
+        inducing = getattr(strategy, "base_variational_strategy", strategy).inducing_points
         feature_ids = {id(p) for p in gp_model.features.parameters()}
         others = [p for p in others if p is inducing or id(p) in feature_ids]
     adam = torch.optim.Adam(others, lr=lr) if others else None
