@@ -15,7 +15,9 @@ process's resident set above its size before the case (peak reset with Linux's
 2. ``predict_with_uncertainty`` with S samples on N inputs ÷ S deterministic forward passes
    (the FLOP floor), for a Bayesian model, MC dropout and a ``SampleSet``; and
    ``pyro.infer.Predictive`` on the Pyro model, and bayesian-torch's models in a loop.
-3. Small batch (32 inputs, S samples): bnn ÷ a Python loop over samples, and ÷ Pyro Predictive.
+3. Small batch (32 inputs, S samples): bnn ÷ a Python loop over samples, and ÷ Pyro Predictive;
+   also the per-input marginal predictive (``joint=False``, local reparameterisation) ÷ the
+   loop.
 4. Growth of prediction time with the number of samples and the batch size.
 """
 
@@ -238,6 +240,14 @@ def _runner(case: str, x: torch.Tensor, samples: int) -> Callable[[], None]:
             with torch.no_grad():
                 for draw in draws:
                     torch.func.functional_call(net, draw, (x,))
+    elif case in ("marginal_bayesian", "marginal_mc_dropout"):
+        if case == "marginal_mc_dropout":
+            model = bnn.MCDropout(mlp(0.1)).eval()
+        else:
+            model = bnn.bayesianize(mlp(), init="random", rng=0)
+
+        def run() -> None:
+            bnn.predict_with_uncertainty(model, x, num_samples=samples, rng=0, joint=False)
     elif case in ("bayesian", "flipout", "mc_dropout", "sample_set"):
         if case == "mc_dropout":
             model: Any = bnn.MCDropout(mlp(0.1)).eval()
@@ -340,6 +350,8 @@ SMALL_BATCH_CASES = (
     "loop_mc_dropout",
     "sample_set",
     "loop_sample_set",
+    "marginal_bayesian",
+    "marginal_mc_dropout",
 )
 
 
@@ -374,6 +386,9 @@ def small_batch_ratios(samples: int, repeats: int) -> dict[str, float]:
         for baseline, label in ((f"loop_{case}", "loop"), ("pyro_predictive", "pyro")):
             ratios = [t[baseline] / t[case] for t in timings]
             result[f"small_batch_{case}_speedup_vs_{label}"] = statistics.median(ratios)
+    for case in ("bayesian", "mc_dropout"):  # joint=False: local reparameterisation
+        ratios = [t[f"loop_{case}"] / t[f"marginal_{case}"] for t in timings]
+        result[f"small_batch_marginal_{case}_speedup_vs_loop"] = statistics.median(ratios)
     if "bayesian_torch_reparam_loop" in timings[0]:
         ratios = [t["bayesian_torch_reparam_loop"] / t["bayesian"] for t in timings]
         result["small_batch_bayesian_speedup_vs_bayesian_torch_loop"] = statistics.median(ratios)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
+from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.checkpoint import Checkpoint
@@ -122,6 +123,7 @@ def sgld(
     rng: RNGLike = None,
     distributed: bool = False,
     checkpoint: str | Path | None = None,
+    threads: Threads = "auto",
     progress: bool = True,
 ) -> tuple[SampleSet, History]:
     """Stochastic gradient Langevin dynamics.
@@ -148,6 +150,8 @@ def sgld(
             pass over the data (``bnn.infer.checkpoint``): rerun an interrupted call with the
             same path and arguments to continue it; the result equals an uninterrupted run bit
             for bit (the injected noise continues, it is not replayed).
+        threads: torch intra-op threads while sampling: ``"auto"`` (one thread for small
+            models, see `bnn.fit`), an int, or ``None`` (torch's setting).
         progress: show a tqdm bar.
 
     Returns:
@@ -168,6 +172,7 @@ def sgld(
         distributed,
         progress,
         checkpoint,
+        threads,
     )
 
 
@@ -187,6 +192,7 @@ def sghmc(
     rng: RNGLike = None,
     distributed: bool = False,
     checkpoint: str | Path | None = None,
+    threads: Threads = "auto",
     progress: bool = True,
 ) -> tuple[SampleSet, History]:
     """Stochastic gradient Hamiltonian Monte Carlo with friction ``friction`` (``α`` in (0, 1]).
@@ -212,6 +218,7 @@ def sghmc(
         distributed,
         progress,
         checkpoint,
+        threads,
     )
 
 
@@ -247,8 +254,10 @@ def _run(
     distributed: bool,
     progress: bool,
     checkpoint: str | Path | None = None,
+    threads: Threads = "auto",
 ) -> tuple[SampleSet, History]:
     check_int("num_chains", num_chains)
+    check_threads(threads)
     model, strategy = training_strategy(model, distributed)
     x, y = check_data(model, data)
     parent = resolve_rng(rng)
@@ -259,19 +268,20 @@ def _run(
     saved = run.load() if run is not None else None
     done: list[dict[str, Any]] = [] if saved is None else list(saved["chains_done"])
     log_joint = LogJoint(model, likelihood, prior)
-    for c in range(len(done), num_chains):
-        resume = saved["current"] if saved is not None and saved["chain"] == c else None
+    with training_threads(threads, model, settings.batch_size):
+        for c in range(len(done), num_chains):
+            resume = saved["current"] if saved is not None and saved["chain"] == c else None
 
-        def save(current: dict[str, Any], chain_index: int = c) -> None:
+            def save(current: dict[str, Any], chain_index: int = c) -> None:
+                if run is not None:
+                    run.save({"chain": chain_index, "chains_done": done, "current": current})
+
+            chain = _run_chain(
+                log_joint, x, y, settings, init, parent.spawn(c), strategy, progress, resume, save
+            )
+            done.append(chain)
             if run is not None:
-                run.save({"chain": chain_index, "chains_done": done, "current": current})
-
-        chain = _run_chain(
-            log_joint, x, y, settings, init, parent.spawn(c), strategy, progress, resume, save
-        )
-        done.append(chain)
-        if run is not None:
-            run.save({"chain": c + 1, "chains_done": done, "current": None})
+                run.save({"chain": c + 1, "chains_done": done, "current": None})
     return _results(model, settings.method, done)
 
 

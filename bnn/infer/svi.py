@@ -35,6 +35,7 @@ from pyro.params.param_store import StateDict
 from torch import Tensor, nn
 
 from bnn._progress import progress_bar
+from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.checkpoint import Checkpoint
@@ -217,6 +218,7 @@ def svi(
     init_scale: float = 0.05,
     rng: RNGLike = None,
     checkpoint: str | Path | None = None,
+    threads: Threads = "auto",
     progress: bool = True,
 ) -> tuple[SVIPosterior, History]:
     """Stochastic variational inference with a Pyro autoguide over the network's weights.
@@ -241,6 +243,8 @@ def svi(
             state, the RNG and the history to after every epoch (``bnn.infer.checkpoint``);
             run again with the same path (and more ``epochs``/``steps``) to continue; the
             result equals an uninterrupted run bit for bit.
+        threads: torch intra-op threads while training: ``"auto"`` (one thread for small
+            models, see `bnn.fit`), an int, or ``None`` (torch's setting).
         progress: show a tqdm bar.
 
     Returns:
@@ -251,6 +255,7 @@ def svi(
         >>> posterior, history = bnn.infer.svi(net, (x, y), likelihood=bnn.Gaussian(0.1),
         ...                                    guide="lowrank", epochs=200, rng=0)
     """
+    check_threads(threads)
     x, y = check_data(model, data)
     n = x.shape[0]
     total_steps, batch = _schedule(steps, epochs, batch_size, n)
@@ -278,7 +283,8 @@ def svi(
         run = Checkpoint(checkpoint, method="svi", settings=settings)
     per_epoch = -(-n // batch)
     example = (x[:1], y[:1], torch.zeros(1, dtype=torch.long, device=x.device))
-    with pyro.get_param_store().scope() as state:
+    threads_context = training_threads(threads, model, batch * num_particles)
+    with pyro.get_param_store().scope() as state, threads_context:
         engine = SVI(model_fn, guide_fn, optim, loss=elbo)
         saved = run.load() if run is not None else None
         step = 0 if saved is None else _restore(saved, guide_fn, example, optim, generator, order)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
+from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._early_stopping import EarlyStopping
 from bnn.infer._loop import (
     NonFiniteLossError,
@@ -121,6 +122,7 @@ def fit(
     rng: RNGLike = None,
     distributed: bool | None = None,
     checkpoint: str | Path | None = None,
+    threads: Threads = "auto",
     progress: bool = True,
 ) -> tuple[Posterior, History]:
     """Train ``model`` (and a learnable ``likelihood``) by maximising the per-datum ELBO.
@@ -156,6 +158,11 @@ def fit(
         checkpoint: a file to resume from and to save the whole training state to after every
             epoch (``bnn.infer.checkpoint``): run again with the same path (and a larger
             ``epochs``) to continue; the result equals one uninterrupted run bit for bit.
+        threads: torch intra-op threads while training: ``"auto"`` trains small models (work
+            per step — parameters × batch × ``num_samples`` — below
+            ``bnn._threads.SMALL_STEP_WORK``) on one thread unless you chose a count
+            (``torch.set_num_threads`` or ``OMP_NUM_THREADS``); an int pins it; ``None``
+            leaves torch's setting. Restored afterwards.
         progress: show a tqdm bar.
 
     Returns:
@@ -173,6 +180,7 @@ def fit(
         >>> posterior, history = bnn.fit(net, (x, y), likelihood=bnn.Gaussian(0.1), epochs=50)
     """
     schedule = KLSchedule() if kl is None else kl
+    check_threads(threads)
     _check_arguments(epochs, batch_size, lr, num_samples, schedule, validation, likelihood, prior)
     generator = resolve_rng(rng)
     model, strategy = training_strategy(model, distributed)
@@ -203,9 +211,11 @@ def fit(
         num_samples=num_samples,
         prior=prior,
     )
-    history = _run_epochs(
-        step_context, loader, schedule, epochs, validation, generator, progress, run
-    )
+    rows_per_step = (loader.batch_size or 1) * num_samples
+    with training_threads(threads, model, rows_per_step):
+        history = _run_epochs(
+            step_context, loader, schedule, epochs, validation, generator, progress, run
+        )
     model.eval()
     likelihood.eval()
     return (as_posterior(model) if has_posterior(model) else PointEstimate(model)), history
