@@ -164,7 +164,8 @@ class GPPosterior(nn.Module):
                 num_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
             )
             # f[s, k] = mean[k] + L[k] z[s, k], returned as [S, N, K]
-            return (mean + torch.einsum("kij,skj->ski", factors, z)).transpose(1, 2)
+            samples = mean + torch.einsum("kij,skj->ski", factors, z)
+            return samples.transpose(1, 2).contiguous()
         factor = _cholesky(covariance)
         generator = resolve_rng(rng).torch_generator("predict", x.device)
         z = torch.randn(
@@ -475,7 +476,7 @@ def _gp_likelihood(gpytorch: Any, likelihood: Likelihood, num_classes: int | Non
 
             GPyTorch's ``forward`` transposes samples whose ``N`` equals ``K`` (a legacy
             layout), which would silently swap data and classes in a mini-batch of ``K``
-            points; the samples here are always ``[..., N, K]`` (a ``MultitaskMultivariateNormal``).
+            points; here the samples are always ``[..., N, K]`` (from the multitask output).
             """
 
             def forward(self, function_samples: Tensor, *args: Any, **kwargs: Any) -> Any:

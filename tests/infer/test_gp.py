@@ -235,7 +235,7 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="classification needs method='svgp'"):
         gp(None, (x, (y > 0).double()), likelihood=bnn.Bernoulli(), method="exact")
     with pytest.raises(TypeError, match="likelihood"):
-        gp(None, (x, y), likelihood=bnn.Categorical())
+        gp(None, (x, y), likelihood=bnn.HeteroscedasticGaussian())
     with pytest.raises(ValueError, match="same number"):
         gp(None, (x, y[:5]), likelihood=bnn.Gaussian(0.1))
     with pytest.raises(ValueError, match="kernel must be"):
@@ -265,3 +265,138 @@ def test_joint_samples_at_many_close_float32_inputs_do_not_fail() -> None:
     # the sample variance of 4000 normal draws: relative standard error sqrt(2/3999)
     relative = (sample_variance - variance).abs() / variance.clamp_min(1e-6)
     assert float(relative.max()) < 5 * math.sqrt(2 / 3999) + 0.01
+
+
+def _blobs(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Three well-separated Gaussian blobs in 2-D (centres 2.6 apart, std 0.5), labels 0, 1, 2."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 1.5], [-1.3, -0.75], [1.3, -0.75]], dtype=torch.float64)
+    y = torch.arange(n) % 3
+    return centres[y] + 0.5 * torch.randn(n, 2, dtype=torch.float64, generator=g), y
+
+
+def _multiclass(x: Tensor, y: Tensor, rng: int, epochs: int) -> GPPosterior:
+    posterior, _ = gp(
+        None,
+        (x, y),
+        likelihood=bnn.Categorical(),
+        method="svgp",
+        num_inducing=16,
+        epochs=epochs,
+        lr=0.05,
+        ngd_lr=0.3,
+        rng=rng,
+        progress=False,
+    )
+    return posterior
+
+
+def test_svgp_multiclass_classification() -> None:
+    x, y = _blobs(300, 0)
+    x_test, y_test = _blobs(300, 1)
+    # batches of 99, 99, 99 and 3: a mini-batch of K points keeps its [N, K] layout
+    posterior, history = gp(
+        None,
+        (x, y),
+        likelihood=bnn.Categorical(),
+        method="svgp",
+        num_inducing=16,
+        batch_size=99,
+        epochs=4,
+        lr=0.05,
+        ngd_lr=0.3,
+        rng=0,
+        progress=False,
+    )
+    assert history.loss[-1] < history.loss[0]
+    assert posterior.num_classes == 3
+    assert isinstance(posterior.predictive_likelihood, bnn.Categorical)
+    assert len(history.outputscale) == 3 and len(history.lengthscale) == 3  # one per class
+    assert all(len(per_class) == 2 for per_class in history.lengthscale)  # ARD over 2 inputs
+    prediction = bnn.predict_with_uncertainty(posterior, x_test, num_samples=64, rng=0)
+    assert isinstance(prediction, bnn.likelihoods.ClassificationPrediction)  # its Categorical
+    assert prediction.class_probs.shape == (64, 300, 3)
+    torch.testing.assert_close(
+        prediction.class_probs.sum(-1), torch.ones(64, 300, dtype=torch.float64)
+    )
+    assert bnn.evaluate.metrics.accuracy(prediction, y_test) >= 0.9
+    true_class = prediction.probs.gather(-1, y_test[:, None]).mean()
+    assert float(true_class) > 1 / 3 + 0.3
+    assert posterior.sample_functions(x_test[:4], 5, rng=0).shape == (5, 4, 3)
+
+
+def test_multiclass_training_and_sampling_follow_the_seed() -> None:
+    x, y = _blobs(90, 2)
+    points = x[:6]
+    posteriors = []
+    # the ELBO's Monte Carlo draws come from the stream "gp" of rng, not the global RNG's state
+    for rng, global_seed in ((0, 1), (0, 2), (1, 1)):
+        with torch.random.fork_rng():
+            torch.manual_seed(global_seed)
+            posteriors.append(_multiclass(x, y, rng, epochs=3))
+    first, second, other = posteriors
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True)
+    )
+    assert torch.equal(
+        first.sample_functions(points, 7, rng=3), second.sample_functions(points, 7, rng=3)
+    )
+    assert not torch.equal(
+        first.sample_functions(points, 7, rng=3), other.sample_functions(points, 7, rng=3)
+    )
+    assert not torch.equal(
+        first.sample_functions(points, 7, rng=3), first.sample_functions(points, 7, rng=4)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(first.parameters(), other.parameters(), strict=True)
+    )
+
+
+def test_multiclass_samples_have_each_class_covariance_and_independent_classes() -> None:
+    x, y = _blobs(60, 3)
+    posterior = _multiclass(x, y, 0, epochs=3)
+    points = torch.tensor([[0.0, 1.5], [0.3, 1.0], [0.0, 0.0], [2.5, 2.5]], dtype=torch.float64)
+    mean, covariance = posterior.functional_moments(points)
+    assert mean.shape == (3, 4) and covariance.shape == (3, 4, 4)
+    # close points are correlated within a class (≈ 0.67), so shared normals across classes
+    # would show as cross-class covariance
+    assert float(covariance[:, 0, 1].min()) > 0.5 * float(covariance[:, 0, 0].max())
+    s = 20_000
+    samples = posterior.sample_functions(points, s, rng=0)
+    assert samples.shape == (s, 4, 3)
+    # all 12 outputs (class-major) at once: block-diagonal covariance, one block per class
+    flat = samples.transpose(1, 2).reshape(s, 12)
+    stated = torch.zeros(12, 12, dtype=torch.float64)
+    for k in range(3):
+        stated[4 * k : 4 * k + 4, 4 * k : 4 * k + 4] = covariance[k]
+    # MCSE of a sample covariance of Gaussians: sqrt((Σ_ii Σ_jj + Σ_ij²) / S)
+    variance = stated.diagonal()
+    mcse = ((variance[:, None] * variance[None, :] + stated**2) / s).sqrt()
+    empirical = torch.cov(flat.T)
+    assert bool(((empirical - stated).abs() <= 4.5 * mcse).all())  # cross-class blocks ≈ 0
+    assert bool(((flat.mean(0) - mean.flatten()).abs() <= 4.5 * (variance / s).sqrt()).all())
+
+
+def test_bad_multiclass_input_is_refused() -> None:
+    x, y = _blobs(30, 4)
+    categorical = bnn.Categorical()
+    with pytest.raises(ValueError, match="classification needs method='svgp'"):
+        gp(None, (x, y), likelihood=categorical, method="exact")
+    with pytest.raises(ValueError, match=r"\[0, 1\] for num_classes = 2.*raise num_classes"):
+        gp(None, (x, y), likelihood=categorical, method="svgp", num_classes=2)
+    one_hot = nn.functional.one_hot(y, 3)
+    with pytest.raises(ValueError, match=r"one-hot.*argmax"):
+        gp(None, (x, one_hot), likelihood=categorical, method="svgp")
+    with pytest.raises(ValueError, match=r"one-hot.*argmax"):
+        gp(None, (x, one_hot.double()), likelihood=categorical, method="svgp", num_classes=3)
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match=r"num_classes must be an int >= 2.*num_classes=K"):
+            gp(None, (x, y), likelihood=categorical, num_classes=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"single class.*num_classes=K"):
+        gp(None, (x, torch.zeros_like(y)), likelihood=categorical, method="svgp")
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\], got values in \[-1, 1\]"):
+        gp(None, (x, y - 1), likelihood=categorical, method="svgp")
+    with pytest.raises(ValueError, match="whole numbers"):
+        gp(None, (x, y + 0.5), likelihood=categorical, method="svgp")
+    with pytest.raises(ValueError, match="num_classes is for likelihood=bnn.Categorical"):
+        gp(None, (x, y.double()), likelihood=bnn.Gaussian(0.1), num_classes=3)
