@@ -29,7 +29,7 @@ __all__ = ["SMALL_STEP_WORK", "Threads", "check_threads", "training_threads"]
 
 Threads = int | Literal["auto"] | None
 
-SMALL_STEP_WORK = 4_000_000
+SMALL_STEP_WORK = 2_000_000
 """Parameters × rows per step below which one thread is at least as fast as all (2 cores)."""
 
 _STARTUP_THREADS = torch.get_num_threads()

@@ -20,7 +20,9 @@ reparameterisation and every dropout layer drawing its masks per row. The trade-
   from independent noise, so covariances *between* inputs (and anything computed from them,
   e.g. a function's shape over a grid, Thompson sampling) are not those of the posterior.
   For those use the default `ModelPosterior`. (MC dropout's default masks are already drawn
-  per input, so for a dropout-only model the two differ only in their draws.)
+  per input, and its vectorised path evaluates the layers before the first dropout once for
+  all samples; a model with dropout and no Bayesian layer is therefore sampled by
+  `ModelPosterior` here too.)
 
 Example:
     >>> fast = bnn.posterior.MarginalPredictive(model)
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 
 from bnn.nn.dropout import MCDropout
 from bnn.nn.estimators import is_linear_in_weights
-from bnn.nn.layers import BayesianModule, bayesian_modules
+from bnn.nn.layers import BayesianModule, bayesian_modules, posterior_mean
 from bnn.posterior._evaluate import (
     PROBE_INPUTS,
     activation_bytes,
@@ -45,6 +47,7 @@ from bnn.posterior._evaluate import (
     evaluate_in_chunks,
     plan_chunks,
 )
+from bnn.posterior.model import ModelPosterior
 from bnn.posterior.protocol import check_inputs, check_memory_budget
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
@@ -88,6 +91,7 @@ class MarginalPredictive:
                     "bnn.posterior.ModelPosterior (joint weight samples) for this model."
                 )
         self.model = model
+        self.dropout = model if isinstance(model, MCDropout) else None
 
     def reference_tensor(self) -> Tensor | None:
         """A parameter of the model (inputs must match its device and dtype)."""
@@ -107,11 +111,17 @@ class MarginalPredictive:
         One forward pass over ``S`` stacked copies of a block of inputs per chunk; chunks sized
         so that the activations of both local-reparameterisation passes fit ``memory_budget``.
         """
+        if not self.layers:  # MC dropout alone: its function samples are per input already
+            return ModelPosterior(self.model).sample_functions(
+                x, num_samples, rng=rng, memory_budget=memory_budget
+            )
         check_inputs(x, self.reference_tensor(), num_samples)
         budget = check_memory_budget(memory_budget, x.device)
         probe = x[:PROBE_INPUTS]
         with local_reparameterisation(self.layers):
             per_input = -(-_PASSES * activation_bytes(self.model, probe) // probe.shape[0])
+        mask_shapes = self._mask_shapes_per_row(probe)
+        per_input += sum(int(torch.Size(shape).numel()) for shape in mask_shapes) * x.element_size()
         plan = plan_chunks(
             num_samples, x.shape[0], bytes_per_input=per_input, bytes_per_sample=0, budget=budget
         )
@@ -121,7 +131,8 @@ class MarginalPredictive:
 
         def evaluate(count: int, block: Tensor) -> Tensor:
             rows = block.unsqueeze(0).expand(count, *block.shape).reshape(-1, *block.shape[1:])
-            output: Tensor = self.model(rows)
+            with self._row_masks(rows, mask_shapes):
+                output: Tensor = self.model(rows)
             return output.reshape(count, block.shape[0], *output.shape[1:])
 
         with (
@@ -131,6 +142,29 @@ class MarginalPredictive:
             local_reparameterisation(self.layers),
         ):
             return evaluate_in_chunks(x, num_samples, plan, draw, evaluate)
+
+    def _mask_shapes_per_row(self, probe: Tensor) -> list[tuple[int, ...]]:
+        """Each dropout layer's mask shape for one input row (leading batch dimension 1)."""
+        if self.dropout is None:
+            return []
+        with posterior_mean(self.model):
+            shapes = self.dropout.mask_shapes(probe)
+        if any(shape[:1] != probe.shape[:1] for shape in shapes):
+            raise ValueError(
+                "a dropout layer's mask has no per-input dimension, so rows cannot draw their "
+                "own masks; use joint=True (bnn.posterior.ModelPosterior)."
+            )
+        return [(1, *shape[1:]) for shape in shapes]
+
+    def _row_masks(
+        self, rows: Tensor, shapes: list[tuple[int, ...]]
+    ) -> contextlib.AbstractContextManager[None]:
+        """Dropout masks for every row, drawn by ``bnn.random.draws`` (global generator)."""
+        if self.dropout is None:
+            return contextlib.nullcontext()
+        row_shapes = [(rows.shape[0], *shape[1:]) for shape in shapes]
+        masks = [mask[0] for mask in self.dropout.sample_masks(rows, 1, row_shapes)]
+        return self.dropout.mask_context(masks)
 
 
 @contextlib.contextmanager

@@ -112,3 +112,17 @@ def test_models_without_local_reparameterisation_are_refused() -> None:
         bnn.predict_with_uncertainty(ensemble_like, torch.zeros(2, 2), joint=False)
     with pytest.raises(TypeError, match="joint must be True or False"):
         bnn.predict_with_uncertainty(_linear_layer(), torch.zeros(2, 3), joint=1)  # type: ignore[arg-type]
+
+
+def test_bayesian_layers_with_dropout_draw_masks_per_row() -> None:
+    torch.manual_seed(2)
+    network = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.4), nn.Linear(16, 1))
+    model = bnn.MCDropout(bnn.bayesianize(network, init="random", init_std=0.1, rng=0))
+    x = torch.randn(4, 2)
+    count = 20_000
+    marginal = MarginalPredictive(model).sample_functions(x, count, rng=1)
+    joint = ModelPosterior(model).sample_functions(x, count, rng=2)
+    spread = (marginal.var(0) / count + joint.var(0) / count).sqrt()
+    assert torch.all((marginal.mean(0) - joint.mean(0)).abs() < K * spread)
+    ratio = marginal.var(0) / joint.var(0)
+    assert torch.all(ratio.log().abs() < K * math.sqrt(4 / count) * 2)
