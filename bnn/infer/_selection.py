@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 __all__ = [
+    "KronLayer",
     "batches",
     "check_precision",
     "kron_layers",
@@ -98,20 +100,35 @@ def whole_linear_layers(
     return layers
 
 
-def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> list[nn.Linear]:
-    """The ``nn.Linear`` layer of every group, each selected whole (else a ValueError)."""
-    layers = whole_linear_layers(model, names, groups)
+KronLayer: TypeAlias = nn.Linear | nn.Conv1d | nn.Conv2d
+"""A layer ``hessian="kron"`` factors: a linear map, or a convolution (KFAC-expand)."""
+
+
+def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> list[KronLayer]:
+    """The ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layer of every group, each selected
+    whole (else a ValueError; also for a convolution ``"kron"`` cannot factor)."""
     modules = dict(model.named_modules())
-    for group in groups if layers is None else []:
+    layers: list[KronLayer] = []
+    for group in groups:
         module = modules[group]
         own = {f"{group}.{n}" if group else n for n, _ in module.named_parameters(recurse=False)}
-        if not isinstance(module, nn.Linear) or not own <= set(names):
+        if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d) or not own <= set(names):
             raise ValueError(
-                f"hessian='kron' needs whole nn.Linear layers; {group or 'the model'!r} is a "
-                f"{type(module).__name__} (or only part of it is selected). Use "
-                "hessian='diag' (any layer) or 'full' (small selections), or select Linear layers."
+                f"hessian='kron' needs whole nn.Linear, nn.Conv1d or nn.Conv2d layers; "
+                f"{group or 'the model'!r} is a {type(module).__name__} (or only part of it is "
+                "selected). Use hessian='diag' (any layer) or 'full' (small selections), or "
+                "select such layers."
             )
-    assert layers is not None
+        if isinstance(module, nn.Conv1d | nn.Conv2d) and (
+            module.groups != 1 or module.padding_mode != "zeros"
+        ):
+            raise ValueError(
+                f"hessian='kron' factors convolutions with groups=1 and padding_mode='zeros' "
+                f"only; {group or 'the model'!r} has groups={module.groups} and "
+                f"padding_mode={module.padding_mode!r}. Use hessian='diag' (any layer) or "
+                "'full' (small selections)."
+            )
+        layers.append(module)
     return layers
 
 

@@ -3,7 +3,8 @@
 Around the trained weights ``θ*`` (a MAP estimate under the prior ``N(0, δ⁻¹ I)``) the
 posterior of the selected parameters is approximated by ``N(θ*, Λ⁻¹)`` with
 ``Λ = GGN / σ² + δ I`` (σ² only for a Gaussian likelihood): the generalised Gauss-Newton
-curvature (``bnn.infer._curvature``), dense, diagonal or per-layer Kronecker-factored. The
+curvature (``bnn.infer._curvature``), dense, diagonal or per-layer Kronecker-factored
+(``nn.Linear``, and ``nn.Conv1d`` / ``nn.Conv2d`` by KFAC-expand). The
 Laplace estimate of the log marginal likelihood (Immer et al. 2021)
 
     log p(D | δ, σ) ≈ log p(D | θ*, σ) − ½ [ Σ_j δ_j θ*_j² + log det Λ − Σ_j log δ_j ]
@@ -33,6 +34,7 @@ from torch.utils.data import DataLoader
 from bnn._progress import progress_bar
 from bnn.infer._curvature import CurvatureSums, accumulate_curvature
 from bnn.infer._selection import (
+    KronLayer,
     batches,
     check_precision,
     kron_layers,
@@ -397,7 +399,9 @@ def laplace(
         subset: ``"last_layer"`` (the last module that owns parameters), ``"all"``, or an
             iterable of module / parameter names or modules.
         hessian: ``"full"`` (exact GGN, ≤ 20,000 parameters), ``"kron"`` (KFAC per
-            ``nn.Linear`` layer) or ``"diag"`` (exact diagonal of the GGN, any layer).
+            ``nn.Linear`` layer; per ``nn.Conv1d`` / ``nn.Conv2d`` layer with ``groups=1``
+            and ``padding_mode="zeros"`` by KFAC-expand, one datum per output location, see
+            ``bnn.infer._curvature``) or ``"diag"`` (exact diagonal of the GGN, any layer).
         prior_precision: ``δ`` of the prior ``N(0, δ⁻¹ I)``: a scalar or one per layer
             (``posterior.groups``); tune it with ``optimize_prior_precision``.
         predictive: what ``predict_with_uncertainty`` uses: ``"glm"`` (linearised; closed form
@@ -432,9 +436,9 @@ def laplace(
             f"parameters (≤ {MAX_FULL_PARAMETERS}, e.g. subset='last_layer') or use 'kron'/'diag'."
         )
     groups, group_index = layer_groups(names, shapes)
-    layers = kron_layers(model, names, groups) if hessian == "kron" else []
+    layers: Sequence[KronLayer] = kron_layers(model, names, groups) if hessian == "kron" else []
     if hessian == "diag":  # whole Linear layers: the exact diagonal from KFAC-sized factors
-        layers = whole_linear_layers(model, names, groups) or []
+        layers = whole_linear_layers(model, names, groups) or []  # else per-datum Jacobians
     reference = parameters[names[0]]
     precision = check_precision(prior_precision, len(groups), reference)
     if predictive == "glm":
