@@ -102,7 +102,9 @@ class MethodObjective:
         score: one of `SCORES` (lower is better).
         hidden: hidden units per layer (a ``params["hidden"]`` overrides it).
         depth: hidden layers of the ReLU network.
-        epochs, batch_size, lr: training defaults (each overridable by ``params``).
+        epochs: training epochs (overridable by ``params``).
+        batch_size: mini-batch size (overridable by ``params``).
+        lr: Adam's learning rate (overridable by ``params``).
         num_samples: function samples of a validation prediction.
 
     Calling it: ``objective(params, rng) -> float``; ``params`` may hold the names listed in
