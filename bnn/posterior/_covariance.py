@@ -9,8 +9,8 @@ A factor represents ``Σ`` by what sampling and linearised prediction need:
 * ``variance()``: ``diag Σ`` ``[P]``; ``dense()``: ``Σ`` ``[P, P]`` (small ``P`` only).
 
 Four structures cover Laplace and SWAG: `DenseFactor` (Cholesky of a precision),
-`DiagonalFactor`, `KroneckerFactor` (one eigendecomposed ``G ⊗ A`` block per linear layer,
-Martens & Grosse 2015) and `LowRankFactor` (diagonal plus low rank, Maddox et al. 2019).
+`DiagonalFactor`, `KroneckerFactor` (one eigendecomposed ``G ⊗ A`` block per Linear or Conv
+layer, Martens & Grosse 2015) and `LowRankFactor` (diagonal plus low rank, Maddox et al. 2019).
 
 Example:
     >>> factor = DiagonalFactor(torch.tensor([1.0, 4.0]))
@@ -130,7 +130,8 @@ class DiagonalFactor(CovarianceFactor):
 
 @dataclass(frozen=True)
 class KroneckerBlock:
-    """One linear layer's block ``Λ = scale · (G ⊗ A) + δ I`` in eigendecomposed form.
+    """One Linear or Conv layer's block ``Λ = scale · (G ⊗ A) + δ I``, eigendecomposed (a conv
+    weight ``[out, in, k...]`` is read as ``[out, in·k...]``, bias last).
 
     The layer's weight ``[out, in]`` and bias ``[out]`` (when ``bias``) are read as one matrix
     ``W̃ = [W, b]`` ``[out, in']`` whose row-major vectorisation has precision ``G ⊗ A``, with
