@@ -90,11 +90,16 @@ def swag_fitted(
 def gp_fitted(
     method: str,  # noqa: ARG001
     data: Prepared,
-    defaults: Defaults,  # noqa: ARG001
+    defaults: Defaults,
     rng: RNG,
 ) -> Fitted:
     """Exact GP regression (ARD RBF kernel), hyperparameters by the marginal likelihood."""
-    options: dict[str, Any] = {"epochs": 200, "lr": 0.05, "kernel": "rbf", "method": "exact"}
+    options: dict[str, Any] = {
+        "epochs": defaults.gp_epochs,
+        "lr": 0.05,
+        "kernel": "rbf",
+        "method": "exact",
+    }
     x, y = data.x.double(), data.y.double()
     posterior, _ = gp(
         None, (x, y), likelihood=Gaussian(0.5, learn_std=True), rng=rng, progress=False, **options

@@ -32,6 +32,7 @@ class Defaults:
     ensemble_beta: float = 0.5  # β-NLL for the heteroscedastic members (Seitzer et al. 2022)
     num_samples: int = 200
     validation_fraction: float = 0.1
+    gp_epochs: int = 200  # Adam steps on the GP's marginal likelihood
 
 
 def network(inputs: int, outputs: int) -> nn.Sequential:

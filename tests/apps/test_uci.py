@@ -27,7 +27,7 @@ from bnn.tune import Categorical
 
 @pytest.mark.parametrize("method", METHODS)
 def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
-    quick = Defaults(epochs=15, ensemble_members=2, num_samples=20)
+    quick = Defaults(epochs=15, ensemble_members=2, num_samples=20, gp_epochs=30)
     results = run_uci("yacht", method, splits=2, defaults=quick, progress=False)
     assert [r.split for r in results] == [0, 1]
     for r in results:
@@ -41,7 +41,7 @@ def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
 
 def test_the_stack_combines_the_very_models_of_its_members_rows() -> None:
     """Each member is trained from the split's RNG state, as in its own row: same bits."""
-    quick = Defaults(epochs=3, ensemble_members=2, num_samples=10)
+    quick = Defaults(epochs=3, ensemble_members=2, num_samples=10, gp_epochs=5)
     split = bnn.apps.datasets.load_uci("yacht", 0)
     rng = RNG(0).spawn(0)
     data, _ = _prepare(split, quick, rng)
