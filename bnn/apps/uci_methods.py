@@ -56,6 +56,7 @@ def ensemble_fitted(
         likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
         num_members=defaults.ensemble_members,
         rng=rng,
+        progress=False,
         **data.options,
     )
     return Fitted(ensemble, HeteroscedasticGaussian(), defaults.ensemble_members)
