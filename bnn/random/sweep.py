@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -28,7 +28,7 @@ from bnn._progress import progress_bar
 from bnn.random.default import RNGLike, resolve_rng, use_rng
 from bnn.random.rng import RNG
 
-__all__ = ["SweepResult", "seed_sweep"]
+__all__ = ["SweepResult", "seed_sweep", "student_t_quantile", "summarise_values"]
 
 STATISTICS = ("mean", "std", "sem", "min", "max", "ci95_low", "ci95_high")
 
@@ -120,7 +120,7 @@ def seed_sweep(
     runs: list[dict[str, float]] = []
     for seed, metrics in zip(seed_list, outputs, strict=True):
         runs.append(_check_metrics(metrics, seed, expected=runs[0].keys() if runs else None))
-    table = {name: _summarise([run[name] for run in runs]) for name in runs[0]}
+    table = {name: summarise_values([run[name] for run in runs]) for name in runs[0]}
     result = SweepResult(seeds=tuple(seed_list), runs=tuple(runs), table=table)
     if verbose:
         print(result.to_markdown())
@@ -187,7 +187,8 @@ def _check_metrics(metrics: object, seed: int, expected: Iterable[str] | None) -
     return checked
 
 
-def _summarise(values: list[float]) -> dict[str, float]:
+def summarise_values(values: Sequence[float]) -> dict[str, float]:
+    """Mean, std, standard error, min, max, Student-t 95 % interval of the mean and ``n``."""
     n = len(values)
     mean = math.fsum(values) / n
     if n > 1:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from bnn.random.sweep import student_t_quantile
+from bnn.random.sweep import student_t_quantile, summarise_values
 
 __all__ = ["average", "paired_interval", "seed_noise_share", "seed_summary"]
 
@@ -16,25 +16,12 @@ def average(values: Sequence[float]) -> float:
 
 
 def seed_summary(values: Sequence[float]) -> dict[str, float]:
-    n = len(values)
-    if n == 0:
-        nan = math.nan
-        return {"mean": nan, "std": nan, "sem": nan, "ci95_low": nan, "ci95_high": nan, "n": 0}
-    mean = average(values)
-    if n > 1:
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-        sem = std / math.sqrt(n)
-        half = student_t_quantile(0.975, n - 1) * sem
-    else:
-        std = sem = half = math.nan
-    return {
-        "mean": mean,
-        "std": std,
-        "sem": sem,
-        "ci95_low": mean - half,
-        "ci95_high": mean + half,
-        "n": float(n),
-    }
+    """Mean, std, standard error, 95 % interval of the mean and ``n`` (NaN when empty)."""
+    keys = ("mean", "std", "sem", "ci95_low", "ci95_high")
+    if not values:
+        return {**dict.fromkeys(keys, math.nan), "n": 0}
+    summary = summarise_values(values)
+    return {**{key: summary[key] for key in keys}, "n": summary["n"]}
 
 
 def seed_noise_share(rows: list[dict[str, Any]]) -> float:
