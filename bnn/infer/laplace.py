@@ -280,21 +280,32 @@ class LaplacePosterior(GaussianPosterior):
         lr: float = 0.1,
         validation: tuple[Tensor, Tensor] | None = None,
         grid: Tensor | None = None,
+        noise_grid: Tensor | None = None,
     ) -> History:
         """Choose ``δ`` (and ``σ``) by the marginal likelihood or a validation set.
 
         ``"marglik"`` maximises ``log_marginal_likelihood`` over ``log δ`` (scalar, or one per
         layer with ``per_layer=True``) and, for a Gaussian likelihood with
         ``optimize_noise=True``, ``log σ``, by Adam (Immer et al. 2021). ``"validation"``
-        picks the scalar ``δ`` on ``grid`` (default ``logspace(-4, 4, 41)``) with the best
-        log predictive density of ``validation = (x, y)`` under the linearised predictive.
+        picks the scalar ``δ`` on ``grid`` (default ``logspace(-4, 4, 41)``) — and, for a
+        Gaussian likelihood with ``optimize_noise=True``, jointly ``σ`` among the current
+        ``σ`` times ``noise_grid`` (default ``2^linspace(-1, 2, 13)``) — with the best log
+        predictive density of ``validation = (x, y)`` under the linearised predictive.
 
         Returns:
-            A `History` with ``neg_log_marglik`` per step (marglik) or ``val_nll`` per grid
-            value (validation).
+            A `History` with ``neg_log_marglik`` per step (marglik), or ``val_nll`` per grid
+            value (validation; ``δ``-major over ``(δ, σ)`` pairs, with ``extras["grid"]``
+            holding the pairs).
         """
         if method == "validation":
-            return self._optimize_on_validation(validation, grid)
+            factors = (
+                2.0 ** torch.linspace(-1.0, 2.0, 13, dtype=torch.float64)
+                if noise_grid is None
+                else noise_grid
+            )
+            return self._optimize_on_validation(
+                validation, grid, factors if optimize_noise else None
+            )
         if method != "marglik":
             raise ValueError(f"method must be 'marglik' or 'validation', got {method!r}.")
         size = len(self.groups) if per_layer else 1
@@ -323,25 +334,41 @@ class LaplacePosterior(GaussianPosterior):
         return history
 
     def _optimize_on_validation(
-        self, validation: tuple[Tensor, Tensor] | None, grid: Tensor | None
+        self,
+        validation: tuple[Tensor, Tensor] | None,
+        grid: Tensor | None,
+        noise_grid: Tensor | None,
     ) -> History:
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise ValueError("method='validation' needs validation=(x_val, y_val).")
         check_glm_likelihood(self.likelihood)
         x, y = validation
         values = torch.logspace(-4, 4, 41, dtype=torch.float64) if grid is None else grid
+        noises: list[float | None] = [None]  # None: keep the current σ
+        current = self.noise_std
+        if current is not None and noise_grid is not None:
+            noises = [current * float(factor) for factor in noise_grid]
         budget = check_memory_budget(None, x.device)
         outputs, jacobian = output_jacobians(self.model, self.names, x, budget)
-        history = History("laplace_validation", metrics={"val_nll": []})
+        history = History("laplace_validation", metrics={"val_nll": []}, extras={"grid": []})
         scores = []
         for value in values.tolist():
-            factor = self._factor(self.mean.new_tensor(value), self._log_noise)
-            nll = _glm_nll(
-                outputs.detach(), factor.functional(jacobian.detach()), y, self.likelihood
-            )
-            scores.append(nll)
-            history.record(val_nll=nll)
-        self.prior_precision = float(values[int(torch.tensor(scores).argmin())])
+            for noise in noises:
+                log_noise = (
+                    self._log_noise if noise is None else self.mean.new_tensor(math.log(noise))
+                )
+                likelihood = self.likelihood if noise is None else Gaussian(noise)
+                factor = self._factor(self.mean.new_tensor(value), log_noise)
+                nll = _glm_nll(
+                    outputs.detach(), factor.functional(jacobian.detach()), y, likelihood
+                )
+                scores.append(nll)
+                history.record(val_nll=nll)
+                history.extras["grid"].append((value, noise))
+        best_value, best_noise = history.extras["grid"][int(torch.tensor(scores).argmin())]
+        if best_noise is not None:
+            self._log_noise = self.mean.new_tensor(math.log(best_noise))
+        self.prior_precision = float(best_value)
         return history
 
 

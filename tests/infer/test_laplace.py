@@ -373,12 +373,36 @@ def test_per_layer_marglik_and_validation_grid() -> None:
     assert float(posterior.log_marginal_likelihood()) > start
     grid = torch.tensor([0.01, 1.0, 100.0], dtype=torch.float64)
     history = posterior.optimize_prior_precision(
-        "validation", validation=(x[:10], y[:10]), grid=grid
+        "validation", validation=(x[:10], y[:10]), grid=grid, optimize_noise=False
     )
     best = float(grid[int(torch.tensor(history.val_nll).argmin())])
     assert float(posterior.prior_precision) == best
     nll = -bnn.predict_with_uncertainty(posterior, x[:10]).log_likelihood(y[:10]).mean()
     assert float(nll) == pytest.approx(min(history.val_nll), rel=1e-10)
+
+
+def test_validation_chooses_the_noise_with_the_prior_precision() -> None:
+    """Data with σ = 0.5, a Laplace started at σ = 0.2: on 4,000 validation points the joint
+    grid picks the σ candidate nearest 0.5 (0.2·2^1.25 = 0.476; the next, 0.566, is 2.6 times
+    farther in log σ and costs ~0.01 nats per point, 40 nats in all)."""
+    generator = torch.Generator().manual_seed(3)
+    weights = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    x = torch.randn(4200, 3, generator=generator, dtype=torch.float64)
+    y = x @ weights.T + 0.5 * torch.randn(4200, 1, generator=generator, dtype=torch.float64)
+    model = nn.Linear(3, 1).double()
+    with torch.no_grad():
+        solution = torch.linalg.lstsq(torch.cat([x[:200], torch.ones(200, 1).double()], 1), y[:200])
+        model.weight.copy_(solution.solution[:3].T)
+        model.bias.copy_(solution.solution[3])
+    posterior, _ = laplace(
+        model, (x[:200], y[:200]), likelihood=_gaussian(0.2), subset="all", hessian="full",
+        progress=False,
+    )  # fmt: skip
+    history = posterior.optimize_prior_precision("validation", validation=(x[200:], y[200:]))
+    assert posterior.noise_std == pytest.approx(0.2 * 2**1.25, rel=1e-6)  # σ₀ = 0.2 in float32
+    assert len(history.val_nll) == 41 * 13
+    nll = -bnn.predict_with_uncertainty(posterior, x[200:]).log_likelihood(y[200:]).mean()
+    assert float(nll) == pytest.approx(min(history.val_nll), rel=1e-9)
 
 
 def test_same_seed_same_bits() -> None:
