@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bnn.apps.uci_setup import Defaults, Fitted, Prepared, validated_noise
+from bnn.apps.uci_setup import network as mlp
 from bnn.infer.gp import gp
 from bnn.infer.laplace import laplace
 from bnn.infer.swag import swag
@@ -29,13 +30,11 @@ from bnn.random.rng import RNG
 
 __all__ = ["gp_fitted", "laplace_fitted", "swag_fitted"]
 
-HIDDEN = 50
-
 
 def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
     """The MAP network and its learned noise, trained as the other methods train."""
     with rng.stream("init"):
-        network = nn.Sequential(nn.Linear(data.x.shape[1], HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
+        network = mlp(data.x.shape[1], 1)
     learned = Gaussian(0.5, learn_std=True)
     fit(network, (data.x, data.y), likelihood=learned, rng=rng, progress=False, **data.options)
     return network, learned
