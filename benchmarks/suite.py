@@ -12,6 +12,8 @@ process's resident set above its size before the case (peak reset with Linux's
    reparameterisation and flipout layers ÷ plain where ``bayesian_torch.layers`` imports
    (``pip install --no-deps bayesian-torch``). Also without the optimizer step (forward +
    backward + KL only), and at batch 512.
+   ``fit-small``: VI throughput on a UCI-sized problem (N = 1,000, d = 8, 50 units, batch 32):
+   ``bnn.fit`` of each estimator ÷ ``bnn.fit`` of the plain network.
 2. ``predict_with_uncertainty`` with S samples on N inputs ÷ S deterministic forward passes
    (the FLOP floor), for a Bayesian model, MC dropout and a ``SampleSet``; and
    ``pyro.infer.Predictive`` on the Pyro model, and bayesian-torch's models in a loop.
@@ -39,9 +41,12 @@ from torch import nn
 import bnn
 
 TARGETS = {
-    "train_local_reparam": 2.0,
-    "train_flipout": 2.0,
-    "train_reparam": 2.5,
+    "train_reparam": 2.0,
+    "train_local_reparam": 2.5,
+    "train_flipout": 2.5,
+    "fit_small_reparam": 2.0,
+    "fit_small_local_reparam": 2.0,
+    "fit_small_flipout": 2.0,
     "predict_bayesian": 1.15,
     "predict_mc_dropout": 1.15,
     "predict_sample_set": 1.15,
@@ -151,6 +156,46 @@ def training_ratios(repeats: int, batch: int = 128, optimizer: bool = True) -> d
         result[f"train_{name}{suffix}"] = statistics.median(ratios)
     if batch == 128 and optimizer:
         result["train_pyro_svi_autonormal"] = pyro_svi_seconds(x, y, repeats) / plain
+    return result
+
+
+def fit_small_ratios(repeats: int) -> dict[str, float]:
+    """VI throughput on a UCI-sized problem: ``bnn.fit`` of each estimator ÷ the plain network.
+
+    N = 1,000, d = 8, 50 ReLU units, batch 32, 5 epochs of ``bnn.fit`` (its defaults: fused
+    Adam, ``threads="auto"``); the plain network is fitted by the same loop (MAP, no KL).
+    """
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 8, generator=generator)
+    y = x[:, :1].sin() + 0.1 * torch.randn(1000, 1, generator=generator)
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Linear(8, 50), nn.ReLU(), nn.Linear(50, 1))
+
+    def run(estimator: str | None) -> Callable[[], None]:
+        model = net() if estimator is None else bnn.bayesianize(net(), estimator=estimator)
+
+        def fit() -> None:
+            bnn.fit(
+                model,
+                (x, y),
+                likelihood=bnn.Gaussian(0.1),
+                epochs=5,
+                batch_size=32,
+                rng=0,
+                progress=False,
+            )
+
+        return fit
+
+    runs = {"plain": run(None)} | {e: run(e) for e in ("reparam", "local_reparam", "flipout")}
+    rounds = [
+        {name: median_seconds(fn, repeats=1) for name, fn in runs.items()} for _ in range(repeats)
+    ]
+    plain = statistics.median(r["plain"] for r in rounds)
+    result = {"fit_small_plain_seconds_per_epoch": plain / 5}
+    for name in runs.keys() - {"plain"}:
+        result[f"fit_small_{name}"] = statistics.median(r[name] / r["plain"] for r in rounds)
     return result
 
 
@@ -419,7 +464,7 @@ def markdown(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS = ("training", "prediction", "small-batch", "scaling")
+SECTIONS = ("training", "fit-small", "prediction", "small-batch", "scaling")
 
 
 def main() -> None:
@@ -452,6 +497,8 @@ def main() -> None:
         results |= training_ratios(training_rounds)
         results |= training_ratios(training_rounds, optimizer=False)
         results |= training_ratios(training_rounds, batch=512)
+    if "fit-small" in args.sections:
+        results |= fit_small_ratios(max(args.repeats, 7))
     if "prediction" in args.sections:
         results |= prediction_ratios(args.inputs, args.samples, args.repeats)
     if "small-batch" in args.sections:

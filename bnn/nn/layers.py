@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -33,6 +34,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._C._functorch import maybe_current_level
 from torch.func import functional_call
 
 from bnn.nn.estimators import ESTIMATORS, is_linear_in_weights, sample_output
@@ -55,6 +57,11 @@ __all__ = [
 ]
 
 DEFAULT_INIT_STD = 1e-3
+
+FUSE_MIN_ELEMENTS = 1 << 14
+"""Tensors at least this large compute their KL in the training forward pass (one fused pass
+over the weights); smaller ones share one KL computation per prior in ``kl_divergence``, where
+per-operation overhead, not arithmetic, is the cost."""
 
 
 def inverse_softplus(value: Tensor) -> Tensor:
@@ -82,6 +89,7 @@ class BayesianParameter(nn.Module):
         self.loc = nn.Parameter(loc.detach().clone())
         self.rho = nn.Parameter(inverse_softplus(scale_tensor.detach().clone()))
         self.prior = prior
+        self._pending_kl: _PendingKL | None = None
 
     @property
     def scale(self) -> Tensor:
@@ -95,8 +103,37 @@ class BayesianParameter(nn.Module):
         )
         return self.loc + self.scale * noise
 
+    def training_scale(self) -> Tensor:
+        """``softplus(rho)`` for a training forward pass, its KL computed in the same pass.
+
+        Where the prior fuses the two (``Normal``) and autograd records the pass, the KL is
+        kept for the next ``kl()`` call, which then costs nothing and whose gradient joins the
+        scale's in one backward pass. It is used only while ``loc`` and ``rho`` are unchanged
+        and no backward pass has gone through this forward; otherwise ``kl()`` computes afresh.
+        """
+        self._pending_kl = None
+        if self.loc.numel() < FUSE_MIN_ELEMENTS or not _records_training_graph(self.loc, self.rho):
+            return self.scale
+        scale, kl = self.prior.scale_and_kl(self.loc, self.rho)
+        if kl is not None:
+            pending = _PendingKL(kl, _fingerprint(self.loc, self.rho))
+            self._pending_kl = pending
+            scale.register_hook(pending.hook())  # type: ignore[no-untyped-call]  # backward frees it
+        return scale
+
+    def _take_pending_kl(self) -> Tensor | None:
+        pending, self._pending_kl = self._pending_kl, None
+        if pending is None or pending.kl is None or not torch.is_grad_enabled():
+            return None
+        if pending.fingerprint != _fingerprint(self.loc, self.rho):
+            return None
+        return pending.kl
+
     def kl(self, num_samples: int = 1) -> Tensor:
         """``KL(q ‖ prior)`` summed over elements: closed form, or a Monte Carlo estimate."""
+        pending = self._take_pending_kl()
+        if pending is not None:
+            return pending
         closed_form = self.prior.kl_sum_from_softplus(self.loc, self.rho)
         if closed_form is not None:
             return closed_form
@@ -108,6 +145,53 @@ class BayesianParameter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.loc.shape)}, prior={self.prior}"
+
+
+class _PendingKL:
+    """The KL of one training forward pass, valid until a backward pass goes through it.
+
+    Copies and pickles of a module carry no pending KL (it belongs to one autograd graph).
+    """
+
+    __slots__ = ("__weakref__", "fingerprint", "kl")
+
+    def __init__(self, kl: Tensor, fingerprint: tuple[int, ...]) -> None:
+        self.kl: Tensor | None = kl
+        self.fingerprint = fingerprint
+
+    def hook(self) -> Any:
+        reference = weakref.ref(self)
+
+        def release(_grad: Tensor) -> None:
+            pending = reference()
+            if pending is not None:
+                pending.kl = None
+
+        return release
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(None), ())
+
+
+def _fingerprint(*tensors: Tensor) -> tuple[int, ...]:
+    """Changes whenever a tensor is modified in place or given new storage (``.data = ...``)."""
+    return tuple(value for t in tensors for value in (t._version, t.data_ptr()))
+
+
+def _records_training_graph(*parameters: Tensor) -> bool:
+    """Whether autograd records this pass outside ``torch.func`` transforms and compilation."""
+    return (
+        torch.is_grad_enabled()
+        and any(p.requires_grad for p in parameters)
+        and maybe_current_level() is None
+        and not torch.compiler.is_compiling()
+    )
+
+
+_PLAIN_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class BayesianModule(nn.Module):
@@ -164,7 +248,14 @@ class BayesianModule(nn.Module):
         return {name: cast(BayesianParameter, p) for name, p in self.posterior.items()}
 
     def _call(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.module, dict(params), (x,))  # type: ignore[no-any-return]
+        module = self.module
+        if type(module) is nn.Linear:  # the same computation without functional_call's overhead
+            return F.linear(x, params["weight"], params.get("bias"))
+        if type(module) in _PLAIN_CONVOLUTIONS:
+            conv = cast(nn.Conv2d, module)  # Conv1d/2d/3d share _conv_forward's signature
+            output: Tensor = conv._conv_forward(x, params["weight"], params.get("bias"))
+            return output
+        return functional_call(module, dict(params), (x,))  # type: ignore[no-any-return]
 
     def forward(self, x: Tensor) -> Tensor:
         if all(getattr(self.module, name) is not None for name in self.posterior):
@@ -173,7 +264,7 @@ class BayesianModule(nn.Module):
         loc = {name: p.loc for name, p in posterior.items()}
         if self.use_mean:
             return self._call(loc, x)
-        scale = {name: p.scale for name, p in posterior.items()}
+        scale = {name: p.training_scale() for name, p in posterior.items()}
         return sample_output(self.estimator, self.module, self._call, loc, scale, x)
 
     def kl(self, num_samples: int = 1) -> Tensor:
@@ -249,12 +340,39 @@ def kl_divergence(model: nn.Module, *, num_samples: int = 1) -> Tensor:
     """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
-    terms = [module.kl(num_samples) for _, module in bayesian_modules(model)]
+    terms: list[Tensor] = []
+    small: dict[tuple[Prior, torch.dtype, torch.device], list[BayesianParameter]] = {}
+    for _, module in bayesian_modules(model):
+        for posterior in module.bayesian_parameters().values():
+            kept = posterior._take_pending_kl()
+            if kept is not None:
+                terms.append(kept)
+            elif posterior.loc.numel() < FUSE_MIN_ELEMENTS:
+                key = (posterior.prior, posterior.loc.dtype, posterior.loc.device)
+                small.setdefault(key, []).append(posterior)
+            else:
+                terms.append(posterior.kl(num_samples))
+    terms += [_joint_kl(group, num_samples) for group in small.values()]
     if not terms:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else None
-        return torch.zeros((), device=device)
+        first = next(model.parameters(), None)
+        return torch.zeros((), device=first.device if first is not None else None)
     return torch.stack(terms).sum()
+
+
+def _joint_kl(group: list[BayesianParameter], num_samples: int) -> Tensor:
+    """The KL of small tensors under one prior as one computation over their concatenation.
+
+    On networks of a few thousand weights, the cost of a step is per-operation overhead, not
+    arithmetic: one closed-form KL over all of them instead of one per tensor.
+    """
+    if len(group) == 1:
+        return group[0].kl(num_samples)
+    loc = torch.cat([parameter.loc.reshape(-1) for parameter in group])
+    rho = torch.cat([parameter.rho.reshape(-1) for parameter in group])
+    closed_form = group[0].prior.kl_sum_from_softplus(loc, rho)
+    if closed_form is None:
+        return torch.stack([parameter.kl(num_samples) for parameter in group]).sum()
+    return closed_form
 
 
 @contextlib.contextmanager

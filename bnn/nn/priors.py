@@ -63,6 +63,14 @@ class Prior:
         elementwise = self.kl_from_normal(loc, F.softplus(rho))
         return None if elementwise is None else elementwise.sum()
 
+    def scale_and_kl(self, loc: Tensor, rho: Tensor) -> tuple[Tensor, Tensor | None]:  # noqa: ARG002
+        """``softplus(rho)`` and, where this prior fuses the two, ``Σ KL`` from the same pass.
+
+        A training forward needs the posterior scale and, for the loss, the KL; a prior that
+        computes both in one pass (``Normal``) returns the KL too, others ``None``.
+        """
+        return F.softplus(rho), None
+
 
 @dataclass(frozen=True)
 class Normal(Prior):
@@ -99,6 +107,10 @@ class Normal(Prior):
         kl, _ = _NormalKL.apply(loc, rho, self.loc, self.std)  # type: ignore[no-untyped-call]
         return kl  # type: ignore[no-any-return]
 
+    def scale_and_kl(self, loc: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
+        kl, scale = _NormalKL.apply(loc, rho, self.loc, self.std)  # type: ignore[no-untyped-call]
+        return scale, kl
+
 
 def _squared_norm(tensor: Tensor) -> Tensor:
     norm: Tensor = torch.linalg.vector_norm(tensor)
@@ -106,11 +118,13 @@ def _squared_norm(tensor: Tensor) -> Tensor:
 
 
 class _NormalKL(torch.autograd.Function):
-    """``Σ KL(N(m, s²) ‖ N(m0, s0²))`` with ``s = softplus(ρ)`` and its gradient in closed form.
+    """``(Σ KL(N(m, s²) ‖ N(m0, s0²)), s)`` with ``s = softplus(ρ)``; the gradient in closed form.
 
-    ``∂/∂m = (m - m0)/s0²`` and ``∂/∂ρ = (s/s0² - 1/s) · sigmoid(ρ)``: about a third of the
-    elementwise passes over the weights that autograd through the elementwise formula takes
-    (this KL is evaluated on every training step, on tensors as large as the network).
+    ``∂KL/∂m = (m - m0)/s0²`` and ``∂KL/∂ρ = (s/s0² - 1/s) · sigmoid(ρ)``, and the gradient that
+    reaches ``s`` from the forward pass that sampled with it joins the same pass,
+    ``∂/∂ρ = (g_s + s·g/s0² - g/s) · sigmoid(ρ)``: one softplus, one sigmoid and no separate
+    accumulation per step instead of autograd through two elementwise formulas (this runs on
+    every training step, on tensors as large as the network).
     """
 
     generate_vmap_rule = True
@@ -125,29 +139,37 @@ class _NormalKL(torch.autograd.Function):
         total = (_squared_norm(scale) + _squared_norm(centred)) / (prior_std * prior_std)
         log_scale_sum = torch.log(scale).sum()
         constant = loc.numel() * (2.0 * math.log(prior_std) - 1.0)
-        return 0.5 * (total + constant) - log_scale_sum, scale  # scale: saved, not recomputed
+        return 0.5 * (total + constant) - log_scale_sum, scale
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
         loc, rho, prior_loc, prior_std = inputs
-        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(loc, rho, output[1])
         ctx.prior_loc, ctx.prior_std = prior_loc, prior_std
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(
-        ctx: Any, grad: Tensor, _: Tensor
+        ctx: Any, grad: Tensor | None, grad_scale: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, None, None]:
         loc, rho, scale = ctx.saved_tensors
-        factor = grad / (ctx.prior_std * ctx.prior_std)
         grad_loc = grad_rho = None
+        if grad is None:  # only the scale was used
+            if ctx.needs_input_grad[1] and grad_scale is not None:
+                grad_rho = grad_scale * torch.sigmoid(rho)
+            return None, grad_rho, None, None
+        factor = grad / (ctx.prior_std * ctx.prior_std)
         if ctx.needs_input_grad[0]:
             grad_loc = (loc - ctx.prior_loc if ctx.prior_loc else loc) * factor
         if ctx.needs_input_grad[1]:
-            # (s/s0² - 1/s) · sigmoid(ρ) · grad; out of place, so that torch.func transforms
-            # may batch `grad` alone
-            grad_rho = (scale * factor - grad / scale) * torch.sigmoid(rho)
+            # out of place where `grad` may be batched alone by torch.func transforms
+            if grad_scale is None:
+                grad_rho = (scale * factor - grad / scale) * torch.sigmoid(rho)
+            else:
+                grad_rho = torch.addcmul(grad_scale, scale, factor)
+                grad_rho = grad_rho.addcdiv_(grad.expand_as(scale), scale, value=-1.0)
+                grad_rho = grad_rho.mul_(torch.sigmoid(rho))
         return grad_loc, grad_rho, None, None
 
 

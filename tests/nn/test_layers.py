@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import bnn
 from bnn.nn.layers import BayesianModule
@@ -113,6 +115,134 @@ def test_training_kl_from_rho_equals_the_elementwise_formula_with_its_gradient(
     # reverse mode over rho with a batched cotangent (the backward must not work in place)
     jacobian = torch.func.jacrev(lambda r: prior.kl_sum_from_softplus(loc.detach(), r))
     torch.testing.assert_close(jacobian(rho.detach()), expected[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("prior", [bnn.nn.Normal(0.3, 0.7), bnn.nn.Laplace(-0.2, 0.5)])
+def test_scale_and_kl_of_one_pass_have_the_gradient_of_the_separate_formulas(
+    prior: bnn.nn.Prior,
+) -> None:
+    """The fused (scale, KL) pass: same values, and the joint gradient of scale and KL."""
+    generator = torch.Generator().manual_seed(2)
+    loc = torch.randn(5, 3, dtype=torch.float64, generator=generator).requires_grad_()
+    rho = (2 * torch.randn(5, 3, dtype=torch.float64, generator=generator)).requires_grad_()
+    cotangent = torch.randn(5, 3, dtype=torch.float64, generator=generator)
+    scale, kl = prior.scale_and_kl(loc, rho)
+    torch.testing.assert_close(scale, torch.nn.functional.softplus(rho), rtol=0, atol=0)
+    if kl is None:  # priors without a fused form give the scale alone
+        assert not isinstance(prior, bnn.nn.Normal)
+        return
+    reference_kl = prior.kl_from_normal(loc, torch.nn.functional.softplus(rho))
+    assert reference_kl is not None
+    torch.testing.assert_close(kl, reference_kl.sum(), rtol=1e-12, atol=1e-12)
+    joint = (scale * cotangent).sum() + 0.7 * kl
+    reference = (torch.nn.functional.softplus(rho) * cotangent).sum() + 0.7 * reference_kl.sum()
+    for got, want in zip(
+        torch.autograd.grad(joint, (loc, rho)),
+        torch.autograd.grad(reference, (loc, rho)),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda m, r: prior.scale_and_kl(m, r), (loc, rho))  # type: ignore[arg-type, return-value]
+    # the scale alone (the KL unused) has softplus's gradient
+    (scale_only,) = torch.autograd.grad(prior.scale_and_kl(loc, rho)[0].sum(), rho)
+    torch.testing.assert_close(scale_only, torch.sigmoid(rho), rtol=1e-12, atol=1e-12)
+
+
+def _training_loss_gradients(
+    model: nn.Module, x: Tensor, *, keep_pending: bool
+) -> dict[str, Tensor]:
+    with bnn.RNG(3).stream("step"):
+        output = model(x)
+    kept = [m._pending_kl for m in model.modules() if isinstance(m, bnn.nn.BayesianParameter)]
+    assert kept and all(pending is not None for pending in kept)  # the forward kept its KL
+    if not keep_pending:  # forget the KL of the forward pass: kl_divergence computes afresh
+        for module in model.modules():
+            if isinstance(module, bnn.nn.BayesianParameter):
+                module._pending_kl = None
+    loss = output.square().sum() + 0.37 * bnn.nn.kl_divergence(model)
+    model.zero_grad()
+    loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("estimator", ["reparam", "local_reparam", "flipout"])
+def test_kl_kept_from_the_training_forward_gives_the_same_gradient(
+    estimator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bnn.nn.layers, "FUSE_MIN_ELEMENTS", 0)  # every tensor keeps its KL
+
+    def build() -> nn.Module:
+        net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2)).double()
+        prior = bnn.nn.Normal(0.3, 0.7)
+        return bnn.bayesianize(net, estimator=estimator, prior=prior, init="random", rng=0)
+
+    x = torch.linspace(-2, 2, 55, dtype=torch.float64).view(11, 5)
+    fused = _training_loss_gradients(build(), x, keep_pending=True)
+    separate = _training_loss_gradients(build(), x, keep_pending=False)
+    assert fused.keys() == separate.keys() and len(fused) == 8
+    for name in fused:
+        torch.testing.assert_close(fused[name], separate[name], rtol=1e-12, atol=1e-12)
+
+
+def test_small_tensors_share_one_kl_with_the_per_tensor_value_and_gradient() -> None:
+    """``kl_divergence`` joins small tensors per prior; mixed priors and an MC prior stay apart."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        bnn.BayesLinear(4, 6, prior=bnn.nn.Normal(0.1, 0.8)),
+        bnn.BayesLinear(6, 5, prior=bnn.nn.Laplace(0.0, 0.5)),
+        bnn.BayesLinear(5, 3, prior=bnn.nn.Normal(0.1, 0.8)),
+        bnn.BayesLinear(3, 2, prior=bnn.nn.ScaleMixture(0.5, 1.0, 0.01)),
+    ).double()
+    parameters = [p for p in model.modules() if isinstance(p, bnn.nn.BayesianParameter)]
+    assert all(p.loc.numel() < bnn.nn.layers.FUSE_MIN_ELEMENTS for p in parameters)
+    with bnn.RNG(0).stream("kl"):
+        joint = bnn.nn.kl_divergence(model)
+    with bnn.RNG(0).stream("kl"):
+        separate = torch.stack([p.kl() for p in parameters[:6]] + [model[3].kl()]).sum()
+    torch.testing.assert_close(joint, separate, rtol=1e-12, atol=1e-12)
+    for got, want in zip(
+        torch.autograd.grad(joint, [p.rho for p in parameters]),
+        torch.autograd.grad(separate, [p.rho for p in parameters]),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_kept_kl_is_never_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changed weights, a finished backward pass, no-grad: ``kl_divergence`` is computed afresh."""
+    monkeypatch.setattr(bnn.nn.layers, "FUSE_MIN_ELEMENTS", 0)
+    torch.manual_seed(0)
+    model = bnn.BayesLinear(4, 3, prior=bnn.nn.Normal(0.0, 1.0))
+    loc = model.posterior["weight"].loc
+    x = torch.randn(6, 4)
+
+    def fresh_kl() -> Tensor:
+        return sum(p.prior.kl_sum_from_softplus(p.loc, p.rho) for p in model.posterior.values())  # type: ignore[return-value]
+
+    model(x)
+    with torch.no_grad():
+        loc.add_(1.0)  # in place: the forward's KL is out of date
+    torch.testing.assert_close(bnn.nn.kl_divergence(model), fresh_kl(), rtol=0, atol=0)
+    model(x)
+    loc.data = loc.data + 1.0  # new storage, no version bump
+    torch.testing.assert_close(bnn.nn.kl_divergence(model), fresh_kl(), rtol=0, atol=0)
+    # the likelihood's backward pass first, then the KL's own: the graph is not reused
+    model(x).sum().backward()
+    bnn.nn.kl_divergence(model).backward()
+    # copies and saved models carry no kept KL; a no-grad forward keeps none
+    model(x)
+    copied = copy.deepcopy(model)
+    assert all(p._pending_kl is None for p in copied.posterior.values())
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    with torch.no_grad():
+        model(x)
+    assert all(p._pending_kl is None for p in model.posterior.values())
+    # the KL is kept for one call: a second call in the same loss computes its own
+    model(x)
+    first, second = bnn.nn.kl_divergence(model), bnn.nn.kl_divergence(model)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.grad_fn is not second.grad_fn
 
 
 def test_scale_mixture_kl_monte_carlo_matches_quadrature() -> None:
