@@ -273,11 +273,20 @@ def _run(
             resume = saved["current"] if saved is not None and saved["chain"] == c else None
 
             def save(current: dict[str, Any], chain_index: int = c) -> None:
-                if run is not None:
-                    run.save({"chain": chain_index, "chains_done": done, "current": current})
+                assert run is not None
+                run.save({"chain": chain_index, "chains_done": done, "current": current})
 
             chain = _run_chain(
-                log_joint, x, y, settings, init, parent.spawn(c), strategy, progress, resume, save
+                log_joint,
+                x,
+                y,
+                settings,
+                init,
+                parent.spawn(c),
+                strategy,
+                progress,
+                resume,
+                save if run is not None else None,
             )
             done.append(chain)
             if run is not None:
@@ -425,6 +434,10 @@ class _Chain:
         }
 
 
+_UNSAVED_SEGMENT = 256
+"""Steps per stream block when no checkpoint is written (the numbers do not depend on it)."""
+
+
 def _run_chain(
     log_joint: LogJoint,
     x: Tensor,
@@ -439,6 +452,9 @@ def _run_chain(
 ) -> dict[str, Any]:
     """One chain, in segments of one pass over the data; ``save`` is called after each.
 
+    Without ``save``, segments of at least ``_UNSAVED_SEGMENT`` steps: entering the RNG stream
+    swaps every global generator, which costs more than a step of a small model.
+
     Returns ``_Chain.result()``.
     """
     n = x.shape[0]
@@ -449,6 +465,8 @@ def _run_chain(
         else _Chain.resume(resume, rng, batches)
     )
     segment = max(1, n // settings.batch_size)
+    if save is None:  # no checkpoint to write after each pass: fewer stream switches
+        segment = max(segment, _UNSAVED_SEGMENT)
     bar = progress_bar(
         range(chain.step, settings.steps), desc=settings.method, disable=not progress
     )
