@@ -291,8 +291,10 @@ def svi(
         if saved is not None:
             history.metrics.update({k: list(v) for k, v in saved["metrics"].items()})
         bar = progress_bar(range(step, total_steps), desc="svi", disable=not progress)
+        # a checkpoint is written after every epoch; without one, fewer (costly) stream switches
+        segment = per_epoch if run is not None else max(per_epoch, 256)
         while step < total_steps:
-            stop = min(step + per_epoch - step % per_epoch, total_steps)
+            stop = min(step + segment - step % segment, total_steps)
             with generator.stream("svi"):
                 for k in range(step, stop):
                     epoch, index = order.next()
