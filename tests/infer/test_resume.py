@@ -247,7 +247,7 @@ SGMCMC_CASES = {
 def test_sgmcmc_interrupted_resumes_instead_of_replaying_its_noise(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bnn.infer.sgmcmc as sgmcmc
+    import bnn.infer._sgmcmc_chain as sgmcmc
 
     method, options, stop_after = SGMCMC_CASES[case]
 
