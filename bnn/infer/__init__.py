@@ -22,6 +22,9 @@ method              what it is                                     posterior
 ``boost``           gradient boosting of networks (``boosting.py``) ``BoostedPosterior``
 =================== ============================================== =========================
 
+``marglik_training`` (``marglik.py``) trains a MAP network while its prior precision and noise
+follow the Laplace evidence, and returns its ``LaplacePosterior``.
+
 ``docs/extending.md`` shows how to add one.
 """
 
@@ -34,6 +37,7 @@ from bnn.infer.history import History
 from bnn.infer.hmc import hmc
 from bnn.infer.laplace import LaplacePosterior, laplace
 from bnn.infer.linear import BayesianLinearRegression, NeuralLinear, neural_linear
+from bnn.infer.marglik import marglik_training
 from bnn.infer.nuts import nuts
 from bnn.infer.sgmcmc import StepSchedule, sghmc, sgld
 from bnn.infer.stacking import StackedPosterior, stack
@@ -63,6 +67,7 @@ __all__ = [
     "gp",
     "hmc",
     "laplace",
+    "marglik_training",
     "multi_swag",
     "neural_linear",
     "nuts",
