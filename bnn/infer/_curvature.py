@@ -206,6 +206,12 @@ def layer_jacobians(
                 )
             captured[i] = args[0]
             if i not in perturbations:  # the probe: record the shapes
+                if i in shapes:
+                    raise ValueError(
+                        f"layer {i} ({type(layer).__name__}) is called more than once per "
+                        "forward pass (shared weights); its per-layer curvature ('kron', "
+                        "'diag') would hold only the last call. Use hessian='full'."
+                    )
                 shapes[i] = (args[0].shape[1:], output.shape[1:])
                 return output
             return output + perturbations[i]

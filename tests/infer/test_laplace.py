@@ -445,6 +445,20 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     normed = nn.Sequential(nn.Linear(2, 4), nn.LayerNorm(4), nn.Linear(4, 2)).double()
     with pytest.raises(ValueError, match="whole nn.Linear, nn.Conv1d or nn.Conv2d layers"):
         laplace(normed, (x, y), likelihood=gaussian, subset="all", hessian="kron", progress=False)
+
+    class Tied(nn.Module):  # one layer applied twice: KFAC would see only the last call
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 2).double()
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return self.layer(torch.tanh(self.layer(inputs)))  # type: ignore[no-any-return]
+
+    for per_layer in ("kron", "diag"):
+        with pytest.raises(ValueError, match="called more than once per forward pass"):
+            laplace(Tied(), (x, y), likelihood=gaussian, subset="all", hessian=per_layer)  # type: ignore[arg-type]
+    tied, _ = laplace(Tied(), (x, y), likelihood=gaussian, subset="all", hessian="full")
+    assert tied.mean.shape == (6,)
     broken = _mlp(2)
     with torch.no_grad():
         broken[0].weight[0, 0] = float("nan")
