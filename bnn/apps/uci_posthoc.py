@@ -3,9 +3,11 @@
 Each function has the signature of ``bnn.apps.uci_methods``: ``(method, data, defaults,
 rng) -> Fitted`` on standardised data.
 
-* ``laplace``: the MAP network of the other methods (50 ReLU units, Adam, early stopping on the
-  validation split), a last-layer KFAC Laplace approximation, the prior precision (per layer)
-  and the observation noise by the marginal likelihood, the linearised (GLM) predictive.
+* ``laplace``: the network (50 ReLU units) trained by ``bnn.infer.marglik_training`` — MAP
+  under ``N(0, 1/δ)``, full batch, Adam with cosine decay, ``δ`` and ``σ`` moved to the
+  evidence maximum of an all-layer full-GGN Laplace approximation every 5 % of the epochs
+  (Immer et al. 2021), float64 — then ``δ`` and ``σ`` chosen on the validation split, the
+  linearised (GLM) predictive.
 * ``swag``: the same MAP network, then SWAG (rank 20, SGD with momentum from the MAP weights);
   the observation noise chosen on the validation split as for MC dropout.
 * ``gp``: an exact GP with an ARD RBF kernel, its hyperparameters and noise by the marginal
@@ -22,7 +24,8 @@ from torch import nn
 from bnn.apps.uci_setup import Defaults, Fitted, Prepared, validated_noise
 from bnn.apps.uci_setup import network as mlp
 from bnn.infer.gp import gp
-from bnn.infer.laplace import laplace
+from bnn.infer.laplace import LaplacePosterior
+from bnn.infer.marglik import marglik_training
 from bnn.infer.swag import swag
 from bnn.infer.vi import fit
 from bnn.likelihoods import Gaussian
@@ -40,24 +43,42 @@ def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
     return network, learned
 
 
+def marglik_network(data: Prepared, defaults: Defaults, rng: RNG) -> LaplacePosterior:
+    """The network trained with its prior and noise by the evidence; its Laplace posterior."""
+    with rng.stream("init"):
+        network = mlp(data.x.shape[1], 1).double()
+    epochs = defaults.marglik_epochs
+    posterior, _ = marglik_training(
+        network,
+        (data.x.double(), data.y.double()),
+        likelihood=Gaussian(1.0),
+        hessian="full",
+        epochs=epochs,
+        lr=1e-2,
+        every=max(1, epochs // 20),
+        burn_in=max(1, epochs // 10),
+        rng=rng,
+        progress=False,
+    )
+    return posterior
+
+
 def laplace_fitted(
     method: str,  # noqa: ARG001 - one signature for every method
     data: Prepared,
-    defaults: Defaults,  # noqa: ARG001
+    defaults: Defaults,
     rng: RNG,
 ) -> Fitted:
-    """Last-layer KFAC Laplace, per-layer prior precision and noise by marginal likelihood."""
-    network, learned = _map_network(data, rng)
-    posterior, _ = laplace(
-        network,
-        (data.x, data.y),
-        likelihood=Gaussian(float(learned.std.detach())),
-        subset="last_layer",
-        hessian="kron",
-        progress=False,
-    )
-    posterior.optimize_prior_precision(per_layer=True, optimize_noise=True)
-    return Fitted(posterior)
+    """All-layer full-GGN Laplace of the evidence-trained network; δ and σ on validation."""
+    posterior = marglik_network(data, defaults, rng)
+    validation = data.options.get("validation")
+    if validation is not None:
+        posterior.optimize_prior_precision(
+            "validation",
+            validation=(validation.x.double(), validation.y.double()),
+            grid=torch.logspace(-3, 3, 25, dtype=torch.float64),
+        )
+    return Fitted(posterior, dtype=torch.float64)
 
 
 def swag_fitted(

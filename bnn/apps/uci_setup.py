@@ -33,6 +33,7 @@ class Defaults:
     num_samples: int = 200
     validation_fraction: float = 0.1
     gp_epochs: int = 200  # Adam steps on the GP's marginal likelihood
+    marglik_epochs: int = 1000  # full-batch epochs of marglik_training (laplace, swag)
 
 
 def network(inputs: int, outputs: int) -> nn.Sequential:

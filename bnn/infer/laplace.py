@@ -176,8 +176,19 @@ class LaplacePosterior(GaussianPosterior):
         if self.hessian == "diag":
             assert self.sums.diagonal is not None
             return (scale * self.sums.diagonal + self._per_parameter(precision)).log().sum()
+        if precision.numel() == 1:  # δ I: the GGN's eigenvalues, computed once, suffice
+            return (scale * self._full_eigenvalues + precision.reshape(())).log().sum()
         cholesky = self._cholesky(precision, scale)
         return 2 * cholesky.diagonal().log().sum()
+
+    @functools.cached_property
+    def _full_eigenvalues(self) -> Tensor:
+        """Eigenvalues of the full GGN (``≥ 0``): ``log det(s·GGN + δ I) = Σ log(s·λ + δ)`` for
+        every scalar ``δ`` and noise scale ``s``, so the marginal-likelihood optimisation needs
+        no factorisation per step."""
+        assert self.sums.full is not None
+        eigenvalues: Tensor = torch.linalg.eigvalsh(self.sums.full).clamp_min(0)
+        return eigenvalues
 
     def _cholesky(self, precision: Tensor, scale: Tensor) -> Tensor:
         assert self.sums.full is not None
