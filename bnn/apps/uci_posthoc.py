@@ -8,14 +8,18 @@ rng) -> Fitted`` on standardised data.
   evidence maximum of an all-layer full-GGN Laplace approximation every 5 % of the epochs
   (Immer et al. 2021), float64 — then ``δ`` and ``σ`` chosen on the validation split, the
   linearised (GLM) predictive.
-* ``swag``: the same MAP network, then SWAG (rank 20, SGD with momentum from the MAP weights);
-  the observation noise chosen on the validation split as for MC dropout.
+* ``swag``: the same evidence-trained network, then SWAG (rank 20, 60 epochs of SGD with
+  momentum and the evidence's prior as weight decay); the SGD step (``0.01·σ²`` or ``0.1·σ²``),
+  the covariance scale (½, 2, 8, 32) and the noise (``σ·2^[0, 3]``) chosen on the validation
+  split by its log predictive density.
 * ``gp``: an exact GP with an ARD RBF kernel, its hyperparameters and noise by the marginal
   likelihood.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,12 +27,15 @@ from torch import nn
 
 from bnn.apps.uci_setup import Defaults, Fitted, Prepared, validated_noise
 from bnn.apps.uci_setup import network as mlp
+from bnn.evaluate.metrics import nll
+from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.gp import gp
 from bnn.infer.laplace import LaplacePosterior
 from bnn.infer.marglik import marglik_training
-from bnn.infer.swag import swag
-from bnn.infer.vi import fit
-from bnn.likelihoods import Gaussian
+from bnn.infer.swag import SWAGPosterior, swag
+from bnn.infer.vi import Validation, fit
+from bnn.likelihoods import Gaussian, RegressionPrediction
+from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
 __all__ = ["gp_fitted", "laplace_fitted", "swag_fitted"]
@@ -43,8 +50,11 @@ def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
     return network, learned
 
 
-def marglik_network(data: Prepared, defaults: Defaults, rng: RNG) -> LaplacePosterior:
-    """The network trained with its prior and noise by the evidence; its Laplace posterior."""
+def marglik_network(
+    data: Prepared, defaults: Defaults, rng: RNG
+) -> tuple[nn.Module, LaplacePosterior]:
+    """The network (float64) trained with its prior and noise by the evidence; its Laplace
+    posterior."""
     with rng.stream("init"):
         network = mlp(data.x.shape[1], 1).double()
     epochs = defaults.marglik_epochs
@@ -60,7 +70,7 @@ def marglik_network(data: Prepared, defaults: Defaults, rng: RNG) -> LaplacePost
         rng=rng,
         progress=False,
     )
-    return posterior
+    return network, posterior
 
 
 def laplace_fitted(
@@ -70,7 +80,7 @@ def laplace_fitted(
     rng: RNG,
 ) -> Fitted:
     """All-layer full-GGN Laplace of the evidence-trained network; δ and σ on validation."""
-    posterior = marglik_network(data, defaults, rng)
+    _, posterior = marglik_network(data, defaults, rng)
     validation = data.options.get("validation")
     if validation is not None:
         posterior.optimize_prior_precision(
@@ -81,30 +91,82 @@ def laplace_fitted(
     return Fitted(posterior, dtype=torch.float64)
 
 
+SWAG_LR_FACTORS = (1e-2, 1e-1)
+"""SGD steps of the SWAG phase, ``lr = f·σ²`` (``f = 0.01``: SGD at 0.01 on the squared error)."""
+SWAG_SCALES = (0.5, 2.0, 8.0, 32.0)
+"""Covariance scales tried (½ in Maddox et al. 2019)."""
+
+
 def swag_fitted(
     method: str,  # noqa: ARG001
     data: Prepared,
     defaults: Defaults,
     rng: RNG,
 ) -> Fitted:
-    """SWAG from the MAP weights; the noise chosen on the validation split."""
-    network, learned = _map_network(data, rng)
-    noise_std = float(learned.std.detach())
-    posterior, _ = swag(
-        network,
-        (data.x, data.y),
-        likelihood=Gaussian(noise_std),
-        epochs=60,
-        burn_in=10,
-        lr=1e-2 * noise_std**2,  # the step of SGD at lr 0.01 on the mean squared error
-        rank=20,
-        batch_size=defaults.batch_size,
-        rng=rng.spawn("swag"),
-        progress=False,
-    )
+    """SWAG from the evidence-trained network, its prior as weight decay; the SGD step, the
+    covariance scale and the noise (among ``σ·2^[0, 3]``) chosen on the validation split."""
+    network, evidence = marglik_network(data, defaults, rng)
+    sigma = evidence.noise_std
+    assert sigma is not None
+    x, y = data.x.double(), data.y.double()
     validation = data.options.get("validation")
-    noise = validated_noise(posterior, learned, validation, defaults, rng)  # type: ignore[arg-type]
-    return Fitted(posterior, noise, defaults.num_samples, rng)
+    if validation is not None:
+        validation = replace(validation, x=validation.x.double(), y=validation.y.double())
+    noise_base = Gaussian(2 * sigma if validation is not None else sigma)  # searched ·2^[-1, 2]
+    factors = SWAG_LR_FACTORS if validation is not None else SWAG_LR_FACTORS[:1]
+    scales = SWAG_SCALES if validation is not None else SWAG_SCALES[:1]
+    best: tuple[float, SWAGPosterior, float, float, Gaussian] | None = None
+    for factor in factors:
+        try:
+            posterior, _ = swag(
+                network,
+                (x, y),
+                likelihood=Gaussian(sigma),
+                epochs=60,
+                burn_in=10,
+                lr=factor * sigma**2,
+                weight_decay=float(evidence.prior_precision) / x.shape[0],
+                rank=20,
+                batch_size=defaults.batch_size,
+                rng=rng.spawn("swag"),
+                progress=False,
+            )
+        except NonFiniteLossError:
+            continue  # this step size diverged; the other candidates remain
+        for scale in scales:
+            posterior.scale = scale
+            noise = validated_noise(posterior, noise_base, validation, defaults, rng.spawn("noise"))
+            score = _validation_log_score(posterior, noise, validation, defaults, rng)
+            if best is None or score > best[0]:
+                best = (score, posterior, factor, scale, noise)
+    if best is None:
+        raise NonFiniteLossError("SWAG diverged at every step size tried.")
+    _, posterior, factor, scale, noise = best
+    posterior.scale = scale
+    extras = {"swag_lr_factor": factor, "swag_scale": scale}
+    return Fitted(posterior, noise, defaults.num_samples, rng, torch.float64, extras)
+
+
+def _validation_log_score(
+    posterior: SWAGPosterior,
+    noise: Gaussian,
+    validation: Validation | None,
+    defaults: Defaults,
+    rng: RNG,
+) -> float:
+    """Mean validation log predictive density (``-inf`` if not finite; ``0`` without data)."""
+    if validation is None:
+        return 0.0
+    prediction = predict_with_uncertainty(
+        posterior,
+        validation.x,
+        likelihood=noise,
+        num_samples=defaults.num_samples,
+        rng=rng.spawn("score"),
+    )
+    assert isinstance(prediction, RegressionPrediction)
+    score = -nll(prediction, validation.y)
+    return score if math.isfinite(score) else -math.inf
 
 
 def gp_fitted(

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from bnn.infer.vi import Validation
 from bnn.likelihoods import Gaussian, Likelihood, RegressionPrediction
+from bnn.posterior import Posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
@@ -87,7 +88,7 @@ class Fitted:
 
 
 def validated_noise(
-    model: nn.Module,
+    model: nn.Module | Posterior,
     learned: Gaussian,
     validation: Validation | None,
     defaults: Defaults,

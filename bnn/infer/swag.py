@@ -100,9 +100,22 @@ class SWAGPosterior(GaussianPosterior):
         **options: Any,
     ) -> None:
         self.moments = moments
+        self.diagonal_only = diagonal_only
+        self._scale = scale
         super().__init__(
             model, names, moments.mean, moments.factor(scale, diagonal_only), **options
         )
+
+    @property
+    def scale(self) -> float:
+        """The factor on the covariance; setting it rescales the posterior without a rerun
+        (the collected moments do not depend on it), e.g. to choose it on validation data."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self._scale = check_positive("scale", value)
+        self.factor = self.moments.factor(self._scale, self.diagonal_only)
 
 
 def _check_swag(

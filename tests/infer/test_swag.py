@@ -150,6 +150,16 @@ def test_swag_is_reproducible_leaves_the_model_alone_and_predicts() -> None:
     assert draws.parameters["0.weight"].shape == (1, 3, 8, 2)
     diagonal, _ = swag(net, (x, y), rng=0, diagonal_only=True, **options)
     torch.testing.assert_close(diagonal.variance, 0.5 * a.moments.variance)
+    # rescaling after the run equals running with that scale (the moments do not depend on it)
+    scaled, _ = swag(net, (x, y), rng=0, scale=8.0, **options)
+    a.scale = 8.0
+    assert a.scale == 8.0
+    torch.testing.assert_close(a.factor.dense(), scaled.factor.dense(), rtol=0, atol=0)
+    assert torch.equal(a.sample_functions(x, 7, rng=3), scaled.sample_functions(x, 7, rng=3))
+    diagonal.scale = 1.0
+    torch.testing.assert_close(diagonal.variance, diagonal.moments.variance)
+    with pytest.raises(ValueError, match="scale"):
+        a.scale = 0.0
 
 
 def test_multi_swag_is_a_reproducible_mixture() -> None:
