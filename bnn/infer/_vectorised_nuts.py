@@ -79,14 +79,17 @@ class _Sampler:
         return grads.detach(), values.detach()
 
     # ---------------------------------------------------------------- per-chain randomness
-    def reseed(self, iteration: int) -> None:
-        """Restart each chain's generator from ``(chain seed, iteration)``.
+    def reseed(self, iteration: int, stream: int = 0) -> None:
+        """Restart each chain's generator from ``(chain seed, iteration[, stream])``.
 
         Chains in lock-step draw a few unused numbers after they stop doubling; reseeding per
         iteration keeps a chain's numbers independent of how long the other chains run.
+        ``stream = 1`` is the step-size search (`reasonable_step_size`), which also runs a
+        chain-dependent number of rounds.
         """
         for seed, generator in zip(self.seeds, self.generators, strict=True):
-            state = np.random.SeedSequence([seed, iteration]).generate_state(1, np.uint64)[0]
+            entropy = [seed, iteration] if stream == 0 else [seed, iteration, stream]
+            state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
             generator.manual_seed(int(state >> 1))
 
     def normal(self, like: Tensor) -> Tensor:
@@ -110,6 +113,35 @@ class _Sampler:
     @staticmethod
     def energy(state: _State, inverse_mass: Tensor) -> Tensor:
         return -state.logp + 0.5 * (inverse_mass * state.r * state.r).sum(-1)
+
+    def reasonable_step_size(
+        self, z: Tensor, grad: Tensor, logp: Tensor, step_size: Tensor, inverse_mass: Tensor
+    ) -> Tensor:
+        """Per chain, double or halve ``step_size`` until one leapfrog's acceptance
+        ``exp(-ΔH)`` crosses 0.8 (Hoffman & Gelman 2014, Algorithm 4; Stan's
+        ``init_stepsize``, NumPyro's ``find_reasonable_step_size``): the first step size on
+        the other side of 0.8 is returned. Each round is one batched gradient; a chain that
+        has crossed keeps its step size while the others go on.
+        """
+        tiny, huge = torch.finfo(z.dtype).tiny, torch.finfo(z.dtype).max
+        step = step_size.clone()
+        last = torch.zeros_like(step)  # direction of the previous round (0: none yet)
+        running = torch.ones_like(step, dtype=torch.bool)
+        for _ in range(300):  # a float32 step size reaches tiny/huge in < 260 rounds
+            r = self.normal(z) / inverse_mass.sqrt()
+            start = _State(z, r, grad, logp)
+            new = self.leapfrog(start, step, inverse_mass)
+            delta = self.energy(new, inverse_mass) - self.energy(start, inverse_mass)
+            # NaN (an overflowing step) compares False: the step shrinks, as in NumPyro.
+            direction = torch.where(-delta > math.log(0.8), 1.0, -1.0).to(step.dtype)
+            crossed = (last != 0) & (direction != last)
+            extreme = ((direction < 0) & (step <= tiny)) | ((direction > 0) & (step >= huge))
+            running = running & ~crossed & ~extreme
+            if not bool(running.any()):
+                break
+            step = torch.where(running, step * 2.0**direction, step)
+            last = torch.where(running, direction, last)
+        return step
 
     def build(
         self,
@@ -267,15 +299,28 @@ class _DualAveraging:
 
 
 def _windows(warmup: int) -> list[tuple[int, int]]:
-    """Stan's slow adaptation windows: 75 initial fast steps, doubling windows, 50 final steps."""
+    """Stan's slow adaptation windows ``[start, stop)`` of the mass matrix (NumPyro's
+    ``build_adaptation_schedule``): an initial buffer of 75 iterations, windows of 25, 50,
+    100, ... iterations (the last one stretched to the terminal buffer), and a terminal
+    buffer of 50 iterations that adapt the step size only. A warm-up shorter than
+    75 + 25 + 50 has buffers of 15 % and 10 % and one window in between; one shorter than
+    20 adapts the step size only.
+    """
     if warmup < 20:
         return []
-    start, end = int(0.15 * warmup), int(0.9 * warmup)
-    windows, size = [], 25
+    initial, terminal, size = 75, 50, 25
+    if initial + terminal + size > warmup:
+        initial, terminal = int(0.15 * warmup), int(0.1 * warmup)
+        size = warmup - initial - terminal
+    start, end = initial, warmup - terminal
+    windows = []
     while start < end:
-        stop = end if start + 2 * size > end else start + size
-        windows.append((start, stop))
-        start, size = stop, size * 2
+        if 3 * size <= end - start:
+            following = 2 * size
+        else:
+            size = following = end - start
+        windows.append((start, start + size))
+        start, size = start + size, following
     return windows
 
 
@@ -317,7 +362,10 @@ def run_vectorised_nuts(
     grad, logp = sampler.gradient(z)
     check_start(logp, grad)
     inverse_mass = torch.ones_like(z)
-    step_size = torch.full_like(logp, 0.1)
+    # As Stan and NumPyro: from 1, the step size where one leapfrog's acceptance crosses 0.8
+    # (also without warm-up, when it is the sampling step size).
+    sampler.reseed(0, stream=1)
+    step_size = sampler.reasonable_step_size(z, grad, logp, torch.ones_like(logp), inverse_mass)
     adaptation = _DualAveraging(step_size, target_accept)
     windows = _windows(warmup)
     window_draws: list[Tensor] = []
@@ -342,6 +390,10 @@ def run_vectorised_nuts(
                     variance = samples.var(0, unbiased=True) if n > 1 else torch.ones_like(z)
                     inverse_mass = (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
                     window_draws = []
+                    # A new metric needs a new scale of step size: search from the current
+                    # one, then restart dual averaging there (Stan, NumPyro).
+                    sampler.reseed(iteration + 1, stream=1)
+                    step_size = sampler.reasonable_step_size(z, grad, logp, step_size, inverse_mass)
                     adaptation = _DualAveraging(step_size, target_accept)
             if iteration == warmup - 1:
                 step_size = adaptation.final()

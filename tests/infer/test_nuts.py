@@ -188,3 +188,14 @@ def test_lock_step_backend_rejects_pyro_only_options() -> None:
         bnn.infer.nuts(layer, x, likelihood=bnn.Gaussian(1.0), progress=False)
     with pytest.raises(ValueError, match="backend must be"):
         bnn.infer.nuts(layer, (x, y), likelihood=bnn.Gaussian(1.0), backend="stan", progress=False)
+
+
+def test_warmup_windows_follow_stan() -> None:
+    """Mass-matrix windows as Stan / NumPyro's ``build_adaptation_schedule`` (values from it)."""
+    from bnn.infer._vectorised_nuts import _windows
+
+    assert _windows(19) == []
+    assert _windows(100) == [(15, 90)]
+    assert _windows(150) == [(75, 100)]
+    assert _windows(500) == [(75, 100), (100, 150), (150, 250), (250, 450)]
+    assert _windows(1000) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
