@@ -15,7 +15,7 @@ last look at a validation split) and ``log_marginal_likelihood`` work on it unch
 Example:
     >>> posterior, history = bnn.infer.marglik_training(
     ...     net, (x, y), likelihood=bnn.Gaussian(1.0), hessian="full", epochs=500, rng=0)
-    >>> history.extras["prior_precision"][-1], posterior.noise_std
+    >>> float(posterior.prior_precision), posterior.noise_std
 """
 
 from __future__ import annotations

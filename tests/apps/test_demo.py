@@ -78,17 +78,20 @@ def test_bad_dataset_requests(kwargs: dict, error: type[Exception]) -> None:
 
 
 # SHA-256 of the toy run's predictions (samples, loc, scale on the grid and the test points) in
-# quick mode, computed with the code before the package was reorganised (commit a163930,
-# bnn/demo.py). The same seed must give the same bits after any refactor (at any thread count:
-# the toy networks are small enough that torch runs them on one thread).
+# quick mode. MC dropout: computed with the code before the package was reorganised (commit
+# a163930, bnn/demo.py). VI: re-pinned when the training step's KL was fused (issue 17: one KL
+# over the small tensors, layers called through F.linear), which changes the order in which
+# autograd sums a weight's gradient contributions — the same mathematics, other rounding
+# (before: 60b43d12… for seed 0, 346ccab4… for seed 3). The same seed must give the same bits
+# after any refactor (at any thread count: the toy networks run on one thread).
 TOY_FINGERPRINTS = {
     0: {
         "mc_dropout": "0ef8159bbf2c931ef0d48ea166d16752fb3e1129a997cfe838f2bdbe45356f2f",
-        "vi": "60b43d123616687c7d08b2df1330d724e05bb224d2cdf7c0acd8e958a8054b56",
+        "vi": "ff2c6381dff1c162c9a006b4bcc707ff885b956dc7d40af59bee26c53d28558d",
     },
     3: {
         "mc_dropout": "a4c091ee12f459cac2e3834f30b6e9dba15d7ab456c887ac50b57f25e1785afe",
-        "vi": "346ccab4d3def4525ddfa66b061bd951d3d5c8606980963cc9c9cbfc888cfc59",
+        "vi": "11db4c6e78898020002ae62367925a5ed48da3f2606e710f49428ed558688a95",
     },
 }
 

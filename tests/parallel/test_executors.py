@@ -30,7 +30,9 @@ def test_a_sweep_on_a_dask_cluster_equals_the_serial_sweep_bit_for_bit() -> None
     distributed = pytest.importorskip("distributed")
     serial = bnn.seed_sweep(jobs.train_briefly, 4, rng=7, threads_per_job=1, progress=False)
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
         on_cluster = bnn.seed_sweep(jobs.train_briefly, 4, rng=7, executor=client.get_executor())
