@@ -16,6 +16,7 @@ from bnn._checks import check_int
 from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint
 from bnn.infer._loop import NonFiniteLossError
+from bnn.infer.checkpoint import UNSAVED_SEGMENT
 from bnn.parallel.distributed import TrainingStrategy
 from bnn.random.draws import standard_normal
 from bnn.random.rng import RNG
@@ -172,10 +173,6 @@ class _Chain:
         }
 
 
-_UNSAVED_SEGMENT = 256
-"""Steps per stream block when no checkpoint is written (the numbers do not depend on it)."""
-
-
 def _run_chain(
     log_joint: LogJoint,
     x: Tensor,
@@ -190,7 +187,7 @@ def _run_chain(
 ) -> dict[str, Any]:
     """One chain, in segments of one pass over the data; ``save`` is called after each.
 
-    Without ``save``, segments of at least ``_UNSAVED_SEGMENT`` steps: entering the RNG stream
+    Without ``save``, segments of at least ``UNSAVED_SEGMENT`` steps: entering the RNG stream
     swaps every global generator, which costs more than a step of a small model.
 
     Returns ``_Chain.result()``.
@@ -204,7 +201,7 @@ def _run_chain(
     )
     segment = max(1, n // settings.batch_size)
     if save is None:  # no checkpoint to write after each pass: fewer stream switches
-        segment = max(segment, _UNSAVED_SEGMENT)
+        segment = max(segment, UNSAVED_SEGMENT)
     bar = progress_bar(
         range(chain.step, settings.steps), desc=settings.method, disable=not progress
     )

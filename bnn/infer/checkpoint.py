@@ -33,6 +33,11 @@ __all__ = ["Checkpoint"]
 FORMAT_VERSION = 1
 
 
+UNSAVED_SEGMENT = 256
+"""Steps per RNG-stream block of a loop that writes no checkpoint (entering a stream swaps every
+global generator: more than a step of a small model costs). The numbers do not depend on it."""
+
+
 class Checkpoint:
     """The checkpoint file of one training run.
 

@@ -96,17 +96,21 @@ def marglik_training(
     n = x.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
     steps_per_epoch = -(-n // batch)
-    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     hyper = _Hyperparameters(
         torch.tensor(float(prior_precision)),
         float(likelihood.std) if isinstance(likelihood, Gaussian) else None,
+        likelihood,
+        [name for name, _ in trained],
+        x.device,
     )
     history = History(
         "marglik_training",
         metrics={"loss": []},
         extras={"prior_precision": [], "noise_std": [], "log_marglik": []},
     )
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    parameters = [p for _, p in trained]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     model.train()
     with training_threads(threads, model, batch):
@@ -116,7 +120,7 @@ def marglik_training(
                 index = (
                     slice(first, first + batch) if order is None else order[first : first + batch]
                 )
-                loss = _negative_log_joint(model, likelihood, hyper, names, x[index], y[index], n)
+                loss = _negative_log_joint(model, hyper, parameters, x[index], y[index], n)
                 if not bool(torch.isfinite(loss)):
                     raise NonFiniteLossError(f"non-finite loss in epoch {epoch}; lower lr.")
                 optimizer.zero_grad()
@@ -133,40 +137,43 @@ def marglik_training(
 
 
 class _Hyperparameters:
-    """``δ`` (0-dim or per layer, with the layer names) and ``σ`` (``None``: classification)."""
+    """``δ`` (0-dim or per layer, with the layer names) and ``σ`` (``None``: classification),
+    with what the training steps read: the likelihood at ``σ`` and ``δ`` per trained tensor."""
 
-    def __init__(self, precision: Tensor, noise: float | None) -> None:
-        self.precision = precision
-        self.groups: list[str] | None = None
-        self.noise = noise
+    def __init__(
+        self,
+        precision: Tensor,
+        noise: float | None,
+        likelihood: Likelihood,
+        names: list[str],
+        device: torch.device,
+    ) -> None:
+        self.names, self.given, self.device = names, likelihood, device
+        self.set(precision, None, noise)
 
-    def per_tensor(self, names: Sequence[str]) -> list[float]:
-        """``δ`` for each named parameter tensor (its layer's, or the scalar)."""
-        if self.groups is None or self.precision.dim() == 0:
-            return [float(self.precision)] * len(names)
-        by_layer = dict(zip(self.groups, self.precision.tolist(), strict=True))
-        return [by_layer[name.rpartition(".")[0]] for name in names]
+    def set(self, precision: Tensor, groups: list[str] | None, noise: float | None) -> None:
+        """New ``δ`` (per layer of ``groups``) and ``σ``."""
+        self.precision, self.groups, self.noise = precision, groups, noise
+        self.likelihood = self.given if noise is None else Gaussian(noise).to(self.device)
+        if groups is None or precision.dim() == 0:
+            self.per_tensor = [float(precision)] * len(self.names)
+        else:
+            by_layer = dict(zip(groups, precision.tolist(), strict=True))
+            self.per_tensor = [by_layer[name.rpartition(".")[0]] for name in self.names]
 
 
 def _negative_log_joint(
     model: nn.Module,
-    likelihood: Likelihood,
     hyper: _Hyperparameters,
-    names: Sequence[str],
+    parameters: Sequence[Tensor],
     x: Tensor,
     y: Tensor,
     n: int,
 ) -> Tensor:
     """``-(N/|B|) Σ_B log p(y | f) / N + ½ Σ δ ‖θ‖² / N`` at the current ``δ``, ``σ``."""
-    output = model(x)
-    if hyper.noise is not None:
-        log_density = Gaussian(hyper.noise).to(x.device).log_prob(output, y)
-    else:
-        log_density = likelihood.log_prob(output, y)
-    parameters = dict(model.named_parameters())
+    log_density = hyper.likelihood.log_prob(model(x), y)
     penalty = sum(
-        delta * parameters[name].square().sum()
-        for name, delta in zip(names, hyper.per_tensor(names), strict=True)
+        delta * p.square().sum() for p, delta in zip(parameters, hyper.per_tensor, strict=True)
     )
     return -log_density.mean() + 0.5 * penalty / n
 
@@ -199,9 +206,7 @@ def _update(
     posterior.optimize_prior_precision(
         "marglik", per_layer=per_layer, optimize_noise=hyper.noise is not None, steps=steps
     )
-    hyper.precision = posterior.prior_precision.detach().cpu()
-    hyper.groups = list(posterior.groups)
-    hyper.noise = posterior.noise_std
+    hyper.set(posterior.prior_precision.detach().cpu(), list(posterior.groups), posterior.noise_std)
     log_marglik = float(posterior.log_marginal_likelihood())
     if not math.isfinite(log_marglik):
         raise NonFiniteLossError("non-finite log marginal likelihood; lower lr.")

@@ -38,7 +38,7 @@ from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
-from bnn.infer.checkpoint import Checkpoint
+from bnn.infer.checkpoint import UNSAVED_SEGMENT, Checkpoint
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
@@ -292,7 +292,7 @@ def svi(
             history.metrics.update({k: list(v) for k, v in saved["metrics"].items()})
         bar = progress_bar(range(step, total_steps), desc="svi", disable=not progress)
         # a checkpoint is written after every epoch; without one, fewer (costly) stream switches
-        segment = per_epoch if run is not None else max(per_epoch, 256)
+        segment = per_epoch if run is not None else max(per_epoch, UNSAVED_SEGMENT)
         while step < total_steps:
             stop = min(step + segment - step % segment, total_steps)
             with generator.stream("svi"):

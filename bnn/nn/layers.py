@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -34,9 +33,9 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._C._functorch import maybe_current_level
 from torch.func import functional_call
 
+from bnn.nn._pending_kl import PendingKL, records_training_graph
 from bnn.nn.estimators import ESTIMATORS, is_linear_in_weights, sample_output
 from bnn.nn.priors import Normal, Prior
 from bnn.random.draws import standard_normal
@@ -89,7 +88,7 @@ class BayesianParameter(nn.Module):
         self.loc = nn.Parameter(loc.detach().clone())
         self.rho = nn.Parameter(inverse_softplus(scale_tensor.detach().clone()))
         self.prior = prior
-        self._pending_kl: _PendingKL | None = None
+        self._pending_kl: PendingKL | None = None
 
     @property
     def scale(self) -> Tensor:
@@ -112,22 +111,16 @@ class BayesianParameter(nn.Module):
         and no backward pass has gone through this forward; otherwise ``kl()`` computes afresh.
         """
         self._pending_kl = None
-        if self.loc.numel() < FUSE_MIN_ELEMENTS or not _records_training_graph(self.loc, self.rho):
+        if self.loc.numel() < FUSE_MIN_ELEMENTS or not records_training_graph(self.loc, self.rho):
             return self.scale
         scale, kl = self.prior.scale_and_kl(self.loc, self.rho)
         if kl is not None:
-            pending = _PendingKL(kl, _fingerprint(self.loc, self.rho))
-            self._pending_kl = pending
-            scale.register_hook(pending.hook())  # type: ignore[no-untyped-call]  # backward frees it
+            self._pending_kl = PendingKL.keep(kl, scale, self.loc, self.rho)
         return scale
 
     def _take_pending_kl(self) -> Tensor | None:
         pending, self._pending_kl = self._pending_kl, None
-        if pending is None or pending.kl is None or not torch.is_grad_enabled():
-            return None
-        if pending.fingerprint != _fingerprint(self.loc, self.rho):
-            return None
-        return pending.kl
+        return None if pending is None else pending.take(self.loc, self.rho)
 
     def kl(self, num_samples: int = 1) -> Tensor:
         """``KL(q ‖ prior)`` summed over elements: closed form, or a Monte Carlo estimate."""
@@ -145,50 +138,6 @@ class BayesianParameter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shape={tuple(self.loc.shape)}, prior={self.prior}"
-
-
-class _PendingKL:
-    """The KL of one training forward pass, valid until a backward pass goes through it.
-
-    Copies and pickles of a module carry no pending KL (it belongs to one autograd graph).
-    """
-
-    __slots__ = ("__weakref__", "fingerprint", "kl")
-
-    def __init__(self, kl: Tensor, fingerprint: tuple[int, ...]) -> None:
-        self.kl: Tensor | None = kl
-        self.fingerprint = fingerprint
-
-    def hook(self) -> Any:
-        reference = weakref.ref(self)
-
-        def release(_grad: Tensor) -> None:
-            pending = reference()
-            if pending is not None:
-                pending.kl = None
-
-        return release
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> None:
-        return None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(None), ())
-
-
-def _fingerprint(*tensors: Tensor) -> tuple[int, ...]:
-    """Changes whenever a tensor is modified in place or given new storage (``.data = ...``)."""
-    return tuple(value for t in tensors for value in (t._version, t.data_ptr()))
-
-
-def _records_training_graph(*parameters: Tensor) -> bool:
-    """Whether autograd records this pass outside ``torch.func`` transforms and compilation."""
-    return (
-        torch.is_grad_enabled()
-        and any(p.requires_grad for p in parameters)
-        and maybe_current_level() is None
-        and not torch.compiler.is_compiling()
-    )
 
 
 _PLAIN_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
