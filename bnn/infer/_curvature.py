@@ -191,19 +191,7 @@ def layer_jacobians(
 
     def hook_for(i: int, layer: KronLayer) -> object:
         def hook(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
-            if isinstance(layer, nn.Linear) and args[0].dim() != 2:
-                raise ValueError(
-                    f"hessian='kron' needs linear layers applied to one feature vector per "
-                    f"input; layer {i} received {tuple(args[0].shape[1:])} per input. Use "
-                    "hessian='diag' or 'full'."
-                )
-            expected = 3 if isinstance(layer, nn.Conv1d) else 4
-            if not isinstance(layer, nn.Linear) and args[0].dim() != expected:
-                raise ValueError(
-                    f"hessian='kron' needs convolutions applied to batched inputs (of "
-                    f"{expected} dimensions); layer {i} received {tuple(args[0].shape)}. Use "
-                    "hessian='diag' or 'full'."
-                )
+            _check_layer_input(i, layer, args[0])
             captured[i] = args[0]
             if i not in perturbations:  # the probe: record the shapes
                 if i in shapes:
@@ -252,24 +240,49 @@ def layer_jacobians(
         for handle in handles:
             handle.remove()
     outputs = torch.cat([aux[0] for _, aux in parts]).detach()
-    inputs = []
-    jacobians = []
+    inputs, jacobians = [], []
     for i, layer in enumerate(layers):
         a = torch.cat([aux[1 + i] for _, aux in parts]).detach()
         jacobian = torch.cat([jac[i] for jac, _ in parts]).detach()
-        if not isinstance(layer, nn.Linear):
-            a = _patches(layer, a.reshape(-1, *shapes[i][0]))  # [N, R, C_in·k]
-            jacobian = jacobian.flatten(3)  # [N, C, C_out, R]
-            if a.shape[1] != jacobian.shape[-1]:
-                raise ValueError(
-                    f"hessian='kron': layer {i} has {jacobian.shape[-1]} output locations but "
-                    f"{a.shape[1]} input patches; use hessian='diag' or 'full'."
-                )
-        if layer.bias is not None:
-            a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+        a, jacobian = _layer_factors_input(i, layer, a, jacobian, shapes[i][0])
         inputs.append(a)
         jacobians.append(jacobian)
     return outputs, inputs, jacobians
+
+
+def _check_layer_input(i: int, layer: KronLayer, inputs: Tensor) -> None:
+    """Refuse inputs whose per-layer Kronecker factors would not be the KFAC ones."""
+    if isinstance(layer, nn.Linear) and inputs.dim() != 2:
+        raise ValueError(
+            f"hessian='kron' needs linear layers applied to one feature vector per "
+            f"input; layer {i} received {tuple(inputs.shape[1:])} per input. Use "
+            "hessian='diag' or 'full'."
+        )
+    expected = 3 if isinstance(layer, nn.Conv1d) else 4
+    if not isinstance(layer, nn.Linear) and inputs.dim() != expected:
+        raise ValueError(
+            f"hessian='kron' needs convolutions applied to batched inputs (of "
+            f"{expected} dimensions); layer {i} received {tuple(inputs.shape)}. Use "
+            "hessian='diag' or 'full'."
+        )
+
+
+def _layer_factors_input(
+    i: int, layer: KronLayer, a: Tensor, jacobian: Tensor, input_shape: torch.Size
+) -> tuple[Tensor, Tensor]:
+    """A layer's captured inputs as ``ã`` (patches for a convolution, a 1 appended for the
+    bias) and its Jacobians with the output locations flattened."""
+    if not isinstance(layer, nn.Linear):
+        a = _patches(layer, a.reshape(-1, *input_shape))  # [N, R, C_in·k]
+        jacobian = jacobian.flatten(3)  # [N, C, C_out, R]
+        if a.shape[1] != jacobian.shape[-1]:
+            raise ValueError(
+                f"hessian='kron': layer {i} has {jacobian.shape[-1]} output locations but "
+                f"{a.shape[1]} input patches; use hessian='diag' or 'full'."
+            )
+    if layer.bias is not None:
+        a = torch.cat([a, torch.ones_like(a[..., :1])], dim=-1)
+    return a, jacobian
 
 
 def _patches(layer: nn.Conv1d | nn.Conv2d, inputs: Tensor) -> Tensor:
