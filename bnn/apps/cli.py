@@ -45,7 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     uci.add_argument(
         "--method",
         required=True,
-        choices=["mc_dropout", "ensemble", "vi", "sghmc", "laplace", "swag", "gp", "stack"],
+        choices=[
+            "mc_dropout",
+            "ensemble",
+            "vi",
+            "sghmc",
+            "laplace",
+            "swag",
+            "multiswag",
+            "gp",
+            "stack",
+        ],
         help="stack: MC dropout, ensemble and GP stacked on the validation split",
     )
     uci.add_argument(

@@ -184,6 +184,7 @@ FIT: dict[str, Callable[[str, Prepared, Defaults, RNG], Fitted]] = {
     "sghmc": sghmc_fitted,
     "laplace": uci_posthoc.laplace_fitted,
     "swag": uci_posthoc.swag_fitted,
+    "multiswag": uci_posthoc.multiswag_fitted,
     "gp": uci_posthoc.gp_fitted,
     "stack": stack_fitted,
 }

@@ -19,7 +19,7 @@ rng) -> Fitted`` on standardised data.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,10 +35,11 @@ from bnn.infer.marglik import marglik_training
 from bnn.infer.swag import SWAGPosterior, swag
 from bnn.infer.vi import Validation, fit
 from bnn.likelihoods import Gaussian, RegressionPrediction
+from bnn.posterior.gaussian import GaussianMixturePosterior
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["gp_fitted", "laplace_fitted", "swag_fitted"]
+__all__ = ["gp_fitted", "laplace_fitted", "multiswag_fitted", "swag_fitted"]
 
 
 def _map_network(data: Prepared, rng: RNG) -> tuple[nn.Module, Gaussian]:
@@ -64,7 +65,7 @@ def marglik_network(
         likelihood=Gaussian(1.0),
         hessian="full",
         epochs=epochs,
-        lr=1e-2,
+        lr=defaults.marglik_lr,
         every=max(1, epochs // 20),
         burn_in=max(1, epochs // 10),
         rng=rng,
@@ -105,17 +106,65 @@ def swag_fitted(
 ) -> Fitted:
     """SWAG from the evidence-trained network, its prior as weight decay; the SGD step, the
     covariance scale and the noise (among ``σ·2^[0, 3]``) chosen on the validation split."""
+    member = _validated_swag(data, defaults, rng)
+    extras = {"swag_lr_factor": member.lr_factor, "swag_scale": member.scale}
+    return Fitted(member.posterior, member.noise, defaults.num_samples, rng, torch.float64, extras)
+
+
+def multiswag_fitted(
+    method: str,  # noqa: ARG001
+    data: Prepared,
+    defaults: Defaults,
+    rng: RNG,
+) -> Fitted:
+    """MultiSWAG (Wilson & Izmailov 2020): ``defaults.multiswag_runs`` networks trained from
+    different seeds, each as ``swag`` (its own evidence, SGD step and scale on validation),
+    their SWAG posteriors an equally weighted mixture; the noise chosen on the validation
+    split for the mixture (among its members' geometric-mean ``σ·2^[0, 3]``)."""
+    members = [
+        _validated_swag(data, defaults, rng.spawn(f"member {i}"))
+        for i in range(defaults.multiswag_runs)
+    ]
+    mixture = GaussianMixturePosterior([m.posterior for m in members])
+    log_sigmas = torch.tensor([math.log(float(m.sigma)) for m in members])
+    sigma = float(log_sigmas.mean().exp())
+    validation = _double(data.options.get("validation"))
+    noise_base = Gaussian(2 * sigma if validation is not None else sigma)
+    noise = validated_noise(mixture, noise_base, validation, defaults, rng.spawn("noise"))
+    extras = {
+        "swag_lr_factor": [m.lr_factor for m in members],
+        "swag_scale": [m.scale for m in members],
+    }
+    return Fitted(mixture, noise, defaults.num_samples, rng, torch.float64, extras)
+
+
+@dataclass
+class _SWAGChoice:
+    posterior: SWAGPosterior  # with the chosen scale
+    noise: Gaussian
+    sigma: float  # the evidence's noise std
+    lr_factor: float
+    scale: float
+
+
+def _double(validation: Validation | None) -> Validation | None:
+    if validation is None:
+        return None
+    return replace(validation, x=validation.x.double(), y=validation.y.double())
+
+
+def _validated_swag(data: Prepared, defaults: Defaults, rng: RNG) -> _SWAGChoice:
+    """SWAG from a network trained by the evidence (seeded by ``rng``); the SGD step, the
+    covariance scale and the noise with the best validation log predictive density."""
     network, evidence = marglik_network(data, defaults, rng)
     sigma = evidence.noise_std
     assert sigma is not None
     x, y = data.x.double(), data.y.double()
-    validation = data.options.get("validation")
-    if validation is not None:
-        validation = replace(validation, x=validation.x.double(), y=validation.y.double())
+    validation = _double(data.options.get("validation"))
     noise_base = Gaussian(2 * sigma if validation is not None else sigma)  # searched ·2^[-1, 2]
     factors = SWAG_LR_FACTORS if validation is not None else SWAG_LR_FACTORS[:1]
     scales = SWAG_SCALES if validation is not None else SWAG_SCALES[:1]
-    best: tuple[float, SWAGPosterior, float, float, Gaussian] | None = None
+    best: tuple[float, _SWAGChoice] | None = None
     for factor in factors:
         try:
             posterior, _ = swag(
@@ -138,13 +187,12 @@ def swag_fitted(
             noise = validated_noise(posterior, noise_base, validation, defaults, rng.spawn("noise"))
             score = _validation_log_score(posterior, noise, validation, defaults, rng)
             if best is None or score > best[0]:
-                best = (score, posterior, factor, scale, noise)
+                best = (score, _SWAGChoice(posterior, noise, float(sigma), factor, scale))
     if best is None:
         raise NonFiniteLossError("SWAG diverged at every step size tried.")
-    _, posterior, factor, scale, noise = best
-    posterior.scale = scale
-    extras = {"swag_lr_factor": factor, "swag_scale": scale}
-    return Fitted(posterior, noise, defaults.num_samples, rng, torch.float64, extras)
+    choice = best[1]
+    choice.posterior.scale = choice.scale
+    return choice
 
 
 def _validation_log_score(

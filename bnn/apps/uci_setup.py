@@ -35,6 +35,8 @@ class Defaults:
     validation_fraction: float = 0.1
     gp_epochs: int = 200  # Adam steps on the GP's marginal likelihood
     marglik_epochs: int = 1000  # full-batch epochs of marglik_training (laplace, swag)
+    marglik_lr: float = 1e-2  # Adam's learning rate in marglik_training
+    multiswag_runs: int = 3  # independently trained networks of MultiSWAG
 
 
 def network(inputs: int, outputs: int) -> nn.Sequential:

@@ -12,8 +12,9 @@ method         space
 mc_dropout     dropout rate in [0.005, 0.5] (log), Adam lr in [1e-3, 1e-2] (log)
 vi             Adam lr in [1e-3, 3e-2] (log)
 ensemble       Adam lr in [1e-3, 1e-2] (log), β of β-NLL in [0, 1]
-sghmc, laplace, Adam lr of the MAP fit in [1e-3, 1e-2] (log)
-swag
+sghmc          Adam lr of the MAP fit in [1e-3, 1e-2] (log)
+laplace, swag, Adam lr of the evidence-driven training (``marglik_training``) in
+multiswag      [1e-3, 3e-2] (log); prior precision and noise come from the evidence
 ============== ============================================================================
 
 The GP's hyperparameters come from its marginal likelihood and the stack's weights from the
@@ -35,13 +36,15 @@ from bnn.tune import Float, TuneResult, tune
 __all__ = ["SPACES", "Tuning", "tuned_defaults"]
 
 _LR = Float(1e-3, 1e-2, log=True)
+_MARGLIK_LR = Float(1e-3, 3e-2, log=True)
 SPACES: dict[str, dict[str, Float]] = {
     "mc_dropout": {"dropout": Float(0.005, 0.5, log=True), "lr": _LR},
     "vi": {"lr": Float(1e-3, 3e-2, log=True)},
     "ensemble": {"lr": _LR, "ensemble_beta": Float(0.0, 1.0)},
     "sghmc": {"lr": _LR},
-    "laplace": {"lr": _LR},
-    "swag": {"lr": _LR},
+    "laplace": {"marglik_lr": _MARGLIK_LR},
+    "swag": {"marglik_lr": _MARGLIK_LR},
+    "multiswag": {"marglik_lr": _MARGLIK_LR},
 }
 """The tuned fields of `Defaults` per method."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -241,22 +241,28 @@ def swag(
 
 
 def multi_swag(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     data: TrainData,
     *,
     likelihood: Likelihood,
-    num_runs: int = 3,
+    num_runs: int | None = None,
     rng: RNGLike = None,
     progress: bool = True,
     **options: Any,
 ) -> tuple[GaussianMixturePosterior, History]:
-    """Several SWAG runs from the trained ``model``, run ``i`` with ``rng.spawn(i)``: a mixture.
+    """MultiSWAG: several SWAG runs, run ``i`` with ``rng.spawn(i)``, as one mixture.
+
+    Given one trained network, every run continues from it (the runs differ in their SGD
+    noise). Given several networks of one architecture trained from different seeds (deep
+    ensemble members), run ``i`` continues from network ``i`` — the MultiSWAG of Wilson &
+    Izmailov (2020), whose components sit in different basins.
 
     Args:
-        model: the trained network (unchanged).
+        model: the trained network, or a sequence of them (each unchanged).
         data: as for `swag`.
         likelihood: as for `swag`.
-        num_runs: independent SWAG runs ``M`` (≥ 1).
+        num_runs: SWAG runs ``M`` (≥ 1); default 3 for one network, one per network for a
+            sequence (which must then have ``M`` networks).
         rng: parent randomness; run ``i`` draws from ``rng.spawn(i)``.
         progress: show a tqdm bar per run.
         **options: `swag`'s keyword arguments (``epochs``, ``lr``, ``rank``, ...).
@@ -267,16 +273,36 @@ def multi_swag(
     Example:
         >>> mixture, _ = bnn.infer.multi_swag(net, (x, y), likelihood=bnn.Categorical(),
         ...                                   num_runs=3, epochs=20, lr=0.05, rng=0)
+        >>> members = [trained_net_0, trained_net_1, trained_net_2]   # different seeds
+        >>> mixture, _ = bnn.infer.multi_swag(members, (x, y), likelihood=bnn.Categorical(),
+        ...                                   epochs=20, lr=0.05, rng=0)
     """
-    check_int("num_runs", num_runs)
+    starts = _run_starts(model, num_runs)
     parent = resolve_rng(rng)
     runs = [
-        swag(model, data, likelihood=likelihood, rng=parent.spawn(i), progress=progress, **options)
-        for i in range(num_runs)
+        swag(start, data, likelihood=likelihood, rng=parent.spawn(i), progress=progress, **options)
+        for i, start in enumerate(starts)
     ]
     history = History("multi_swag", chains=[h for _, h in runs])
     history.extras["seconds"] = sum(h.seconds for _, h in runs)
     return GaussianMixturePosterior([p for p, _ in runs]), history
+
+
+def _run_starts(model: nn.Module | Sequence[nn.Module], num_runs: int | None) -> list[nn.Module]:
+    """The network each MultiSWAG run continues from."""
+    if isinstance(model, nn.Module):
+        runs = 3 if num_runs is None else num_runs
+        check_int("num_runs", runs)
+        return [model] * runs
+    networks = list(model)
+    if not networks or not all(isinstance(n, nn.Module) for n in networks):
+        raise TypeError("model must be an nn.Module or a non-empty sequence of nn.Modules.")
+    if num_runs is not None and num_runs != len(networks):
+        raise ValueError(
+            f"num_runs={num_runs} but {len(networks)} networks were given; one run per "
+            "network (leave num_runs out)."
+        )
+    return networks
 
 
 def _flat(model: nn.Module, names: list[str]) -> Tensor:

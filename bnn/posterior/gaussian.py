@@ -216,26 +216,34 @@ class GaussianPosterior:
 
 
 class GaussianMixturePosterior:
-    """An equally weighted mixture of `GaussianPosterior`s of one network (MultiSWAG).
+    """An equally weighted mixture of `GaussianPosterior`s of one architecture (MultiSWAG).
 
     ``S`` function samples take ``⌈S/M⌉`` or ``⌊S/M⌋`` draws from each of the ``M``
-    components (component ``m`` draws with ``rng.spawn(m)``), evaluated in one pass.
+    components (component ``m`` draws with ``rng.spawn(m)``). Components of one network are
+    evaluated in one pass; components of different networks (independently trained ones, as
+    in Wilson & Izmailov 2020) each through their own network — they must select parameters
+    of the same names and shapes.
 
     Args:
-        components: posteriors over the same parameters of the same model.
+        components: posteriors over the same parameters of one network, or of networks of one
+            architecture.
     """
 
     def __init__(self, components: Sequence[GaussianPosterior]) -> None:
         if not components:
             raise ValueError("a mixture needs at least one component.")
         first = components[0]
-        if any(c.names != first.names or c.model is not first.model for c in components):
-            raise ValueError("mixture components must cover the same parameters of one model.")
+        if any(c.names != first.names or c.shapes != first.shapes for c in components):
+            raise ValueError(
+                "mixture components must select parameters of the same names and shapes "
+                "(networks of one architecture)."
+            )
         self.components = list(components)
+        self._one_network = all(c.model is first.model for c in components)
 
     @property
     def model(self) -> nn.Module:
-        """The shared network."""
+        """The first component's network."""
         return self.components[0].model
 
     @property
@@ -243,8 +251,8 @@ class GaussianMixturePosterior:
         """The first component's carried likelihood."""
         return self.components[0].likelihood
 
-    def sample_flat(self, num_samples: int, *, rng: RNGLike = None) -> Tensor:
-        """Draws ``[S, P]``: component ``m`` gives draws ``m, m+M, ...`` (round robin order)."""
+    def _sample_parts(self, num_samples: int, rng: RNGLike) -> tuple[list[Tensor], Tensor]:
+        """Per-component draws ``[S_m, P]`` and, for their concatenation, the draw order."""
         parent = resolve_rng(rng)
         m = len(self.components)
         counts = [len(range(i, num_samples, m)) for i in range(m)]
@@ -254,10 +262,11 @@ class GaussianMixturePosterior:
             if count > 0
         ]
         order = torch.cat([torch.arange(i, num_samples, m) for i in range(m)])
-        flat = torch.empty((num_samples, parts[0].shape[1]), dtype=parts[0].dtype)
-        flat = flat.to(parts[0].device)
-        flat[order.to(flat.device)] = torch.cat(parts)
-        return flat
+        return parts, order.to(parts[0].device)
+
+    def sample_flat(self, num_samples: int, *, rng: RNGLike = None) -> Tensor:
+        """Draws ``[S, P]``: component ``m`` gives draws ``m, m+M, ...`` (round robin order)."""
+        return _in_order(*self._sample_parts(num_samples, rng))
 
     def sample_parameters(self, num_samples: int, *, rng: RNGLike = None) -> dict[str, Tensor]:
         """Draws of the selected parameters: name -> ``[1, S, *shape]``."""
@@ -273,24 +282,38 @@ class GaussianMixturePosterior:
         memory_budget: int | None = None,
     ) -> Tensor:
         """``[S, N, ...]`` outputs under draws from the mixture (see ``sample_flat``)."""
-        first = self.components[0]
-        check_inputs(x, first.mean, num_samples)
+        check_inputs(x, self.components[0].mean, num_samples)
         budget = check_memory_budget(memory_budget, x.device)
-        return first.evaluate(self.sample_flat(num_samples, rng=rng), x, budget)
+        return self._evaluate(*self._sample_parts(num_samples, rng), x, budget)
 
     def draws(
         self, num_samples: int | None = None, *, x: Tensor | None = None, rng: RNGLike = None
     ) -> Draws:
         """``num_samples`` (default 100) draws from the mixture and ``f`` at ``x``."""
         count = 100 if num_samples is None else num_samples
-        flat = self.sample_flat(count, rng=rng)
-        first = self.components[0]
-        parameters = {k: v.unsqueeze(0) for k, v in first._unflatten(flat).items()}
+        parts, order = self._sample_parts(count, rng)
+        flat = _in_order(parts, order)
+        parameters = {k: v.unsqueeze(0) for k, v in self.components[0]._unflatten(flat).items()}
         functions = None
         if x is not None:
-            check_inputs(x, first.mean, count)
-            functions = first.evaluate(flat, x, check_memory_budget(None, x.device)).unsqueeze(0)
+            check_inputs(x, self.components[0].mean, count)
+            budget = check_memory_budget(None, x.device)
+            functions = self._evaluate(parts, order, x, budget).unsqueeze(0)
         return Draws(parameters=parameters, functions=functions, is_mcmc=False)
+
+    def _evaluate(self, parts: list[Tensor], order: Tensor, x: Tensor, budget: int) -> Tensor:
+        """Outputs ``[S, N, ...]`` of the draws ``parts`` (in ``order``): one pass when the
+        components share a network, else each part through its component's network."""
+        if self._one_network:
+            return self.components[0].evaluate(_in_order(parts, order), x, budget)
+        outputs = [c.evaluate(p, x, budget) for c, p in zip(self.components, parts, strict=False)]
+        return _in_order(outputs, order)
+
+
+def _in_order(parts: list[Tensor], order: Tensor) -> Tensor:
+    """The rows of ``parts`` concatenated, row ``i`` of the concatenation moved to ``order[i]``."""
+    joined = torch.cat(parts)
+    return torch.empty_like(joined).index_copy_(0, order, joined)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

@@ -27,7 +27,14 @@ from bnn.tune import Categorical
 
 @pytest.mark.parametrize("method", METHODS)
 def test_two_split_smoke_run_gives_finite_sane_metrics(method: str) -> None:
-    quick = Defaults(epochs=15, ensemble_members=2, num_samples=20, gp_epochs=30, marglik_epochs=40)
+    quick = Defaults(
+        epochs=15,
+        ensemble_members=2,
+        num_samples=20,
+        gp_epochs=30,
+        marglik_epochs=40,
+        multiswag_runs=2,
+    )
     results = run_uci("yacht", method, splits=2, defaults=quick, progress=False)
     assert [r.split for r in results] == [0, 1]
     for r in results:

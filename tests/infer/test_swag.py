@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import bnn
 from bnn.infer.swag import SWAGPosterior, multi_swag, swag
-from bnn.posterior._covariance import LowRankFactor
+from bnn.posterior._covariance import DiagonalFactor, LowRankFactor
 from bnn.posterior.gaussian import GaussianMixturePosterior, GaussianPosterior
 
 
@@ -180,6 +180,62 @@ def test_multi_swag_is_a_reproducible_mixture() -> None:
     samples = mixture.sample_functions(x[:4], 7, rng=0)
     assert samples.shape == (7, 4, 1)
     assert torch.equal(samples, again.sample_functions(x[:4], 7, rng=0))
+
+
+def test_multi_swag_from_independent_networks_evaluates_each_through_its_own() -> None:
+    """MultiSWAG of the paper: run ``i`` continues from network ``i``; draw ``j`` of the
+    mixture comes from component ``j mod M`` and is evaluated through that component's
+    network (which matters where the networks differ outside the selected parameters)."""
+    x, y = _data()
+    networks = []
+    for seed in range(3):
+        with bnn.RNG(seed).stream("init"):
+            networks.append(nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double())
+    before = [copy.deepcopy(n.state_dict()) for n in networks]
+    options = dict(likelihood=bnn.Gaussian(0.1), epochs=6, lr=0.01, rank=3, batch_size=16)
+    mixture, history = multi_swag(networks, (x, y), rng=0, progress=False, **options)
+    assert len(history.chains) == 3
+    assert [c.model for c in mixture.components] == networks
+    for network, state in zip(networks, before, strict=True):
+        for name, value in network.state_dict().items():
+            assert torch.equal(value, state[name])
+    single, _ = swag(networks[1], (x, y), rng=bnn.RNG(0).spawn(1), progress=False, **options)
+    torch.testing.assert_close(mixture.components[1].mean, single.mean, rtol=0, atol=0)
+
+    # Last layer only: the first layer stays each network's own, so the network matters.
+    last = [
+        GaussianPosterior(
+            n,
+            ["2.weight", "2.bias"],
+            c.mean[-9:],
+            DiagonalFactor(torch.full((9,), 1e-2, dtype=torch.float64)),
+        )
+        for n, c in zip(networks, mixture.components, strict=True)
+    ]
+    last_layer_mixture = GaussianMixturePosterior(last)
+    samples = last_layer_mixture.sample_functions(x[:5], 7, rng=4)
+    flat = last_layer_mixture.sample_flat(7, rng=4)
+    for j in range(7):
+        component = last[j % 3]
+        expected = component.evaluate(flat[j : j + 1], x[:5], 2**20)[0]
+        torch.testing.assert_close(samples[j], expected, rtol=0, atol=0)
+    draws = last_layer_mixture.draws(7, x=x[:5], rng=4)
+    assert draws.functions is not None
+    torch.testing.assert_close(draws.functions[0], samples, rtol=0, atol=0)
+
+
+def test_multi_swag_and_mixtures_refuse_mismatched_networks() -> None:
+    x, y = _data()
+    options = dict(likelihood=bnn.Gaussian(0.1), epochs=2, lr=0.01, rank=2, progress=False)
+    with pytest.raises(ValueError, match="one run per network"):
+        multi_swag([_net(), _net()], (x, y), num_runs=3, **options)
+    with pytest.raises(TypeError, match="sequence of nn.Modules"):
+        multi_swag([], (x, y), **options)
+    small = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    a, _ = swag(_net(), (x, y), **options)
+    b, _ = swag(small, (x, y), **options)
+    with pytest.raises(ValueError, match="same names and shapes"):
+        GaussianMixturePosterior([a, b])
 
 
 def test_batchnorm_statistics_are_recomputed_for_every_sample() -> None:
