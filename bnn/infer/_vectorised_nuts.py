@@ -1,20 +1,27 @@
-"""A NUTS that advances several chains in lock-step, one ``vmap``-ed gradient per leapfrog.
+"""A NUTS that advances several chains in lock-step, one compiled call per leapfrog.
 
 Plain Pyro NUTS spends most of its time outside the gradient: per-site Python bookkeeping and
 model tracing at every leapfrog step. Here the chains' flat weight vectors ``[C, D]`` move
 together: each leapfrog evaluates ``∇ log p`` for all chains in one ``torch.func.vmap`` call,
 and all trajectory logic (multinomial NUTS with the generalised U-turn criterion, Betancourt
 2017; dual-averaging step size and windowed diagonal mass adaptation, Hoffman & Gelman 2014 /
-Stan) is written on ``[C]``/``[C, D]`` tensors. A chain that has stopped doubling is masked,
-so chains need not agree on tree depth. Randomness of chain ``c`` comes from its own generator
-``rng.spawn(c).torch_generator("nuts")``, so a chain's draws do not depend on the other chains
-(up to floating-point rounding of batched kernels).
+Stan) is written on ``[C]``/``[C, D]`` tensors. Subtrees are built leaf by leaf, as NumPyro's
+iterative NUTS: one function (``_add_leaf``) takes a leapfrog and folds the new leaf into the
+subtree — multinomial proposal, U-turn checks of the blocks the recursive build would merge,
+divergence — so ``jit_compile`` compiles one leapfrog with all its bookkeeping into one call.
+A chain that has stopped is masked, so chains need not agree on tree depth. Randomness of
+chain ``c`` comes from its own generator ``rng.spawn(c).torch_generator("nuts")``, so a
+chain's draws do not depend on the other chains (up to floating-point rounding of batched
+kernels).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -38,19 +45,158 @@ class _State:
     logp: Tensor  # [C]
 
 
-@dataclass
-class _Tree:
-    near: _State
-    far: _State
-    proposal_z: Tensor
-    proposal_grad: Tensor
-    proposal_logp: Tensor
-    log_weight: Tensor  # [C]
+class _Subtree(NamedTuple):
+    """A subtree built leaf by leaf (NumPyro's iterative NUTS): its far end, its multinomial
+    proposal and the per-level U-turn checkpoints; one row per chain."""
+
+    z: Tensor  # [C, D] the last leaf (the far end)
+    r: Tensor  # [C, D]
+    grad: Tensor  # [C, D]
+    logp: Tensor  # [C]
+    proposal_z: Tensor  # [C, D]
+    proposal_grad: Tensor  # [C, D]
+    proposal_logp: Tensor  # [C]
+    log_weight: Tensor  # [C] log of the summed leaf weights exp(-ΔH)
     r_sum: Tensor  # [C, D]
+    block_first_r: Tensor  # [L, C, D] momentum of the first leaf of the open block of 2**l
+    block_r_sum: Tensor  # [L, C, D] momentum summed over that block so far
     turning: Tensor  # [C] bool
     diverging: Tensor  # [C] bool
     accept_sum: Tensor  # [C]
     steps: Tensor  # [C] leapfrogs that count for each chain
+    running: Tensor  # [C] bool: neither turned nor diverged yet (and active)
+
+
+def _add_leaf(
+    gradient: Callable[[Tensor], tuple[Tensor, Tensor]],
+    tree: _Subtree,
+    step: Tensor,
+    inverse_mass: Tensor,
+    h0: Tensor,
+    uniform: Tensor,
+    index: Tensor,
+    depth: Tensor,
+) -> _Subtree:
+    """One leapfrog from the far end and the subtree with that leaf added; one compiled call.
+
+    Leaf ``index`` (0-based) is the proposal with probability ``w / W`` (its weight over the
+    subtree's so far: multinomial sampling within the subtree, as the recursive build's
+    pairwise merges). The blocks of ``2**l`` leaves (``1 ≤ l ≤ depth``) that the recursive
+    build would merge are checked for a U-turn as they complete (``index + 1`` a multiple of
+    ``2**l``). A chain that turned or diverged stops: later leaves change nothing of it.
+    """
+    s = step.unsqueeze(-1)
+    r_half = tree.r + 0.5 * s * tree.grad
+    z = tree.z + s * inverse_mass * r_half
+    grad, logp = gradient(z)
+    r = r_half + 0.5 * s * grad
+    delta = -logp + 0.5 * (inverse_mass * r * r).sum(-1) - h0
+    delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
+    running = tree.running
+    log_weight = torch.logaddexp(tree.log_weight, -delta)
+    take = running & ((index == 0) | (torch.log(uniform) < -delta - log_weight))
+
+    levels = torch.arange(tree.block_r_sum.shape[0], device=z.device)
+    sizes = torch.pow(2, levels)
+    opens = (index % sizes == 0).view(-1, 1, 1)
+    closes = ((index + 1) % sizes == 0) & (levels >= 1) & (levels <= depth)
+    running_3d = running.view(1, -1, 1)
+    block_first_r = torch.where(opens & running_3d, r, tree.block_first_r)
+    block_r_sum = torch.where(opens, 0.0, tree.block_r_sum) + r
+    block_r_sum = torch.where(running_3d, block_r_sum, tree.block_r_sum)
+    weighted = inverse_mass * block_r_sum
+    turned = ((weighted * block_first_r).sum(-1) <= 0) | ((weighted * r).sum(-1) <= 0)
+    turning_now = (closes.unsqueeze(-1) & turned).any(0)
+    diverging_now = delta > MAX_ENERGY_ERROR
+    return _Subtree(
+        z=z,
+        r=r,
+        grad=grad,
+        logp=logp,
+        proposal_z=_where(take, z, tree.proposal_z),
+        proposal_grad=_where(take, grad, tree.proposal_grad),
+        proposal_logp=torch.where(take, logp, tree.proposal_logp),
+        log_weight=torch.where(running, log_weight, tree.log_weight),
+        r_sum=_where(running, tree.r_sum + r, tree.r_sum),
+        block_first_r=block_first_r,
+        block_r_sum=block_r_sum,
+        turning=tree.turning | (running & turning_now),
+        diverging=tree.diverging | (running & diverging_now),
+        accept_sum=tree.accept_sum + torch.where(running, torch.exp(-delta.clamp_min(0.0)), 0.0),
+        steps=tree.steps + running.to(delta.dtype),
+        running=running & ~turning_now & ~diverging_now,
+    )
+
+
+_COLUMNS = 6  # z, r, grad, proposal_z, proposal_grad, r_sum: [C, D] each
+_SCALARS = 8  # logp, proposal_logp, log_weight, accept_sum, steps, turning, diverging, running
+
+
+def _pack(tree: _Subtree) -> tuple[Tensor, Tensor]:
+    """The subtree as two tensors, ``[C, 6·D + 8]`` and ``[L, C, 2·D]`` (flags as 0/1): a
+    compiled call's cost grows with its number of tensor arguments."""
+    columns = [tree.z, tree.r, tree.grad, tree.proposal_z, tree.proposal_grad, tree.r_sum]
+    scalars = [
+        tree.logp,
+        tree.proposal_logp,
+        tree.log_weight,
+        tree.accept_sum,
+        tree.steps,
+        tree.turning,
+        tree.diverging,
+        tree.running,
+    ]
+    dtype = tree.z.dtype
+    packed = torch.cat([*columns, torch.stack([v.to(dtype) for v in scalars], -1)], -1)
+    return packed, torch.cat([tree.block_first_r, tree.block_r_sum], -1)
+
+
+def _unpack(packed: Tensor, blocks: Tensor) -> _Subtree:
+    """Inverse of `_pack` (views into ``packed`` and ``blocks``)."""
+    d = blocks.shape[-1] // 2
+    z, r, grad, proposal_z, proposal_grad, r_sum = (
+        packed[:, : _COLUMNS * d].reshape(-1, _COLUMNS, d).unbind(-2)
+    )
+    logp, proposal_logp, log_weight, accept_sum, steps, turning, diverging, running = packed[
+        :, _COLUMNS * d :
+    ].unbind(-1)
+    block_first_r, block_r_sum = blocks.reshape(*blocks.shape[:-1], 2, d).unbind(-2)
+    return _Subtree(
+        z=z,
+        r=r,
+        grad=grad,
+        logp=logp,
+        proposal_z=proposal_z,
+        proposal_grad=proposal_grad,
+        proposal_logp=proposal_logp,
+        log_weight=log_weight,
+        r_sum=r_sum,
+        block_first_r=block_first_r,
+        block_r_sum=block_r_sum,
+        turning=turning > 0.5,
+        diverging=diverging > 0.5,
+        accept_sum=accept_sum,
+        steps=steps,
+        running=running > 0.5,
+    )
+
+
+def _add_packed_leaf(
+    gradient: Callable[[Tensor], tuple[Tensor, Tensor]],
+    packed: Tensor,
+    blocks: Tensor,
+    fixed: Tensor,
+    uniform: Tensor,
+    counter: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """`_add_leaf` on packed tensors: ``fixed`` ``[C, D + 2]`` holds the inverse mass, the
+    signed step size and the start energy; ``counter`` the leaf index and the depth."""
+    d = blocks.shape[-1] // 2
+    inverse_mass, step, h0 = fixed[:, :d], fixed[:, d], fixed[:, d + 1]
+    tree = _add_leaf(
+        gradient, _unpack(packed, blocks), step, inverse_mass, h0, uniform, counter[0], counter[1]
+    )
+    return _pack(tree)
 
 
 class _Sampler:
@@ -60,15 +206,18 @@ class _Sampler:
         x: Tensor,
         y: Tensor,
         generators: list[torch.Generator],
-        compile_gradient: bool,
+        max_depth: int,
+        compile_leaf: bool,
     ) -> None:
         y = log_joint.prepare(x, y)
 
         def log_density(vector: Tensor) -> Tensor:
             return log_joint.log_density_flat(vector, x, y)
 
-        gradient = vmap(grad_and_value(log_density))
-        self._gradient = torch.compile(gradient, dynamic=False) if compile_gradient else gradient
+        self._gradient = vmap(grad_and_value(log_density))
+        add_leaf = functools.partial(_add_packed_leaf, self._gradient)
+        self._add_leaf = torch.compile(add_leaf, dynamic=False) if compile_leaf else add_leaf
+        self.max_depth = max_depth
         self.generators = generators
         self.seeds = [int(g.initial_seed()) for g in generators]
         self.gradient_evaluations = 0
@@ -100,6 +249,12 @@ class _Sampler:
     def uniform(self, like: Tensor) -> Tensor:
         return torch.stack(
             [torch.rand((), generator=g, dtype=like.dtype) for g in self.generators]
+        ).to(like.device)
+
+    def uniforms(self, count: int, like: Tensor) -> Tensor:
+        """``count`` uniforms per chain, ``[count, C]``, each chain from its generator."""
+        return torch.stack(
+            [torch.rand(count, generator=g, dtype=like.dtype) for g in self.generators], 1
         ).to(like.device)
 
     # ---------------------------------------------------------------- dynamics
@@ -151,57 +306,48 @@ class _Sampler:
         h0: Tensor,
         inverse_mass: Tensor,
         active: Tensor,
-    ) -> _Tree:
-        """A subtree of ``2**depth`` leapfrogs from ``start``.
+    ) -> _Subtree:
+        """A subtree of ``2**depth`` leapfrogs from ``start``, one compiled call per leaf.
 
-        A chain whose first half turned or diverged stops there, as in Stan: the second
-        half's leapfrogs do not count towards its statistics (acceptance, steps, divergence),
-        whatever the other chains do. Once that holds for every ``active`` chain, the second
-        half is not computed at all (the transition ends with this subtree).
+        As the recursive build of Stan and Hoffman & Gelman: a chain whose subtree turned (any
+        block the recursion would merge) or diverged stops there, its later leapfrogs not
+        counted in its statistics (acceptance, steps, divergence). Once no ``active`` chain
+        runs, the remaining leaves are not computed.
         """
-        if depth == 0:
-            new = self.leapfrog(start, step, inverse_mass)
-            delta = self.energy(new, inverse_mass) - h0
-            delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
-            return _Tree(
-                near=new,
-                far=new,
-                proposal_z=new.z,
-                proposal_grad=new.grad,
-                proposal_logp=new.logp,
-                log_weight=-delta,
-                r_sum=new.r,
-                turning=torch.zeros_like(delta, dtype=torch.bool),
-                diverging=delta > MAX_ENERGY_ERROR,
-                accept_sum=torch.exp(-delta.clamp_min(0.0)),
-                steps=torch.ones_like(delta),
+        leaves = 2**depth
+        uniforms = self.uniforms(leaves, h0)
+        counters = torch.stack([torch.arange(leaves), torch.full((leaves,), depth)], -1).to(
+            h0.device
+        )
+        levels = (max(self.max_depth, 1), *start.z.shape)
+        packed, blocks = _pack(
+            _Subtree(
+                z=start.z,
+                r=start.r,
+                grad=start.grad,
+                logp=start.logp,
+                proposal_z=start.z,
+                proposal_grad=start.grad,
+                proposal_logp=start.logp,
+                log_weight=torch.full_like(h0, -math.inf),
+                r_sum=torch.zeros_like(start.r),
+                block_first_r=start.r.new_zeros(levels),
+                block_r_sum=start.r.new_zeros(levels),
+                turning=torch.zeros_like(active),
+                diverging=torch.zeros_like(active),
+                accept_sum=torch.zeros_like(h0),
+                steps=torch.zeros_like(h0),
+                running=active,
             )
-        first = self.build(start, step, depth - 1, h0, inverse_mass, active)
-        stopped = first.turning | first.diverging
-        if bool((~active | stopped).all()):
-            return first
-        second = self.build(first.far, step, depth - 1, h0, inverse_mass, active & ~stopped)
-        log_weight = torch.logaddexp(first.log_weight, second.log_weight)
-        take_second = torch.log(self.uniform(log_weight)) < second.log_weight - log_weight
-        r_sum = first.r_sum + second.r_sum
-        turning = (
-            first.turning
-            | second.turning
-            | _is_turning(first.near.r, second.far.r, r_sum, inverse_mass)
         )
-        return _Tree(
-            near=first.near,
-            far=second.far,
-            proposal_z=_where(take_second, second.proposal_z, first.proposal_z),
-            proposal_grad=_where(take_second, second.proposal_grad, first.proposal_grad),
-            proposal_logp=torch.where(take_second, second.proposal_logp, first.proposal_logp),
-            log_weight=log_weight,
-            r_sum=r_sum,
-            turning=turning,
-            diverging=first.diverging | (~stopped & second.diverging),
-            accept_sum=first.accept_sum + torch.where(stopped, 0.0, second.accept_sum),
-            steps=first.steps + torch.where(stopped, 0.0, second.steps),
-        )
+        fixed = torch.cat([inverse_mass, step.unsqueeze(-1), h0.unsqueeze(-1)], -1)
+        for leaf in range(leaves):
+            packed, blocks = self._add_leaf(packed, blocks, fixed, uniforms[leaf], counters[leaf])
+            self.gradient_evaluations += 1
+            running = packed[:, -1]
+            if not bool(running.any()):
+                break
+        return _unpack(packed, blocks)
 
     def transition(
         self,
@@ -241,8 +387,9 @@ class _Sampler:
             log_weight = torch.where(
                 valid, torch.logaddexp(log_weight, tree.log_weight), log_weight
             )
-            right = _state_where(valid & forward, tree.far, right)
-            left = _state_where(valid & ~forward, tree.far, left)
+            far = _State(tree.z, tree.r, tree.grad, tree.logp)
+            right = _state_where(valid & forward, far, right)
+            left = _state_where(valid & ~forward, far, left)
             r_sum = _where(valid, r_sum + tree.r_sum, r_sum)
             active = valid & ~_is_turning(left.r, right.r, r_sum, inverse_mass)
             if not bool(active.any()):
@@ -357,7 +504,7 @@ def run_vectorised_nuts(
         Draws ``[C, S, D]``, per-draw statistics ``[C, S]`` and the number of batched gradients.
     """
     generators = [rng.torch_generator("nuts") for rng in rngs]
-    sampler = _Sampler(log_joint, x, y, generators, compile_gradient)
+    sampler = _Sampler(log_joint, x, y, generators, max_tree_depth, compile_gradient)
     z = initial.detach()
     grad, logp = sampler.gradient(z)
     check_start(logp, grad)

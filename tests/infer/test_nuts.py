@@ -199,3 +199,89 @@ def test_warmup_windows_follow_stan() -> None:
     assert _windows(150) == [(75, 100)]
     assert _windows(500) == [(75, 100), (100, 150), (150, 250), (250, 450)]
     assert _windows(1000) == [(75, 100), (100, 150), (150, 250), (250, 450), (450, 950)]
+
+
+def _recursive_subtree(sampler, start, step, depth, h0, inverse_mass, active):  # type: ignore[no-untyped-def]
+    """The recursive build of Hoffman & Gelman / Stan (without proposals): far end, momentum
+    sum, U-turn, divergence, acceptance sum, steps and log weight per chain."""
+    from bnn.infer._vectorised_nuts import MAX_ENERGY_ERROR, _is_turning
+
+    if depth == 0:
+        new = sampler.leapfrog(start, step, inverse_mass)
+        delta = sampler.energy(new, inverse_mass) - h0
+        delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
+        flags = torch.zeros_like(delta, dtype=torch.bool)
+        return dict(
+            near_r=new.r,
+            far=new,
+            r_sum=new.r,
+            turning=flags,
+            diverging=delta > MAX_ENERGY_ERROR,
+            accept_sum=torch.exp(-delta.clamp_min(0.0)),
+            steps=torch.ones_like(delta),
+            log_weight=-delta,
+        )
+    first = _recursive_subtree(sampler, start, step, depth - 1, h0, inverse_mass, active)
+    stopped = first["turning"] | first["diverging"]
+    second = _recursive_subtree(
+        sampler, first["far"], step, depth - 1, h0, inverse_mass, active & ~stopped
+    )
+    r_sum = first["r_sum"] + second["r_sum"]
+    turning = (
+        first["turning"]
+        | second["turning"]
+        | _is_turning(first["near_r"], second["far"].r, r_sum, inverse_mass)
+    )
+    return dict(
+        near_r=first["near_r"],
+        far=second["far"],
+        r_sum=r_sum,
+        turning=torch.where(stopped, first["turning"], turning),
+        diverging=first["diverging"] | (~stopped & second["diverging"]),
+        accept_sum=first["accept_sum"] + torch.where(stopped, 0.0, second["accept_sum"]),
+        steps=first["steps"] + torch.where(stopped, 0.0, second["steps"]),
+        log_weight=torch.where(
+            stopped,
+            first["log_weight"],
+            torch.logaddexp(first["log_weight"], second["log_weight"]),
+        ),
+    )
+
+
+@pytest.mark.parametrize("depth", [0, 1, 3, 5])
+def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int) -> None:
+    """The compiled leaf-by-leaf subtree (NumPyro's iterative NUTS) makes the recursive build's
+    decisions: the same U-turns and divergences, statistics, log weight and far end, for chains
+    that turn or diverge at different leaves (step sizes from tiny to exploding)."""
+    from bnn.infer._log_joint import LogJoint
+    from bnn.infer._vectorised_nuts import _Sampler, _State
+
+    x, y, _, layer = blr_problem(50, 5, 1.0)
+    log_joint = LogJoint(layer, bnn.Gaussian(1.0))
+    chains = 8
+    generators = [torch.Generator().manual_seed(c) for c in range(chains)]
+    sampler = _Sampler(log_joint, x, y, generators, max_depth=6, compile_leaf=False)
+    noise = torch.Generator().manual_seed(1)
+    z = 0.3 * torch.randn(chains, 5, generator=noise, dtype=x.dtype)
+    r = torch.randn(chains, 5, generator=noise, dtype=x.dtype)
+    inverse_mass = torch.rand(chains, 5, generator=noise, dtype=x.dtype) + 0.5
+    grad, logp = sampler.gradient(z)
+    start = _State(z, r, grad, logp)
+    h0 = sampler.energy(start, inverse_mass)
+    step = torch.tensor([0.003, -0.01, 0.03, -0.06, 0.1, -0.2, 0.35, -2.0], dtype=x.dtype)
+    active = torch.tensor([True] * 7 + [False])
+    expected = _recursive_subtree(sampler, start, step, depth, h0, inverse_mass, active)
+    tree = sampler.build(start, step, depth, h0, inverse_mass, active)
+    run = active
+    assert torch.equal(tree.turning[run], expected["turning"][run])
+    assert torch.equal(tree.diverging[run], expected["diverging"][run])
+    assert torch.equal(tree.steps[run], expected["steps"][run])
+    torch.testing.assert_close(tree.accept_sum[run], expected["accept_sum"][run])
+    torch.testing.assert_close(tree.log_weight[run], expected["log_weight"][run])
+    valid = run & ~expected["turning"] & ~expected["diverging"]
+    torch.testing.assert_close(tree.z[valid], expected["far"].z[valid])
+    torch.testing.assert_close(tree.r_sum[valid], expected["r_sum"][valid])
+    if depth >= 3:  # the step sizes spread the outcomes over the chains
+        assert bool(valid.any()) and bool(expected["turning"][run].any())
+        assert bool(expected["diverging"][run].any())
+    assert not bool(tree.running[~active].any()) and float(tree.steps[~active].sum()) == 0.0
