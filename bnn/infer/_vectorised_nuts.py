@@ -215,8 +215,11 @@ class _Sampler:
             return log_joint.log_density_flat(vector, x, y)
 
         self._gradient = vmap(grad_and_value(log_density))
-        add_leaf = functools.partial(_add_packed_leaf, self._gradient)
-        self._add_leaf = torch.compile(add_leaf, dynamic=False) if compile_leaf else add_leaf
+        self._compiled_leaf = (
+            torch.compile(functools.partial(_add_packed_leaf, self._gradient), dynamic=False)
+            if compile_leaf
+            else None
+        )
         self.max_depth = max_depth
         self.generators = generators
         self.seeds = [int(g.initial_seed()) for g in generators]
@@ -320,32 +323,55 @@ class _Sampler:
             h0.device
         )
         levels = (max(self.max_depth, 1), *start.z.shape)
-        packed, blocks = _pack(
-            _Subtree(
-                z=start.z,
-                r=start.r,
-                grad=start.grad,
-                logp=start.logp,
-                proposal_z=start.z,
-                proposal_grad=start.grad,
-                proposal_logp=start.logp,
-                log_weight=torch.full_like(h0, -math.inf),
-                r_sum=torch.zeros_like(start.r),
-                block_first_r=start.r.new_zeros(levels),
-                block_r_sum=start.r.new_zeros(levels),
-                turning=torch.zeros_like(active),
-                diverging=torch.zeros_like(active),
-                accept_sum=torch.zeros_like(h0),
-                steps=torch.zeros_like(h0),
-                running=active,
-            )
+        tree = _Subtree(
+            z=start.z,
+            r=start.r,
+            grad=start.grad,
+            logp=start.logp,
+            proposal_z=start.z,
+            proposal_grad=start.grad,
+            proposal_logp=start.logp,
+            log_weight=torch.full_like(h0, -math.inf),
+            r_sum=torch.zeros_like(start.r),
+            block_first_r=start.r.new_zeros(levels),
+            block_r_sum=start.r.new_zeros(levels),
+            turning=torch.zeros_like(active),
+            diverging=torch.zeros_like(active),
+            accept_sum=torch.zeros_like(h0),
+            steps=torch.zeros_like(h0),
+            running=active,
         )
-        fixed = torch.cat([inverse_mass, step.unsqueeze(-1), h0.unsqueeze(-1)], -1)
+        if self._compiled_leaf is not None:
+            return self._build_compiled(tree, step, inverse_mass, h0, uniforms, counters)
         for leaf in range(leaves):
-            packed, blocks = self._add_leaf(packed, blocks, fixed, uniforms[leaf], counters[leaf])
+            index, depth_tensor = counters[leaf]
+            tree = _add_leaf(
+                self._gradient, tree, step, inverse_mass, h0, uniforms[leaf], index, depth_tensor
+            )
             self.gradient_evaluations += 1
-            running = packed[:, -1]
-            if not bool(running.any()):
+            if not bool(tree.running.any()):
+                break
+        return tree
+
+    def _build_compiled(
+        self,
+        tree: _Subtree,
+        step: Tensor,
+        inverse_mass: Tensor,
+        h0: Tensor,
+        uniforms: Tensor,
+        counters: Tensor,
+    ) -> _Subtree:
+        """`build`'s leaves as compiled calls on the packed subtree (few tensor arguments)."""
+        assert self._compiled_leaf is not None
+        packed, blocks = _pack(tree)
+        fixed = torch.cat([inverse_mass, step.unsqueeze(-1), h0.unsqueeze(-1)], -1)
+        for leaf in range(counters.shape[0]):
+            packed, blocks = self._compiled_leaf(
+                packed, blocks, fixed, uniforms[leaf], counters[leaf]
+            )
+            self.gradient_evaluations += 1
+            if not bool(packed[:, -1].any()):  # the running flags
                 break
         return _unpack(packed, blocks)
 

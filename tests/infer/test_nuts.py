@@ -248,11 +248,14 @@ def _recursive_subtree(sampler, start, step, depth, h0, inverse_mass, active):  
     )
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3, 5])
-def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int) -> None:
-    """The compiled leaf-by-leaf subtree (NumPyro's iterative NUTS) makes the recursive build's
-    decisions: the same U-turns and divergences, statistics, log weight and far end, for chains
-    that turn or diverge at different leaves (step sizes from tiny to exploding)."""
+@pytest.mark.parametrize(
+    ("depth", "compiled"), [(0, False), (1, False), (3, False), (5, False), (5, True)]
+)
+def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int, compiled: bool) -> None:
+    """The leaf-by-leaf subtree (NumPyro's iterative NUTS; eager, and compiled on packed
+    tensors) makes the recursive build's decisions: the same U-turns and divergences,
+    statistics, log weight and far end, for chains that turn or diverge at different leaves
+    (step sizes from tiny to exploding)."""
     from bnn.infer._log_joint import LogJoint
     from bnn.infer._vectorised_nuts import _Sampler, _State
 
@@ -260,7 +263,7 @@ def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int) -> None:
     log_joint = LogJoint(layer, bnn.Gaussian(1.0))
     chains = 8
     generators = [torch.Generator().manual_seed(c) for c in range(chains)]
-    sampler = _Sampler(log_joint, x, y, generators, max_depth=6, compile_leaf=False)
+    sampler = _Sampler(log_joint, x, y, generators, max_depth=6, compile_leaf=compiled)
     noise = torch.Generator().manual_seed(1)
     z = 0.3 * torch.randn(chains, 5, generator=noise, dtype=x.dtype)
     r = torch.randn(chains, 5, generator=noise, dtype=x.dtype)
