@@ -6,7 +6,7 @@ together: each leapfrog evaluates ``∇ log p`` for all chains in one ``torch.fu
 and all trajectory logic (multinomial NUTS with the generalised U-turn criterion, Betancourt
 2017; dual-averaging step size and windowed diagonal mass adaptation, Hoffman & Gelman 2014 /
 Stan) is written on ``[C]``/``[C, D]`` tensors. Subtrees are built leaf by leaf, as NumPyro's
-iterative NUTS: one function (``_add_leaf``) takes a leapfrog and folds the new leaf into the
+iterative NUTS: one function (``add_leaf``) takes a leapfrog and folds the new leaf into the
 subtree — multinomial proposal, U-turn checks of the blocks the recursive build would merge,
 divergence — so ``jit_compile`` compiles one leapfrog with all its bookkeeping into one call.
 A chain that has stopped is masked, so chains need not agree on tree depth. Randomness of
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,173 +27,20 @@ from torch.func import grad_and_value, vmap
 
 from bnn._progress import progress_bar
 from bnn.infer._log_joint import LogJoint, check_start
+from bnn.infer._nuts_tree import (
+    State,
+    Subtree,
+    add_leaf,
+    add_packed_leaf,
+    is_turning,
+    pack,
+    state_where,
+    unpack,
+    where_rows,
+)
 from bnn.random.rng import RNG
 
 __all__ = ["run_vectorised_nuts"]
-
-MAX_ENERGY_ERROR = 1000.0
-
-
-@dataclass
-class _State:
-    z: Tensor  # [C, D]
-    r: Tensor  # [C, D]
-    grad: Tensor  # [C, D] gradient of log p
-    logp: Tensor  # [C]
-
-
-class _Subtree(NamedTuple):
-    """A subtree built leaf by leaf (NumPyro's iterative NUTS): its far end, its multinomial
-    proposal and the per-level U-turn checkpoints; one row per chain."""
-
-    z: Tensor  # [C, D] the last leaf (the far end)
-    r: Tensor  # [C, D]
-    grad: Tensor  # [C, D]
-    logp: Tensor  # [C]
-    proposal_z: Tensor  # [C, D]
-    proposal_grad: Tensor  # [C, D]
-    proposal_logp: Tensor  # [C]
-    log_weight: Tensor  # [C] log of the summed leaf weights exp(-ΔH)
-    r_sum: Tensor  # [C, D]
-    block_first_r: Tensor  # [L, C, D] momentum of the first leaf of the open block of 2**l
-    block_r_sum: Tensor  # [L, C, D] momentum summed over that block so far
-    turning: Tensor  # [C] bool
-    diverging: Tensor  # [C] bool
-    accept_sum: Tensor  # [C]
-    steps: Tensor  # [C] leapfrogs that count for each chain
-    running: Tensor  # [C] bool: neither turned nor diverged yet (and active)
-
-
-def _add_leaf(
-    gradient: Callable[[Tensor], tuple[Tensor, Tensor]],
-    tree: _Subtree,
-    step: Tensor,
-    inverse_mass: Tensor,
-    h0: Tensor,
-    uniform: Tensor,
-    index: Tensor,
-    depth: Tensor,
-) -> _Subtree:
-    """One leapfrog from the far end and the subtree with that leaf added; one compiled call.
-
-    Leaf ``index`` (0-based) is the proposal with probability ``w / W`` (its weight over the
-    subtree's so far: multinomial sampling within the subtree, as the recursive build's
-    pairwise merges). The blocks of ``2**l`` leaves (``1 ≤ l ≤ depth``) that the recursive
-    build would merge are checked for a U-turn as they complete (``index + 1`` a multiple of
-    ``2**l``). A chain that turned or diverged stops: later leaves change nothing of it.
-    """
-    s = step.unsqueeze(-1)
-    r_half = tree.r + 0.5 * s * tree.grad
-    z = tree.z + s * inverse_mass * r_half
-    grad, logp = gradient(z)
-    r = r_half + 0.5 * s * grad
-    delta = -logp + 0.5 * (inverse_mass * r * r).sum(-1) - h0
-    delta = torch.where(torch.isnan(delta), torch.full_like(delta, math.inf), delta)
-    running = tree.running
-    log_weight = torch.logaddexp(tree.log_weight, -delta)
-    take = running & ((index == 0) | (torch.log(uniform) < -delta - log_weight))
-
-    levels = torch.arange(tree.block_r_sum.shape[0], device=z.device)
-    sizes = torch.pow(2, levels)
-    opens = (index % sizes == 0).view(-1, 1, 1)
-    closes = ((index + 1) % sizes == 0) & (levels >= 1) & (levels <= depth)
-    running_3d = running.view(1, -1, 1)
-    block_first_r = torch.where(opens & running_3d, r, tree.block_first_r)
-    block_r_sum = torch.where(opens, 0.0, tree.block_r_sum) + r
-    block_r_sum = torch.where(running_3d, block_r_sum, tree.block_r_sum)
-    weighted = inverse_mass * block_r_sum
-    turned = ((weighted * block_first_r).sum(-1) <= 0) | ((weighted * r).sum(-1) <= 0)
-    turning_now = (closes.unsqueeze(-1) & turned).any(0)
-    diverging_now = delta > MAX_ENERGY_ERROR
-    return _Subtree(
-        z=z,
-        r=r,
-        grad=grad,
-        logp=logp,
-        proposal_z=_where(take, z, tree.proposal_z),
-        proposal_grad=_where(take, grad, tree.proposal_grad),
-        proposal_logp=torch.where(take, logp, tree.proposal_logp),
-        log_weight=torch.where(running, log_weight, tree.log_weight),
-        r_sum=_where(running, tree.r_sum + r, tree.r_sum),
-        block_first_r=block_first_r,
-        block_r_sum=block_r_sum,
-        turning=tree.turning | (running & turning_now),
-        diverging=tree.diverging | (running & diverging_now),
-        accept_sum=tree.accept_sum + torch.where(running, torch.exp(-delta.clamp_min(0.0)), 0.0),
-        steps=tree.steps + running.to(delta.dtype),
-        running=running & ~turning_now & ~diverging_now,
-    )
-
-
-_COLUMNS = 6  # z, r, grad, proposal_z, proposal_grad, r_sum: [C, D] each
-_SCALARS = 8  # logp, proposal_logp, log_weight, accept_sum, steps, turning, diverging, running
-
-
-def _pack(tree: _Subtree) -> tuple[Tensor, Tensor]:
-    """The subtree as two tensors, ``[C, 6·D + 8]`` and ``[L, C, 2·D]`` (flags as 0/1): a
-    compiled call's cost grows with its number of tensor arguments."""
-    columns = [tree.z, tree.r, tree.grad, tree.proposal_z, tree.proposal_grad, tree.r_sum]
-    scalars = [
-        tree.logp,
-        tree.proposal_logp,
-        tree.log_weight,
-        tree.accept_sum,
-        tree.steps,
-        tree.turning,
-        tree.diverging,
-        tree.running,
-    ]
-    dtype = tree.z.dtype
-    packed = torch.cat([*columns, torch.stack([v.to(dtype) for v in scalars], -1)], -1)
-    return packed, torch.cat([tree.block_first_r, tree.block_r_sum], -1)
-
-
-def _unpack(packed: Tensor, blocks: Tensor) -> _Subtree:
-    """Inverse of `_pack` (views into ``packed`` and ``blocks``)."""
-    d = blocks.shape[-1] // 2
-    z, r, grad, proposal_z, proposal_grad, r_sum = (
-        packed[:, : _COLUMNS * d].reshape(-1, _COLUMNS, d).unbind(-2)
-    )
-    logp, proposal_logp, log_weight, accept_sum, steps, turning, diverging, running = packed[
-        :, _COLUMNS * d :
-    ].unbind(-1)
-    block_first_r, block_r_sum = blocks.reshape(*blocks.shape[:-1], 2, d).unbind(-2)
-    return _Subtree(
-        z=z,
-        r=r,
-        grad=grad,
-        logp=logp,
-        proposal_z=proposal_z,
-        proposal_grad=proposal_grad,
-        proposal_logp=proposal_logp,
-        log_weight=log_weight,
-        r_sum=r_sum,
-        block_first_r=block_first_r,
-        block_r_sum=block_r_sum,
-        turning=turning > 0.5,
-        diverging=diverging > 0.5,
-        accept_sum=accept_sum,
-        steps=steps,
-        running=running > 0.5,
-    )
-
-
-def _add_packed_leaf(
-    gradient: Callable[[Tensor], tuple[Tensor, Tensor]],
-    packed: Tensor,
-    blocks: Tensor,
-    fixed: Tensor,
-    uniform: Tensor,
-    counter: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """`_add_leaf` on packed tensors: ``fixed`` ``[C, D + 2]`` holds the inverse mass, the
-    signed step size and the start energy; ``counter`` the leaf index and the depth."""
-    d = blocks.shape[-1] // 2
-    inverse_mass, step, h0 = fixed[:, :d], fixed[:, d], fixed[:, d + 1]
-    tree = _add_leaf(
-        gradient, _unpack(packed, blocks), step, inverse_mass, h0, uniform, counter[0], counter[1]
-    )
-    return _pack(tree)
 
 
 class _Sampler:
@@ -216,7 +60,7 @@ class _Sampler:
 
         self._gradient = vmap(grad_and_value(log_density))
         self._compiled_leaf = (
-            torch.compile(functools.partial(_add_packed_leaf, self._gradient), dynamic=False)
+            torch.compile(functools.partial(add_packed_leaf, self._gradient), dynamic=False)
             if compile_leaf
             else None
         )
@@ -261,15 +105,15 @@ class _Sampler:
         ).to(like.device)
 
     # ---------------------------------------------------------------- dynamics
-    def leapfrog(self, state: _State, step: Tensor, inverse_mass: Tensor) -> _State:
+    def leapfrog(self, state: State, step: Tensor, inverse_mass: Tensor) -> State:
         step = step.unsqueeze(-1)
         r = state.r + 0.5 * step * state.grad
         z = state.z + step * inverse_mass * r
         grad, logp = self.gradient(z)
-        return _State(z, r + 0.5 * step * grad, grad, logp)
+        return State(z, r + 0.5 * step * grad, grad, logp)
 
     @staticmethod
-    def energy(state: _State, inverse_mass: Tensor) -> Tensor:
+    def energy(state: State, inverse_mass: Tensor) -> Tensor:
         return -state.logp + 0.5 * (inverse_mass * state.r * state.r).sum(-1)
 
     def reasonable_step_size(
@@ -287,7 +131,7 @@ class _Sampler:
         running = torch.ones_like(step, dtype=torch.bool)
         for _ in range(300):  # a float32 step size reaches tiny/huge in < 260 rounds
             r = self.normal(z) / inverse_mass.sqrt()
-            start = _State(z, r, grad, logp)
+            start = State(z, r, grad, logp)
             new = self.leapfrog(start, step, inverse_mass)
             delta = self.energy(new, inverse_mass) - self.energy(start, inverse_mass)
             # NaN (an overflowing step) compares False: the step shrinks, as in NumPyro.
@@ -303,13 +147,13 @@ class _Sampler:
 
     def build(
         self,
-        start: _State,
+        start: State,
         step: Tensor,
         depth: int,
         h0: Tensor,
         inverse_mass: Tensor,
         active: Tensor,
-    ) -> _Subtree:
+    ) -> Subtree:
         """A subtree of ``2**depth`` leapfrogs from ``start``, one compiled call per leaf.
 
         As the recursive build of Stan and Hoffman & Gelman: a chain whose subtree turned (any
@@ -323,7 +167,7 @@ class _Sampler:
             h0.device
         )
         levels = (max(self.max_depth, 1), *start.z.shape)
-        tree = _Subtree(
+        tree = Subtree(
             z=start.z,
             r=start.r,
             grad=start.grad,
@@ -345,7 +189,7 @@ class _Sampler:
             return self._build_compiled(tree, step, inverse_mass, h0, uniforms, counters)
         for leaf in range(leaves):
             index, depth_tensor = counters[leaf]
-            tree = _add_leaf(
+            tree = add_leaf(
                 self._gradient, tree, step, inverse_mass, h0, uniforms[leaf], index, depth_tensor
             )
             self.gradient_evaluations += 1
@@ -355,16 +199,16 @@ class _Sampler:
 
     def _build_compiled(
         self,
-        tree: _Subtree,
+        tree: Subtree,
         step: Tensor,
         inverse_mass: Tensor,
         h0: Tensor,
         uniforms: Tensor,
         counters: Tensor,
-    ) -> _Subtree:
+    ) -> Subtree:
         """`build`'s leaves as compiled calls on the packed subtree (few tensor arguments)."""
         assert self._compiled_leaf is not None
-        packed, blocks = _pack(tree)
+        packed, blocks = pack(tree)
         fixed = torch.cat([inverse_mass, step.unsqueeze(-1), h0.unsqueeze(-1)], -1)
         for leaf in range(counters.shape[0]):
             packed, blocks = self._compiled_leaf(
@@ -373,7 +217,7 @@ class _Sampler:
             self.gradient_evaluations += 1
             if not bool(packed[:, -1].any()):  # the running flags
                 break
-        return _unpack(packed, blocks)
+        return unpack(packed, blocks)
 
     def transition(
         self,
@@ -385,7 +229,7 @@ class _Sampler:
         max_depth: int,
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         r = self.normal(z) / inverse_mass.sqrt()
-        start = _State(z, r, grad, logp)
+        start = State(z, r, grad, logp)
         h0 = self.energy(start, inverse_mass)
         left, right = start, start
         proposal_z, proposal_grad, proposal_logp = z, grad, logp
@@ -398,7 +242,7 @@ class _Sampler:
         depth_reached = torch.zeros_like(logp)
         for depth in range(max_depth):
             forward = self.uniform(logp) < 0.5
-            begin = _state_where(forward, right, left)
+            begin = state_where(forward, right, left)
             direction = torch.where(forward, 1.0, -1.0).to(z.dtype)
             tree = self.build(begin, direction * step_size, depth, h0, inverse_mass, active)
             accept_sum = accept_sum + torch.where(active, tree.accept_sum, 0.0)
@@ -407,17 +251,17 @@ class _Sampler:
             diverging = diverging | (active & tree.diverging)
             valid = active & ~tree.turning & ~tree.diverging
             take = valid & (torch.log(self.uniform(logp)) < tree.log_weight - log_weight)
-            proposal_z = _where(take, tree.proposal_z, proposal_z)
-            proposal_grad = _where(take, tree.proposal_grad, proposal_grad)
+            proposal_z = where_rows(take, tree.proposal_z, proposal_z)
+            proposal_grad = where_rows(take, tree.proposal_grad, proposal_grad)
             proposal_logp = torch.where(take, tree.proposal_logp, proposal_logp)
             log_weight = torch.where(
                 valid, torch.logaddexp(log_weight, tree.log_weight), log_weight
             )
-            far = _State(tree.z, tree.r, tree.grad, tree.logp)
-            right = _state_where(valid & forward, far, right)
-            left = _state_where(valid & ~forward, far, left)
-            r_sum = _where(valid, r_sum + tree.r_sum, r_sum)
-            active = valid & ~_is_turning(left.r, right.r, r_sum, inverse_mass)
+            far = State(tree.z, tree.r, tree.grad, tree.logp)
+            right = state_where(valid & forward, far, right)
+            left = state_where(valid & ~forward, far, left)
+            r_sum = where_rows(valid, r_sum + tree.r_sum, r_sum)
+            active = valid & ~is_turning(left.r, right.r, r_sum, inverse_mass)
             if not bool(active.any()):
                 break
         stats = {
@@ -427,25 +271,6 @@ class _Sampler:
             "diverging": diverging,
         }
         return proposal_z, proposal_grad, proposal_logp, stats
-
-
-def _where(mask: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    return torch.where(mask.unsqueeze(-1), a, b)
-
-
-def _state_where(mask: Tensor, a: _State, b: _State) -> _State:
-    return _State(
-        _where(mask, a.z, b.z),
-        _where(mask, a.r, b.r),
-        _where(mask, a.grad, b.grad),
-        torch.where(mask, a.logp, b.logp),
-    )
-
-
-def _is_turning(r_left: Tensor, r_right: Tensor, r_sum: Tensor, inverse_mass: Tensor) -> Tensor:
-    return ((r_sum * inverse_mass * r_left).sum(-1) <= 0) | (
-        (r_sum * inverse_mass * r_right).sum(-1) <= 0
-    )
 
 
 class _DualAveraging:

@@ -204,7 +204,7 @@ def test_warmup_windows_follow_stan() -> None:
 def _recursive_subtree(sampler, start, step, depth, h0, inverse_mass, active):  # type: ignore[no-untyped-def]
     """The recursive build of Hoffman & Gelman / Stan (without proposals): far end, momentum
     sum, U-turn, divergence, acceptance sum, steps and log weight per chain."""
-    from bnn.infer._vectorised_nuts import MAX_ENERGY_ERROR, _is_turning
+    from bnn.infer._nuts_tree import MAX_ENERGY_ERROR, is_turning
 
     if depth == 0:
         new = sampler.leapfrog(start, step, inverse_mass)
@@ -230,7 +230,7 @@ def _recursive_subtree(sampler, start, step, depth, h0, inverse_mass, active):  
     turning = (
         first["turning"]
         | second["turning"]
-        | _is_turning(first["near_r"], second["far"].r, r_sum, inverse_mass)
+        | is_turning(first["near_r"], second["far"].r, r_sum, inverse_mass)
     )
     return dict(
         near_r=first["near_r"],
@@ -257,7 +257,8 @@ def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int, compiled: 
     statistics, log weight and far end, for chains that turn or diverge at different leaves
     (step sizes from tiny to exploding)."""
     from bnn.infer._log_joint import LogJoint
-    from bnn.infer._vectorised_nuts import _Sampler, _State
+    from bnn.infer._nuts_tree import State
+    from bnn.infer._vectorised_nuts import _Sampler
 
     x, y, _, layer = blr_problem(50, 5, 1.0)
     log_joint = LogJoint(layer, bnn.Gaussian(1.0))
@@ -269,7 +270,7 @@ def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int, compiled: 
     r = torch.randn(chains, 5, generator=noise, dtype=x.dtype)
     inverse_mass = torch.rand(chains, 5, generator=noise, dtype=x.dtype) + 0.5
     grad, logp = sampler.gradient(z)
-    start = _State(z, r, grad, logp)
+    start = State(z, r, grad, logp)
     h0 = sampler.energy(start, inverse_mass)
     step = torch.tensor([0.003, -0.01, 0.03, -0.06, 0.1, -0.2, 0.35, -2.0], dtype=x.dtype)
     active = torch.tensor([True] * 7 + [False])
