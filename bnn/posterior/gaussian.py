@@ -306,6 +306,7 @@ class GaussianMixturePosterior:
         components share a network, else each part through its component's network."""
         if self._one_network:
             return self.components[0].evaluate(_in_order(parts, order), x, budget)
+        # ``parts`` lacks the components without draws (S < M), which come last.
         outputs = [c.evaluate(p, x, budget) for c, p in zip(self.components, parts, strict=False)]
         return _in_order(outputs, order)
 
