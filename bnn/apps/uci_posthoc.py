@@ -12,6 +12,8 @@ rng) -> Fitted`` on standardised data.
   momentum and the evidence's prior as weight decay); the SGD step (``0.01·σ²`` or ``0.1·σ²``),
   the covariance scale (½, 2, 8, 32) and the noise (``σ·2^[0, 3]``) chosen on the validation
   split by its log predictive density.
+* ``multiswag``: three such networks from different seeds, each with its own SWAG run and
+  validation choices, as an equally weighted mixture; the noise chosen on validation for it.
 * ``gp``: an exact GP with an ARD RBF kernel, its hyperparameters and noise by the marginal
   likelihood.
 """
