@@ -131,8 +131,8 @@ def multiswag_fitted(
     log_sigmas = torch.tensor([math.log(float(m.sigma)) for m in members])
     sigma = float(log_sigmas.mean().exp())
     validation = _double(data.options.get("validation"))
-    noise_base = Gaussian(2 * sigma if validation is not None else sigma)
-    noise = validated_noise(mixture, noise_base, validation, defaults, rng.spawn("noise"))
+    start = _noise_start(sigma, validation)
+    noise = validated_noise(mixture, start, validation, defaults, rng.spawn("noise"))
     extras = {
         "swag_lr_factor": [m.lr_factor for m in members],
         "swag_scale": [m.scale for m in members],
@@ -149,6 +149,12 @@ class _SWAGChoice:
     scale: float
 
 
+def _noise_start(sigma: float, validation: Validation | None) -> Gaussian:
+    """The noise whose multiples ``2^[-1, 2]`` are searched on validation (so ``σ·2^[0, 3]``);
+    without validation data, ``σ`` itself."""
+    return Gaussian(2 * sigma if validation is not None else sigma)
+
+
 def _double(validation: Validation | None) -> Validation | None:
     if validation is None:
         return None
@@ -163,7 +169,7 @@ def _validated_swag(data: Prepared, defaults: Defaults, rng: RNG) -> _SWAGChoice
     assert sigma is not None
     x, y = data.x.double(), data.y.double()
     validation = _double(data.options.get("validation"))
-    noise_base = Gaussian(2 * sigma if validation is not None else sigma)  # searched ·2^[-1, 2]
+    noise_base = _noise_start(sigma, validation)
     factors = SWAG_LR_FACTORS if validation is not None else SWAG_LR_FACTORS[:1]
     scales = SWAG_SCALES if validation is not None else SWAG_SCALES[:1]
     best: tuple[float, _SWAGChoice] | None = None

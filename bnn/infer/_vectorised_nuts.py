@@ -383,10 +383,7 @@ def run_vectorised_nuts(
             if window is not None:
                 window_draws.append(z)
                 if iteration == window[1] - 1:
-                    samples = torch.stack(window_draws)
-                    n = samples.shape[0]
-                    variance = samples.var(0, unbiased=True) if n > 1 else torch.ones_like(z)
-                    inverse_mass = (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
+                    inverse_mass = _regularised_variance(torch.stack(window_draws))
                     window_draws = []
                     # A new metric needs a new scale of step size: search from the current
                     # one, then restart dual averaging there (Stan, NumPyro).
@@ -400,8 +397,20 @@ def run_vectorised_nuts(
         info["step_size"] = step_size
         for name, value in info.items():
             stats.setdefault(name, []).append(value)
-    draws_tensor = torch.stack(kept, dim=1)
+    return torch.stack(kept, dim=1), _stacked(stats), sampler.gradient_evaluations
+
+
+def _regularised_variance(samples: Tensor) -> Tensor:
+    """Stan's diagonal metric from a window's draws ``[n, C, D]``: the sample variance shrunk
+    towards ``1e-3`` with weight ``5 / (n + 5)`` (ones for a single draw)."""
+    n = samples.shape[0]
+    variance = samples.var(0, unbiased=True) if n > 1 else torch.ones_like(samples[0])
+    return (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
+
+
+def _stacked(stats: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+    """Per-draw statistics ``[C, S]``, counts as integers."""
     stacked = {name: torch.stack(values, dim=1) for name, values in stats.items()}
     stacked["n_steps"] = stacked["n_steps"].long()
     stacked["tree_depth"] = stacked["tree_depth"].long()
-    return draws_tensor, stacked, sampler.gradient_evaluations
+    return stacked
