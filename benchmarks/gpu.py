@@ -164,7 +164,12 @@ def min_bulk_ess(predictions: np.ndarray) -> float:
 
 
 def nuts_chains(
-    device: torch.device, chains: int, warmup: int, draws: int, max_tree_depth: int
+    device: torch.device,
+    chains: int,
+    warmup: int,
+    draws: int,
+    max_tree_depth: int,
+    jit_compile: bool,
 ) -> dict[str, float]:
     x, y = toy_data(device)
     with bnn.RNG(0).stream("init"):
@@ -181,6 +186,7 @@ def nuts_chains(
         max_tree_depth=max_tree_depth,
         rng=0,
         progress=False,
+        jit_compile=jit_compile,
     )
     synchronize(device)
     wall = time.perf_counter() - start
@@ -189,13 +195,17 @@ def nuts_chains(
     predictions = functions.samples.reshape(chains, draws, -1).cpu().numpy()
     ess = min_bulk_ess(predictions)
     steps = float(samples.sample_stats["n_steps"].float().mean())
+    gradient_evaluations = float(sum(history.per_chain("gradient_evaluations")))
     return {
         "chains": chains,
+        "compiled": jit_compile,
         "seconds": wall,
         "min_ess": ess,
         "ess_per_second": ess / wall,
         "mean_leapfrog_steps_per_draw": steps,
-        "gradient_evaluations": float(sum(history.per_chain("gradient_evaluations"))),
+        "gradient_evaluations": gradient_evaluations,
+        # lock-step leapfrogs: every chain's gradient is evaluated in each step of the slowest
+        "ms_per_lockstep_gradient": 1e3 * wall / (gradient_evaluations / chains),
     }
 
 
@@ -215,12 +225,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["|---|---|---|", f"| floor | {p['floor_ms']:.1f} ms | {p['floor_peak_mb']:.0f} |"]
     for name in ("bayesian", "mc_dropout", "sample_set"):
         lines.append(f"| {name} | {p[name]:.2f} | {p[f'{name}_peak_mb']:.0f} |")
-    lines += ["", "| NUTS chains | seconds | min ESS | ESS/s | leapfrog steps/draw |"]
-    lines.append("|---|---|---|---|---|")
+    lines += [
+        "",
+        "| NUTS chains | compiled | seconds | min ESS | ESS/s | leapfrog steps/draw "
+        "| ms per gradient of all chains |",
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
     for row in result["nuts"]:
         lines.append(
-            f"| {row['chains']} | {row['seconds']:.1f} | {row['min_ess']:.0f} | "
-            f"{row['ess_per_second']:.1f} | {row['mean_leapfrog_steps_per_draw']:.0f} |"
+            f"| {row['chains']} | {'yes' if row['compiled'] else 'no'} | {row['seconds']:.1f} | "
+            f"{row['min_ess']:.0f} | {row['ess_per_second']:.1f} | "
+            f"{row['mean_leapfrog_steps_per_draw']:.0f} | {row['ms_per_lockstep_gradient']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -266,11 +281,16 @@ def main() -> None:
     result["nuts"] = []
     args.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for chains in chain_counts:
+    # eager first, then compiled (``jit_compile``: one compiled call per leapfrog, compiled
+    # afresh for each chain count, compilation included in the seconds)
+    runs = [(chains, compiled) for compiled in (False, True) for chains in chain_counts]
+    if quick:  # the dry run compiles once, for its smallest chain count
+        runs = runs[: len(chain_counts) + 1]
+    for chains, compiled in runs:
         if time.perf_counter() - started > args.nuts_budget:
             print(f"nuts: {chains} chains skipped, past --nuts-budget {args.nuts_budget} s")
-            break
-        result["nuts"].append(nuts_chains(device, chains, warmup, draws, depth))
+            continue
+        result["nuts"].append(nuts_chains(device, chains, warmup, draws, depth, compiled))
         print("nuts", json.dumps(result["nuts"][-1]), flush=True)
         (args.output / "gpu.json").write_text(json.dumps(result, indent=2))
     (args.output / "gpu.md").write_text(markdown(result))

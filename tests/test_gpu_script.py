@@ -34,7 +34,11 @@ def test_gpu_script_dry_run_on_cpu_writes_its_tables(tmp_path: Path) -> None:
         "flipout",
     }
     assert result["prediction"]["sample_set"] > 0
-    assert [row["chains"] for row in result["nuts"]] == [2, 4]
+    assert [(row["chains"], row["compiled"]) for row in result["nuts"]] == [
+        (2, False),
+        (4, False),
+        (2, True),
+    ]
     table = (tmp_path / "gpu.md").read_text()
     assert "| NUTS chains |" in table and "passed" in (tmp_path / "gpu-tests.txt").read_text()
 
