@@ -177,10 +177,15 @@ class MCDropout(nn.Module):
             self._fixed_masks = False
 
     @contextlib.contextmanager
-    def mask_context(self, masks: list[Tensor]) -> Iterator[None]:
-        """Inside the block, dropout layers multiply by the given masks instead of sampling."""
+    def mask_context(self, masks: list[Tensor], *, overwrite: bool = False) -> Iterator[None]:
+        """Inside the block, dropout layers multiply by the given masks instead of sampling.
+
+        ``overwrite=True`` lets each layer write its output into its mask where the two have
+        the same shape and dtype and no gradient is recorded (no new buffer of the mask's
+        size); the masks must then be used for one forward pass only.
+        """
         handles = [
-            layer.register_forward_hook(_multiply_by(mask))
+            layer.register_forward_hook(_multiply_by(mask, overwrite))
             for layer, mask in zip(self._layers, masks, strict=True)
         ]
         try:
@@ -207,8 +212,15 @@ def _call_before(dropout: nn.Module) -> Any:
     return hook
 
 
-def _multiply_by(mask: Tensor) -> Any:
+def _multiply_by(mask: Tensor, overwrite: bool) -> Any:
     def hook(_module: nn.Module, _inputs: tuple[Any, ...], output: Tensor) -> Tensor:
+        if (
+            overwrite
+            and not (torch.is_grad_enabled() and output.requires_grad)
+            and output.shape == mask.shape
+            and output.dtype == mask.dtype
+        ):
+            return mask.mul_(output)  # the same values as output * mask
         return output * mask
 
     return hook

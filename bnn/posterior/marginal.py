@@ -164,7 +164,7 @@ class MarginalPredictive:
             return contextlib.nullcontext()
         row_shapes = [(rows.shape[0], *shape[1:]) for shape in shapes]
         masks = [mask[0] for mask in self.dropout.sample_masks(rows, 1, row_shapes)]
-        return self.dropout.mask_context(masks)
+        return self.dropout.mask_context(masks, overwrite=True)
 
 
 @contextlib.contextmanager

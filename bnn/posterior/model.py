@@ -133,10 +133,14 @@ class ModelPosterior:
 
     def evaluate(self, noise: dict[str, Any], x: Tensor) -> Tensor:
         """Evaluate every function sample given its noise, in one vmap: ``[S, N, ...]``."""
+        return self._evaluate(noise, x, overwrite_masks=False)
+
+    def _evaluate(self, noise: dict[str, Any], x: Tensor, *, overwrite_masks: bool) -> Tensor:
+        """``evaluate``; ``overwrite_masks``: the masks are fresh and may hold the outputs."""
 
         def one_function(weights: dict[str, Tensor], masks: list[Tensor]) -> Tensor:
             context = (
-                self.dropout.mask_context(masks)
+                self.dropout.mask_context(masks, overwrite=overwrite_masks)
                 if self.dropout is not None
                 else contextlib.nullcontext()
             )
@@ -183,7 +187,8 @@ class ModelPosterior:
                 if block.shape[0] not in mask_shapes:
                     mask_shapes[block.shape[0]] = self._mask_shapes(block)
                 masks = self.dropout.sample_masks(block, count, mask_shapes[block.shape[0]])
-            return self.evaluate({"weights": weights, "masks": masks}, block)
+            noise = {"weights": weights, "masks": masks}
+            return self._evaluate(noise, block, overwrite_masks=True)
 
         with resolve_rng(rng).stream("predict"), eval_mode(self.model):
             return evaluate_in_chunks(x, num_samples, plan, draw, evaluate)

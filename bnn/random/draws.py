@@ -12,7 +12,7 @@ products. Here, on the CPU:
 * ``bernoulli_mask`` draws an exact ``Bernoulli(keep)`` from one random byte per element
   (keep if the byte is below ``⌊256·keep⌋``; a byte equal to it, probability 1/256, keeps with
   probability ``frac(256·keep)`` by a uniform draw): the distribution of ``rand() < keep`` from
-  a quarter of the random bits;
+  a quarter of the random bits, found with integer arithmetic rather than comparisons;
 * ``rademacher`` takes its signs from random bytes.
 
 On other devices (whose samplers are parallel already), inside ``torch.func`` transforms (which
@@ -80,14 +80,19 @@ def bernoulli_mask(
     if not _blockwise(device, dtype):
         uniform = torch.rand(tuple(shape), dtype=dtype, device=device)
         return (uniform < keep).to(dtype) / keep
-    octets = _random_bytes(_numel(shape))
+    count = _numel(shape)
+    octets = _random_bytes(count)
     threshold = int(keep * 256)
-    kept = octets < threshold
+    # Arithmetic instead of comparisons (which run ~5x slower on byte tensors), and no new
+    # buffer besides the mask (fresh pages cost as much as the arithmetic): clamp(threshold -
+    # byte, 0, 1) is 1 below the threshold and 0 at or above it; the ties are then flagged in
+    # the bytes themselves.
+    kept = octets.to(dtype).neg_().add_(threshold).clamp_(0, 1)
     fraction = keep * 256 - threshold
     if fraction > 0:  # bytes equal to the threshold keep with probability `fraction`
-        ties = (octets == threshold).nonzero().squeeze(1)
-        kept[ties] = torch.rand(ties.shape[0], dtype=torch.float64, device="cpu") < fraction
-    return kept.to(dtype).div_(keep).view(tuple(shape))  # as torch's dropout scales
+        ties = _positions_of_ones(octets.bitwise_xor_(threshold).clamp_(max=1).bitwise_xor_(1))
+        kept[ties] = (torch.rand(ties.shape[0], dtype=torch.float64) < fraction).to(dtype)
+    return kept.div_(keep).view(tuple(shape))  # as torch's dropout scales
 
 
 def rademacher(shape: Shape, *, dtype: torch.dtype, device: torch.device | str) -> Tensor:
@@ -124,6 +129,20 @@ def _random_bytes(count: int) -> Tensor:
     words = torch.empty(-(-count // 8), dtype=torch.int64, device="cpu")
     _fill_in_blocks(words, BYTE_BLOCK // 8, _fill_random_words)
     return words.view(torch.uint8)[:count]
+
+
+def _positions_of_ones(flags: Tensor) -> Tensor:
+    """Increasing indices of the ones in a 1-d uint8 tensor of zeros and ones (few ones).
+
+    Searches 64-bit words (eight flags each) first, then the flags of the words that hold a
+    one: an eighth of the scan of ``flags.nonzero()``.
+    """
+    whole = flags.numel() // 8 * 8
+    words = flags[:whole].view(torch.int64).nonzero().squeeze(1)
+    within = flags[:whole].view(-1, 8)[words].nonzero()
+    positions = words[within[:, 0]] * 8 + within[:, 1]
+    rest = flags[whole:].nonzero().squeeze(1) + whole
+    return torch.cat([positions, rest])
 
 
 def _fill_normal(part: Tensor, generator: torch.Generator | None) -> None:

@@ -95,6 +95,28 @@ def test_split_inputs_share_each_sample_s_weights_across_blocks() -> None:
     torch.testing.assert_close(chunked, posterior.evaluate(noise, x), rtol=1e-5, atol=1e-6)
 
 
+def test_evaluate_leaves_the_noise_unchanged_and_gradients_still_flow() -> None:
+    # Without a gradient recorded, sample_functions lets the dropout layers write their outputs
+    # into its fresh masks; a caller's noise passed to evaluate must stay as it was.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))
+    posterior = bnn.posterior.ModelPosterior(bnn.MCDropout(net).eval())
+    x = torch.randn(5, 2)
+    with bnn.RNG(3).stream("predict"):
+        noise = posterior.sample_noise(x, 6)
+    masks = [mask.clone() for mask in noise["masks"]]
+    with torch.no_grad():
+        first = posterior.evaluate(noise, x)
+        assert all(torch.equal(a, b) for a, b in zip(masks, noise["masks"], strict=True))
+        assert torch.equal(first, posterior.evaluate(noise, x))
+        assert torch.equal(first, posterior.sample_functions(x, 6, rng=3))
+    x_grad = x.clone().requires_grad_()
+    with_grad = posterior.sample_functions(x_grad, 6, rng=3)
+    assert torch.equal(with_grad.detach(), first)
+    (gradient,) = torch.autograd.grad(with_grad.sum(), x_grad)
+    assert bool(gradient.abs().sum() > 0)
+
+
 def test_split_inputs_draw_dropout_masks_per_block_as_a_loop_would() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 1))

@@ -74,6 +74,41 @@ def test_bernoulli_mask_keeps_exactly_the_requested_fraction(keep: float) -> Non
     assert abs(rate - keep) < 4 * math.sqrt(keep * (1 - keep) / n)
 
 
+def _comparison_mask(count: int, keep: float) -> torch.Tensor:
+    """The mask's definition with comparisons, from the same bytes and tie draws."""
+    octets = noise._random_bytes(count)
+    threshold = int(keep * 256)
+    kept = octets < threshold
+    ties = (octets == threshold).nonzero().squeeze(1)
+    if keep * 256 > threshold:
+        kept[ties] = torch.rand(ties.shape[0], dtype=torch.float64) < keep * 256 - threshold
+    return kept.to(torch.float32).div_(keep)
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.3, 1 / 256, 0.5 / 256, 255 / 256, 0.9999])
+@pytest.mark.parametrize("count", [1, 7, 8, 1001, BYTE_BLOCK + 13])
+def test_bernoulli_mask_is_bit_identical_to_its_comparison_definition(
+    keep: float, count: int
+) -> None:
+    # The mask is computed with byte arithmetic and a word-wise search for ties; this is the
+    # plain definition (keep below the threshold byte, a uniform draw at it), including the
+    # thresholds 0 and 255 and counts that are not a multiple of a word.
+    with bnn.RNG(4).stream("predict"):
+        mask = bernoulli_mask((count,), keep, dtype=torch.float32, device=CPU)
+    with bnn.RNG(4).stream("predict"):
+        reference = _comparison_mask(count, keep)
+    assert torch.equal(mask, reference)
+
+
+def test_positions_of_ones_equals_nonzero() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for count in (0, 1, 7, 8, 9, 64, 1003):
+        flags = (torch.rand(count, generator=generator) < 0.05).to(torch.uint8)
+        flags[-1:] = 1  # a one in the ragged tail when there is one
+        expected = flags.nonzero().squeeze(1)
+        assert torch.equal(noise._positions_of_ones(flags), expected)
+
+
 def test_bernoulli_mask_rejects_impossible_rates_and_keeps_everything_at_one() -> None:
     with pytest.raises(ValueError, match="keep probability"):
         bernoulli_mask((3,), 0.0, dtype=torch.float32, device=CPU)
