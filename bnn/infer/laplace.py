@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from bnn._progress import progress_bar
 from bnn.infer._curvature import CurvatureSums, accumulate_curvature
+from bnn.infer._laplace_tuning import optimize_marglik, optimize_on_validation
 from bnn.infer._selection import (
     KronLayer,
     batches,
@@ -53,7 +54,7 @@ from bnn.posterior._covariance import (
     KroneckerFactor,
 )
 from bnn.posterior._glm import check_glm_likelihood
-from bnn.posterior._linearise import flatten_parameters, output_jacobians
+from bnn.posterior._linearise import flatten_parameters
 from bnn.posterior.gaussian import GaussianPosterior, Predictive
 from bnn.posterior.protocol import check_memory_budget
 from bnn.random.default import RNGLike
@@ -314,87 +315,12 @@ class LaplacePosterior(GaussianPosterior):
                 if noise_grid is None
                 else noise_grid
             )
-            return self._optimize_on_validation(
-                validation, grid, factors if optimize_noise else None
+            return optimize_on_validation(
+                self, validation, grid, factors if optimize_noise else None
             )
         if method != "marglik":
             raise ValueError(f"method must be 'marglik' or 'validation', got {method!r}.")
-        size = len(self.groups) if per_layer else 1
-        log_precision = self._prior_precision.detach().log().expand(size).clone()
-        log_precision = log_precision.reshape(()) if size == 1 and not per_layer else log_precision
-        log_precision.requires_grad_(True)
-        variables = [log_precision]
-        log_noise = None
-        if self._log_noise is not None and optimize_noise:
-            log_noise = self._log_noise.detach().clone().to(self.mean).requires_grad_(True)
-            variables.append(log_noise)
-        optimizer = torch.optim.Adam(variables, lr=lr)
-        history = History("laplace_marglik", metrics={"neg_log_marglik": []})
-        for _ in range(steps):
-            optimizer.zero_grad()
-            loss = -self.log_marginal_likelihood(
-                log_precision.exp(), None if log_noise is None else log_noise.exp()
-            )
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            history.record(neg_log_marglik=float(loss.detach()))
-        self._prior_precision = log_precision.detach().exp()
-        if log_noise is not None:
-            self._log_noise = log_noise.detach()
-        self._rebuild()
-        return history
-
-    def _optimize_on_validation(
-        self,
-        validation: tuple[Tensor, Tensor] | None,
-        grid: Tensor | None,
-        noise_grid: Tensor | None,
-    ) -> History:
-        if not (isinstance(validation, tuple) and len(validation) == 2):
-            raise ValueError("method='validation' needs validation=(x_val, y_val).")
-        check_glm_likelihood(self.likelihood)
-        x, y = validation
-        values = torch.logspace(-4, 4, 41, dtype=torch.float64) if grid is None else grid
-        noises: list[float | None] = [None]  # None: keep the current σ
-        current = self.noise_std
-        if current is not None and noise_grid is not None:
-            noises = [current * float(factor) for factor in noise_grid]
-        budget = check_memory_budget(None, x.device)
-        outputs, jacobian = output_jacobians(self.model, self.names, x, budget)
-        history = History("laplace_validation", metrics={"val_nll": []}, extras={"grid": []})
-        scores = []
-        for value in values.tolist():
-            for noise in noises:
-                log_noise = (
-                    self._log_noise if noise is None else self.mean.new_tensor(math.log(noise))
-                )
-                likelihood = self.likelihood if noise is None else Gaussian(noise)
-                factor = self._factor(self.mean.new_tensor(value), log_noise)
-                nll = _glm_nll(
-                    outputs.detach(), factor.functional(jacobian.detach()), y, likelihood
-                )
-                scores.append(nll)
-                history.record(val_nll=nll)
-                history.extras["grid"].append((value, noise))
-        best_value, best_noise = history.extras["grid"][int(torch.tensor(scores).argmin())]
-        if best_noise is not None:
-            self._log_noise = self.mean.new_tensor(math.log(best_noise))
-        self.prior_precision = float(best_value)
-        return history
-
-
-def _glm_nll(mean: Tensor, covariance: Tensor, y: Tensor, likelihood: Likelihood | None) -> float:
-    """Mean negative log predictive density of ``y`` under the linearised predictive."""
-    if isinstance(likelihood, Categorical):
-        variance = covariance.diagonal(dim1=-2, dim2=-1)
-        probs = (mean / (1 + math.pi / 8 * variance).sqrt()).log_softmax(-1)
-        return float(-probs.gather(-1, y.long().reshape(-1, 1)).mean())
-    noise = likelihood.std.detach().to(mean) ** 2 if isinstance(likelihood, Gaussian) else 0.0
-    flat = mean.reshape(mean.shape[0], -1)
-    eye = torch.eye(flat.shape[1], dtype=mean.dtype, device=mean.device)
-    normal = torch.distributions.MultivariateNormal(flat, covariance + noise * eye)
-    log_density: Tensor = normal.log_prob(y.reshape(flat.shape))  # type: ignore[no-untyped-call]
-    return float(-log_density.mean())
+        return optimize_marglik(self, per_layer, optimize_noise, steps, lr)
 
 
 def _check_arguments(model: object, likelihood: object, hessian: object) -> None:

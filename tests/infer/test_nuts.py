@@ -104,6 +104,7 @@ def test_nuts_toy_bnn_predictive_std_grows_away_from_data() -> None:
         draws=100,
         rng=0,
         progress=False,
+        jit_compile=True,  # one compiled call per leapfrog: ~10x faster than eager here
     )
     # Draws in chain order (2 x 100): the batch-means standard error of each std accounts for
     # autocorrelation. The smallest std outside the data must exceed the largest inside by 5 of
