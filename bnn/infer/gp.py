@@ -57,6 +57,7 @@ from bnn.infer.history import History
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, class_indices
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
 
 __all__ = ["GPPosterior", "gp", "gpytorch_module"]
 
@@ -269,26 +270,9 @@ def gp(
     """
     start = time.perf_counter()
     x, y, num_classes = _check(model, data, likelihood, method, kernel, mean, num_classes)
-    for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
-        check_int(name, value, minimum=0 if name == "epochs" else 1)
-    check_positive("lr", lr)
-    check_positive("ngd_lr", ngd_lr)
-    if jitter is not None:
-        check_positive("jitter", jitter)
-    if batch_size is not None:
-        check_int("batch_size", batch_size)
-    n = x.shape[0]
+    _check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
     if method == "exact":
-        needed = _EXACT_COPIES * n * n * x.element_size()
-        if needed > max_exact_bytes:
-            raise ValueError(
-                f"an exact GP on N = {n} points needs about {needed / 2**30:.1f} GiB "
-                f"({_EXACT_COPIES} dense N×N matrices of {x.dtype}), more than max_exact_bytes "
-                f"= {max_exact_bytes / 2**30:.1f} GiB; use method='svgp' (inducing points, "
-                "mini-batches) or raise max_exact_bytes."
-            )
-        if isinstance(likelihood, Bernoulli | Categorical):
-            raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
+        _check_exact(x, likelihood, max_exact_bytes)
     gpytorch = gpytorch_module()
     generator = resolve_rng(rng)
     features = nn.Identity() if model is None else model
@@ -296,11 +280,9 @@ def gp(
     if method == "exact":
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
-        with torch.no_grad():
-            inputs = _features(features, x) if model is not None else x
-        if inducing_points is None:
-            chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
-            inducing_points = inputs[chosen[: min(num_inducing, n)].to(x.device)]
+        inducing_points = _inducing_points(
+            model, features, x, inducing_points, num_inducing, generator
+        )
         gp_model = _svgp_model(
             gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter, num_classes
         )
@@ -331,6 +313,67 @@ def gp(
     gp_likelihood.eval()
     carried = _carried(likelihood, gp_likelihood)
     posterior = GPPosterior(gp_model, features, carried, gp_likelihood, num_classes=num_classes)
+    _record_hyperparameters(history, gp_model, carried, num_classes, start)
+    return posterior, history
+
+
+def _check_options(
+    epochs: int,
+    num_inducing: int,
+    lr: float,
+    ngd_lr: float,
+    jitter: float | None,
+    batch_size: int | None,
+) -> None:
+    for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
+        check_int(name, value, minimum=0 if name == "epochs" else 1)
+    check_positive("lr", lr)
+    check_positive("ngd_lr", ngd_lr)
+    if jitter is not None:
+        check_positive("jitter", jitter)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+
+
+def _check_exact(x: Tensor, likelihood: Likelihood, max_exact_bytes: int) -> None:
+    """An exact GP fits in ``max_exact_bytes`` and has a Gaussian likelihood."""
+    n = x.shape[0]
+    needed = _EXACT_COPIES * n * n * x.element_size()
+    if needed > max_exact_bytes:
+        raise ValueError(
+            f"an exact GP on N = {n} points needs about {needed / 2**30:.1f} GiB "
+            f"({_EXACT_COPIES} dense N×N matrices of {x.dtype}), more than max_exact_bytes "
+            f"= {max_exact_bytes / 2**30:.1f} GiB; use method='svgp' (inducing points, "
+            "mini-batches) or raise max_exact_bytes."
+        )
+    if isinstance(likelihood, Bernoulli | Categorical):
+        raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
+
+
+def _inducing_points(
+    model: nn.Module | None,
+    features: nn.Module,
+    x: Tensor,
+    given: Tensor | None,
+    num_inducing: int,
+    generator: RNG,
+) -> Tensor:
+    """``given``, or ``num_inducing`` training inputs (in feature space) drawn without
+    replacement."""
+    with torch.no_grad():
+        inputs = _features(features, x) if model is not None else x
+    if given is not None:
+        return given
+    n = x.shape[0]
+    chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
+    return inputs[chosen[: min(num_inducing, n)].to(x.device)]
+
+
+def _record_hyperparameters(
+    history: History, gp_model: Any, carried: Likelihood, num_classes: int | None, start: float
+) -> None:
+    """Seconds since ``start`` and the learned lengthscales, output scales and Gaussian noise,
+    in ``history.extras``."""
     kernel_module = gp_model.covar_module
     lengthscales = kernel_module.base_kernel.lengthscale.detach()
     outputscales = kernel_module.outputscale.detach()
@@ -343,7 +386,6 @@ def gp(
     )
     if isinstance(carried, Gaussian):
         history.extras["noise_std"] = float(carried.std)
-    return posterior, history
 
 
 def _check(
