@@ -55,6 +55,7 @@ from bnn.infer._gp_models import (
 )
 from bnn.infer.history import History
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, class_indices
+from bnn.posterior._evaluate import eval_mode
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -359,8 +360,8 @@ def _inducing_points(
     generator: RNG,
 ) -> Tensor:
     """``given``, or ``num_inducing`` training inputs (in feature space) drawn without
-    replacement."""
-    with torch.no_grad():
+    replacement; the features in eval mode (no dropout draws, no batch-norm updates)."""
+    with torch.no_grad(), eval_mode(features):
         inputs = _features(features, x) if model is not None else x
     if given is not None:
         return given

@@ -224,6 +224,31 @@ def test_deep_kernel_learning_trains_the_features_jointly() -> None:
     assert bnn.evaluate.metrics.rmse(prediction, y) < 0.3
 
 
+def test_deep_kernel_svgp_with_dropout_features_follows_only_its_rng() -> None:
+    # The inducing points are features of training inputs: computed in eval mode, so a
+    # dropout feature network draws nothing from the global generator there, and one rng
+    # gives one posterior whatever the caller's global seed.
+    x, y = _data(60, 5)
+
+    def fit(global_seed: int) -> Tensor:
+        torch.manual_seed(global_seed)
+        with bnn.RNG(0).stream("init"):
+            features = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Dropout(0.2)).double()
+        posterior, _ = gp(
+            features,
+            (x, y),
+            likelihood=bnn.Gaussian(0.3),
+            method="svgp",
+            num_inducing=8,
+            epochs=2,
+            rng=0,
+            progress=False,
+        )
+        return posterior.sample_functions(x[:5], 4, rng=1)
+
+    assert torch.equal(fit(1), fit(2))
+
+
 def test_too_large_an_exact_gp_is_refused_with_the_memory_it_needs() -> None:
     x = torch.zeros(50_000, 1, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"74\.5 GiB.*method='svgp'"):
