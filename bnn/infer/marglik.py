@@ -74,7 +74,8 @@ def marglik_training(
         hyper_steps: Adam steps on ``log δ`` (and ``log σ``) per update.
         prior_precision: the initial ``δ`` (weight decay ``δ/N`` on the per-datum loss).
         per_layer: one ``δ`` per layer instead of one for all.
-        rng: randomness: the mini-batch order (generator ``"data"``).
+        rng: randomness: the mini-batch order (generator ``"data"``) and what forward passes
+            draw in training, such as dropout masks (stream ``"marglik"``).
         threads: torch intra-op threads while training (see ``bnn.fit``).
         progress: show a tqdm bar.
 
@@ -92,7 +93,8 @@ def marglik_training(
     _check_arguments(likelihood, epochs, lr, batch_size, every, burn_in, hyper_steps)
     check_positive("prior_precision", prior_precision)
     check_threads(threads)
-    generator = resolve_rng(rng).torch_generator("data")
+    streams = resolve_rng(rng)
+    generator = streams.torch_generator("data")
     n = x.shape[0]
     batch = n if batch_size is None else min(batch_size, n)
     steps_per_epoch = -(-n // batch)
@@ -113,7 +115,8 @@ def marglik_training(
     optimizer = torch.optim.Adam(parameters, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     model.train()
-    with training_threads(threads, model, batch):
+    # forward passes that draw (dropout) draw from the stream "marglik", not the global seed
+    with training_threads(threads, model, batch), streams.stream("marglik"):
         for epoch in progress_bar(range(1, epochs + 1), desc="marglik", disable=not progress):
             order = torch.randperm(n, generator=generator).to(x.device) if batch < n else None
             for first in range(0, n, batch):

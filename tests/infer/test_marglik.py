@@ -122,6 +122,32 @@ def test_per_layer_classification_is_reproducible_and_predicts(hessian: str) -> 
     assert float(bnn.evaluate.metrics.accuracy(prediction, y)) > 0.8
 
 
+def test_dropout_draws_follow_rng_not_the_global_seed() -> None:
+    x, y = _classification_problem()
+
+    def run(global_seed: int, rng: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        with bnn.RNG(0).stream("init"):
+            model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Dropout(0.3), nn.Linear(8, 3))
+        posterior, _ = marglik_training(
+            model,
+            (x, y),
+            likelihood=bnn.Categorical(),
+            hessian="diag",
+            epochs=6,
+            every=2,
+            burn_in=2,
+            hyper_steps=5,
+            rng=rng,
+            progress=False,
+        )
+        return posterior.mean
+
+    first = run(1, rng=0)
+    assert torch.equal(first, run(2, rng=0))
+    assert not torch.equal(first, run(1, rng=1))  # full batch: only the dropout masks differ
+
+
 @pytest.mark.parametrize(
     ("change", "match"),
     [
