@@ -40,7 +40,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bnn._checks import check_int, check_positive
+from bnn.infer._gp_checks import (
+    KERNELS,
+    MEANS,
+    METHODS,
+    check_arguments,
+    check_exact,
+    check_options,
+)
 from bnn.infer._gp_models import (
     _carried,
     _exact_linear_algebra,
@@ -54,18 +61,13 @@ from bnn.infer._gp_models import (
     gpytorch_module,
 )
 from bnn.infer.history import History
-from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, class_indices
+from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior._evaluate import eval_mode
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
-__all__ = ["GPPosterior", "gp", "gpytorch_module"]
-
-KERNELS = ("rbf", "matern12", "matern32", "matern52")
-MEANS = ("constant", "zero")
-METHODS = ("exact", "svgp")
-_EXACT_COPIES = 4  # K, its Cholesky factor, a gradient and a workspace: N×N matrices in flight
+__all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"]
 
 
 class GPPosterior(nn.Module):
@@ -270,10 +272,10 @@ def gp(
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
     start = time.perf_counter()
-    x, y, num_classes = _check(model, data, likelihood, method, kernel, mean, num_classes)
-    _check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
+    x, y, num_classes = check_arguments(model, data, likelihood, method, kernel, mean, num_classes)
+    check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
     if method == "exact":
-        _check_exact(x, likelihood, max_exact_bytes)
+        check_exact(x, likelihood, max_exact_bytes)
     gpytorch = gpytorch_module()
     generator = resolve_rng(rng)
     features = nn.Identity() if model is None else model
@@ -318,39 +320,6 @@ def gp(
     return posterior, history
 
 
-def _check_options(
-    epochs: int,
-    num_inducing: int,
-    lr: float,
-    ngd_lr: float,
-    jitter: float | None,
-    batch_size: int | None,
-) -> None:
-    for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
-        check_int(name, value, minimum=0 if name == "epochs" else 1)
-    check_positive("lr", lr)
-    check_positive("ngd_lr", ngd_lr)
-    if jitter is not None:
-        check_positive("jitter", jitter)
-    if batch_size is not None:
-        check_int("batch_size", batch_size)
-
-
-def _check_exact(x: Tensor, likelihood: Likelihood, max_exact_bytes: int) -> None:
-    """An exact GP fits in ``max_exact_bytes`` and has a Gaussian likelihood."""
-    n = x.shape[0]
-    needed = _EXACT_COPIES * n * n * x.element_size()
-    if needed > max_exact_bytes:
-        raise ValueError(
-            f"an exact GP on N = {n} points needs about {needed / 2**30:.1f} GiB "
-            f"({_EXACT_COPIES} dense N×N matrices of {x.dtype}), more than max_exact_bytes "
-            f"= {max_exact_bytes / 2**30:.1f} GiB; use method='svgp' (inducing points, "
-            "mini-batches) or raise max_exact_bytes."
-        )
-    if isinstance(likelihood, Bernoulli | Categorical):
-        raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
-
-
 def _inducing_points(
     model: nn.Module | None,
     features: nn.Module,
@@ -387,94 +356,3 @@ def _record_hyperparameters(
     )
     if isinstance(carried, Gaussian):
         history.extras["noise_std"] = float(carried.std)
-
-
-def _check(
-    model: object,
-    data: object,
-    likelihood: object,
-    method: str,
-    kernel: str,
-    mean: str,
-    num_classes: int | None,
-) -> tuple[Tensor, Tensor, int | None]:
-    """``(x, y, K)``: ``y`` as float ``[N]``, or as int64 class indices with ``K`` classes."""
-    if model is not None and not isinstance(model, nn.Module):
-        raise TypeError(f"model must be None or a feature nn.Module, got {type(model).__name__}.")
-    if not isinstance(likelihood, Gaussian | Bernoulli | Categorical):
-        raise TypeError(
-            "likelihood must be bnn.Gaussian (regression), bnn.Bernoulli (binary "
-            f"classification) or bnn.Categorical (K classes), got {type(likelihood).__name__}."
-        )
-    if num_classes is not None and not isinstance(likelihood, Categorical):
-        raise ValueError(
-            "num_classes is for likelihood=bnn.Categorical() (multi-class classification); "
-            f"drop it for {type(likelihood).__name__}."
-        )
-    for name, value, allowed in (
-        ("method", method, METHODS),
-        ("kernel", kernel, KERNELS),
-        ("mean", mean, MEANS),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-    if not (
-        isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
-    ):
-        raise TypeError("data must be a pair (x, y) of tensors.")
-    x, y = data
-    if not x.is_floating_point():
-        raise TypeError(f"x must be floating point, got {x.dtype}.")
-    if x.dim() == 0 or x.shape[0] == 0 or y.shape[:1] != x.shape[:1]:
-        raise ValueError(
-            f"x has shape {tuple(x.shape)} and y {tuple(y.shape)}; they need the same number "
-            "of rows (at least one)."
-        )
-    if model is None and x.dim() != 2:
-        raise ValueError(
-            f"a GP on raw inputs needs x of shape [N, D], got {tuple(x.shape)}; flatten x or "
-            "pass a feature network as model (deep kernel learning)."
-        )
-    if isinstance(likelihood, Categorical):
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or inf; clean or impute the data first.")
-        labels, classes = _class_labels(y, x.shape[0], num_classes)
-        return x, labels, classes
-    if y.dim() == 2 and y.shape[1] == 1:
-        y = y.squeeze(-1)
-    if y.dim() != 1:
-        raise ValueError(f"a GP has one output: y must be [N] or [N, 1], got {tuple(y.shape)}.")
-    if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y.to(x)).all())):
-        raise ValueError("x or y contains NaN or inf; clean or impute the data first.")
-    if isinstance(likelihood, Bernoulli) and not bool(((y == 0) | (y == 1)).all()):
-        raise ValueError("Bernoulli targets must be 0 or 1.")
-    return x, y.to(x.dtype), None
-
-
-def _class_labels(y: Tensor, n: int, num_classes: int | None) -> tuple[Tensor, int]:
-    """Class indices ``[N]`` (int64) and ``K``: ``num_classes``, or the largest label + 1."""
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
-    ):
-        raise ValueError(
-            f"num_classes must be an int >= 2, got {num_classes!r}; for K classes pass "
-            "num_classes=K (or None to use the largest label + 1)."
-        )
-    if y.dim() == 2 and y.shape[1] > 1:
-        class_indices(y, n, y.shape[1])  # one-hot or probabilities: refused, naming the fix
-    values = y[torch.isfinite(y)] if y.is_floating_point() else y
-    largest = int(values.max()) if values.numel() else 0
-    # labels up to `largest` pass here; NaN, fractions, negatives and shapes are refused
-    labels = class_indices(y, n, max(largest + 1, 2, num_classes or 0))
-    if num_classes is not None and largest >= num_classes:
-        raise ValueError(
-            f"class labels must lie in [0, {num_classes - 1}] for num_classes = {num_classes}, "
-            f"got labels up to {largest}; raise num_classes (or pass None: the largest label + "
-            "1), or relabel the classes 0 … K−1."
-        )
-    if num_classes is None and largest < 1:
-        raise ValueError(
-            "the targets hold a single class (0); a classifier needs at least 2: pass "
-            "num_classes=K if classes are missing from the training data."
-        )
-    return labels, largest + 1 if num_classes is None else num_classes
