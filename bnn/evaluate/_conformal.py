@@ -33,19 +33,25 @@ posterior with a fixed set of draws: an ensemble, a `SampleSet`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from bnn.evaluate._conformal_scores import (
+    ClassificationCalibration,
+    RegressionCalibration,
+    aps_parts,
+    aps_scores,
+    calibrate_classification,
+    calibrate_regression,
+    conformal_rank,
+)
 from bnn.likelihoods import (
     ClassificationPrediction,
     Likelihood,
     Prediction,
     RegressionPrediction,
-    align_targets,
-    class_indices,
 )
 from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
 from bnn.posterior.wrapper import PosteriorWrapper
@@ -86,47 +92,6 @@ def inner_prediction(
     )
 
 
-def conformal_rank(n: int, level: float) -> int:
-    """``k = ⌈(n + 1) · level⌉``, the rank of the threshold among ``n`` calibration scores."""
-    if not isinstance(level, float | int) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.9, got {level!r}.")
-    k = math.ceil(round((n + 1) * float(level), 9))
-    if k > n:
-        alpha = 1.0 - float(level)
-        raise ValueError(
-            f"a conformal set at level {level} needs at least 1/α − 1 = "
-            f"{math.ceil(round(1 / alpha - 1, 9))} calibration points, got {n}; pass a larger "
-            "calibration set or a lower level."
-        )
-    return k
-
-
-def _threshold(scores: Tensor, level: float) -> Tensor:
-    """The ``k``-th smallest score along dim 0 (per output element): ``q̂`` ``[...]``."""
-    k = conformal_rank(scores.shape[0], level)
-    return torch.kthvalue(scores, k, dim=0).values
-
-
-@dataclass(frozen=True)
-class _RegressionCalibration:
-    """Calibration scores of a regression method (recomputed per level for CQR)."""
-
-    method: str
-    prediction: RegressionPrediction
-    y: Tensor
-
-    def threshold(self, level: float) -> Tensor:
-        mean = self.prediction.mean
-        if self.method == "absolute":
-            scores = (self.y - mean).abs()
-        elif self.method == "normalized":
-            scores = (self.y - mean).abs() / self.prediction.std
-        else:
-            lower, upper = self.prediction.interval(level)
-            scores = torch.maximum(lower - self.y, self.y - upper)
-        return _threshold(scores, level)
-
-
 @dataclass(frozen=True)
 class ConformalRegressionPrediction(RegressionPrediction):
     """A `RegressionPrediction` whose ``interval(level)`` is the split conformal interval.
@@ -140,7 +105,7 @@ class ConformalRegressionPrediction(RegressionPrediction):
         level: the level ``interval()`` uses by default.
     """
 
-    calibration: _RegressionCalibration | None = None
+    calibration: RegressionCalibration | None = None
     level: float = 0.9
 
     def interval(self, level: float | None = None) -> tuple[Tensor, Tensor]:
@@ -163,33 +128,6 @@ class ConformalRegressionPrediction(RegressionPrediction):
 
 
 @dataclass(frozen=True)
-class _ClassificationCalibration:
-    """APS calibration scores (level-free)."""
-
-    scores: Tensor
-    randomized: bool
-
-    def threshold(self, level: float) -> Tensor:
-        return _threshold(self.scores, level)
-
-
-def _aps_parts(probs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per class: the mass of the classes ranked above it, and its rank order ``[N, K]``."""
-    order = torch.argsort(probs, dim=-1, descending=True, stable=True)
-    ranked = probs.gather(-1, order)
-    before_ranked = ranked.cumsum(-1) - ranked
-    before = torch.empty_like(probs).scatter_(-1, order, before_ranked)
-    return before, order
-
-
-def _aps_scores(probs: Tensor, uniform: Tensor | None) -> Tensor:
-    """APS score of every class ``[N, K]``: mass above it plus ``u·p`` (or ``p``)."""
-    before, _ = _aps_parts(probs)
-    own = probs if uniform is None else uniform.unsqueeze(-1) * probs
-    return before + own
-
-
-@dataclass(frozen=True)
 class ConformalClassificationPrediction(ClassificationPrediction):
     """A `ClassificationPrediction` with adaptive prediction sets (APS, Romano et al. 2020).
 
@@ -200,7 +138,7 @@ class ConformalClassificationPrediction(ClassificationPrediction):
         level: the level ``prediction_set()`` uses by default.
     """
 
-    calibration: _ClassificationCalibration | None = None
+    calibration: ClassificationCalibration | None = None
     uniform: Tensor | None = None
     level: float = 0.9
 
@@ -217,8 +155,8 @@ class ConformalClassificationPrediction(ClassificationPrediction):
         q = self.calibration.threshold(level)
         probs = self.class_probs.mean(0)
         if self.uniform is not None:
-            return _aps_scores(probs, self.uniform) <= q
-        before, _ = _aps_parts(probs)
+            return aps_scores(probs, self.uniform) <= q
+        before, _ = aps_parts(probs)
         return before < q
 
 
@@ -241,7 +179,7 @@ class ConformalPosterior(PosteriorWrapper):
     def __init__(
         self,
         posterior: Posterior,
-        calibration: _RegressionCalibration | _ClassificationCalibration,
+        calibration: RegressionCalibration | ClassificationCalibration,
         *,
         likelihood: Likelihood | None,
         level: float,
@@ -253,7 +191,7 @@ class ConformalPosterior(PosteriorWrapper):
         self.likelihood = likelihood
         self.level = level
         self.method = method
-        self.randomized = isinstance(calibration, _ClassificationCalibration) and (
+        self.randomized = isinstance(calibration, ClassificationCalibration) and (
             calibration.randomized
         )
         self.num_samples = num_samples
@@ -273,7 +211,7 @@ class ConformalPosterior(PosteriorWrapper):
         """
         inner = inner_prediction(self.posterior, x, likelihood, num_samples, rng, memory_budget)
         calibration = self.calibration
-        if isinstance(calibration, _RegressionCalibration):
+        if isinstance(calibration, RegressionCalibration):
             if not isinstance(inner, RegressionPrediction):
                 raise ValueError(
                     "this conformal predictor was calibrated for regression; predict with the "
@@ -417,41 +355,13 @@ def conformalize(
     conformal_rank(x_cal.shape[0], level)  # n ≥ 1/α − 1, before any work
     generator = resolve_rng(rng)
     prediction = inner_prediction(posterior, x_cal, likelihood, num_samples, generator, None)
-    calibration: _RegressionCalibration | _ClassificationCalibration
+    calibration: RegressionCalibration | ClassificationCalibration
     if isinstance(prediction, ClassificationPrediction):
-        if method not in ("auto", "aps"):
-            raise ValueError(f"method {method!r} is for regression; a classifier uses 'aps'.")
-        method = "aps"
-        probs = prediction.class_probs.mean(0)
-        labels = class_indices(y_cal, probs.shape[0], probs.shape[-1]).to(probs.device)
-        uniform = None
-        if randomized:
-            uniform = torch.rand(
-                probs.shape[0],
-                generator=generator.torch_generator("conformal calibration", probs.device),
-                dtype=probs.dtype,
-                device=probs.device,
-            )
-        scores = _aps_scores(probs, uniform).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        calibration = _ClassificationCalibration(scores.detach(), randomized)
+        calibration, method = calibrate_classification(
+            prediction, y_cal, method, randomized, generator
+        )
     elif isinstance(prediction, RegressionPrediction):
-        if method == "aps":
-            raise ValueError(
-                "method 'aps' is for classifiers; regression uses 'absolute', "
-                "'normalized' or 'cqr'."
-            )
-        std = prediction.std
-        if method == "auto":
-            method = "normalized" if bool((std > 0).all()) else "absolute"
-        if method == "normalized" and not bool((std > 0).all()):
-            raise ValueError(
-                "method 'normalized' divides by the predictive std, which is 0 for some "
-                "inputs; use method='absolute' or a likelihood with noise."
-            )
-        y = align_targets(y_cal, prediction.loc.shape[1:], "calibration prediction")
-        if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-            raise ValueError("y_cal contains NaN or inf; remove those rows first.")
-        calibration = _RegressionCalibration(method, prediction, y.to(prediction.loc))
+        calibration, method = calibrate_regression(prediction, y_cal, method)
     else:
         raise TypeError(f"cannot conformalize a {type(prediction).__name__}.")
     calibration.threshold(level)  # fail now, not at the first prediction
