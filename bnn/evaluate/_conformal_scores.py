@@ -27,6 +27,7 @@ __all__ = [
     "aps_scores",
     "calibrate_classification",
     "calibrate_regression",
+    "calibration_targets",
     "conformal_rank",
 ]
 
@@ -141,7 +142,13 @@ def calibrate_regression(
             "method 'normalized' divides by the predictive std, which is 0 for some "
             "inputs; use method='absolute' or a likelihood with noise."
         )
+    y = calibration_targets(y_cal, prediction)
+    return RegressionCalibration(method, prediction, y.to(prediction.loc)), method
+
+
+def calibration_targets(y_cal: Tensor, prediction: RegressionPrediction) -> Tensor:
+    """``y_cal`` shaped like one prediction ``[n, ...]``; NaN or inf refused."""
     y = align_targets(y_cal, prediction.loc.shape[1:], "calibration prediction")
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise ValueError("y_cal contains NaN or inf; remove those rows first.")
-    return RegressionCalibration(method, prediction, y.to(prediction.loc)), method
+    return y

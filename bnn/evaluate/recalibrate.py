@@ -42,13 +42,13 @@ from bnn.evaluate._conformal import (
     conformalize,
     inner_prediction,
 )
+from bnn.evaluate._conformal_scores import calibration_targets
 from bnn.likelihoods import (
     Bernoulli,
     Categorical,
     Likelihood,
     Prediction,
     RegressionPrediction,
-    align_targets,
     class_indices,
 )
 from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
@@ -278,9 +278,7 @@ def std_scale(
             "std scaling needs observation noise (a mixture of point masses has no density); "
             "pass likelihood=bnn.Gaussian(std=...) or another regression likelihood."
         )
-    y = align_targets(y_cal, prediction.loc.shape[1:], "calibration prediction")
-    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
-        raise ValueError("y_cal contains NaN or inf; remove those rows first.")
+    y = calibration_targets(y_cal, prediction)
     loc = prediction.loc.detach().to(torch.float64)
     scale = scale.detach().to(torch.float64)
     weights = prediction.component_weights.detach().to(torch.float64)
