@@ -38,6 +38,7 @@ from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
 from bnn.infer._loop import NonFiniteLossError
+from bnn.infer._svi_state import BatchOrder, restore, schedule, snapshot
 from bnn.infer.checkpoint import UNSAVED_SEGMENT, Checkpoint
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
@@ -48,7 +49,6 @@ from bnn.posterior.model import DEFAULT_DRAWS
 from bnn.posterior.protocol import Draws, check_inputs, check_memory_budget
 from bnn.posterior.samples import SampleSet
 from bnn.random.default import RNGLike, resolve_rng
-from bnn.random.rng import RNG
 
 __all__ = ["SVIPosterior", "pyro_model", "svi"]
 
@@ -258,7 +258,7 @@ def svi(
     check_threads(threads)
     x, y = check_data(model, data)
     n = x.shape[0]
-    total_steps, batch = _schedule(steps, epochs, batch_size, n)
+    total_steps, batch = schedule(steps, epochs, batch_size, n)
     generator = resolve_rng(rng)
     model_fn = pyro_model(model, likelihood, prior, dataset_size=n)
     templates = _templates(model)
@@ -266,7 +266,7 @@ def svi(
     optim = optimizer if optimizer is not None else pyro.optim.ClippedAdam({"lr": lr})
     elbo = Trace_ELBO(num_particles=num_particles)
     history = History("svi", metrics={"loss": [], "epoch": []})
-    order = _BatchOrder(n, batch, generator)
+    order = BatchOrder(n, batch, generator)
     run = None
     if checkpoint is not None:
         settings = {
@@ -287,7 +287,7 @@ def svi(
     with pyro.get_param_store().scope() as state, threads_context:
         engine = SVI(model_fn, guide_fn, optim, loss=elbo)
         saved = run.load() if run is not None else None
-        step = 0 if saved is None else _restore(saved, guide_fn, example, optim, generator, order)
+        step = 0 if saved is None else restore(saved, guide_fn, example, optim, generator, order)
         if saved is not None:
             history.metrics.update({k: list(v) for k, v in saved["metrics"].items()})
         bar = progress_bar(range(step, total_steps), desc="svi", disable=not progress)
@@ -309,105 +309,9 @@ def svi(
             bar.update(stop - step)
             step = stop
             if run is not None:
-                run.save(_snapshot(step, optim, generator, order, history))
+                run.save(snapshot(step, optim, generator, order, history))
         bar.close()
     return SVIPosterior(model, guide_fn, state, example), history
-
-
-def _snapshot(
-    step: int, optim: Any, generator: RNG, order: _BatchOrder, history: History
-) -> dict[str, Any]:
-    """The guide's unconstrained parameters and everything the next step depends on."""
-    unconstrained = pyro.get_param_store().get_state()["params"]
-    return {
-        "step": step,
-        "params": {name: value.detach().clone() for name, value in unconstrained.items()},
-        "optim": optim.get_state(),
-        "rng": generator.state_dict(),
-        "order": order.state_dict(),
-        "metrics": history.metrics,
-    }
-
-
-def _restore(
-    saved: dict[str, Any],
-    guide_fn: Any,
-    example: tuple[Tensor, Tensor, Tensor],
-    optim: Any,
-    generator: RNG,
-    order: _BatchOrder,
-) -> int:
-    """Rebuild the guide's parameters from a ``_snapshot``; returns the next step."""
-    with RNG(0).stream("guide setup"), poutine.block():  # creates the parameters; no svi draws
-        guide_fn(*example)
-    store = pyro.get_param_store()
-    missing = set(saved["params"]) - set(store.keys())
-    if missing:
-        raise ValueError(
-            f"the checkpoint holds guide parameters {sorted(missing)} this guide does not "
-            "have; resume with the same model and guide."
-        )
-    current = store.get_state()
-    current["params"] = current["params"] | {
-        name: value.to(current["params"][name].device).clone().requires_grad_(True)
-        for name, value in saved["params"].items()
-    }
-    store.set_state(current)
-    optim.set_state(saved["optim"])
-    generator.load_state_dict(saved["rng"])
-    order.load_state_dict(saved["order"])
-    return int(saved["step"])
-
-
-def _schedule(
-    steps: int | None, epochs: int | None, batch_size: int | None, n: int
-) -> tuple[int, int]:
-    if steps is not None and epochs is not None:
-        raise ValueError("give steps or epochs, not both.")
-    batch = n if batch_size is None else batch_size
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    batch = min(batch, n)
-    per_epoch = -(-n // batch)
-    if steps is None:
-        epochs = 100 if epochs is None else epochs
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
-        return epochs * per_epoch, batch
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
-    return steps, batch
-
-
-class _BatchOrder:
-    """``(epoch, indices)`` of each mini-batch (the last one of an epoch may be smaller); a new
-    permutation from generator ``"data"`` per epoch; checkpointable."""
-
-    def __init__(self, n: int, batch: int, rng: RNG) -> None:
-        self.n, self.batch = n, batch
-        self.generator = rng.torch_generator("data")
-        self.epoch = -1
-        self.order: Tensor | None = None
-        self.position = n
-
-    def next(self) -> tuple[int, Tensor]:
-        if self.position >= self.n:
-            full = self.batch >= self.n
-            self.order = (
-                torch.arange(self.n) if full else torch.randperm(self.n, generator=self.generator)
-            )
-            self.epoch, self.position = self.epoch + 1, 0
-        assert self.order is not None
-        index = self.order[self.position : self.position + self.batch]
-        self.position += self.batch
-        return self.epoch, index
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "order": self.order, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.order = int(state["epoch"]), state["order"]
-        self.position = int(state["position"])
 
 
 def _make_guide(
