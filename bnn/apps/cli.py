@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnn", description="Bayesian deep learning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"bnn {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(commands)
+    benchmark = commands.add_parser("benchmark", help="standard benchmarks")
+    suites = benchmark.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    _add_uci(suites)
+    return parser
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="MC dropout and Bayes by backprop on a toy problem and UCI yacht"
     )
@@ -33,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=Path("bnn-demo-output"), help="folder for PNG and JSON"
     )
     demo.add_argument("--quick", action="store_true", help="few epochs (a smoke test)")
-    benchmark = commands.add_parser("benchmark", help="standard benchmarks")
-    suites = benchmark.add_subparsers(dest="suite", metavar="SUITE", required=True)
+
+
+def _add_uci(suites: Any) -> None:
     uci = suites.add_parser("uci", help="UCI regression benchmark (20 standard splits)")
     uci.add_argument(
         "--dataset",
@@ -90,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uci.add_argument("--seed", type=int, default=0)
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
-    return parser
 
 
 USAGE_ERROR = 2
