@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -221,12 +222,7 @@ def layer_jacobians(
         with eval_mode(model):
             with torch.no_grad():
                 classes = model(x[:1]).numel()
-            missing = [i for i in range(len(layers)) if i not in shapes]
-            if missing:
-                raise ValueError(
-                    f"hessian='kron': layer {missing[0]} ({type(layers[missing[0]]).__name__}) "
-                    "is not called by the model's forward pass; select the layers it uses."
-                )
+            _check_all_called(layers, shapes)
             zeros = {
                 i: torch.zeros(shapes[i][1], dtype=x.dtype, device=x.device)
                 for i in range(len(layers))
@@ -239,6 +235,14 @@ def layer_jacobians(
     finally:
         for handle in handles:
             handle.remove()
+    return _joined(parts, layers, shapes)
+
+
+def _joined(
+    parts: list[Any], layers: Sequence[KronLayer], shapes: dict[int, tuple[torch.Size, torch.Size]]
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The chunks of ``layer_jacobians`` joined: outputs, and each layer's inputs and
+    Jacobians in the layout of its Kronecker factors."""
     outputs = torch.cat([aux[0] for _, aux in parts]).detach()
     inputs, jacobians = [], []
     for i, layer in enumerate(layers):
@@ -248,6 +252,15 @@ def layer_jacobians(
         inputs.append(a)
         jacobians.append(jacobian)
     return outputs, inputs, jacobians
+
+
+def _check_all_called(layers: Sequence[KronLayer], shapes: dict[int, Any]) -> None:
+    missing = [i for i in range(len(layers)) if i not in shapes]
+    if missing:
+        raise ValueError(
+            f"hessian='kron': layer {missing[0]} ({type(layers[missing[0]]).__name__}) "
+            "is not called by the model's forward pass; select the layers it uses."
+        )
 
 
 def _check_layer_input(i: int, layer: KronLayer, inputs: Tensor) -> None:
