@@ -291,6 +291,49 @@ def stack(
         >>> print(history.weights)
     """
     start = time.perf_counter()
+    likelihoods = _check_arguments(
+        posteriors, x_val, y_val, method, likelihood, num_samples, tolerance
+    )
+    generator = resolve_rng(rng)
+    with torch.no_grad():
+        samples = [
+            member.sample_functions(x_val, num_samples, rng=generator.spawn(k))
+            for k, member in enumerate(posteriors)
+        ]
+    predictions = [lk.predict(s) for lk, s in zip(likelihoods, samples, strict=True)]
+    shapes = {_event_shape(p) for p in predictions}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the posteriors' predictions have different shapes per input {sorted(shapes)}; "
+            "stack posteriors of models with the same outputs."
+        )
+    history = History("stack", extras={"method": method})
+    log_densities = _member_log_densities(method, predictions, likelihoods, samples, y_val, history)
+    if not bool(torch.isfinite(log_densities).all()):
+        raise ValueError("a member gives a non-finite log density on the data; check it.")
+    weights, gap, iterations = stacking_weights(log_densities, tolerance=tolerance)
+    mixture = torch.logsumexp(log_densities + weights.to(log_densities).log().unsqueeze(1), 0)
+    history.extras.update(
+        weights=weights.tolist(),
+        member_log_scores=log_densities.mean(1).tolist(),
+        stacked_log_score=float(mixture.mean()),
+        gap=gap,
+        iterations=iterations,
+        seconds=time.perf_counter() - start,
+    )
+    return StackedPosterior(list(posteriors), weights, likelihood), history
+
+
+def _check_arguments(
+    posteriors: Sequence[Posterior],
+    x_val: Tensor,
+    y_val: Tensor,
+    method: str,
+    likelihood: Likelihood | None,
+    num_samples: int,
+    tolerance: float,
+) -> list[Likelihood]:
+    """Refuse bad arguments before any work; each member's likelihood."""
     if isinstance(posteriors, Posterior) or not isinstance(posteriors, Sequence):
         raise TypeError("posteriors must be a list of bnn Posteriors.")
     if not posteriors:
@@ -312,45 +355,27 @@ def stack(
             f"x_val has {x_val.shape[0]} rows but y_val is {shape}; pass the targets of the "
             "same inputs."
         )
-    generator = resolve_rng(rng)
-    with torch.no_grad():
-        samples = [
-            member.sample_functions(x_val, num_samples, rng=generator.spawn(k))
-            for k, member in enumerate(posteriors)
-        ]
-    predictions = [lk.predict(s) for lk, s in zip(likelihoods, samples, strict=True)]
-    shapes = {_event_shape(p) for p in predictions}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"the posteriors' predictions have different shapes per input {sorted(shapes)}; "
-            "stack posteriors of models with the same outputs."
-        )
-    history = History("stack", extras={"method": method})
+    return likelihoods
+
+
+def _member_log_densities(
+    method: str,
+    predictions: list[Prediction],
+    likelihoods: list[Likelihood],
+    samples: list[Tensor],
+    y_val: Tensor,
+    history: History,
+) -> Tensor:
+    """Each member's log predictive density of every validation point ``[K, n]``: the
+    validation predictive's, or the PSIS-LOO estimate (its Pareto k̂ in ``history``)."""
     if method == "validation":
-        log_densities = torch.stack(
-            [p.log_likelihood(y_val).to(torch.float64) for p in predictions]
-        )
-    else:
-        pointwise = [
-            _pointwise_log_likelihood(lk, s, y_val)
-            for lk, s in zip(likelihoods, samples, strict=True)
-        ]
-        loo = [psis_loo(values) for values in pointwise]
-        log_densities = torch.stack([elpd for elpd, _ in loo])
-        history.extras["max_pareto_k"] = [float(k_hat.max()) for _, k_hat in loo]
-    if not bool(torch.isfinite(log_densities).all()):
-        raise ValueError("a member gives a non-finite log density on the data; check it.")
-    weights, gap, iterations = stacking_weights(log_densities, tolerance=tolerance)
-    mixture = torch.logsumexp(log_densities + weights.to(log_densities).log().unsqueeze(1), 0)
-    history.extras.update(
-        weights=weights.tolist(),
-        member_log_scores=log_densities.mean(1).tolist(),
-        stacked_log_score=float(mixture.mean()),
-        gap=gap,
-        iterations=iterations,
-        seconds=time.perf_counter() - start,
-    )
-    return StackedPosterior(list(posteriors), weights, likelihood), history
+        return torch.stack([p.log_likelihood(y_val).to(torch.float64) for p in predictions])
+    pointwise = [
+        _pointwise_log_likelihood(lk, s, y_val) for lk, s in zip(likelihoods, samples, strict=True)
+    ]
+    loo = [psis_loo(values) for values in pointwise]
+    history.extras["max_pareto_k"] = [float(k_hat.max()) for _, k_hat in loo]
+    return torch.stack([elpd for elpd, _ in loo])
 
 
 def _event_shape(prediction: Prediction) -> tuple[str, tuple[int, ...]]:
