@@ -1,102 +1,90 @@
 """Choosing a Laplace posterior's prior precision ``δ`` and noise ``σ``.
 
-Two ways, both behind `LaplacePosterior.optimize_prior_precision`: the Laplace marginal
-likelihood maximised by Adam over ``log δ`` and ``log σ`` (Immer et al. 2021), or a grid search
-for the best log predictive density of a validation set under the linearised predictive.
+The two searches behind `LaplacePosterior.optimize_prior_precision`, as functions of the
+objective alone: the Laplace log marginal likelihood maximised by Adam over ``log δ`` and
+``log σ`` (Immer et al. 2021), and a grid search for the best validation score, with the
+negative log predictive density of the linearised (GLM) predictive that it scores.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from bnn.infer.history import History
 from bnn.likelihoods import Categorical, Gaussian, Likelihood
-from bnn.posterior._glm import check_glm_likelihood
-from bnn.posterior._linearise import output_jacobians
-from bnn.posterior.protocol import check_memory_budget
 
-if TYPE_CHECKING:
-    from bnn.infer.laplace import LaplacePosterior
+__all__ = ["glm_nll", "maximise_marglik", "search_grid"]
 
-__all__ = ["optimize_marglik", "optimize_on_validation"]
+LogMarginalLikelihood = Callable[[Tensor, Tensor | None], Tensor]
+"""``(δ, σ or None) -> log p(D | δ, σ)``, differentiable in both."""
 
 
-def optimize_marglik(
-    posterior: LaplacePosterior, per_layer: bool, optimize_noise: bool, steps: int, lr: float
-) -> History:
-    """Maximise the Laplace log marginal likelihood over ``log δ`` (and ``log σ``) by Adam."""
-    size = len(posterior.groups) if per_layer else 1
-    log_precision = posterior._prior_precision.detach().log().expand(size).clone()
-    log_precision = log_precision.reshape(()) if size == 1 and not per_layer else log_precision
+def maximise_marglik(
+    log_marglik: LogMarginalLikelihood,
+    precision: Tensor,
+    log_noise: Tensor | None,
+    *,
+    size: int,
+    scalar: bool,
+    reference: Tensor,
+    steps: int,
+    lr: float,
+) -> tuple[Tensor, Tensor | None, History]:
+    """Adam on ``log δ`` (``size`` values, 0-dim when ``scalar``) and ``log σ`` (``None``: σ is
+    kept), from ``precision`` and ``log_noise``; ``log σ`` in the dtype and device of
+    ``reference``.
+
+    Returns:
+        ``(δ, log σ or None, history)``, with ``neg_log_marglik`` per step.
+    """
+    log_precision = precision.detach().log().expand(size).clone()
+    log_precision = log_precision.reshape(()) if scalar else log_precision
     log_precision.requires_grad_(True)
     variables = [log_precision]
-    log_noise = None
-    if posterior._log_noise is not None and optimize_noise:
-        log_noise = posterior._log_noise.detach().clone().to(posterior.mean).requires_grad_(True)
+    if log_noise is not None:
+        log_noise = log_noise.detach().clone().to(reference).requires_grad_(True)
         variables.append(log_noise)
     optimizer = torch.optim.Adam(variables, lr=lr)
     history = History("laplace_marglik", metrics={"neg_log_marglik": []})
     for _ in range(steps):
         optimizer.zero_grad()
-        loss = -posterior.log_marginal_likelihood(
-            log_precision.exp(), None if log_noise is None else log_noise.exp()
-        )
+        loss = -log_marglik(log_precision.exp(), None if log_noise is None else log_noise.exp())
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         history.record(neg_log_marglik=float(loss.detach()))
-    posterior._prior_precision = log_precision.detach().exp()
-    if log_noise is not None:
-        posterior._log_noise = log_noise.detach()
-    posterior._rebuild()
-    return history
+    best_noise = None if log_noise is None else log_noise.detach()
+    return log_precision.detach().exp(), best_noise, history
 
 
-def optimize_on_validation(
-    posterior: LaplacePosterior,
-    validation: tuple[Tensor, Tensor] | None,
-    grid: Tensor | None,
-    noise_grid: Tensor | None,
-) -> History:
-    """The scalar ``δ`` on ``grid`` (and ``σ`` among ``noise_grid`` × the current ``σ``) with the
-    best log predictive density of ``validation`` under the linearised predictive."""
-    if not (isinstance(validation, tuple) and len(validation) == 2):
-        raise ValueError("method='validation' needs validation=(x_val, y_val).")
-    check_glm_likelihood(posterior.likelihood)
-    x, y = validation
-    values = torch.logspace(-4, 4, 41, dtype=torch.float64) if grid is None else grid
-    noises: list[float | None] = [None]  # None: keep the current σ
-    current = posterior.noise_std
-    if current is not None and noise_grid is not None:
-        noises = [current * float(factor) for factor in noise_grid]
-    budget = check_memory_budget(None, x.device)
-    outputs, jacobian = output_jacobians(posterior.model, posterior.names, x, budget)
+def search_grid(
+    score: Callable[[float, float | None], float],
+    values: list[float],
+    noises: list[float | None],
+) -> tuple[float, float | None, History]:
+    """The ``(δ, σ)`` pair of ``values × noises`` with the lowest ``score`` (the first of
+    equals).
+
+    Returns:
+        ``(δ, σ, history)``: ``val_nll`` per pair, ``δ``-major, the pairs in
+        ``extras["grid"]``.
+    """
     history = History("laplace_validation", metrics={"val_nll": []}, extras={"grid": []})
     scores = []
-    for value in values.tolist():
+    for value in values:
         for noise in noises:
-            log_noise = (
-                posterior._log_noise
-                if noise is None
-                else posterior.mean.new_tensor(math.log(noise))
-            )
-            likelihood = posterior.likelihood if noise is None else Gaussian(noise)
-            factor = posterior._factor(posterior.mean.new_tensor(value), log_noise)
-            nll = _glm_nll(outputs.detach(), factor.functional(jacobian.detach()), y, likelihood)
+            nll = score(value, noise)
             scores.append(nll)
             history.record(val_nll=nll)
             history.extras["grid"].append((value, noise))
     best_value, best_noise = history.extras["grid"][int(torch.tensor(scores).argmin())]
-    if best_noise is not None:
-        posterior._log_noise = posterior.mean.new_tensor(math.log(best_noise))
-    posterior.prior_precision = float(best_value)
-    return history
+    return best_value, best_noise, history
 
 
-def _glm_nll(mean: Tensor, covariance: Tensor, y: Tensor, likelihood: Likelihood | None) -> float:
+def glm_nll(mean: Tensor, covariance: Tensor, y: Tensor, likelihood: Likelihood | None) -> float:
     """Mean negative log predictive density of ``y`` under the linearised predictive."""
     if isinstance(likelihood, Categorical):
         variance = covariance.diagonal(dim1=-2, dim2=-1)

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from bnn._progress import progress_bar
 from bnn.infer._curvature import CurvatureSums, accumulate_curvature
-from bnn.infer._laplace_tuning import optimize_marglik, optimize_on_validation
+from bnn.infer._laplace_tuning import glm_nll, maximise_marglik, search_grid
 from bnn.infer._selection import (
     KronLayer,
     batches,
@@ -54,7 +54,7 @@ from bnn.posterior._covariance import (
     KroneckerFactor,
 )
 from bnn.posterior._glm import check_glm_likelihood
-from bnn.posterior._linearise import flatten_parameters
+from bnn.posterior._linearise import flatten_parameters, output_jacobians
 from bnn.posterior.gaussian import GaussianPosterior, Predictive
 from bnn.posterior.protocol import check_memory_budget
 from bnn.random.default import RNGLike
@@ -315,12 +315,57 @@ class LaplacePosterior(GaussianPosterior):
                 if noise_grid is None
                 else noise_grid
             )
-            return optimize_on_validation(
-                self, validation, grid, factors if optimize_noise else None
+            return self._optimize_on_validation(
+                validation, grid, factors if optimize_noise else None
             )
         if method != "marglik":
             raise ValueError(f"method must be 'marglik' or 'validation', got {method!r}.")
-        return optimize_marglik(self, per_layer, optimize_noise, steps, lr)
+        size = len(self.groups) if per_layer else 1
+        precision, log_noise, history = maximise_marglik(
+            self.log_marginal_likelihood,
+            self._prior_precision,
+            self._log_noise if optimize_noise else None,
+            size=size,
+            scalar=size == 1 and not per_layer,
+            reference=self.mean,
+            steps=steps,
+            lr=lr,
+        )
+        self._prior_precision = precision
+        if log_noise is not None:
+            self._log_noise = log_noise
+        self._rebuild()
+        return history
+
+    def _optimize_on_validation(
+        self,
+        validation: tuple[Tensor, Tensor] | None,
+        grid: Tensor | None,
+        noise_grid: Tensor | None,
+    ) -> History:
+        if not (isinstance(validation, tuple) and len(validation) == 2):
+            raise ValueError("method='validation' needs validation=(x_val, y_val).")
+        check_glm_likelihood(self.likelihood)
+        x, y = validation
+        values = torch.logspace(-4, 4, 41, dtype=torch.float64) if grid is None else grid
+        noises: list[float | None] = [None]  # None: keep the current σ
+        current = self.noise_std
+        if current is not None and noise_grid is not None:
+            noises = [current * float(factor) for factor in noise_grid]
+        budget = check_memory_budget(None, x.device)
+        outputs, jacobian = output_jacobians(self.model, self.names, x, budget)
+
+        def validation_nll(value: float, noise: float | None) -> float:
+            log_noise = self._log_noise if noise is None else self.mean.new_tensor(math.log(noise))
+            likelihood = self.likelihood if noise is None else Gaussian(noise)
+            factor = self._factor(self.mean.new_tensor(value), log_noise)
+            return glm_nll(outputs.detach(), factor.functional(jacobian.detach()), y, likelihood)
+
+        best_value, best_noise, history = search_grid(validation_nll, values.tolist(), noises)
+        if best_noise is not None:
+            self._log_noise = self.mean.new_tensor(math.log(best_noise))
+        self.prior_precision = float(best_value)
+        return history
 
 
 def _check_arguments(model: object, likelihood: object, hessian: object) -> None:
