@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from bnn._checks import check_positive
-from bnn.infer._loop import NonFiniteLossError
+from bnn.infer._loop import NonFiniteLossError, build_in_init_stream
 from bnn.infer.history import History
 from bnn.likelihoods import (
     Bernoulli,
@@ -24,7 +24,6 @@ from bnn.likelihoods import (
 from bnn.random.rng import RNG
 
 __all__ = [
-    "build_learner",
     "check_arguments",
     "final_stage",
     "fit_learner",
@@ -45,6 +44,7 @@ def check_arguments(
     subsample: object,
     lr: object,
 ) -> tuple[Tensor, Tensor, Likelihood]:
+    """Refuse bad arguments of ``boost``; ``(x, y, likelihood)`` ready for the stages."""
     if not callable(factory):
         raise TypeError("factory must be a callable returning an nn.Module (one weak learner).")
     if not isinstance(likelihood, _LIKELIHOODS):
@@ -113,18 +113,11 @@ def objective(
 
 
 def subsample_rows(n: int, fraction: float, rng: RNG) -> Tensor:
+    """Sorted indices of ``⌈fraction·n⌉`` rows without replacement (all rows when ``≥ 1``)."""
     if fraction >= 1:
         return torch.arange(n)
     size = max(1, math.ceil(fraction * n))
     return torch.randperm(n, generator=rng.torch_generator("subsample"))[:size].sort().values
-
-
-def build_learner(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
-    with rng.stream("init"):
-        learner = factory()
-    if not isinstance(learner, nn.Module):
-        raise TypeError(f"factory must return an nn.Module, got {type(learner).__name__}.")
-    return learner
 
 
 def fit_learner(
@@ -230,7 +223,7 @@ def final_stage(
     if not isinstance(likelihood, HeteroscedasticGaussian):
         return None, likelihood
     child = rng.spawn("noise")
-    noise = build_learner(factory, child)
+    noise = build_in_init_stream(factory, child)
     optimizer = torch.optim.Adam(noise.parameters(), lr=lr)
     residual = (targets - output).detach()
     value = math.nan

@@ -5,7 +5,6 @@ executor, or spread over the ranks of ``torch.distributed``, with identical resu
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from bnn.likelihoods import Likelihood
 from bnn.parallel.distributed import job_strategy
 from bnn.random.rng import RNG
 
-__all__ = ["build_member", "train_members"]
+__all__ = ["train_members"]
 
 
 def train_members(
@@ -94,14 +93,6 @@ def _member_options(fit_options: dict[str, Any], index: int) -> dict[str, Any]:
     return fit_options | {"checkpoint": Path(path).with_name(f"{Path(path).name}.member{index}")}
 
 
-def build_member(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
-    with rng.stream("init"):
-        member = factory()
-    if not isinstance(member, nn.Module):
-        raise TypeError(f"factory must return an nn.Module, got {type(member).__name__}.")
-    return member
-
-
 def _to_cpu(result: Any) -> Any:
     """A member's trained states on the CPU, to send to other ranks."""
     member_state, likelihood_state, history = result
@@ -115,6 +106,8 @@ def _to_cpu(result: Any) -> Any:
 def _train_all(
     jobs: list[tuple[Any, ...]], workers: int, executor: Executor | None = None
 ) -> list[Any]:
+    """Every job's result, in order: on ``executor``, in ``workers`` spawned processes, or
+    here one after another."""
     if executor is not None:  # each job sets its own thread count (job[5])
         return run_jobs(
             _train_member,
@@ -130,6 +123,8 @@ def _train_all(
 
 
 def _train_member(job: tuple[Any, ...]) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:
+    """Fit one member (a bootstrap resample first with ``bagging``) with its own thread count:
+    its trained state, its likelihood's state and its `History`."""
     member, likelihood, (x, y), bagging, rng, threads, progress, fit_options = job
     previous = torch.get_num_threads()
     if threads:

@@ -115,6 +115,7 @@ def check_options(
     jitter: float | None,
     batch_size: int | None,
 ) -> None:
+    """Refuse non-positive training options of ``gp`` (``epochs`` may be 0)."""
     for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
         check_int(name, value, minimum=0 if name == "epochs" else 1)
     check_positive("lr", lr)

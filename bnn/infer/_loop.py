@@ -27,6 +27,7 @@ from bnn.random.rng import RNG
 
 __all__ = [
     "NonFiniteLossError",
+    "build_in_init_stream",
     "check_model_input",
     "OptimizerSpec",
     "StepResult",
@@ -52,6 +53,15 @@ class StepResult:
     nll: float
     penalty: float
     kl: Tensor
+
+
+def build_in_init_stream(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
+    """``factory()`` inside ``rng``'s ``"init"`` stream (one ensemble member, one learner)."""
+    with rng.stream("init"):
+        module = factory()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"factory must return an nn.Module, got {type(module).__name__}.")
+    return module
 
 
 def device_of(model: nn.Module) -> torch.device:

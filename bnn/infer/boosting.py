@@ -42,7 +42,6 @@ from tqdm.auto import tqdm
 
 from bnn._checks import check_int
 from bnn.infer._boosting_stages import (
-    build_learner,
     check_arguments,
     final_stage,
     fit_learner,
@@ -50,6 +49,7 @@ from bnn.infer._boosting_stages import (
     objective,
     subsample_rows,
 )
+from bnn.infer._loop import build_in_init_stream
 from bnn.infer.history import History
 from bnn.likelihoods import (
     Likelihood,
@@ -200,7 +200,7 @@ def boost(
         (gradient,) = torch.autograd.grad(loss_fn(current), current)
         residual = -gradient * x.shape[0]  # per-datum negative gradient
         index = subsample_rows(x.shape[0], subsample, child)
-        learner = build_learner(factory, child)
+        learner = build_in_init_stream(factory, child)
         fit_learner(
             learner,
             x[index],

@@ -32,7 +32,8 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from bnn._checks import check_int
 from bnn._io import load_versioned, save_atomically
-from bnn.infer._ensemble_training import build_member, train_members
+from bnn.infer._ensemble_training import train_members
+from bnn.infer._loop import build_in_init_stream
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
 from bnn.posterior._evaluate import (
@@ -78,7 +79,7 @@ class DeepEnsemble(nn.Module):
         self.factory = factory
         self.parent_rng = resolve_rng(rng)
         self.members = nn.ModuleList(
-            [build_member(factory, self.parent_rng.spawn(i)) for i in range(num_members)]
+            [build_in_init_stream(factory, self.parent_rng.spawn(i)) for i in range(num_members)]
         )
         self.likelihoods: list[Likelihood] = []
 
