@@ -90,36 +90,6 @@ class DeepEnsemble(nn.Module):
         """Outputs of every member, stacked: ``[M, N, ...]``."""
         return self._stacked(x)
 
-    # ------------------------------------------------------------------ training
-    def _train_members(
-        self,
-        train_data: tuple[Tensor, Tensor],
-        *,
-        likelihood: Likelihood,
-        bagging: bool,
-        workers: int,
-        threads_per_member: int | None,
-        distributed: bool,
-        progress: bool,
-        fit_options: dict[str, Any],
-        executor: Executor | None = None,
-    ) -> list[History]:
-        """Train every member in place (see ``deep_ensemble``); one `History` each."""
-        self.likelihoods, histories = train_members(
-            self.members,
-            self.parent_rng,
-            train_data,
-            likelihood=likelihood,
-            bagging=bagging,
-            workers=workers,
-            threads_per_member=threads_per_member,
-            distributed=distributed,
-            progress=progress,
-            fit_options=fit_options,
-            executor=executor,
-        )
-        return histories
-
     # ------------------------------------------------------------------ observation model
     @property
     def predictive_likelihood(self) -> Likelihood | None:
@@ -313,7 +283,9 @@ def deep_ensemble(
         ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.
     """
     ensemble = DeepEnsemble(factory, num_members, rng=rng)
-    histories = ensemble._train_members(
+    ensemble.likelihoods, histories = train_members(
+        ensemble.members,
+        ensemble.parent_rng,
         data,
         likelihood=likelihood,
         bagging=bagging,
