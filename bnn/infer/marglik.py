@@ -123,14 +123,9 @@ def marglik_training(
                 index = (
                     slice(first, first + batch) if order is None else order[first : first + batch]
                 )
-                loss = _negative_log_joint(model, hyper, parameters, x[index], y[index], n)
-                if not bool(torch.isfinite(loss)):
-                    raise NonFiniteLossError(f"non-finite loss in epoch {epoch}; lower lr.")
-                optimizer.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
+                loss = _map_step(model, hyper, parameters, optimizer, x[index], y[index], n, epoch)
                 schedule.step()
-                history.record(loss=float(loss.detach()))
+                history.record(loss=loss)
             if epoch >= burn_in and (epoch - burn_in) % every == 0 and epoch < epochs:
                 _update(model, x, y, likelihood, hessian, hyper, per_layer, hyper_steps, history)
         posterior = _update(
@@ -163,6 +158,26 @@ class _Hyperparameters:
         else:
             by_layer = dict(zip(groups, precision.tolist(), strict=True))
             self.per_tensor = [by_layer[name.rpartition(".")[0]] for name in self.names]
+
+
+def _map_step(
+    model: nn.Module,
+    hyper: _Hyperparameters,
+    parameters: list[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    n: int,
+    epoch: int,
+) -> float:
+    """One optimiser step on a mini-batch's negative log joint; its value."""
+    loss = _negative_log_joint(model, hyper, parameters, x, y, n)
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(f"non-finite loss in epoch {epoch}; lower lr.")
+    optimizer.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    return float(loss.detach())
 
 
 def _negative_log_joint(
