@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from bnn._checks import check_positive
+from bnn._checks import check_int, check_positive
 from bnn.infer._loop import NonFiniteLossError, build_in_init_stream
 from bnn.infer.history import History
 from bnn.likelihoods import (
@@ -43,8 +43,11 @@ def check_arguments(
     shrinkage: object,
     subsample: object,
     lr: object,
+    counts: Mapping[str, object],
+    optimizer: object,
 ) -> tuple[Tensor, Tensor, Likelihood]:
-    """Refuse bad arguments of ``boost``; ``(x, y, likelihood)`` ready for the stages."""
+    """Refuse bad arguments of ``boost`` (``counts``: ``num_stages``, ``epochs``,
+    ``noise_epochs``); ``(x, y, likelihood)`` ready for the stages."""
     if not callable(factory):
         raise TypeError("factory must be a callable returning an nn.Module (one weak learner).")
     if not isinstance(likelihood, _LIKELIHOODS):
@@ -72,6 +75,10 @@ def check_arguments(
         raise ValueError(
             f"shrinkage and subsample must lie in (0, 1], got {shrinkage} and {subsample}."
         )
+    for name, value in counts.items():
+        check_int(name, value, minimum=0 if name == "noise_epochs" else 1)
+    if optimizer not in ("adam", "lbfgs"):
+        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}.")
     return x, y, likelihood
 
 

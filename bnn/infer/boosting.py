@@ -40,7 +40,6 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from bnn._checks import check_int
 from bnn.infer._boosting_stages import (
     check_arguments,
     final_stage,
@@ -181,12 +180,10 @@ def boost(
         NonFiniteLossError: a learner's training loss became NaN or infinite.
     """
     start = time.perf_counter()
-    x, y, likelihood = check_arguments(factory, data, likelihood, shrinkage, subsample, lr)
-    for name, value in (("num_stages", num_stages), ("epochs", epochs)):
-        check_int(name, value)
-    check_int("noise_epochs", noise_epochs, minimum=0)
-    if optimizer not in ("adam", "lbfgs"):
-        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}.")
+    counts = {"num_stages": num_stages, "epochs": epochs, "noise_epochs": noise_epochs}
+    x, y, likelihood = check_arguments(
+        factory, data, likelihood, shrinkage, subsample, lr, counts, optimizer
+    )
     generator = resolve_rng(rng)
     loss_fn, targets, initial = objective(likelihood, x, y)
     history = History("boost", metrics={"loss": []})
