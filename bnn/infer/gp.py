@@ -330,10 +330,10 @@ def _inducing_points(
 ) -> Tensor:
     """``given``, or ``num_inducing`` training inputs (in feature space) drawn without
     replacement; the features in eval mode (no dropout draws, no batch-norm updates)."""
-    with torch.no_grad(), eval_mode(features):
-        inputs = _features(features, x) if model is not None else x
     if given is not None:
         return given
+    with torch.no_grad(), eval_mode(features):
+        inputs = _features(features, x) if model is not None else x
     n = x.shape[0]
     chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
     return inputs[chosen[: min(num_inducing, n)].to(x.device)]
