@@ -95,7 +95,7 @@ def add_leaf(
     take = running & ((index == 0) | (torch.log(uniform) < -delta - log_weight))
 
     levels = torch.arange(tree.block_r_sum.shape[0], device=z.device)
-    sizes = torch.pow(2, levels)
+    sizes = torch.ones_like(levels) << levels  # 2**l (an integer pow would not be fused)
     opens = (index % sizes == 0).view(-1, 1, 1)
     closes = ((index + 1) % sizes == 0) & (levels >= 1) & (levels <= depth)
     running_3d = running.view(1, -1, 1)

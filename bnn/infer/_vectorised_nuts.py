@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from bnn._progress import progress_bar
+from bnn.infer._compiled_call import CompiledCall
 from bnn.infer._log_joint import LogJoint, check_start
 from bnn.infer._nuts_tree import (
     State,
@@ -60,7 +61,7 @@ class _Sampler:
 
         self._gradient = vmap(grad_and_value(log_density))
         self._compiled_leaf = (
-            torch.compile(functools.partial(add_packed_leaf, self._gradient), dynamic=False)
+            CompiledCall(functools.partial(add_packed_leaf, self._gradient))
             if compile_leaf
             else None
         )
