@@ -69,11 +69,11 @@ def nuts(
         max_tree_depth: cap on trajectory doubling.
         init: ``"prior"`` (each chain from a prior draw) or ``"current"`` (model weights).
         jit_compile: compile the log density's gradient. ``backend="bnn"``:
-            ``torch.compile`` of one leapfrog of all chains together with its tree
-            bookkeeping (a one-off compilation of about 15 s on CPU, less from PyTorch's
-            compile cache, which needs a C++ compiler; then about 6.7× less time per leapfrog
-            on the toy BNN of ``benchmarks/nuts_toy_bnn.py``). ``backend="pyro"``: Pyro
-            traces the potential with the PyTorch JIT.
+            one leapfrog of all chains together with its tree bookkeeping, traced once and
+            compiled by Inductor (``torch.compile``'s compiler; a one-off compilation of
+            about 8–20 s per process on CPU, which needs a C++ compiler; then about 9× less
+            time per leapfrog than eager on the toy BNN of ``benchmarks/nuts_toy_bnn.py``).
+            ``backend="pyro"``: Pyro traces the potential with the PyTorch JIT.
         backend: ``"bnn"`` advances all chains in lock-step with one vmapped gradient per
             leapfrog (diagonal mass); ``"pyro"`` runs Pyro's NUTS kernel chain after chain
             (dense mass and JIT available; chains bit-independent of the chain count).
