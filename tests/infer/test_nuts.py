@@ -25,7 +25,7 @@ from tests.oracles import (
 def test_nuts_matches_closed_form_posterior_and_mixes(backend: str, jit_compile: bool) -> None:
     """Mean within 5 MCSE and covariance within 5 MCSE of the exact posterior (d = 5, 4 chains).
 
-    ``jit_compile`` with the lock-step backend runs the torch.compile'd vmapped gradient.
+    ``jit_compile`` with the lock-step backend runs the compiled leaf (gradient + tree).
     """
     x, y, exact, layer = blr_problem(50, 5, 1.0)
     samples, history = bnn.infer.nuts(
@@ -85,6 +85,30 @@ def test_chains_are_reproducible_distinct_and_independent_of_chain_count() -> No
     for name in ("acceptance_rate", "n_steps", "tree_depth", "diverging"):
         assert torch.equal(one_stats[name][0], stats[name][0]), name
     assert not torch.equal(run(3, 1)[0], three)
+
+
+def test_compiled_chains_are_reproducible_and_seed_dependent() -> None:
+    """``jit_compile=True``: the same seed gives the same bits, another seed other draws (the
+    setting of the closed-form test, so its compiled graph is reused in this process)."""
+    x, y, _, layer = blr_problem(50, 5, 1.0)
+
+    def run(seed: int) -> torch.Tensor:
+        samples, _ = bnn.infer.nuts(
+            layer,
+            (x, y),
+            likelihood=bnn.Gaussian(1.0),
+            num_chains=4,
+            warmup=20,
+            draws=10,
+            jit_compile=True,
+            rng=seed,
+            progress=False,
+        )
+        return samples.samples["weight"]
+
+    first = run(0)
+    assert torch.equal(first, run(0))
+    assert not torch.equal(first, run(1))
 
 
 @pytest.mark.slow
