@@ -28,6 +28,7 @@ from torch.func import grad_and_value, vmap
 from bnn._progress import progress_bar
 from bnn.infer._compiled_call import CompiledCall
 from bnn.infer._log_joint import LogJoint, check_start
+from bnn.infer._nuts_adaptation import DualAveraging, adaptation_windows, regularised_variance
 from bnn.infer._nuts_tree import (
     State,
     Subtree,
@@ -274,55 +275,6 @@ class _Sampler:
         return proposal_z, proposal_grad, proposal_logp, stats
 
 
-class _DualAveraging:
-    """Nesterov dual averaging of log step size (Hoffman & Gelman 2014, §3.2), per chain."""
-
-    def __init__(self, step_size: Tensor, target: float) -> None:
-        self.mu = torch.log(10 * step_size)
-        self.target = target
-        self.t = 0
-        self.h_bar = torch.zeros_like(step_size)
-        self.log_step_bar = torch.zeros_like(step_size)
-
-    def update(self, accept: Tensor) -> Tensor:
-        self.t += 1
-        eta = 1.0 / (self.t + 10)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
-        log_step = self.mu - math.sqrt(self.t) / 0.05 * self.h_bar
-        weight = self.t**-0.75
-        self.log_step_bar = weight * log_step + (1 - weight) * self.log_step_bar
-        return log_step.exp()
-
-    def final(self) -> Tensor:
-        return self.log_step_bar.exp()
-
-
-def _windows(warmup: int) -> list[tuple[int, int]]:
-    """Stan's slow adaptation windows ``[start, stop)`` of the mass matrix (NumPyro's
-    ``build_adaptation_schedule``): an initial buffer of 75 iterations, windows of 25, 50,
-    100, ... iterations (the last one stretched to the terminal buffer), and a terminal
-    buffer of 50 iterations that adapt the step size only. A warm-up shorter than
-    75 + 25 + 50 has buffers of 15 % and 10 % and one window in between; one shorter than
-    20 adapts the step size only.
-    """
-    if warmup < 20:
-        return []
-    initial, terminal, size = 75, 50, 25
-    if initial + terminal + size > warmup:
-        initial, terminal = int(0.15 * warmup), int(0.1 * warmup)
-        size = warmup - initial - terminal
-    start, end = initial, warmup - terminal
-    windows = []
-    while start < end:
-        if 3 * size <= end - start:
-            following = 2 * size
-        else:
-            size = following = end - start
-        windows.append((start, start + size))
-        start, size = start + size, following
-    return windows
-
-
 def _watched(
     info: dict[str, Tensor], step_size: Tensor, kept: dict[str, list[Tensor]], warming: bool
 ) -> dict[str, str]:
@@ -365,8 +317,8 @@ def run_vectorised_nuts(
     # (also without warm-up, when it is the sampling step size).
     sampler.reseed(0, stream=1)
     step_size = sampler.reasonable_step_size(z, grad, logp, torch.ones_like(logp), inverse_mass)
-    adaptation = _DualAveraging(step_size, target_accept)
-    windows = _windows(warmup)
+    adaptation = DualAveraging(step_size, target_accept)
+    windows = adaptation_windows(warmup)
     window_draws: list[Tensor] = []
     kept: list[Tensor] = []
     stats: dict[str, list[Tensor]] = {}
@@ -384,13 +336,13 @@ def run_vectorised_nuts(
             if window is not None:
                 window_draws.append(z)
                 if iteration == window[1] - 1:
-                    inverse_mass = _regularised_variance(torch.stack(window_draws))
+                    inverse_mass = regularised_variance(torch.stack(window_draws))
                     window_draws = []
                     # A new metric needs a new scale of step size: search from the current
                     # one, then restart dual averaging there (Stan, NumPyro).
                     sampler.reseed(iteration + 1, stream=1)
                     step_size = sampler.reasonable_step_size(z, grad, logp, step_size, inverse_mass)
-                    adaptation = _DualAveraging(step_size, target_accept)
+                    adaptation = DualAveraging(step_size, target_accept)
             if iteration == warmup - 1:
                 step_size = adaptation.final()
             continue
@@ -399,14 +351,6 @@ def run_vectorised_nuts(
         for name, value in info.items():
             stats.setdefault(name, []).append(value)
     return torch.stack(kept, dim=1), _stacked(stats), sampler.gradient_evaluations
-
-
-def _regularised_variance(samples: Tensor) -> Tensor:
-    """Stan's diagonal metric from a window's draws ``[n, C, D]``: the sample variance shrunk
-    towards ``1e-3`` with weight ``5 / (n + 5)`` (ones for a single draw)."""
-    n = samples.shape[0]
-    variance = samples.var(0, unbiased=True) if n > 1 else torch.ones_like(samples[0])
-    return (n / (n + 5.0)) * variance + 1e-3 * (5.0 / (n + 5.0))
 
 
 def _stacked(stats: dict[str, list[Tensor]]) -> dict[str, Tensor]:

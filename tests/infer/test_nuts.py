@@ -217,7 +217,7 @@ def test_lock_step_backend_rejects_pyro_only_options() -> None:
 
 def test_warmup_windows_follow_stan() -> None:
     """Mass-matrix windows as Stan / NumPyro's ``build_adaptation_schedule`` (values from it)."""
-    from bnn.infer._vectorised_nuts import _windows
+    from bnn.infer._nuts_adaptation import adaptation_windows as _windows
 
     assert _windows(19) == []
     assert _windows(100) == [(15, 90)]
