@@ -29,10 +29,11 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
+from bnn.infer._laplace_posterior import Hessian
 from bnn.infer._log_joint import check_data
 from bnn.infer._loop import NonFiniteLossError
 from bnn.infer.history import History
-from bnn.infer.laplace import Hessian, LaplacePosterior, laplace
+from bnn.infer.laplace import LaplacePosterior, laplace
 from bnn.likelihoods import Categorical, Gaussian, Likelihood
 from bnn.random.default import RNGLike, resolve_rng
 
