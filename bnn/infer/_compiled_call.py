@@ -11,7 +11,9 @@ traced ones. The generated kernels are Inductor's, the same as `torch.compile`'s
 The tensors the function closes over (data, buffers, prior parameters) become inputs of the
 graph rather than constants in it, so two samplers whose graphs print the same code and whose
 inputs have the same signature share one compiled graph (a process-wide cache of the last
-`CACHE_SIZE` graphs; Inductor's on-disk cache also hits across processes). Python numbers the
+`CACHE_SIZE` graphs). Inductor compiles from fake copies of the inputs under a shape
+environment (static shapes), as Dynamo hands it graphs, so its on-disk graph cache also hits
+in a new process. Python numbers the
 function closes over are part of the code. Whatever the function closes over is read at the
 first call, as `torch.compile` would assume for one sampler run.
 
@@ -68,7 +70,13 @@ def _compile_graph(graph: fx.GraphModule, inputs: list[Tensor]) -> Compiled:
     key = (graph.code, _signature(inputs))
     compiled = _compiled_graphs.get(key)
     if compiled is None:
-        compiled = torch._inductor.compile(graph, list[Any](inputs))
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        # Without a shape environment Inductor bypasses its on-disk graph cache.
+        mode = FakeTensorMode(shape_env=ShapeEnv())
+        fakes = [mode.from_tensor(t, static_shapes=True) for t in inputs]
+        compiled = torch._inductor.compile(graph, list[Any](fakes))
         _compiled_graphs[key] = compiled
         while len(_compiled_graphs) > CACHE_SIZE:
             _compiled_graphs.popitem(last=False)
