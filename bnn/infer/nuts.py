@@ -70,8 +70,8 @@ def nuts(
         init: ``"prior"`` (each chain from a prior draw) or ``"current"`` (model weights).
         jit_compile: compile the log density's gradient. ``backend="bnn"``:
             one leapfrog of all chains together with its tree bookkeeping, traced once and
-            compiled by Inductor (``torch.compile``'s compiler; a one-off compilation of
-            about 8–20 s per process on CPU, which needs a C++ compiler; then about 9× less
+            compiled by Inductor (``torch.compile``'s compiler; about 20 s on CPU the first
+            time, ~4 s from the compile cache, a C++ compiler needed; then about 9× less
             time per leapfrog than eager on the toy BNN of ``benchmarks/nuts_toy_bnn.py``).
             ``backend="pyro"``: Pyro traces the potential with the PyTorch JIT.
         backend: ``"bnn"`` advances all chains in lock-step with one vmapped gradient per
