@@ -18,7 +18,7 @@ from bnn.nn.layers import weight_space
 from bnn.nn.priors import Normal, Prior
 from bnn.random.rng import RNG
 
-__all__ = ["LogJoint", "PriorSpec", "check_data", "check_start"]
+__all__ = ["LogJoint", "PriorSpec", "check_data", "check_deterministic", "check_start"]
 
 PriorSpec = Prior | Callable[[str, Tensor], Prior] | None
 
@@ -80,6 +80,31 @@ def check_start(log_density: Tensor, gradient: Tensor, first_chain: int = 0) -> 
             f"{[float(v) for v in values[bad]]} or its gradient is not finite; no sampler can "
             "move from there. Start inside the region where the model's output is finite: "
             "init='current' with valid model weights, or a prior whose draws the model accepts."
+        )
+
+
+def check_deterministic(log_joint: LogJoint, x: Tensor, y: Tensor, method: str) -> None:
+    """Refuse a model whose log density is random at fixed weights (dropout in training mode,
+    an `MCDropout` wrapper, a noise layer): HMC and NUTS need the same value at the same point.
+
+    Evaluates ``log p(w, D)`` twice at the model's current weights, without gradients; a
+    deterministic model draws no random numbers here.
+
+    Raises:
+        ValueError: saying what to do.
+    """
+    vector = log_joint.flatten(log_joint.templates)
+    prepared = log_joint.prepare(x, y)
+    with torch.no_grad():
+        first = log_joint.log_density_flat(vector, x, prepared)
+        second = log_joint.log_density_flat(vector, x, prepared)
+    if not torch.allclose(first, second, rtol=1e-5, atol=1e-5, equal_nan=True):
+        raise ValueError(
+            f"{method} needs a deterministic model, but two evaluations of the log density at "
+            f"the same weights gave {float(first):.6g} and {float(second):.6g}: the model draws "
+            "random numbers (dropout in training mode, an MCDropout wrapper, a noise layer). "
+            "Call model.eval() (for MCDropout, sample the wrapped network), or use a "
+            "stochastic-gradient sampler (bnn.infer.sgld / sghmc)."
         )
 
 

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 from torch.func import grad_and_value
 
 from bnn._checks import check_int
-from bnn.infer._log_joint import LogJoint, PriorSpec, check_data, check_start
+from bnn.infer._log_joint import (
+    LogJoint,
+    PriorSpec,
+    check_data,
+    check_deterministic,
+    check_start,
+)
 from bnn.infer.history import History
 from bnn.likelihoods import Likelihood
 from bnn.posterior.samples import SampleSet
@@ -86,6 +92,7 @@ def run_pyro_chains(
     num_chains, warmup, draws = lengths
     x, y = check_data(model, data)
     log_joint = LogJoint(model, likelihood, prior)
+    check_deterministic(log_joint, x, y, method)
     parent = resolve_rng(rng)
     history = History(method)
     chains: list[dict[str, Tensor]] = []

@@ -20,7 +20,7 @@ import torch
 from pyro.infer.mcmc import NUTS
 from torch import Tensor, nn
 
-from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._log_joint import LogJoint, PriorSpec, check_data, check_deterministic
 from bnn.infer._pyro_mcmc import (
     Adaptation,
     check_chains,
@@ -138,6 +138,7 @@ def _run_vectorised(
     num_chains, warmup, draws = lengths
     x, y = check_data(model, data)
     log_joint = LogJoint(model, likelihood, prior)
+    check_deterministic(log_joint, x, y, "nuts")
     parent = resolve_rng(rng)
     rngs = [parent.spawn(chain) for chain in range(num_chains)]
     initial = torch.stack([log_joint.flatten(log_joint.initial_weights(init, r)) for r in rngs])

@@ -314,3 +314,26 @@ def test_leaf_by_leaf_subtree_matches_the_recursive_build(depth: int, compiled: 
         assert bool(valid.any()) and bool(expected["turning"][run].any())
         assert bool(expected["diverging"][run].any())
     assert not bool(tree.running[~active].any()) and float(tree.steps[~active].sum()) == 0.0
+
+
+@pytest.mark.parametrize("sampler", ["nuts-bnn", "nuts-pyro", "hmc"])
+def test_random_models_are_refused_with_what_to_do(sampler: str) -> None:
+    """Dropout in training mode or an MCDropout wrapper makes the log density random, which
+    HMC and NUTS cannot use; in eval mode the same network samples."""
+    x, y = torch.randn(12, 2), torch.randn(12, 1)
+    with bnn.RNG(0).stream("init"):
+        net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Dropout(0.3), nn.Linear(8, 1))
+
+    def run(model: nn.Module) -> None:
+        options = {"likelihood": bnn.Gaussian(1.0), "warmup": 3, "rng": 0, "progress": False}
+        if sampler == "hmc":
+            bnn.infer.hmc(model, (x, y), num_chains=1, draws=2, trajectory_length=0.2, **options)
+        else:
+            backend = sampler.split("-")[1]
+            bnn.infer.nuts(model, (x, y), num_chains=1, draws=2, backend=backend, **options)
+
+    with pytest.raises(ValueError, match="deterministic model.*model.eval"):
+        run(net.train())
+    with pytest.raises(ValueError, match="deterministic model.*model.eval"):
+        run(bnn.nn.MCDropout(net).eval())  # dropout stays on in eval mode
+    run(net.eval())
