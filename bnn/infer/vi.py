@@ -14,7 +14,6 @@ the same loop then does maximum-likelihood / MAP training.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +22,7 @@ from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
 from bnn.infer._early_stopping import EarlyStopping
+from bnn.infer._fit_checkpoint import fit_settings, restore, snapshot
 from bnn.infer._fit_options import KLSchedule, Validation
 from bnn.infer._loop import (
     NonFiniteLossError,
@@ -138,7 +138,7 @@ def fit(
     optim = make_optimizer(optimizer, model, likelihood, lr)
     run = None
     if checkpoint is not None:
-        settings = _fit_settings(generator, batch_size, lr, optimizer, num_samples, schedule)
+        settings = fit_settings(generator, batch_size, lr, optimizer, num_samples, schedule)
         settings |= {
             "dataset_size": size,
             "ranks": strategy.world_size,
@@ -193,7 +193,7 @@ def _run_epochs(
     first, step = 0, 0
     saved = run.load() if run is not None else None
     if saved is not None:
-        first, step = _restore(saved, context, generator, history, stopper)
+        first, step = restore(saved, context, generator, history, stopper)
     if history.extras["stopped_early"]:
         first = epochs  # the saved run had stopped: nothing left to train
     bar = progress_bar(range(first, epochs), desc="fit", disable=not progress)
@@ -215,7 +215,7 @@ def _run_epochs(
             if strategy.agree(stopper.update(val_nll, model, likelihood)):
                 history.extras["stopped_early"] = True
         if run is not None:
-            run.save(_snapshot(context, generator, history, stopper, epoch + 1, step))
+            run.save(snapshot(context, generator, history, stopper, epoch + 1, step))
         bar.set_postfix(postfix)
         if history.extras["stopped_early"]:
             break
@@ -258,71 +258,6 @@ def _first_inputs(data: TrainData) -> Tensor | None:
     if any(x.shape != inputs[0].shape for x in inputs):
         return None
     return torch.stack(inputs)
-
-
-def _fit_settings(
-    generator: RNG,
-    batch_size: int,
-    lr: float,
-    optimizer: OptimizerSpec | None,
-    num_samples: int,
-    schedule: KLSchedule,
-) -> dict[str, Any]:
-    """What a resumed ``fit`` must share with the run that wrote the checkpoint."""
-    return {
-        "seed": generator.seed,
-        "rng_path": repr(generator),
-        "batch_size": batch_size,
-        "lr": float(lr),
-        "optimizer": "Adam" if optimizer is None else type(optimizer).__name__,
-        "num_samples": num_samples,
-        "kl_weight": float(schedule.weight),
-        "kl_annealing_epochs": schedule.annealing_epochs,
-    }
-
-
-def _snapshot(
-    context: StepContext,
-    generator: RNG,
-    history: History,
-    stopper: EarlyStopping | None,
-    epochs_done: int,
-    step: int,
-) -> dict[str, Any]:
-    """Everything the next epoch depends on (see ``bnn.infer.checkpoint``)."""
-    return {
-        "epochs_done": epochs_done,
-        "step": step,
-        "model": context.model.state_dict(),
-        "likelihood": context.likelihood.state_dict(),
-        "optimizer": context.optimizer.state_dict(),
-        "rng": generator.state_dict(),
-        "noise_rng": None if context.noise is generator else context.noise.state_dict(),
-        "early_stopping": None if stopper is None else stopper.state_dict(),
-        "metrics": history.metrics,
-        "extras": history.extras,
-    }
-
-
-def _restore(
-    saved: dict[str, Any],
-    context: StepContext,
-    generator: RNG,
-    history: History,
-    stopper: EarlyStopping | None,
-) -> tuple[int, int]:
-    """Load a ``_snapshot`` into the run; returns ``(first epoch, step)``."""
-    context.model.load_state_dict(saved["model"])
-    context.likelihood.load_state_dict(saved["likelihood"])
-    context.optimizer.load_state_dict(saved["optimizer"])
-    generator.load_state_dict(saved["rng"])
-    if saved["noise_rng"] is not None:
-        context.noise.load_state_dict(saved["noise_rng"])
-    if stopper is not None and saved["early_stopping"] is not None:
-        stopper.load_state_dict(saved["early_stopping"])
-    history.metrics.update({name: list(values) for name, values in saved["metrics"].items()})
-    history.extras.update(saved["extras"])
-    return int(saved["epochs_done"]), int(saved["step"])
 
 
 def _train_epoch(
