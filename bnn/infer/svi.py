@@ -49,6 +49,7 @@ from bnn.posterior.model import DEFAULT_DRAWS
 from bnn.posterior.protocol import Draws, check_inputs, check_memory_budget
 from bnn.posterior.samples import SampleSet
 from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
 
 __all__ = ["SVIPosterior", "pyro_model", "svi"]
 
@@ -269,17 +270,9 @@ def svi(
     order = BatchOrder(n, batch, generator)
     run = None
     if checkpoint is not None:
-        settings = {
-            "seed": generator.seed,
-            "rng_path": repr(generator),
-            "batch_size": batch,
-            "dataset_size": n,
-            "lr": float(lr) if optimizer is None else type(optimizer).__name__,
-            "guide": guide if isinstance(guide, str) else getattr(guide, "__name__", "callable"),
-            "num_particles": num_particles,
-            "init_scale": float(init_scale),
-            "prior": repr(prior),
-        }
+        settings = _checkpoint_settings(
+            generator, batch, n, lr, optimizer, guide, num_particles, init_scale, prior
+        )
         run = Checkpoint(checkpoint, method="svi", settings=settings)
     per_epoch = -(-n // batch)
     example = (x[:1], y[:1], torch.zeros(1, dtype=torch.long, device=x.device))
@@ -296,22 +289,61 @@ def svi(
         while step < total_steps:
             stop = min(step + segment - step % segment, total_steps)
             with generator.stream("svi"):
-                for k in range(step, stop):
-                    epoch, index = order.next()
-                    loss = engine.step(x[index], y[index], index) / n
-                    if not torch.isfinite(torch.tensor(loss)):
-                        raise NonFiniteLossError(
-                            f"non-finite ELBO at step {k} (epoch {epoch}); lower lr or init_scale."
-                        )
-                    history.record(loss=loss, epoch=epoch)
-                    if k % 50 == 0:
-                        bar.set_postfix(loss=f"{loss:.4f}")
+                _run_steps(engine, order, (x, y), range(step, stop), history, bar)
             bar.update(stop - step)
             step = stop
             if run is not None:
                 run.save(snapshot(step, optim, generator, order, history))
         bar.close()
     return SVIPosterior(model, guide_fn, state, example), history
+
+
+def _checkpoint_settings(
+    generator: RNG,
+    batch: int,
+    n: int,
+    lr: float,
+    optimizer: Any,
+    guide: str | Callable[[Callable[..., None]], Any],
+    num_particles: int,
+    init_scale: float,
+    prior: PriorSpec,
+) -> dict[str, Any]:
+    """What a resumed ``svi`` must share with the run that wrote the checkpoint."""
+    return {
+        "seed": generator.seed,
+        "rng_path": repr(generator),
+        "batch_size": batch,
+        "dataset_size": n,
+        "lr": float(lr) if optimizer is None else type(optimizer).__name__,
+        "guide": guide if isinstance(guide, str) else getattr(guide, "__name__", "callable"),
+        "num_particles": num_particles,
+        "init_scale": float(init_scale),
+        "prior": repr(prior),
+    }
+
+
+def _run_steps(
+    engine: SVI,
+    order: BatchOrder,
+    data: tuple[Tensor, Tensor],
+    steps: range,
+    history: History,
+    bar: Any,
+) -> None:
+    """ELBO steps ``steps`` on the batches ``order`` gives; the loss per data point recorded."""
+    x, y = data
+    n = x.shape[0]
+    for k in steps:
+        epoch, index = order.next()
+        loss = engine.step(x[index], y[index], index) / n
+        if not torch.isfinite(torch.tensor(loss)):
+            raise NonFiniteLossError(
+                f"non-finite ELBO at step {k} (epoch {epoch}); lower lr or init_scale."
+            )
+        history.record(loss=loss, epoch=epoch)
+        if k % 50 == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
 
 
 def _make_guide(
