@@ -2,7 +2,7 @@
 
     python benchmarks/laplace_variants.py DATASET SPLITS [DATA_DIR]
 
-For each split: the benchmark's MAP network (``bnn.apps.uci_posthoc``), then last-layer and
+For each split: the benchmark's MAP network (``bnn.apps.uci.posthoc``), then last-layer and
 all-layer KFAC Laplace with (1) the prior precision δ (per layer) and noise σ by the marginal
 likelihood, (2) then σ re-chosen on the validation split, (3) δ and σ both by a grid on the
 validation split. Prints the test log-likelihood and 95 % coverage per variant and split, and
@@ -16,13 +16,13 @@ import sys
 
 import torch
 
-from bnn.apps import uci_posthoc
 from bnn.apps.datasets import load_uci
-from bnn.apps.uci import _prepare
-from bnn.apps.uci_setup import Defaults
+from bnn.apps.uci import posthoc as uci_posthoc
+from bnn.apps.uci.command import _prepare
+from bnn.apps.uci.common import Defaults
 from bnn.evaluate import metrics
-from bnn.infer.laplace import LaplacePosterior, laplace
-from bnn.infer.vi import Validation
+from bnn.infer.laplace.laplace import LaplacePosterior, laplace
+from bnn.infer.training.fit import Validation
 from bnn.likelihoods import Gaussian, RegressionPrediction
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG

@@ -11,7 +11,7 @@ ArviZ, plots) and ``bnn.parallel``. Importing ``bnn`` imports them all, so
 from bnn.evaluate.calibration import calibration
 from bnn.evaluate.convergence import summary
 from bnn.evaluate.diagnostics import to_arviz
-from bnn.infer.vi import fit
+from bnn.infer.training.fit import fit
 from bnn.likelihoods import (
     Bernoulli,
     Categorical,

@@ -18,6 +18,8 @@ import bnn
 
 PACKAGE = Path(bnn.__file__).parent
 SUBPACKAGES = ("random", "nn", "likelihoods", "posterior", "infer", "evaluate", "parallel")
+FAMILIES = ("training", "mcmc", "variational", "laplace", "ensembles", "gp")
+"""The packages of ``bnn.infer``: the shared training loop and one per family of methods."""
 
 
 def test_the_top_level_exports_at_most_25_names_and_defines_nothing() -> None:
@@ -81,7 +83,14 @@ def test_the_module_import_graph_has_no_cycle() -> None:
     graph = grimp.build_graph("bnn")
     # A package's __init__ re-exports its modules; imports of the package itself from one of
     # its own modules would make that a cycle, so check with the re-exports removed.
-    for package in ["bnn", *(f"bnn.{name}" for name in SUBPACKAGES), "bnn.apps.datasets"]:
+    packages = [
+        "bnn",
+        *(f"bnn.{name}" for name in SUBPACKAGES),
+        *(f"bnn.infer.{name}" for name in FAMILIES),
+        "bnn.apps.datasets",
+        "bnn.apps.uci",
+    ]
+    for package in packages:
         for imported in list(graph.find_modules_directly_imported_by(package)):
             if imported.startswith(package + "."):
                 graph.remove_import(importer=package, imported=imported)
@@ -144,3 +153,74 @@ def test_every_bundled_data_file_has_its_licence_stated() -> None:
     }
     assert shipped == listed
     assert "CC BY 4.0" in readme and "CC BY-NC" in readme  # what ships, and what does not
+
+
+def test_infer_is_a_folder_of_families_with_at_most_12_entries() -> None:
+    infer = PACKAGE / "infer"
+    entries = sorted(p.name for p in infer.iterdir() if p.name != "__pycache__")
+    assert len(entries) <= 12, entries
+    packages = {p.name for p in infer.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(FAMILIES)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_says_what_it_holds_and_which_file_to_read_first(family: str) -> None:
+    module = importlib.import_module(f"bnn.infer.{family}")
+    docstring = module.__doc__ or ""
+    assert "Read first" in docstring and "Contract" in docstring, family
+    named = {word.strip("`,.:;()") for word in docstring.split()}
+    files = {p.name for p in (PACKAGE / "infer" / family).glob("*.py")} - {"__init__.py"}
+    assert files <= named, f"{family}'s docstring does not mention {sorted(files - named)}"
+
+
+def _function_body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    body = node.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        body = body[1:]  # the docstring
+    return 0 if not body else (body[-1].end_lineno or 0) - body[0].lineno + 1
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_modules_stay_under_400_lines_and_functions_under_60(path: Path) -> None:
+    text = path.read_text()
+    assert len(text.splitlines()) <= 400, f"{path} holds more than one concept"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            assert _function_body_lines(node) <= 60, f"{path}:{node.lineno} {node.name}"
+
+
+OLD_MODULE_PATHS = {
+    "bnn.infer.vi": ("fit", "KLSchedule", "Validation"),
+    "bnn.infer.svi": ("svi", "SVIPosterior", "pyro_model"),
+    "bnn.infer.nuts": ("nuts",),
+    "bnn.infer.hmc": ("hmc",),
+    "bnn.infer.sgmcmc": ("sgld", "sghmc", "StepSchedule"),
+    "bnn.infer.laplace": ("laplace", "LaplacePosterior"),
+    "bnn.infer.marglik": ("marglik_training",),
+    "bnn.infer.linear": ("neural_linear", "NeuralLinear", "BayesianLinearRegression"),
+    "bnn.infer.ensemble": ("deep_ensemble", "DeepEnsemble"),
+    "bnn.infer.swag": ("swag", "multi_swag", "SWAGPosterior"),
+    "bnn.infer.stacking": ("stack", "StackedPosterior"),
+    "bnn.infer.boosting": ("boost", "BoostedPosterior"),
+    "bnn.infer.gp": ("gp", "GPPosterior"),
+    "bnn.infer.history": ("History",),
+    "bnn.infer.checkpoint": ("Checkpoint",),
+}
+"""The public module paths from before the families, with names users imported from them."""
+
+
+@pytest.mark.parametrize("path", sorted(OLD_MODULE_PATHS))
+def test_imports_from_the_module_paths_before_the_families_still_work(path: str) -> None:
+    code = f"from {path} import {', '.join(OLD_MODULE_PATHS[path])}"
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - the import statement a user's script holds
+    for name in OLD_MODULE_PATHS[path]:
+        assert namespace[name] is getattr(importlib.import_module(path), name)
+    assert all(
+        namespace[name] is getattr(bnn.infer, name)
+        for name in OLD_MODULE_PATHS[path]
+        if name in bnn.infer.__all__
+    )

@@ -17,7 +17,7 @@ import bnn
 import bnn.apps.datasets
 from bnn.evaluate import metrics
 from bnn.posterior import _evaluate
-from tests.apps.test_uci import _copy_yacht as copy_yacht
+from tests.apps.uci.test_uci import _copy_yacht as copy_yacht
 
 
 # ----------------------------------------------------------------------------- 3: one target rule

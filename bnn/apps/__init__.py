@@ -1,5 +1,5 @@
 """Applications on top of the library: the ``bnn`` command line (``cli``), the demo (``demo``),
-the UCI benchmark (``uci``) and its data sets (``datasets``). Nothing in ``bnn`` imports them;
-run them from the command line."""
+the UCI benchmark (the ``uci`` package) and the data-set loaders (``datasets``). Nothing in
+``bnn`` imports them; run them from the command line."""
 
 __all__: list[str] = []

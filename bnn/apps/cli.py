@@ -79,7 +79,7 @@ def _add_uci(suites: Any) -> None:
         "--tune",
         action="store_true",
         help="tune each split's hyperparameters on its validation split first (needs the "
-        "tune extra; see bnn.apps.uci_tune)",
+        "tune extra; see bnn.apps.uci.tune)",
     )
     uci.add_argument("--tune-trials", type=int, default=12, help="configurations per split")
     uci.add_argument("--tune-seeds", type=int, default=2, help="seeds per configuration")
@@ -176,7 +176,7 @@ def _uci(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
-    from bnn.apps.uci import Defaults, run_uci, write_report
+    from bnn.apps.uci.command import Defaults, run_uci, write_report
 
     _check_counts(args)
     _check_output(args.output, ("uci.md", "uci.json"))
@@ -194,7 +194,7 @@ def _uci(args: argparse.Namespace) -> int:
         )
     tuning = None
     if args.tune:
-        from bnn.apps.uci_tune import Tuning, check_tunable
+        from bnn.apps.uci.tune import Tuning, check_tunable
 
         check_tunable(args.method)
         for flag, value in (("--tune-trials", args.tune_trials), ("--tune-seeds", args.tune_seeds)):

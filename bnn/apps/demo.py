@@ -20,7 +20,7 @@ from bnn._io import write_text_atomically
 from bnn.apps.datasets import Standardizer, load_uci
 from bnn.evaluate import metrics
 from bnn.evaluate.plots import compare_predictive
-from bnn.infer.vi import fit
+from bnn.infer.training.fit import fit
 from bnn.likelihoods import Gaussian, RegressionPrediction
 from bnn.nn.convert import bayesianize
 from bnn.nn.dropout import MCDropout

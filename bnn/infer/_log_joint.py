@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bnn.infer._loop import check_model_input
+from bnn.infer.training._loop import check_model_input
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
 from bnn.nn.priors import Normal, Prior

@@ -50,9 +50,9 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn.evaluate import metrics
 from bnn.evaluate.calibration import calibration
-from bnn.infer.ensemble import deep_ensemble
-from bnn.infer.laplace import laplace
-from bnn.infer.vi import fit
+from bnn.infer.ensembles.ensemble import deep_ensemble
+from bnn.infer.laplace.laplace import laplace
+from bnn.infer.training.fit import fit
 from bnn.likelihoods import (
     Categorical,
     ClassificationPrediction,

@@ -13,7 +13,7 @@ import pytest
 
 import bnn.apps.datasets
 import bnn.apps.demo
-import bnn.apps.uci
+import bnn.apps.uci.command
 from bnn.apps.cli import main
 from bnn.apps.datasets.uci import seeded_split
 
@@ -39,7 +39,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("training started before the error was found")
 
-    monkeypatch.setattr(bnn.apps.uci, "fit_method", refuse)
+    monkeypatch.setattr(bnn.apps.uci.command, "fit_method", refuse)
     monkeypatch.setattr(bnn.apps.demo, "run_toy", refuse)
 
 

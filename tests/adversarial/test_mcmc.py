@@ -166,7 +166,7 @@ def test_hmc_caps_the_leapfrog_steps_when_adaptation_collapses_the_step(
 ) -> None:
     # Next to the NaN region the adapted step shrinks towards 0; uncapped, each draw would take
     # trajectory_length / step_size leapfrog steps (the run never ended).
-    monkeypatch.setattr(sys.modules["bnn.infer.hmc"], "MAX_LEAPFROG_STEPS", 16)
+    monkeypatch.setattr(sys.modules["bnn.infer.mcmc.hmc"], "MAX_LEAPFROG_STEPS", 16)
     samples, _ = SAMPLERS["hmc"](SquareRoot(), init="current", warmup=10, draws=3, rng=0)
     step = float(samples.sample_stats["step_size"].min())
     assert 0.3 / step > 16  # the uncapped trajectory would be longer than the cap

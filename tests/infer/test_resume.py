@@ -7,6 +7,7 @@ must come from the file). Weights, likelihood and history must be identical.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -216,7 +217,7 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, ca
 def test_fit_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bnn.infer.vi as vi
+    vi = importlib.import_module("bnn.infer.training.fit")
 
     build, options = CASES["kl annealing"]
     model, _, history = _fit(build, options, 6, init_seed=0, checkpoint=None)
@@ -247,7 +248,7 @@ SGMCMC_CASES = {
 def test_sgmcmc_interrupted_resumes_instead_of_replaying_its_noise(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bnn.infer._sgmcmc_chain as sgmcmc
+    sgmcmc = importlib.import_module("bnn.infer.mcmc._sgmcmc_chain")
 
     method, options, stop_after = SGMCMC_CASES[case]
 
@@ -280,7 +281,7 @@ def test_sgmcmc_interrupted_resumes_instead_of_replaying_its_noise(
 def test_an_interrupted_ensemble_resumes_each_member_where_it_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bnn.infer.vi as vi
+    vi = importlib.import_module("bnn.infer.training.fit")
 
     def train(checkpoint: Path | None) -> bnn.infer.DeepEnsemble:
         ensemble, _ = bnn.infer.deep_ensemble(

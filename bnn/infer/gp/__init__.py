@@ -1,0 +1,15 @@
+"""Gaussian processes on GPyTorch (the ``gp`` extra): exact, sparse variational, deep kernel.
+
+Read first: ``gp.py`` (the public function ``gp`` and ``GPPosterior``). Then ``_models.py``
+(the GPyTorch models and their training loops) and ``_checks.py`` (the data, likelihood and option
+checks, and the exact GP's memory check, all run before any training).
+
+Contract: ``gp(model_or_None, data, *, likelihood, method, kernel, ..., rng=None,
+progress=True) -> (GPPosterior, History)``; with a network, the GP sits on its features
+(deep kernel learning). The posterior carries its own observation model
+(``predictive_likelihood``), so prediction needs no likelihood argument.
+"""
+
+from bnn.infer.gp.gp import KERNELS, MEANS, METHODS, GPPosterior, gp, gpytorch_module
+
+__all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"]

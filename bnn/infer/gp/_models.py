@@ -1,0 +1,302 @@
+"""GPyTorch pieces of ``bnn.infer.gp``: likelihoods, kernels, means, the exact and sparse
+variational models, and their training loops (``bnn.infer.gp`` checks the arguments and
+wraps the result as a `GPPosterior`)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from bnn._checks import check_positive
+from bnn.infer.history import History
+from bnn.infer.training._loop import NonFiniteLossError
+from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+
+
+def gpytorch_module() -> Any:
+    """The installed GPyTorch, or an ImportError naming the extra to install."""
+    try:
+        with warnings.catch_warnings():  # linear_operator scripts a helper with torch.jit
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            import gpytorch
+    except ImportError as error:
+        raise ImportError(
+            "bnn.infer.gp needs GPyTorch: pip install bnn-torch[gp] (or pip install gpytorch)."
+        ) from error
+    return gpytorch
+
+
+@contextlib.contextmanager
+def _exact_linear_algebra() -> Iterator[None]:
+    """Dense Cholesky everywhere (no CG, no Lanczos), GPyTorch's input warnings silenced."""
+    gpytorch = gpytorch_module()
+    with (
+        warnings.catch_warnings(),
+        gpytorch.settings.fast_computations(
+            covar_root_decomposition=False, log_prob=False, solves=False
+        ),
+        gpytorch.settings.max_cholesky_size(2**62),
+    ):
+        warnings.filterwarnings("ignore", category=gpytorch.utils.warnings.GPInputWarning)
+        yield
+
+
+def _features(features: nn.Module, x: Tensor) -> Tensor:
+    """Deep-kernel features ``[N, F]`` of ``x`` (``x`` itself for ``nn.Identity``)."""
+    output: Tensor = features(x)
+    if output.dim() == 1:
+        output = output.unsqueeze(-1)
+    return output
+
+
+def _gp_likelihood(gpytorch: Any, likelihood: Likelihood, num_classes: int | None) -> Any:
+    if isinstance(likelihood, Categorical):
+        assert num_classes is not None
+
+        class Softmax(gpytorch.likelihoods.SoftmaxLikelihood):  # type: ignore[misc]
+            """``p(y | f) = softmax(f)``, ``f`` ``[..., N, K]``: the link of ``bnn.Categorical``.
+
+            GPyTorch's ``forward`` transposes samples whose ``N`` equals ``K`` (a legacy
+            layout), which would silently swap data and classes in a mini-batch of ``K``
+            points; here the samples are always ``[..., N, K]`` (from the multitask output).
+            """
+
+            def forward(self, function_samples: Tensor, *args: Any, **kwargs: Any) -> Any:
+                del args, kwargs
+                return torch.distributions.Categorical(logits=function_samples)
+
+        return Softmax(num_features=num_classes, num_classes=num_classes, mixing_weights=False)
+    if isinstance(likelihood, Bernoulli):
+
+        class LogitBernoulli(gpytorch.likelihoods.likelihood._OneDimensionalLikelihood):  # type: ignore[misc]
+            """``p(y = 1 | f) = sigmoid(f)``: the link of ``bnn.Bernoulli``."""
+
+            def forward(self, function_samples: Tensor, *args: Any, **kwargs: Any) -> Any:
+                del args, kwargs
+                return torch.distributions.Bernoulli(logits=function_samples)
+
+        return LogitBernoulli()
+    assert isinstance(likelihood, Gaussian)
+    noise = gpytorch.likelihoods.GaussianLikelihood(
+        noise_constraint=gpytorch.constraints.GreaterThan(1e-10)
+    )
+    if not likelihood.learn_std:
+        noise.raw_noise.requires_grad_(False)
+    return noise
+
+
+def _carried(likelihood: Likelihood, gp_likelihood: Any) -> Likelihood:
+    if isinstance(likelihood, Bernoulli):
+        return Bernoulli()
+    if isinstance(likelihood, Categorical):
+        return Categorical()
+    return Gaussian(math.sqrt(float(gp_likelihood.noise.detach())))
+
+
+def _kernel(gpytorch: Any, kernel: str, dims: int, **batch: torch.Size) -> Any:
+    """A scaled ARD kernel; ``batch_shape=[K]`` in ``batch`` makes ``K`` independent ones."""
+    kernels = gpytorch.kernels
+    base = (
+        kernels.RBFKernel(ard_num_dims=dims, **batch)
+        if kernel == "rbf"
+        else kernels.MaternKernel(
+            nu={"matern12": 0.5, "matern32": 1.5, "matern52": 2.5}[kernel],
+            ard_num_dims=dims,
+            **batch,
+        )
+    )
+    return kernels.ScaleKernel(base, **batch)
+
+
+def _mean(gpytorch: Any, mean: str, **batch: torch.Size) -> Any:
+    means = gpytorch.means
+    return means.ConstantMean(**batch) if mean == "constant" else means.ZeroMean(**batch)
+
+
+def _exact_model(
+    gpytorch: Any,
+    x: Tensor,
+    y: Tensor,
+    features: nn.Module,
+    kernel: str,
+    mean: str,
+    gp_likelihood: Any,
+) -> Any:
+    with torch.no_grad():
+        dims = _features(features, x[:1]).shape[-1]
+
+    class Exact(gpytorch.models.ExactGP):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(x, y, gp_likelihood)
+            self.features = features
+            self.mean_module = _mean(gpytorch, mean)
+            self.covar_module = _kernel(gpytorch, kernel, dims)
+
+        def forward(self, inputs: Tensor) -> Any:
+            z = _features(self.features, inputs)
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+    return Exact()
+
+
+def _svgp_model(
+    gpytorch: Any,
+    inducing: Tensor,
+    features: nn.Module,
+    kernel: str,
+    mean: str,
+    learn_inducing: bool,
+    jitter: float | None,
+    num_classes: int | None = None,
+) -> Any:
+    """An SVGP; for ``num_classes = K``, ``K`` independent latent GPs (a batch of ``K``)."""
+    variational = gpytorch.variational
+    batch: dict[str, torch.Size] = {}
+    if num_classes is not None:
+        batch["batch_shape"] = torch.Size([num_classes])
+        if inducing.dim() == 2:  # the same initial locations for each class
+            inducing = inducing.unsqueeze(0).repeat(num_classes, 1, 1)
+        if inducing.dim() != 3 or inducing.shape[0] != num_classes:
+            raise ValueError(
+                f"inducing_points for {num_classes} classes must be [M, F] or "
+                f"[{num_classes}, M, F], got {tuple(inducing.shape)}."
+            )
+
+    class SVGP(gpytorch.models.ApproximateGP):  # type: ignore[misc]
+        def __init__(self) -> None:
+            distribution = variational.NaturalVariationalDistribution(inducing.shape[-2], **batch)
+            strategy = variational.VariationalStrategy(
+                self,
+                inducing.clone(),
+                distribution,
+                learn_inducing_locations=learn_inducing,
+                jitter_val=jitter,
+            )
+            if num_classes is not None:  # outputs [N, K]: one latent GP per class
+                strategy = variational.IndependentMultitaskVariationalStrategy(
+                    strategy, num_tasks=num_classes
+                )
+            super().__init__(strategy)
+            self.features = features
+            self.mean_module = _mean(gpytorch, mean, **batch)
+            self.covar_module = _kernel(gpytorch, kernel, inducing.shape[-1], **batch)
+
+        def forward(self, z: Tensor) -> Any:
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+        def __call__(self, inputs: Tensor, **kwargs: Any) -> Any:
+            return super().__call__(_features(self.features, inputs), **kwargs)
+
+    return SVGP()
+
+
+def _initialise(gp_model: Any, lengthscale: float | None, outputscale: float | None) -> None:
+    kernel = gp_model.covar_module
+    dtype = kernel.raw_outputscale.dtype
+    if lengthscale is not None:
+        value = check_positive("lengthscale", lengthscale)
+        kernel.base_kernel.lengthscale = torch.tensor(value, dtype=dtype)  # exact, not float32
+    if outputscale is not None:
+        value = check_positive("outputscale", outputscale)
+        kernel.outputscale = torch.tensor(value, dtype=dtype)
+
+
+def _hyperparameters(gp_model: Any, gp_likelihood: Any, exclude: set[int]) -> list[nn.Parameter]:
+    unique = {id(p): p for p in [*gp_model.parameters(), *gp_likelihood.parameters()]}
+    return [p for key, p in unique.items() if p.requires_grad and key not in exclude]
+
+
+def _train_exact(
+    gpytorch: Any,
+    gp_model: Any,
+    gp_likelihood: Any,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    train_hyperparameters: bool,
+    progress: bool,
+    history: History,
+    **_: Any,
+) -> None:
+    if not train_hyperparameters or epochs == 0:
+        return
+    objective = gpytorch.mlls.ExactMarginalLogLikelihood(gp_likelihood, gp_model)
+    optimizer = torch.optim.Adam(_hyperparameters(gp_model, gp_likelihood, set()), lr=lr)
+    gp_model.train()
+    gp_likelihood.train()
+    with _exact_linear_algebra():
+        for epoch in tqdm(range(epochs), desc="gp (exact)", disable=not progress):
+            loss = -objective(gp_model(x), y)
+            _step(optimizer, loss, epoch)
+            history.record(loss=float(loss.detach()))
+
+
+def _train_svgp(
+    gpytorch: Any,
+    gp_model: Any,
+    gp_likelihood: Any,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    ngd_lr: float,
+    batch_size: int | None,
+    train_hyperparameters: bool,
+    rng: Any,
+    progress: bool,
+    history: History,
+) -> None:
+    n = x.shape[0]
+    variational = list(gp_model.variational_parameters())
+    natural = gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
+    others = _hyperparameters(gp_model, gp_likelihood, {id(p) for p in variational})
+    if not train_hyperparameters:
+        strategy = gp_model.variational_strategy
+        inducing = getattr(strategy, "base_variational_strategy", strategy).inducing_points
+        feature_ids = {id(p) for p in gp_model.features.parameters()}
+        others = [p for p in others if p is inducing or id(p) in feature_ids]
+    adam = torch.optim.Adam(others, lr=lr) if others else None
+    objective = gpytorch.mlls.VariationalELBO(gp_likelihood, gp_model, num_data=n)
+    shuffle = rng.torch_generator("data")
+    gp_model.train()
+    gp_likelihood.train()
+    with _exact_linear_algebra():
+        for epoch in tqdm(range(epochs), desc="gp (svgp)", disable=not progress):
+            order = torch.randperm(n, generator=shuffle).to(x.device)
+            batches = [order] if batch_size is None else list(torch.split(order, batch_size))
+            total = 0.0
+            for index in batches:
+                natural.zero_grad()
+                if adam is not None:
+                    adam.zero_grad()
+                loss = -objective(gp_model(x[index]), y[index])
+                if not bool(torch.isfinite(loss)):
+                    raise NonFiniteLossError(f"non-finite ELBO in epoch {epoch}; lower lr.")
+                loss.backward()
+                natural.step()
+                if adam is not None:
+                    adam.step()
+                total += float(loss.detach()) * len(index)
+            history.record(loss=total / n)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: Tensor, epoch: int) -> None:
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteLossError(f"non-finite marginal likelihood in epoch {epoch}; lower lr.")
+    optimizer.zero_grad()
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()

@@ -1,0 +1,79 @@
+"""What `bnn.infer.fit` saves in a checkpoint and restores from it: the settings a resumed run
+must share with the one that wrote it, and the state the next epoch depends on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bnn.infer.history import History
+from bnn.infer.training._early_stopping import EarlyStopping
+from bnn.infer.training._fit_options import KLSchedule
+from bnn.infer.training._loop import OptimizerSpec, StepContext
+from bnn.random.rng import RNG
+
+__all__ = ["fit_settings", "restore", "snapshot"]
+
+
+def fit_settings(
+    generator: RNG,
+    batch_size: int,
+    lr: float,
+    optimizer: OptimizerSpec | None,
+    num_samples: int,
+    schedule: KLSchedule,
+) -> dict[str, Any]:
+    """What a resumed ``fit`` must share with the run that wrote the checkpoint."""
+    return {
+        "seed": generator.seed,
+        "rng_path": repr(generator),
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "optimizer": "Adam" if optimizer is None else type(optimizer).__name__,
+        "num_samples": num_samples,
+        "kl_weight": float(schedule.weight),
+        "kl_annealing_epochs": schedule.annealing_epochs,
+    }
+
+
+def snapshot(
+    context: StepContext,
+    generator: RNG,
+    history: History,
+    stopper: EarlyStopping | None,
+    epochs_done: int,
+    step: int,
+) -> dict[str, Any]:
+    """Everything the next epoch depends on (see ``bnn.infer.checkpoint``)."""
+    return {
+        "epochs_done": epochs_done,
+        "step": step,
+        "model": context.model.state_dict(),
+        "likelihood": context.likelihood.state_dict(),
+        "optimizer": context.optimizer.state_dict(),
+        "rng": generator.state_dict(),
+        "noise_rng": None if context.noise is generator else context.noise.state_dict(),
+        "early_stopping": None if stopper is None else stopper.state_dict(),
+        "metrics": history.metrics,
+        "extras": history.extras,
+    }
+
+
+def restore(
+    saved: dict[str, Any],
+    context: StepContext,
+    generator: RNG,
+    history: History,
+    stopper: EarlyStopping | None,
+) -> tuple[int, int]:
+    """Load a `snapshot` into the run; returns ``(first epoch, step)``."""
+    context.model.load_state_dict(saved["model"])
+    context.likelihood.load_state_dict(saved["likelihood"])
+    context.optimizer.load_state_dict(saved["optimizer"])
+    generator.load_state_dict(saved["rng"])
+    if saved["noise_rng"] is not None:
+        context.noise.load_state_dict(saved["noise_rng"])
+    if stopper is not None and saved["early_stopping"] is not None:
+        stopper.load_state_dict(saved["early_stopping"])
+    history.metrics.update({name: list(values) for name, values in saved["metrics"].items()})
+    history.extras.update(saved["extras"])
+    return int(saved["epochs_done"]), int(saved["step"])
