@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_int", "check_positive"]
+import torch
+from torch import nn
+
+__all__ = ["check_finite_parameters", "check_int", "check_positive"]
 
 
 def check_int(name: str, value: object, minimum: int = 1) -> int:
@@ -25,3 +28,23 @@ def check_positive(name: str, value: object) -> float:
     ):
         raise ValueError(f"{name} must be a positive number, got {value!r}.")
     return float(value)
+
+
+def check_finite_parameters(module: nn.Module, method: str) -> None:
+    """Refuse a network whose weights hold NaN or inf before a method builds on them.
+
+    Raises:
+        ValueError: naming the first parameters with non-finite entries and what to do.
+    """
+    bad = [
+        f"{name} ({int((~torch.isfinite(p)).sum())} of {p.numel()})"
+        for name, p in module.named_parameters()
+        if p.is_floating_point() and not bool(torch.isfinite(p).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{method} needs finite weights, but the network's parameters hold NaN or inf: "
+            f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}. Its training diverged "
+            "before this call: retrain it (a lower learning rate, standardised data) or load "
+            "weights saved before the divergence."
+        )

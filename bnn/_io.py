@@ -1,7 +1,10 @@
 """Tensor-only files with a format name and version; loading never executes pickled code.
 
 Saving is atomic: the file is written to a temporary file in the same folder, flushed to disk
-and renamed over the target, so an interrupted save leaves the previous file intact.
+and renamed over the target, so an interrupted save leaves the previous file intact. A process
+killed mid-write (``kill -9``, SIGTERM, a scheduler's time limit) cannot remove its temporary
+file, so the name records the host and process id, and the next save or load in that folder
+removes the temporaries of this host's processes that no longer run.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
+import socket
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +23,13 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_write", "load_versioned", "save_atomically", "write_text_atomically"]
+__all__ = [
+    "atomic_write",
+    "load_versioned",
+    "remove_stale_temporaries",
+    "save_atomically",
+    "write_text_atomically",
+]
 
 
 @contextlib.contextmanager
@@ -32,23 +44,93 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         raise FileNotFoundError(
             f"cannot save to {target}: the folder {target.parent} does not exist; create it first."
         )
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    remove_stale_temporaries(target.parent)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=_temporary_suffix(os.getpid()), dir=target.parent
+    )
+    with _WRITING_LOCK:
+        _WRITING.add(os.path.abspath(temporary))
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle
             handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~_umask())  # as open() would create it
             os.fsync(handle.fileno())
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    finally:
+        with _WRITING_LOCK:
+            _WRITING.discard(os.path.abspath(temporary))
     with contextlib.suppress(OSError):  # make the rename itself durable where supported
         folder = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+_WRITING: set[str] = set()
+"""Temporary files this process is writing now (another thread's save is not stale)."""
+_WRITING_LOCK = threading.Lock()
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[^.]+)\.(?P<pid>\d+)\.bnn-partial$")
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    with _WRITING_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
+
+
+def _temporary_suffix(pid: int) -> str:
+    return f".{_host()}.{pid}.bnn-partial"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` that a killed save of this host left behind.
+
+    A temporary file is stale when the process that wrote it no longer runs (or is this
+    process, which is not writing it now). Files of other hosts (a shared file system) are
+    left alone: their processes cannot be seen from here. Returns the removed paths.
+    """
+    try:
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry in entries if entry.name.endswith(".bnn-partial")]
+    except OSError:  # an unreadable folder: the save or load itself reports what is wrong
+        return []
+    removed = []
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match is None or match["host"] != _host():
+            continue
+        pid = int(match["pid"])
+        path = Path(folder) / name
+        with _WRITING_LOCK:
+            busy = os.path.abspath(path) in _WRITING
+        if busy or (pid != os.getpid() and _running(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def save_atomically(state: dict[str, Any], path: str | Path) -> None:
@@ -84,6 +166,8 @@ def load_versioned(
             version, or one that lacks a ``required`` entry; the message names the file.
     """
     target = Path(path)
+    if target.parent.is_dir():
+        remove_stale_temporaries(target.parent)
     if not target.exists():
         raise FileNotFoundError(f"no file {target}: check the path (saved with .save(path)?).")
     if target.is_dir():

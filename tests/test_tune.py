@@ -115,10 +115,19 @@ def _fails_on_some_seeds(params: dict[str, Any], rng: bnn.RNG) -> float:
 
 
 def test_failing_seeds_are_recorded_per_trial_and_the_study_goes_on() -> None:
-    result = tune(
-        _fails_on_some_seeds, {"x": Float(0.0, 1.0)}, seeds=4, n_trials=15, rng=0, progress=False
-    )
+    with pytest.warns(RuntimeWarning, match=r"of 60 seed runs failed") as caught:
+        result = tune(
+            _fails_on_some_seeds,
+            {"x": Float(0.0, 1.0)},
+            seeds=4,
+            n_trials=15,
+            rng=0,
+            progress=False,
+        )
     failed = [row for row in result.trials if row["failed"]]
+    counted = sum(int(t.user_attrs["failed"]) for t in result.study.trials)
+    message = str(caught[0].message)
+    assert message.startswith(f"{counted} of 60 seed runs failed") and "diverged" in message
     assert failed and all(row["n"] + row["failed"] == 4 for row in result.trials)
     assert result.best_params["x"] < 0.5
     states = {t.state.name for t in result.study.trials}

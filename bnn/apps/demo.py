@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bnn._io import write_text_atomically
+from bnn._io import atomic_write, write_text_atomically
 from bnn.apps.datasets import Standardizer, load_uci
 from bnn.evaluate import metrics
 from bnn.evaluate.plots import compare_predictive
@@ -272,4 +272,5 @@ def _plot(
     except ImportError as error:
         print(f"{path.name} not written: {error}")
         return
-    figure.savefig(path, dpi=120)
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=120)

@@ -12,10 +12,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bnn.infer.training._loop import check_model_input
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.nn.layers import weight_space
 from bnn.nn.priors import Normal, Prior
+from bnn.posterior._model_input import check_model_input
 from bnn.random.rng import RNG
 
 __all__ = ["LogJoint", "PriorSpec", "check_data", "check_deterministic", "check_start"]

@@ -11,8 +11,10 @@ same path, the loop continues from the saved epoch, so
     fit(model, data, epochs=10, checkpoint=path, rng=0)
 
 gives the bits of ``fit(model, data, epochs=10, rng=0)``. The file records the settings that
-shape the run (batch size, learning rate, schedules, seed, ...); resuming with different ones is
-refused with the differences named. Files hold tensors, numbers and strings only and load with
+shape the run (batch size, learning rate, schedules, seed, ...), a fingerprint of the data and
+of the model's and likelihood's parameter layout; resuming with different ones is refused with
+the differences named (settings a file from an older bnn does not record are not compared).
+Files hold tensors, numbers and strings only and load with
 ``torch.load(weights_only=True)``.
 
 Example:
@@ -22,13 +24,17 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor, nn
+
 from bnn._io import load_versioned, save_atomically
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "data_fingerprint", "layout_fingerprint"]
 
 FORMAT_VERSION = 1
 
@@ -85,7 +91,7 @@ class Checkpoint:
         differences = [
             f"{key}: saved {saved.get(key)!r}, now {value!r}"
             for key, value in self.settings.items()
-            if not _same(saved.get(key), value)
+            if key in saved and not _same(saved.get(key), value)
         ]
         if differences:
             raise ValueError(
@@ -113,3 +119,58 @@ def _same(saved: Any, now: Any) -> bool:
     if isinstance(saved, float) and isinstance(now, float) and math.isnan(saved):
         return math.isnan(now)
     return bool(saved == now)
+
+
+SAMPLED_ITEMS = 64
+"""Examples of a ``Dataset`` that is not a ``TensorDataset`` hashed into its fingerprint."""
+
+
+def data_fingerprint(data: object) -> str:
+    """A short digest of training data, so that a checkpoint refuses other data of one size.
+
+    ``(x, y)`` tensors and a ``TensorDataset`` (also inside a ``DataLoader``) are hashed whole;
+    another map-style ``Dataset`` by ``SAMPLED_ITEMS`` examples spread over it; an iterable
+    dataset is not hashed (``"unhashed"``).
+    """
+    dataset = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    digest = hashlib.sha256()
+    if isinstance(dataset, tuple):
+        tensors: list[Any] = list(dataset)
+    elif isinstance(dataset, torch.utils.data.TensorDataset):
+        tensors = list(dataset.tensors)
+    elif isinstance(dataset, torch.utils.data.Dataset) and hasattr(dataset, "__len__"):
+        size = len(dataset)
+        step = max(size // SAMPLED_ITEMS, 1)
+        tensors = [dataset[i] for i in range(0, size, step)][:SAMPLED_ITEMS]
+    else:
+        return "unhashed"
+    _update(digest, tensors)
+    return digest.hexdigest()[:16]
+
+
+def _update(digest: Any, item: Any) -> None:
+    if isinstance(item, Tensor):
+        digest.update(f"{item.dtype}{tuple(item.shape)}".encode())
+        digest.update(
+            item.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    elif isinstance(item, tuple | list):
+        for part in item:
+            _update(digest, part)
+    else:
+        digest.update(repr(item).encode())
+
+
+def layout_fingerprint(*modules: nn.Module) -> str:
+    """``"<count> tensors, <numbers> numbers, layout <digest>"`` of the modules' state: the
+    names, shapes and dtypes of their parameters and buffers, and which parameters train."""
+    entries = []
+    for index, module in enumerate(modules):
+        trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+        for name, tensor in module.state_dict().items():
+            entries.append(
+                f"{index}.{name}:{tuple(tensor.shape)}:{tensor.dtype}:{name in trainable}"
+            )
+    numbers = sum(t.numel() for m in modules for t in m.state_dict().values())
+    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()[:12]
+    return f"{len(entries)} tensors, {numbers} numbers, layout {digest}"

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Likelihood", "Prediction", "align_targets", "class_indices"]
+__all__ = [
+    "Likelihood",
+    "Prediction",
+    "align_targets",
+    "check_finite_samples",
+    "class_indices",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,26 @@ class Likelihood(nn.Module):
     def predict(self, samples: Tensor) -> Prediction:
         """Aggregate function samples ``[S, N, ...]`` into a predictive distribution."""
         raise NotImplementedError
+
+
+def check_finite_samples(samples: Tensor) -> None:
+    """Refuse function samples ``[S, N, ...]`` holding NaN or inf before they become a
+    predictive (a distribution built on them would fail with the whole tensor printed, or
+    score as NaN).
+
+    Raises:
+        ValueError: how many values are not finite, and where to look.
+    """
+    finite = torch.isfinite(samples)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    inputs = int((~finite).reshape(finite.shape[0], finite.shape[1], -1).any(-1).any(0).sum())
+    raise ValueError(
+        f"the function samples hold {bad} NaN or inf values (of {samples.numel()}, at "
+        f"{inputs} of {samples.shape[1]} inputs): the posterior's model gives non-finite "
+        "outputs. Check its weights (a training that diverged) and the inputs."
+    )
 
 
 def align_targets(y: object, shape: torch.Size, what: str = "prediction") -> Tensor:

@@ -26,6 +26,7 @@ from bnn.likelihoods._base import (
     _check_finite_targets,
     _per_datum,
     align_targets,
+    check_finite_samples,
     class_indices,
 )
 
@@ -119,6 +120,7 @@ class Categorical(Likelihood):
         return -F.cross_entropy(output, y, reduction="none")
 
     def predict(self, samples: Tensor) -> ClassificationPrediction:
+        check_finite_samples(samples)
         return ClassificationPrediction(samples=samples, class_probs=samples.softmax(-1))
 
 
@@ -137,6 +139,7 @@ class Bernoulli(Likelihood):
         return _per_datum(log_density)
 
     def predict(self, samples: Tensor) -> ClassificationPrediction:
+        check_finite_samples(samples)
         logits = samples.squeeze(-1) if samples.dim() > 2 and samples.shape[-1] == 1 else samples
         positive = torch.sigmoid(logits)
         class_probs = torch.stack([1.0 - positive, positive], dim=-1)

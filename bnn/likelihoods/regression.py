@@ -36,6 +36,7 @@ from bnn.likelihoods._base import (
     _check_finite_targets,
     _per_datum,
     align_targets,
+    check_finite_samples,
 )
 
 __all__ = ["Gaussian", "HeteroscedasticGaussian", "MixtureDensity", "RegressionPrediction"]
@@ -213,6 +214,7 @@ class Gaussian(Likelihood):
         return _per_datum(log_density)
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
+        check_finite_samples(samples)
         scale = self.std.detach().to(samples).expand_as(samples)
         return RegressionPrediction(samples=samples, loc=samples, scale=scale)
 
@@ -280,6 +282,7 @@ class HeteroscedasticGaussian(Likelihood):
         return -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
+        check_finite_samples(samples)
         mean, std = self.split(samples)
         return RegressionPrediction(samples=samples, loc=mean, scale=std)
 
@@ -340,6 +343,7 @@ class MixtureDensity(Likelihood):
         return torch.logsumexp(log_weights + component, dim=-1)
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
+        check_finite_samples(samples)
         log_weights, means, stds = self.split(samples)
         s, k = samples.shape[0], self.num_components
 

@@ -151,18 +151,72 @@ def evaluate_in_chunks(
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
-    """Memory that can still be allocated on ``device`` (``None`` where it cannot be read)."""
+    """Memory that can still be allocated on ``device`` (``None`` where it cannot be read).
+
+    On the CPU the smallest of free RAM, the memory cgroup's remaining limit and the address
+    space left under ``RLIMIT_AS``: the limits a container or a cluster job sees.
+    """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     if device.type != "cpu":
         return None
+    limits = [_meminfo_available(), _cgroup_available(), _address_space_available()]
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
+    """The kernel's estimate of allocatable RAM (``MemAvailable``)."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_number(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
     except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (cgroup v2): no limit
+
+
+def _cgroup_available() -> int | None:
+    """What the process's memory cgroup (a container's or a batch job's limit) still allows."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",  # cgroup v1
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        limit, usage = _read_number(limit_file), _read_number(usage_file)
+        if limit is not None and usage is not None and limit < 2**60:  # v1's "no limit"
+            return max(limit - usage, 0)
+    return None
+
+
+def _address_space_available() -> int | None:
+    """What ``ulimit -v`` (``RLIMIT_AS``, as batch schedulers set it) still allows."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    return max(soft - int(line.split()[1]) * 1024, 0)
+    except (OSError, ValueError, IndexError):
         pass
     return None
 
@@ -181,8 +235,9 @@ def check_output_fits(shape: tuple[int, ...], like: Tensor) -> None:
         return
     raise MemoryError(
         f"the {shape[0]} function samples would need {_size(needed)} as one "
-        f"{list(shape)} tensor, more than half of the {_size(available)} still free on "
-        f"{like.device}; ask for fewer samples (a few thousand give Monte Carlo errors well "
+        f"{list(shape)} tensor, more than half of the {_size(available)} this process may "
+        f"still allocate on {like.device} (free memory, cgroup and ulimit -v limits); ask for "
+        "fewer samples (a few thousand give Monte Carlo errors well "
         "below 1 %), or predict on fewer inputs per call and keep only the summaries you need."
     )
 

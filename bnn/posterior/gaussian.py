@@ -28,6 +28,7 @@ from bnn.posterior._covariance import CovarianceFactor
 from bnn.posterior._evaluate import eval_mode, evaluate_parameter_samples_chunked
 from bnn.posterior._glm import check_glm_likelihood, glm_prediction
 from bnn.posterior._linearise import output_jacobians, unflatten_parameters
+from bnn.posterior._model_input import check_model_input
 from bnn.posterior.protocol import Draws, check_inputs, check_memory_budget
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -155,7 +156,7 @@ class GaussianPosterior:
         evaluated in one ``vmap`` per chunk of ``memory_budget`` bytes; with
         ``batchnorm_data`` each draw's BatchNorm statistics are recomputed (a loop over draws).
         """
-        check_inputs(x, self.mean, num_samples)
+        self.check_inputs(x, num_samples)
         budget = check_memory_budget(memory_budget, x.device)
         flat = self.sample_flat(num_samples, rng=rng)
         return self.evaluate(flat, x, budget)
@@ -177,7 +178,7 @@ class GaussianPosterior:
         parameters = {k: v.unsqueeze(0) for k, v in self._unflatten(flat).items()}
         functions = None
         if x is not None:
-            check_inputs(x, self.mean, count)
+            self.check_inputs(x, count)
             budget = check_memory_budget(None, x.device)
             functions = self.evaluate(flat, x, budget).unsqueeze(0)
         return Draws(parameters=parameters, functions=functions, is_mcmc=False)
@@ -185,12 +186,18 @@ class GaussianPosterior:
     def _unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         return unflatten_parameters(flat, self.names, self.shapes)
 
+    def check_inputs(self, x: Tensor, num_samples: int) -> None:
+        """Refuse inputs the network cannot take (features, dtype, device, NaN) by name,
+        before any Jacobian or vmapped evaluation turns the mismatch into a raw error."""
+        check_inputs(x, self.mean, num_samples)
+        check_model_input(self._model, x)
+
     # ------------------------------------------------------------------ linearised predictive
     def functional_moments(
         self, x: Tensor, *, memory_budget: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """Mean ``f(x, θ̄)`` ``[N, *out]`` and covariance ``J Σ Jᵀ`` ``[N, C, C]``."""
-        check_inputs(x, self.mean, 1)
+        self.check_inputs(x, 1)
         budget = check_memory_budget(memory_budget, x.device)
         outputs, jacobian = output_jacobians(
             self._model, self.names, x, budget, at=self._unflatten(self.mean)
@@ -282,7 +289,7 @@ class GaussianMixturePosterior:
         memory_budget: int | None = None,
     ) -> Tensor:
         """``[S, N, ...]`` outputs under draws from the mixture (see ``sample_flat``)."""
-        check_inputs(x, self.components[0].mean, num_samples)
+        self.components[0].check_inputs(x, num_samples)
         budget = check_memory_budget(memory_budget, x.device)
         return self._evaluate(*self._sample_parts(num_samples, rng), x, budget)
 
@@ -296,7 +303,7 @@ class GaussianMixturePosterior:
         parameters = {k: v.unsqueeze(0) for k, v in self.components[0]._unflatten(flat).items()}
         functions = None
         if x is not None:
-            check_inputs(x, self.components[0].mean, count)
+            self.components[0].check_inputs(x, count)
             budget = check_memory_budget(None, x.device)
             functions = self._evaluate(parts, order, x, budget).unsqueeze(0)
         return Draws(parameters=parameters, functions=functions, is_mcmc=False)

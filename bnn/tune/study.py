@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -233,6 +234,7 @@ def tune(
             "no trial completed: every seed of every trial failed; run the objective once by "
             "hand to see its error."
         )
+    _warn_about_failures(study)
     best = min(rows, key=lambda row: sign * row["score"])
     separated: bool | None = None
     message = unraced_message(rows, sign)
@@ -251,6 +253,27 @@ def tune(
         race=raced,
         study=study,
     )
+
+
+def _warn_about_failures(study: optuna.Study) -> None:
+    """Say how many seed runs failed (raised or returned NaN/inf), with the first error."""
+    failed = runs = 0
+    first = ""
+    for trial in study.trials:
+        if "failed" not in trial.user_attrs:
+            continue
+        failed += int(trial.user_attrs["failed"])
+        runs += int(trial.user_attrs["failed"]) + len(trial.user_attrs.get("values", []))
+        first = first or next(iter(trial.user_attrs.get("errors", [])), "")
+    if failed:
+        warnings.warn(
+            f"{failed} of {runs} seed runs failed and were left out of their trials' scores "
+            f"(see trials[i]['failed']); the first error: {first}. A configuration that fails "
+            "on some seeds is less reliable than its score says: fix the objective or narrow "
+            "the search space.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 # ----------------------------------------------------------------------------- one trial

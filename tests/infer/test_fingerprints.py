@@ -181,7 +181,10 @@ FINGERPRINTS: dict[str, str] = {
     "laplace": "96caa8061c4073c252a6370960a7d0e5598adc85af679ca79d99db9393d5de2e",
     "swag": "f553b2c67e66b8124a5f138fd4b1c64d37bd249b3bf2487ca5329756686aac26",
     "multi_swag": "e173669b0468b36c3a894339ab157a1353f2d7a03267db715d3df904b26991e9",
-    "gp": "5c7299eef68ec1085dd8d1d243bca677131c13fe725483126158bc04ed77f550",
+    # re-pinned (issue 31): the exact GP's predictive is solved in float64, and a learned
+    # noise has GPyTorch's floor (1e-4, was 1e-10), which changes the noise's parametrisation.
+    # Before: 5c7299ee…
+    "gp": "4b958081c4911cec65911c564d3f301b5d7d8e934c693c03400a82a6d75ff7c6",
     "stack": "39483172ece8690a12daa6e2450f9b9b299633c358cab5b4bf019bb0343819bb",
     "boost": "006276c535cea54e0984c7c5bf70b3bbb6e188282b92f385ed1260e91ec49f65",
     "marglik_training": "80727fbf6b92a2f8afca935728df7df824706904c494db64801e399fb3debc6e",

@@ -4,9 +4,18 @@ from bnn.apps.datasets.uci import (
     BUNDLED,
     Standardizer,
     UCISplit,
+    duplicated_inputs,
     load_uci,
     num_splits,
     seeded_split,
 )
 
-__all__ = ["BUNDLED", "Standardizer", "UCISplit", "load_uci", "num_splits", "seeded_split"]
+__all__ = [
+    "BUNDLED",
+    "Standardizer",
+    "UCISplit",
+    "duplicated_inputs",
+    "load_uci",
+    "num_splits",
+    "seeded_split",
+]

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "duplicated_inputs",
     "BUNDLED",
     "SEEDED_SPLITS",
     "Standardizer",
@@ -198,3 +199,14 @@ def load_uci(
         x_test=x[test],
         y_test=y[test],
     )
+
+
+def duplicated_inputs(x_test: Tensor, x_train: Tensor) -> int:
+    """How many rows of ``x_test`` equal some row of ``x_train`` exactly.
+
+    Such test points are not new: a model that interpolates its training data (a GP whose
+    noise collapsed) predicts them with a density that spikes, and its test log-likelihood
+    says more about the duplicates than about the model.
+    """
+    train = {tuple(row) for row in x_train.tolist()}
+    return sum(tuple(row) in train for row in x_test.tolist())

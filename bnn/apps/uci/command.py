@@ -32,7 +32,7 @@ from torch import Tensor
 from bnn._io import write_text_atomically
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
-from bnn.apps.datasets import Standardizer, UCISplit, load_uci, num_splits
+from bnn.apps.datasets import Standardizer, UCISplit, duplicated_inputs, load_uci, num_splits
 from bnn.apps.uci.common import Defaults, Fitted, Prepared
 from bnn.apps.uci.methods import FIT, fit_method
 from bnn.apps.uci.tune import Tuning, check_tunable, tuned_defaults
@@ -81,6 +81,7 @@ class SplitResult:
     conformal_coverage_95: float | None = None
     stack_weights: list[float] | None = None
     tuned: dict[str, Any] | None = None
+    duplicated_test_inputs: int = 0  # test inputs equal to a training input
 
 
 def _prepare(split: UCISplit, defaults: Defaults, rng: RNG) -> tuple[Prepared, Standardizer]:
@@ -217,6 +218,7 @@ def _run_split(
         seconds=seconds,
         stack_weights=fitted.extras.get("stack_weights"),
         tuned=tuned,
+        duplicated_test_inputs=duplicated_inputs(split.x_test, split.x_train),
         **conformal,
     )
 
@@ -375,5 +377,12 @@ def write_report(results: list[SplitResult], output: Path) -> str:
     table = format_table(rows)
     report = {"splits": [asdict(r) for r in results], "summary": [asdict(r) for r in rows]}
     write_text_atomically(output / "uci.json", json.dumps(report, indent=2))
+    duplicates = [r.duplicated_test_inputs for r in results]
+    if any(duplicates):
+        table += (
+            f"\n\n{sum(duplicates) / len(duplicates):.1f} test inputs per split (at most "
+            f"{max(duplicates)}) equal a training input: a model that interpolates its training "
+            "data scores them with a spiking density, so read the test log-likelihood with care."
+        )
     write_text_atomically(output / "uci.md", table + "\n")
     return table

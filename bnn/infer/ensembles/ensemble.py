@@ -199,7 +199,8 @@ class DeepEnsemble(nn.Module):
 
         Raises:
             ValueError: the file holds the members' learned likelihood parameters but no
-                ``likelihood`` was given (they would be lost, and predictions noise-free).
+                ``likelihood`` was given (they would be lost, and predictions noise-free);
+                the file holds no members, or another number of likelihoods than members.
         """
         state = load_versioned(
             path, "DeepEnsemble", FORMAT_VERSION, required=("members", "likelihoods")
@@ -210,7 +211,15 @@ class DeepEnsemble(nn.Module):
                 "each); pass likelihood= of the kind they were trained with, e.g. "
                 "bnn.Gaussian(1.0, learn_std=True)."
             )
-        ensemble = cls(factory, len(state["members"]), rng=0)
+        members, likelihoods = len(state["members"]), len(state["likelihoods"])
+        if likelihoods not in (0, members):
+            raise ValueError(
+                f"{path} is a damaged DeepEnsemble file: it holds {members} members but "
+                f"{likelihoods} likelihoods (one per member, or none). Save the ensemble again."
+            )
+        if members == 0:
+            raise ValueError(f"{path} is a damaged DeepEnsemble file: it holds no members.")
+        ensemble = cls(factory, members, rng=0)
         try:
             for member, member_state in zip(ensemble.members, state["members"], strict=True):
                 member.load_state_dict(member_state)

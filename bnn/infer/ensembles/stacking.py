@@ -300,7 +300,10 @@ def stack(
             member.sample_functions(x_val, num_samples, rng=generator.spawn(k))
             for k, member in enumerate(posteriors)
         ]
-    predictions = [lk.predict(s) for lk, s in zip(likelihoods, samples, strict=True)]
+    predictions = [
+        _member_prediction(k, lk, s)
+        for k, (lk, s) in enumerate(zip(likelihoods, samples, strict=True))
+    ]
     shapes = {_event_shape(p) for p in predictions}
     if len(shapes) > 1:
         raise ValueError(
@@ -356,6 +359,14 @@ def _check_arguments(
             "same inputs."
         )
     return likelihoods
+
+
+def _member_prediction(k: int, likelihood: Likelihood, samples: Tensor) -> Prediction:
+    """Member ``k``'s validation predictive; a member with non-finite outputs is named."""
+    try:
+        return likelihood.predict(samples)
+    except ValueError as error:
+        raise ValueError(f"stack: posterior {k} of the list: {error}") from error
 
 
 def _member_log_densities(

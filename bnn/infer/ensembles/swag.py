@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bnn._checks import check_int, check_positive
+from bnn._checks import check_finite_parameters, check_int, check_positive
 from bnn._progress import progress_bar
 from bnn.infer.history import History
 from bnn.infer.training._loop import NonFiniteLossError, TrainData, make_loader
@@ -207,6 +207,7 @@ def swag(
         ...                               epochs=20, lr=0.05, rank=10, rng=0, progress=False)
     """
     _check_swag(model, likelihood, epochs, lr, rank, collect_every, burn_in, scale, diagonal_only)
+    check_finite_parameters(model, "swag")
     batchnorm_data = _batchnorm_inputs(model, data)
     generator = resolve_rng(rng)
     names = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -338,7 +339,8 @@ def _step(
     loss = -likelihood.log_prob(model(x), y).mean()
     if not bool(torch.isfinite(loss)):
         raise NonFiniteLossError(
-            f"non-finite loss in swag epoch {epoch}; lower lr or standardise the data."
+            f"non-finite loss in swag epoch {epoch}: SGD at lr diverged from the given "
+            "weights; lower lr or standardise the data."
         )
     optimizer.zero_grad()
     loss.backward()  # type: ignore[no-untyped-call]

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
 from bnn._checks import check_int, check_positive
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood, class_indices
 
-__all__ = ["KERNELS", "MEANS", "METHODS", "check_arguments", "check_exact", "check_options"]
+__all__ = [
+    "KERNELS",
+    "MEANS",
+    "METHODS",
+    "check_arguments",
+    "check_exact",
+    "check_input_shape",
+    "check_learned_noise",
+    "check_options",
+]
 
 KERNELS = ("rbf", "matern12", "matern32", "matern52")
 MEANS = ("constant", "zero")
@@ -139,3 +150,31 @@ def check_exact(x: Tensor, likelihood: Likelihood, max_exact_bytes: int) -> None
         )
     if isinstance(likelihood, Bernoulli | Categorical):
         raise ValueError("classification needs method='svgp' (the exact GP is Gaussian).")
+
+
+def check_input_shape(x: Tensor, input_shape: tuple[int, ...] | None) -> None:
+    """Refuse inputs whose shape per row differs from the training inputs'."""
+    if input_shape is not None and tuple(x.shape[1:]) != input_shape:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}, but the GP was fitted on inputs of shape "
+            f"[N, {', '.join(map(str, input_shape))}]; pass inputs with the training data's "
+            "features, in the same order."
+        )
+
+
+def check_learned_noise(noise_std: float, y: Tensor, min_noise: float) -> None:
+    """Warn when a learned noise sits at its floor or far below the targets' spread."""
+    spread = float(y.double().std()) if y.numel() > 1 else 0.0
+    at_floor = noise_std**2 <= 1.5 * min_noise
+    tiny = spread > 0 and noise_std < 0.01 * spread
+    if at_floor or tiny:
+        warnings.warn(
+            f"the GP learned a noise std of {noise_std:.3g} ({noise_std / spread:.2%} of the "
+            f"targets' std {spread:.3g}{', at its floor min_noise' if at_floor else ''}): it "
+            "interpolates its training data, and its predictive density spikes at training "
+            "inputs (duplicated inputs and rounded targets cause this). Its test "
+            "log-likelihood is not to be trusted: fix the noise (bnn.Gaussian(std) without "
+            "learn_std) or raise min_noise.",
+            RuntimeWarning,
+            stacklevel=3,
+        )

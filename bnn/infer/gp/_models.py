@@ -5,6 +5,7 @@ wraps the result as a `GPPosterior`)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import warnings
 from collections.abc import Iterator
@@ -56,7 +57,11 @@ def _features(features: nn.Module, x: Tensor) -> Tensor:
     return output
 
 
-def _gp_likelihood(gpytorch: Any, likelihood: Likelihood, num_classes: int | None) -> Any:
+def _gp_likelihood(
+    gpytorch: Any, likelihood: Likelihood, num_classes: int | None, min_noise: float = 1e-4
+) -> Any:
+    """GPyTorch's likelihood for ``likelihood``; a Gaussian's noise variance stays above
+    ``min_noise`` while it learns (a fixed noise below it keeps its value)."""
     if isinstance(likelihood, Categorical):
         assert num_classes is not None
 
@@ -84,8 +89,9 @@ def _gp_likelihood(gpytorch: Any, likelihood: Likelihood, num_classes: int | Non
 
         return LogitBernoulli()
     assert isinstance(likelihood, Gaussian)
+    floor = min_noise if likelihood.learn_std else min(min_noise, 0.5 * float(likelihood.std) ** 2)
     noise = gpytorch.likelihoods.GaussianLikelihood(
-        noise_constraint=gpytorch.constraints.GreaterThan(1e-10)
+        noise_constraint=gpytorch.constraints.GreaterThan(floor)
     )
     if not likelihood.learn_std:
         noise.raw_noise.requires_grad_(False)
@@ -300,3 +306,20 @@ def _step(optimizer: torch.optim.Optimizer, loss: Tensor, epoch: int) -> None:
     optimizer.zero_grad()
     loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
+
+
+def float64_exact_model(gp_model: Any) -> Any:
+    """A float64 copy of an exact GP in eval mode, made once and kept on the model (outside
+    its state dict); other models are returned as they are."""
+    gpytorch = gpytorch_module()
+    if not isinstance(gp_model, gpytorch.models.ExactGP):
+        return gp_model
+    if next(gp_model.parameters()).dtype == torch.float64:
+        return gp_model
+    cached = gp_model.__dict__.get("_bnn_float64")
+    if cached is None:
+        cached = copy.deepcopy(gp_model).double().eval()
+        train_inputs = tuple(t.double() for t in cached.train_inputs)
+        cached.set_train_data(train_inputs, cached.train_targets.double(), strict=False)
+        gp_model.__dict__["_bnn_float64"] = cached
+    return cached

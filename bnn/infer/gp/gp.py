@@ -40,12 +40,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnn._checks import check_positive
 from bnn.infer.gp._checks import (
     KERNELS,
     MEANS,
     METHODS,
     check_arguments,
     check_exact,
+    check_input_shape,
+    check_learned_noise,
     check_options,
 )
 from bnn.infer.gp._models import (
@@ -58,6 +61,7 @@ from bnn.infer.gp._models import (
     _svgp_model,
     _train_exact,
     _train_svgp,
+    float64_exact_model,
     gpytorch_module,
 )
 from bnn.infer.history import History
@@ -90,6 +94,7 @@ class GPPosterior(nn.Module):
         gp_likelihood: Any,
         *,
         num_classes: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         self.gp_model = gp_model
@@ -97,6 +102,7 @@ class GPPosterior(nn.Module):
         self.likelihood = likelihood
         self.gp_likelihood = gp_likelihood
         self.num_classes = num_classes
+        self.input_shape = input_shape
 
     @property
     def predictive_likelihood(self) -> Likelihood:
@@ -106,20 +112,26 @@ class GPPosterior(nn.Module):
     def functional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean ``[N]`` and covariance ``[N, N]`` of ``f`` at ``x``.
 
+        The exact GP solves in float64 whatever the data's dtype (a copy of the model, made
+        once): with duplicated inputs and a small noise, ``K + σ² I`` is too ill-conditioned
+        for a float32 Cholesky, whose jitter would silently move the mean.
+
         For ``K`` classes: the mean ``[K, N]`` and covariance ``[K, N, N]`` of each class's
         latent GP (the classes are independent a posteriori).
         """
         reference = next(self.gp_model.parameters(), None)
         check_inputs(x, reference, 1)
+        check_input_shape(x, self.input_shape)
         self.eval()
         with torch.no_grad(), _exact_linear_algebra():
             if self.num_classes is None:
-                distribution = self.gp_model(x)  # the models apply the feature network
+                model = float64_exact_model(self.gp_model)
+                distribution = model(x.to(next(model.parameters()).dtype))  # applies features
             else:  # the batch of K latent GPs under the multitask wrapper
                 strategy = self.gp_model.variational_strategy.base_variational_strategy
                 distribution = strategy(_features(self.gp_model.features, x))
-            mean: Tensor = distribution.mean
-            covariance: Tensor = distribution.covariance_matrix
+            mean: Tensor = distribution.mean.to(x.dtype)
+            covariance: Tensor = distribution.covariance_matrix.to(x.dtype)
         return mean, covariance
 
     def sample_functions(
@@ -203,6 +215,7 @@ def gp(
     jitter: float | None = None,
     batch_size: int | None = None,
     max_exact_bytes: int = 2**31,
+    min_noise: float = 1e-4,
     rng: RNGLike = None,
     progress: bool = True,
 ) -> tuple[GPPosterior, History]:
@@ -246,6 +259,11 @@ def gp(
         batch_size: SVGP mini-batch size (``None``: full batch); shuffled by the generator
             ``"data"`` of ``rng``.
         max_exact_bytes: refuse an exact GP whose ``N × N`` matrices would need more memory.
+        min_noise: the smallest noise variance ``σ²`` a learned Gaussian noise may reach
+            (GPyTorch's default constraint, ``1e-4``; a fixed ``bnn.Gaussian(σ)`` is kept as
+            given). A learned noise at this floor or below 1 % of the targets' standard
+            deviation warns: the GP then interpolates its training data (duplicated inputs,
+            rounded targets), and its predictive density spikes at training inputs.
         rng: randomness: inducing points (generator ``"inducing"``), shuffling (generator
             ``"data"``), GPyTorch's draws in training (stream ``"gp"``: the variational
             initialisation and, for ``Categorical``, the Monte Carlo samples of the expected
@@ -274,12 +292,13 @@ def gp(
     start = time.perf_counter()
     x, y, num_classes = check_arguments(model, data, likelihood, method, kernel, mean, num_classes)
     check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
+    check_positive("min_noise", min_noise)
     if method == "exact":
         check_exact(x, likelihood, max_exact_bytes)
     gpytorch = gpytorch_module()
     generator = resolve_rng(rng)
     features = nn.Identity() if model is None else model
-    gp_likelihood = _gp_likelihood(gpytorch, likelihood, num_classes)
+    gp_likelihood = _gp_likelihood(gpytorch, likelihood, num_classes, min_noise)
     if method == "exact":
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
@@ -315,7 +334,16 @@ def gp(
     gp_model.eval()
     gp_likelihood.eval()
     carried = _carried(likelihood, gp_likelihood)
-    posterior = GPPosterior(gp_model, features, carried, gp_likelihood, num_classes=num_classes)
+    posterior = GPPosterior(
+        gp_model,
+        features,
+        carried,
+        gp_likelihood,
+        num_classes=num_classes,
+        input_shape=tuple(x.shape[1:]),
+    )
+    if isinstance(likelihood, Gaussian) and likelihood.learn_std:
+        check_learned_noise(float(gp_likelihood.noise.detach()) ** 0.5, y, min_noise)
     _record_hyperparameters(history, gp_model, carried, num_classes, start)
     return posterior, history
 

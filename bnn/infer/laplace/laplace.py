@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from bnn._checks import check_finite_parameters
 from bnn._progress import progress_bar
 from bnn.infer.history import History
 from bnn.infer.laplace._curvature import CurvatureSums, accumulate_curvature
@@ -125,6 +126,7 @@ def laplace(
         >>> history.log_marginal_likelihood
     """
     _check_arguments(model, likelihood, hessian)
+    check_finite_parameters(model, "laplace")
     names = select_parameters(model, subset)
     parameters = dict(model.named_parameters())
     shapes = [parameters[n].shape for n in names]

@@ -22,7 +22,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from bnn._checks import check_positive
+from bnn._checks import check_finite_parameters, check_positive
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior._evaluate import eval_mode
@@ -215,6 +215,7 @@ def neural_linear(
         )
     if not isinstance(data, tuple) or len(data) != 2:
         raise TypeError("data must be a pair (x, y) of tensors.")
+    check_finite_parameters(model, "neural_linear")
     start = time.perf_counter()
     head = BayesianLinearRegression(
         prior_precision=prior_precision, noise_std=float(likelihood.std), bias=bias

@@ -65,10 +65,22 @@ def restore(
     history: History,
     stopper: EarlyStopping | None,
 ) -> tuple[int, int]:
-    """Load a `snapshot` into the run; returns ``(first epoch, step)``."""
-    context.model.load_state_dict(saved["model"])
-    context.likelihood.load_state_dict(saved["likelihood"])
-    context.optimizer.load_state_dict(saved["optimizer"])
+    """Load a `snapshot` into the run; returns ``(first epoch, step)``.
+
+    Raises:
+        ValueError: the saved state does not fit this run's model, likelihood or optimiser
+            (a file of an older bnn, whose settings do not record their layout).
+    """
+    try:
+        context.model.load_state_dict(saved["model"])
+        context.likelihood.load_state_dict(saved["likelihood"])
+        context.optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(
+            "the checkpoint was written for another model, likelihood or optimiser than this "
+            f"run's ({type(error).__name__}: {str(error).splitlines()[0]}); resume with the "
+            "same ones, or give this run another checkpoint path."
+        ) from error
     generator.load_state_dict(saved["rng"])
     if saved["noise_rng"] is not None:
         context.noise.load_state_dict(saved["noise_rng"])

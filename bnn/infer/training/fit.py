@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
-from bnn.infer.checkpoint import Checkpoint
+from bnn.infer.checkpoint import Checkpoint, data_fingerprint, layout_fingerprint
 from bnn.infer.history import History
 from bnn.infer.training._early_stopping import EarlyStopping
 from bnn.infer.training._fit_checkpoint import fit_settings, restore, snapshot
@@ -32,7 +32,6 @@ from bnn.infer.training._loop import (
     StepContext,
     StepResult,
     TrainData,
-    check_model_input,
     device_of,
     make_loader,
     make_optimizer,
@@ -44,6 +43,7 @@ from bnn.nn.priors import Prior
 from bnn.parallel.distributed import training_strategy
 from bnn.posterior import PointEstimate, Posterior, as_posterior, has_posterior
 from bnn.posterior._evaluate import eval_mode
+from bnn.posterior._model_input import check_model_input
 from bnn.posterior.log_predictive import log_predictive_density
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -57,6 +57,7 @@ def fit(
     *,
     likelihood: Likelihood,
     epochs: int = 100,
+    initial_epoch: int = 0,
     batch_size: int = 128,
     lr: float = 1e-3,
     optimizer: OptimizerSpec | None = None,
@@ -80,7 +81,14 @@ def fit(
             ``DataLoader`` (used as is; its shuffling is then yours to seed, e.g. with
             ``rng.dataloader_kwargs()``).
         likelihood: observation model (its parameters, e.g. a learned noise std, are trained).
-        epochs: passes over the data (≥ 1).
+        epochs: the epoch at which training ends (≥ 1): passes over the data from
+            ``initial_epoch``.
+        initial_epoch: the epoch at which training starts, to resume a run by hand (as
+            Keras's ``initial_epoch``): with the model, the optimiser (pass it as ``optimizer``)
+            and ``rng`` restored from the end of epoch ``initial_epoch``, the KL annealing and
+            the step counter continue where they stopped, so ``fit(..., epochs=5)`` then
+            ``fit(..., initial_epoch=5, epochs=10)`` gives the bits of ``epochs=10``. The
+            history holds the new epochs. ``checkpoint=`` does all of this by itself.
         batch_size: mini-batch size for tensors/datasets (per rank when distributed).
         lr: learning rate of the default Adam optimiser.
         optimizer: an optimiser over ``model`` and ``likelihood`` parameters, or a factory
@@ -128,6 +136,7 @@ def fit(
     schedule = KLSchedule() if kl is None else kl
     check_threads(threads)
     _check_arguments(epochs, batch_size, lr, num_samples, schedule, validation, likelihood, prior)
+    _check_initial_epoch(initial_epoch, epochs, checkpoint)
     generator = resolve_rng(rng)
     model, strategy = training_strategy(model, distributed)
     device = device_of(model)
@@ -141,6 +150,9 @@ def fit(
         settings = fit_settings(generator, batch_size, lr, optimizer, num_samples, schedule)
         settings |= {
             "dataset_size": size,
+            "data": data_fingerprint(data),
+            "model": layout_fingerprint(model),
+            "likelihood": _describe_likelihood(likelihood),
             "ranks": strategy.world_size,
             "validation": _describe(validation),
             "prior": repr(prior),
@@ -160,7 +172,14 @@ def fit(
     rows_per_step = (loader.batch_size or 1) * num_samples
     with training_threads(threads, model, rows_per_step):
         history = _run_epochs(
-            step_context, loader, schedule, epochs, validation, generator, progress, run
+            step_context,
+            loader,
+            schedule,
+            range(initial_epoch, epochs),
+            validation,
+            generator,
+            progress,
+            run,
         )
     model.eval()
     likelihood.eval()
@@ -171,13 +190,13 @@ def _run_epochs(
     context: StepContext,
     loader: torch.utils.data.DataLoader[tuple[Tensor, Tensor]],
     schedule: KLSchedule,
-    epochs: int,
+    epochs: range,
     validation: Validation | None,
     generator: RNG,
     progress: bool,
     run: Checkpoint | None = None,
 ) -> History:
-    """The epochs of ``fit``: train, record, validate, stop early; restore the best weights.
+    """The ``epochs`` of ``fit``: train, record, validate, stop early; restore the best weights.
 
     With a checkpoint, continue from its epoch and save the state after every epoch.
     """
@@ -190,13 +209,13 @@ def _run_epochs(
         extras={"best_epoch": None, "stopped_early": False},
     )
     steps_per_epoch = max(len(loader), 1)
-    first, step = 0, 0
+    first, step = epochs.start, epochs.start * steps_per_epoch
     saved = run.load() if run is not None else None
     if saved is not None:
         first, step = restore(saved, context, generator, history, stopper)
     if history.extras["stopped_early"]:
-        first = epochs  # the saved run had stopped: nothing left to train
-    bar = progress_bar(range(first, epochs), desc="fit", disable=not progress)
+        first = epochs.stop  # the saved run had stopped: nothing left to train
+    bar = progress_bar(range(first, epochs.stop), desc="fit", disable=not progress)
     for epoch in bar:
         start_epoch(loader, epoch, model, likelihood)
         totals, kl_value, beta, step = _train_epoch(context, loader, schedule, epoch, step)
@@ -242,8 +261,15 @@ def _describe(validation: Validation | None) -> str | None:
         return None
     return (
         f"{len(validation.x)} inputs, patience {validation.patience}, "
-        f"{validation.num_samples} samples"
+        f"{validation.num_samples} samples, data {data_fingerprint((validation.x, validation.y))}"
     )
+
+
+def _describe_likelihood(likelihood: Likelihood) -> str:
+    """The likelihood's kind and what of it trains (a resumed run must train the same)."""
+    trained = [name for name, p in likelihood.named_parameters() if p.requires_grad]
+    learns = f"learns {', '.join(trained)}" if trained else "learns nothing"
+    return f"{type(likelihood).__name__} that {learns} ({layout_fingerprint(likelihood)})"
 
 
 def _first_inputs(data: TrainData) -> Tensor | None:
@@ -322,6 +348,21 @@ def _validation_nll(
         rng=rng,
     )
     return -float(density.mean())
+
+
+def _check_initial_epoch(initial_epoch: int, epochs: int, checkpoint: object) -> None:
+    check_int("initial_epoch", initial_epoch, minimum=0)
+    if initial_epoch >= epochs:
+        raise ValueError(
+            f"initial_epoch={initial_epoch} leaves nothing to train with epochs={epochs}: "
+            "epochs is the epoch at which training ends (as in Keras), so pass "
+            f"epochs={initial_epoch} + the number of epochs to add."
+        )
+    if initial_epoch and checkpoint is not None:
+        raise ValueError(
+            "pass initial_epoch or checkpoint, not both: a checkpoint records its epoch and "
+            "resumes from it by itself."
+        )
 
 
 def _check_arguments(

@@ -462,7 +462,7 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
     broken = _mlp(2)
     with torch.no_grad():
         broken[0].weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="not finite"):
+    with pytest.raises(ValueError, match="needs finite weights"):
         laplace(broken, (x, y), likelihood=gaussian, hessian="diag", subset="all", progress=False)
     # a rank-deficient curvature with a vanishing prior precision: singular in float64
     duplicate = torch.cat([x[:, :1], x[:, :1]], 1)
