@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bnn._checks import check_int
-from bnn._jobs import run_jobs
+from bnn._jobs import JobError, run_jobs
 from bnn._progress import progress_bar
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -309,13 +309,19 @@ def _trial(
                     _set_attributes(trial, values, errors, sign, risk)
                     raise _import_optuna().TrialPruned(f"pruned after {step + 1} seeds")
     else:
-        outcomes = run_jobs(
-            functools.partial(one_seed, objective),
-            [(params, child) for child in children],
-            executor=executor,
-            threads_per_job=threads_per_job,
-            describe=lambda index: f"seed {index}",
-        )
+        try:
+            outcomes = run_jobs(
+                functools.partial(one_seed, objective),
+                [(params, child) for child in children],
+                executor=executor,
+                threads_per_job=threads_per_job,
+                describe=lambda index: f"seed {index}",
+            )
+        except JobError as failed:  # a wrong return type is the objective's bug: say so as is
+            wrong = [e for e in failed.failures.values() if isinstance(e, TypeError)]
+            if wrong:
+                raise wrong[0] from None
+            raise
         for value, error in outcomes:
             record(values, errors, value, error)
     score = _set_attributes(trial, values, errors, sign, risk)
