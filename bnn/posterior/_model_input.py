@@ -33,7 +33,8 @@ def check_model_input(model: nn.Module, x: Tensor) -> Tensor:
         TypeError: ``x`` has another floating dtype than the model's parameters, or the model
             returns a tuple, dict or anything else that is not a tensor.
         ValueError: ``x`` is empty, or the model cannot take it (e.g. a wrong number of
-            features).
+            features), or returns other than one output per input row (e.g. ``x`` of shape
+            ``[N]`` where the model wants ``[N, 1]``).
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
@@ -59,4 +60,11 @@ def check_model_input(model: nn.Module, x: Tensor) -> Tensor:
             f"the model cannot take x of shape {tuple(x.shape)}: {error}. Check that x has "
             "the number of features, layout and dtype the model's first layer expects."
         ) from error
-    return check_output(output)
+    output = check_output(output)
+    if output.dim() == 0 or output.shape[0] != probe.shape[0]:
+        raise ValueError(
+            f"the model returned shape {tuple(output.shape)} for the first {probe.shape[0]} "
+            f"rows of x (shape {tuple(x.shape)}): one output per input is needed. x must be "
+            "[N, features] (a single feature as [N, 1]), with inputs along its first dimension."
+        )
+    return output

@@ -105,6 +105,8 @@ def seed_sweep(
         ValueError: no seeds, duplicate seeds, a non-finite metric, or runs disagreeing on names.
         TypeError: ``fn`` returning something that is not a mapping of scalars.
     """
+    if not callable(fn):
+        raise TypeError(f"fn must be a function rng -> dict of metrics, got {type(fn).__name__}.")
     seed_list = _seed_list(seeds)
     parent = resolve_rng(rng)
     items: Iterable[tuple[int, RNG]] = [(seed, parent.spawn(seed)) for seed in seed_list]

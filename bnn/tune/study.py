@@ -205,13 +205,18 @@ def tune(
             pruning with an executor.
     """
     optuna = _import_optuna()
+    if not callable(objective):
+        raise TypeError(
+            f"objective must be a function (params, rng) -> float, got {type(objective).__name__}."
+        )
     check_int("seeds", seeds)
     check_int("n_trials", n_trials)
     _check_tuning(direction, risk, seeds, pruner, executor, space)
     parent = resolve_rng(rng)
     sign = 1.0 if direction == "minimize" else -1.0
     with _quiet(optuna):
-        study = optuna.create_study(
+        study = _open_study(
+            optuna,
             direction=direction,
             sampler=sampler
             if sampler is not None
@@ -230,9 +235,12 @@ def tune(
         bar.close()
     rows = _table(study, optuna)
     if not rows:
+        first = next(
+            (t.user_attrs["errors"][0] for t in study.trials if t.user_attrs.get("errors")), ""
+        )
         raise RuntimeError(
-            "no trial completed: every seed of every trial failed; run the objective once by "
-            "hand to see its error."
+            "no trial completed: every seed of every trial failed (the first error: "
+            f"{first or 'not recorded'}); run the objective once by hand to debug it."
         )
     _warn_about_failures(study)
     best = min(rows, key=lambda row: sign * row["score"])
@@ -253,6 +261,21 @@ def tune(
         race=raced,
         study=study,
     )
+
+
+def _open_study(module: Any, **options: Any) -> optuna.Study:
+    """``optuna.create_study(**options)``; a storage that cannot be opened is named."""
+    try:
+        study: optuna.Study = module.create_study(**options)
+    except Exception as error:  # SQLAlchemy, drivers and Optuna raise their own kinds
+        if options["storage"] is None:
+            raise
+        raise ValueError(
+            f"storage {options['storage']!r} cannot be opened ({type(error).__name__}: "
+            f"{error}); pass an Optuna storage URL such as 'sqlite:///study.db' or "
+            "'postgresql://user:password@host/db' (its driver installed), or a storage object."
+        ) from error
+    return study
 
 
 def _warn_about_failures(study: optuna.Study) -> None:

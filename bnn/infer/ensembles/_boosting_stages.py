@@ -77,6 +77,12 @@ def check_arguments(
         )
     for name, value in counts.items():
         check_int(name, value, minimum=0 if name == "noise_epochs" else 1)
+    if isinstance(likelihood, HeteroscedasticGaussian) and counts["noise_epochs"] == 0:
+        raise ValueError(
+            "noise_epochs=0 would leave the heteroscedastic noise head untrained (its std a "
+            "random function of x); pass noise_epochs >= 1 (default 300), or a bnn.Gaussian "
+            "to learn one noise std."
+        )
     if optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {optimizer!r}.")
     return x, y, likelihood

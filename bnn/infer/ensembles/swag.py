@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from bnn.nn.layers import bayesian_modules
 from bnn.parallel.distributed import job_strategy
 from bnn.posterior._covariance import CovarianceFactor, DiagonalFactor, LowRankFactor
 from bnn.posterior._linearise import flatten_parameters
+from bnn.posterior._model_input import check_model_input
 from bnn.posterior.gaussian import GaussianMixturePosterior, GaussianPosterior
 from bnn.random.default import RNGLike, resolve_rng
 
@@ -116,6 +118,20 @@ class SWAGPosterior(GaussianPosterior):
     def scale(self, value: float) -> None:
         self._scale = check_positive("scale", value)
         self.factor = self.moments.factor(self._scale, self.diagonal_only)
+
+
+def _check_sgd(momentum: object, weight_decay: object, batch_size: object) -> None:
+    check_int("batch_size", batch_size)
+    for name, value, high in (("momentum", momentum, 1.0), ("weight_decay", weight_decay, None)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (high is not None and value >= high)
+        ):
+            allowed = "in [0, 1)" if high is not None else "a finite number >= 0"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
 
 def _check_swag(
@@ -207,7 +223,10 @@ def swag(
         ...                               epochs=20, lr=0.05, rank=10, rng=0, progress=False)
     """
     _check_swag(model, likelihood, epochs, lr, rank, collect_every, burn_in, scale, diagonal_only)
+    _check_sgd(momentum, weight_decay, batch_size)
     check_finite_parameters(model, "swag")
+    if isinstance(data, tuple) and data and isinstance(data[0], Tensor):
+        check_model_input(model, data[0])
     batchnorm_data = _batchnorm_inputs(model, data)
     generator = resolve_rng(rng)
     names = [name for name, p in model.named_parameters() if p.requires_grad]

@@ -359,6 +359,14 @@ def _inducing_points(
     """``given``, or ``num_inducing`` training inputs (in feature space) drawn without
     replacement; the features in eval mode (no dropout draws, no batch-norm updates)."""
     if given is not None:
+        with torch.no_grad(), eval_mode(features):
+            dims = (_features(features, x[:1]) if model is not None else x[:1]).shape[-1]
+        if not isinstance(given, Tensor) or given.dim() not in (2, 3) or given.shape[-1] != dims:
+            shape = tuple(given.shape) if isinstance(given, Tensor) else type(given).__name__
+            raise ValueError(
+                f"inducing_points must be [M, {dims}] (or [K, M, {dims}] for K classes): "
+                f"locations in the {dims}-dimensional feature space; got {shape}."
+            )
         return given
     with torch.no_grad(), eval_mode(features):
         inputs = _features(features, x) if model is not None else x

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from bnn._checks import check_int
+
 __all__ = [
     "KronLayer",
     "batches",
@@ -134,6 +136,7 @@ def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> li
 
 def batches(data: object, batch_size: int) -> list[tuple[Tensor, Tensor]]:
     """``data`` as a list of ``(x, y)`` batches (a tuple is split, a DataLoader is read)."""
+    check_int("batch_size", batch_size)
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
         if x.shape[0] == 0 or x.shape[0] != y.shape[0]:

@@ -47,6 +47,7 @@ from bnn.infer.laplace._selection import (
 from bnn.likelihoods import Categorical, Gaussian, Likelihood
 from bnn.nn.layers import bayesian_modules
 from bnn.posterior._glm import check_glm_likelihood
+from bnn.posterior._model_input import check_model_input
 from bnn.posterior.gaussian import Predictive
 from bnn.posterior.protocol import check_memory_budget
 from bnn.random.default import RNGLike
@@ -145,6 +146,7 @@ def laplace(
         check_glm_likelihood(likelihood)
     budget = check_memory_budget(memory_budget, reference.device)
     data_batches = batches(data, batch_size)
+    check_model_input(model, data_batches[0][0])
     start = time.perf_counter()
     sums = CurvatureSums()
     for batch in progress_bar(data_batches, desc="laplace", disable=not progress):

@@ -26,6 +26,7 @@ from bnn._checks import check_finite_parameters, check_positive
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior._evaluate import eval_mode
+from bnn.posterior._model_input import check_model_input
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
 
@@ -216,6 +217,12 @@ def neural_linear(
     if not isinstance(data, tuple) or len(data) != 2:
         raise TypeError("data must be a pair (x, y) of tensors.")
     check_finite_parameters(model, "neural_linear")
+    for name, tensor in zip(("x", "y"), data, strict=True):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}.")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
+    check_model_input(model, data[0])
     start = time.perf_counter()
     head = BayesianLinearRegression(
         prior_precision=prior_precision, noise_std=float(likelihood.std), bias=bias

@@ -53,6 +53,14 @@ class StepResult:
 
 def build_in_init_stream(factory: Callable[[], nn.Module], rng: RNG) -> nn.Module:
     """``factory()`` inside ``rng``'s ``"init"`` stream (one ensemble member, one learner)."""
+    if isinstance(factory, nn.Module) or not callable(factory):
+        given = f"a {type(factory).__name__}"
+        if isinstance(factory, nn.Module):
+            given += " (a network, not a function that builds one)"
+        raise TypeError(
+            "factory must be a function that builds a new network, e.g. lambda: make_net(); "
+            f"got {given}."
+        )
     with rng.stream("init"):
         module = factory()
     if not isinstance(module, nn.Module):
