@@ -171,6 +171,31 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise UsageError(f"--validation-fraction must be in [0, 1), got {fraction}.")
 
 
+def _check_data_dir(dataset: str, data_dir: Path | None) -> None:
+    """Name the CLI flag and docs/data.md when the data are not where they should be."""
+    from bnn.apps.datasets import BUNDLED
+
+    if data_dir is None:
+        if dataset not in BUNDLED:
+            raise UsageError(
+                f"data set {dataset!r} is not bundled (bundled: {', '.join(sorted(BUNDLED))}); "
+                f"pass --data-dir DIR, where DIR/{dataset}/ holds it in the layout of "
+                "docs/data.md."
+            )
+        return
+    if not data_dir.is_dir():
+        raise UsageError(
+            f"--data-dir {data_dir} does not exist or is not a folder; give the folder that "
+            f"holds {dataset}/ (layout: docs/data.md)."
+        )
+    folder = data_dir / dataset if (data_dir / dataset).is_dir() else data_dir
+    if not (folder / "data.txt").is_file():
+        raise UsageError(
+            f"--data-dir {data_dir}: no {dataset}/data.txt there (nor data.txt); give the "
+            f"folder that holds {dataset}/ in the layout of docs/data.md."
+        )
+
+
 def _uci(args: argparse.Namespace) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -180,6 +205,7 @@ def _uci(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     _check_output(args.output, ("uci.md", "uci.json"))
+    _check_data_dir(args.dataset, args.data_dir)
     defaults = Defaults()
     if args.epochs is not None:
         defaults = replace(defaults, epochs=args.epochs)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +44,7 @@ from bnn._jobs import JobError, run_jobs
 from bnn._progress import progress_bar
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
+from bnn.tune._optuna import import_optuna, open_study, pruner_of, quiet, warn_about_failures
 from bnn.tune._seeds import Objective, one_seed, record
 from bnn.tune._statistics import average, seed_noise_share, seed_summary
 from bnn.tune.racing import Race, distinct_leaders, race_leaders, unraced_message
@@ -127,7 +127,7 @@ class TuneResult:
         noise = self.seed_noise_share
         if not math.isfinite(noise):
             raise ValueError("importance needs at least two completed trials with seeds >= 2 each.")
-        optuna = _import_optuna()
+        optuna = import_optuna()
         try:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
             shares = optuna.importance.get_param_importances(
@@ -204,7 +204,7 @@ def tune(
         ValueError: invalid ``seeds``/``n_trials``/``risk``/``direction``, an empty space, or
             pruning with an executor.
     """
-    optuna = _import_optuna()
+    optuna = import_optuna()
     if not callable(objective):
         raise TypeError(
             f"objective must be a function (params, rng) -> float, got {type(objective).__name__}."
@@ -214,14 +214,14 @@ def tune(
     _check_tuning(direction, risk, seeds, pruner, executor, space)
     parent = resolve_rng(rng)
     sign = 1.0 if direction == "minimize" else -1.0
-    with _quiet(optuna):
-        study = _open_study(
+    with quiet(optuna):
+        study = open_study(
             optuna,
             direction=direction,
             sampler=sampler
             if sampler is not None
             else optuna.samplers.TPESampler(seed=parent.derive_seed("sampler") % 2**32),
-            pruner=_pruner(optuna, pruner),
+            pruner=pruner_of(optuna, pruner),
             storage=storage,
             study_name=study_name,
             load_if_exists=storage is not None,
@@ -242,7 +242,7 @@ def tune(
             "no trial completed: every seed of every trial failed (the first error: "
             f"{first or 'not recorded'}); run the objective once by hand to debug it."
         )
-    _warn_about_failures(study)
+    warn_about_failures(study)
     best = min(rows, key=lambda row: sign * row["score"])
     separated: bool | None = None
     message = unraced_message(rows, sign)
@@ -261,42 +261,6 @@ def tune(
         race=raced,
         study=study,
     )
-
-
-def _open_study(module: Any, **options: Any) -> optuna.Study:
-    """``optuna.create_study(**options)``; a storage that cannot be opened is named."""
-    try:
-        study: optuna.Study = module.create_study(**options)
-    except Exception as error:  # SQLAlchemy, drivers and Optuna raise their own kinds
-        if options["storage"] is None:
-            raise
-        raise ValueError(
-            f"storage {options['storage']!r} cannot be opened ({type(error).__name__}: "
-            f"{error}); pass an Optuna storage URL such as 'sqlite:///study.db' or "
-            "'postgresql://user:password@host/db' (its driver installed), or a storage object."
-        ) from error
-    return study
-
-
-def _warn_about_failures(study: optuna.Study) -> None:
-    """Say how many seed runs failed (raised or returned NaN/inf), with the first error."""
-    failed = runs = 0
-    first = ""
-    for trial in study.trials:
-        if "failed" not in trial.user_attrs:
-            continue
-        failed += int(trial.user_attrs["failed"])
-        runs += int(trial.user_attrs["failed"]) + len(trial.user_attrs.get("values", []))
-        first = first or next(iter(trial.user_attrs.get("errors", [])), "")
-    if failed:
-        warnings.warn(
-            f"{failed} of {runs} seed runs failed and were left out of their trials' scores "
-            f"(see trials[i]['failed']); the first error: {first}. A configuration that fails "
-            "on some seeds is less reliable than its score says: fix the objective or narrow "
-            "the search space.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -330,7 +294,7 @@ def _trial(
                 trial.report(average(values), step)
                 if trial.should_prune():
                     _set_attributes(trial, values, errors, sign, risk)
-                    raise _import_optuna().TrialPruned(f"pruned after {step + 1} seeds")
+                    raise import_optuna().TrialPruned(f"pruned after {step + 1} seeds")
     else:
         try:
             outcomes = run_jobs(
@@ -409,35 +373,3 @@ def _check_tuning(
             "use pruner=False with an executor, or executor=None."
         )
     check_space(space)
-
-
-def _pruner(optuna: Any, pruner: object) -> Any:
-    if pruner is True:
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
-    if pruner is False:
-        return optuna.pruners.NopPruner()
-    return pruner
-
-
-def _import_optuna() -> Any:
-    try:
-        import optuna
-    except ImportError as error:
-        raise ImportError(
-            "bnn.tune needs Optuna, an optional extra: pip install 'bnn-torch[tune]'."
-        ) from error
-    return optuna
-
-
-class _quiet:
-    """Optuna's INFO log lines (one per trial) off for the call; the setting restored."""
-
-    def __init__(self, optuna: Any) -> None:
-        self.logging = optuna.logging
-
-    def __enter__(self) -> None:
-        self.previous = self.logging.get_verbosity()
-        self.logging.set_verbosity(self.logging.WARNING)
-
-    def __exit__(self, *exc: object) -> None:
-        self.logging.set_verbosity(self.previous)

@@ -135,7 +135,7 @@ def test_demo_checks_its_output_path_first(
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--validation-fraction", "1.5"], r"--validation-fraction must be in \[0, 1\)"),
         (["--validation-fraction", "nan"], r"--validation-fraction must be in \[0, 1\)"),
-        (["--data-dir", "/no/such/folder"], "no data.txt in /no/such/folder"),
+        (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder does not exist or is not a folder"),
         (["--validation-fraction", "0", "--recalibrate", "conformal"], "need the validation"),
         (["--tune", "--tune-trials", "0"], "--tune-trials must be at least 1"),
         (["--method", "gp", "--tune"], "--tune tunes"),
@@ -158,7 +158,8 @@ def test_unknown_dataset_without_data_dir_says_what_to_pass(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["benchmark", "uci", "--dataset", "boston", "--method", "vi"]
-    assert "pass data_dir=" in _run([*argv, "--output", str(tmp_path)], capsys)
+    message = _run([*argv, "--output", str(tmp_path)], capsys)
+    assert "pass --data-dir DIR" in message and "docs/data.md" in message
 
 
 @pytest.mark.parametrize("value", ["ten", "1e3"])
@@ -183,3 +184,14 @@ def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert completed.stderr.startswith("bnn: error: --output") and "Traceback" not in (
         completed.stderr
     )
+
+
+@pytest.mark.usefixtures("no_training")
+def test_a_data_dir_without_the_data_set_names_the_flag_and_the_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    argv = _uci("--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"))
+    message = _run(argv, capsys)
+    assert "--data-dir" in message and "no yacht/data.txt there" in message
+    assert "docs/data.md" in message

@@ -7,7 +7,8 @@
   low rank) to the iterates; ``multi_swag`` mixes several such Gaussians, one per network —
   the ensemble of SWAGs.
 - ``stacking.py``: ``stack`` weights any posteriors by their log predictive density on
-  validation data or by PSIS-LOO (``_psis.py``).
+  validation data or by PSIS-LOO (``_psis.py``); ``_stacking_densities.py`` computes the
+  members' densities.
 - ``boosting.py``: ``boost`` fits networks in sequence, each to what the sum before it missed;
   ``_boosting_stages.py`` holds one stage.
 
