@@ -135,7 +135,7 @@ def test_demo_checks_its_output_path_first(
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--validation-fraction", "1.5"], r"--validation-fraction must be in \[0, 1\)"),
         (["--validation-fraction", "nan"], r"--validation-fraction must be in \[0, 1\)"),
-        (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder does not exist or is not a folder"),
+        (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder does not exist"),
         (["--validation-fraction", "0", "--recalibrate", "conformal"], "need the validation"),
         (["--tune", "--tune-trials", "0"], "--tune-trials must be at least 1"),
         (["--method", "gp", "--tune"], "--tune tunes"),
