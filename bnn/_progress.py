@@ -5,6 +5,10 @@
 it can, and otherwise a plain text bar on stdout in a notebook (stderr in a terminal, where bars
 belong), so a notebook shows progress without warnings or error-coloured output.
 
+Bars are on by default. The environment variable ``BNN_PROGRESS=0`` (or ``false``/``off``)
+turns off every bar of ``bnn`` at once, whatever ``progress=`` a call passes: the one switch for
+logs of batch jobs and for test suites.
+
 Example:
     >>> for epoch in progress_bar(range(10), desc="fit", disable=False):
     ...     pass
@@ -13,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import warnings
 from collections.abc import Iterable
@@ -27,13 +32,22 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", TqdmWarning)
     import tqdm.auto  # noqa: F401
 
-__all__ = ["progress_bar"]
+__all__ = ["SWITCH", "progress_bar", "progress_enabled"]
+
+SWITCH = "BNN_PROGRESS"
+"""The environment variable that turns every progress bar of bnn off (``0``, ``false``, ``off``)."""
 
 Item = TypeVar("Item")
 
 
+def progress_enabled(progress: bool) -> bool:
+    """``progress``, unless the environment switch ``BNN_PROGRESS`` turns bars off."""
+    return progress and os.environ.get(SWITCH, "").strip().lower() not in ("0", "false", "off")
+
+
 def progress_bar(iterable: Iterable[Item], *, desc: str, disable: bool) -> Any:
-    """A tqdm bar over ``iterable`` (``disable=True``: no output at all)."""
+    """A tqdm bar over ``iterable`` (``disable=True`` or ``BNN_PROGRESS=0``: no output at all)."""
+    disable = not progress_enabled(not disable)
     if disable or not _in_notebook():
         return text_bar(iterable, desc=desc, disable=disable)
     if importlib.util.find_spec("ipywidgets") is None:

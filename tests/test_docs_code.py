@@ -156,3 +156,37 @@ def test_the_collector_finds_blocks_and_checks_them() -> None:
         "uses z without importing or defining it",
         "line 4: `...` as a placeholder value",
     ]
+
+
+EXECUTORS = re.compile(r"ProcessPoolExecutor|LocalCluster|get_executor|executor=")
+
+
+def problems_of_a_script_with_workers(block: Block) -> list[str]:
+    """A block that starts worker processes must work saved as a script: workers import it, so
+    it is complete by itself and runs nothing but definitions outside its ``__main__`` guard."""
+    if not EXECUTORS.search(block.code):
+        return []
+    if block.continues:
+        return [f"{block.filename}: starts workers but continues a block (workers re-run it)"]
+    problems = []
+    for node in ast.parse(block.code).body:
+        definition = isinstance(
+            node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef
+        ) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        guard = isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+        if not (definition or guard):
+            problems.append(f"{block.filename}: line {block.line + node.lineno - 1} runs on import")
+    return problems
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_blocks_that_start_workers_work_as_scripts(path: Path) -> None:
+    problems = [p for block in blocks_of(path) for p in problems_of_a_script_with_workers(block)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_worker_check_catches_work_outside_the_guard() -> None:
+    block = Block("page.md", 1, "import bnn\nresult = bnn.tune.tune(f, s, executor=pool)\n")
+    assert problems_of_a_script_with_workers(block) == ["page.md:block@1: line 2 runs on import"]
+    continuing = Block("page.md", 1, "# continues the previous block\nrun(executor=pool)\n")
+    assert "continues a block" in problems_of_a_script_with_workers(continuing)[0]

@@ -82,7 +82,10 @@ def _train_and_predict(
     layers: int,
     epochs: int,
     rng: RNG,
+    dataset: str = "",
 ) -> tuple[RegressionPrediction, float, Standardizer, Standardizer]:
+    if dataset:  # a line per step: the demo's long work is never silent
+        print(f"training {method} on {dataset} ({epochs} epochs)", flush=True)
     x_scaler, y_scaler = Standardizer.fit(x_train), Standardizer.fit(y_train)
     model = _model(method, x_train.shape[1], hidden, layers, rng)
     likelihood = Gaussian(0.5, learn_std=True)
@@ -95,7 +98,7 @@ def _train_and_predict(
         batch_size=32,
         lr=LEARNING_RATES[method],
         rng=rng,
-        progress=False,
+        progress=bool(dataset),
     )
     seconds = time.perf_counter() - start
     prediction = predict_with_uncertainty(
@@ -167,6 +170,7 @@ def run_toy(rng: RNG, *, quick: bool = False) -> ToyRun:
             layers=2,
             epochs=60 if quick else 400,
             rng=rng.spawn(f"toy-{method}"),
+            dataset="toy-1d",
         )
         predictions[method] = (prediction, seconds)
     return ToyRun(toy_x, toy_y, grid, test_x, test_y, predictions)
@@ -192,6 +196,7 @@ def run_demo(output: Path, *, seed: int = 0, quick: bool = False) -> list[DemoRe
             layers=1,
             epochs=40 if quick else 400,
             rng=rng.spawn(f"yacht-{method}"),
+            dataset="yacht (split 0)",
         )
         results.append(_score("yacht (split 0)", method, prediction, split.y_test, seconds))
     scores = [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in results]

@@ -38,8 +38,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bnn._progress import progress_bar
 from bnn.infer.ensembles._boosting_stages import (
     check_arguments,
     final_stage,
@@ -191,7 +191,7 @@ def boost(
     history.record(loss=float(loss_fn(output)))
     learners: list[nn.Module] = []
     steps: list[float] = []
-    for stage in tqdm(range(num_stages), desc="boost", disable=not progress):
+    for stage in progress_bar(range(num_stages), desc="boost", disable=not progress):
         child = generator.spawn(stage)
         current = output.detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(loss_fn(current), current)

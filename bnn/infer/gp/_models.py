@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from bnn._checks import check_positive
+from bnn._progress import progress_bar
 from bnn.infer.history import History
 from bnn.infer.training._loop import NonFiniteLossError
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
@@ -244,7 +244,7 @@ def _train_exact(
     gp_model.train()
     gp_likelihood.train()
     with _exact_linear_algebra():
-        for epoch in tqdm(range(epochs), desc="gp (exact)", disable=not progress):
+        for epoch in progress_bar(range(epochs), desc="gp (exact)", disable=not progress):
             loss = -objective(gp_model(x), y)
             _step(optimizer, loss, epoch)
             history.record(loss=float(loss.detach()))
@@ -281,7 +281,7 @@ def _train_svgp(
     gp_model.train()
     gp_likelihood.train()
     with _exact_linear_algebra():
-        for epoch in tqdm(range(epochs), desc="gp (svgp)", disable=not progress):
+        for epoch in progress_bar(range(epochs), desc="gp (svgp)", disable=not progress):
             order = torch.randperm(n, generator=shuffle).to(x.device)
             batches = [order] if batch_size is None else list(torch.split(order, batch_size))
             total = 0.0

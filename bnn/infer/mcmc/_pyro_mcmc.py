@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.func import grad_and_value
 
 from bnn._checks import check_int
+from bnn._progress import progress_enabled
 from bnn.infer._log_joint import (
     LogJoint,
     PriorSpec,
@@ -174,7 +175,7 @@ def _run_chain(
             warmup_steps=warmup,
             initial_params=initial,
             num_chains=1,
-            disable_progbar=not progress,
+            disable_progbar=not progress_enabled(progress),
             hook_fn=recorder,
         )
         mcmc.run()
