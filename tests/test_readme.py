@@ -24,3 +24,14 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch) -> None:  # typ
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block.split("```")[0], "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_ci_stops_when_any_step_of_an_and_list_fails() -> None:
+    """Under ``set -e`` a failing command before the last of an ``&&`` list does not stop the
+    script: each leg is followed by an explicit check of its exit status."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    legs = [i for i, line in enumerate(lines) if " && " in line and not line.startswith("#")]
+    assert len(legs) == 2
+    for index in legs:
+        checks = [line for line in lines[index + 1 : index + 3] if line.startswith("leg=$?;")]
+        assert checks and 'exit "$leg"' in checks[0], lines[index]
