@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -76,6 +76,7 @@ def run_jobs(
     executor: Executor | None = None,
     threads_per_job: int | None = None,
     describe: Callable[[int], str] = lambda index: f"job {index}",
+    on_done: Callable[[], object] | None = None,
 ) -> list[Result]:
     """``[fn(item) for item in items]``, in this process or on ``executor``; results in order.
 
@@ -89,6 +90,8 @@ def run_jobs(
         threads_per_job: torch intra-op threads while a job runs (``None``: unchanged here,
             1 on an executor).
         describe: names job ``i`` in error messages (e.g. ``"seed 3"``).
+        on_done: called in this process each time a job finishes (failed or not), in the
+            order they finish: e.g. a progress bar's ``update(1)``.
 
     Raises:
         JobError: a job raised or its worker was lost; the message names every such job and
@@ -106,9 +109,17 @@ def run_jobs(
             f"Dask client's get_executor()), got {type(executor).__name__}."
         )
     if executor is None:  # one job after another, fetching each item when its turn comes
-        return _collect([_completed(_Job(fn, item, threads_per_job)) for item in items], describe)
+        done = []
+        for item in items:
+            done.append(_completed(_Job(fn, item, threads_per_job)))
+            if on_done is not None:
+                on_done()
+        return _collect(done, describe)
     threads = 1 if threads_per_job is None else threads_per_job
     futures = [executor.submit(_Job(fn, item, threads)) for item in items]
+    if on_done is not None:
+        for _ in as_completed(futures):
+            on_done()
     return _collect(futures, describe)
 
 

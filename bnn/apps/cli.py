@@ -201,7 +201,8 @@ def _uci(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
-    from bnn.apps.uci.command import Defaults, run_uci, write_report
+    from bnn.apps.uci.command import Defaults, run_uci
+    from bnn.apps.uci.report import write_report
 
     _check_counts(args)
     _check_output(args.output, ("uci.md", "uci.json"))

@@ -17,24 +17,20 @@ where ``DIR`` holds ``boston/`` in the layout of ``docs/data.md``.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import time
-from collections.abc import Iterable
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bnn._io import write_text_atomically
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
 from bnn.apps.datasets import Standardizer, UCISplit, duplicated_inputs, load_uci, num_splits
 from bnn.apps.uci.common import Defaults, Fitted, Prepared
 from bnn.apps.uci.methods import FIT, fit_method
+from bnn.apps.uci.report import SplitResult
 from bnn.apps.uci.tune import Tuning, check_tunable, tuned_defaults
 from bnn.evaluate import metrics
 from bnn.evaluate.recalibrate import ConformalRegressionPrediction, conformalize
@@ -42,46 +38,10 @@ from bnn.infer.training.fit import Validation
 from bnn.posterior.model import as_posterior
 from bnn.random.rng import RNG
 
-__all__ = [
-    "METHODS",
-    "PUBLISHED",
-    "RECALIBRATIONS",
-    "Defaults",
-    "SplitResult",
-    "SummaryRow",
-    "format_table",
-    "run_uci",
-    "summarise",
-    "write_report",
-]
+__all__ = ["METHODS", "RECALIBRATIONS", "Defaults", "run_uci"]
 
 METHODS = tuple(FIT)
 RECALIBRATIONS = ("conformal",)
-
-# Gal & Ghahramani (2016), corrected arXiv v6, Table 1: MC dropout (mean, standard error).
-PUBLISHED = {
-    "boston": {"rmse": (2.97, 0.19), "log_likelihood": (-2.46, 0.06)},
-    "concrete": {"rmse": (5.23, 0.12), "log_likelihood": (-3.04, 0.02)},
-    "energy": {"rmse": (1.66, 0.04), "log_likelihood": (-1.99, 0.02)},
-    "yacht": {"rmse": (1.11, 0.09), "log_likelihood": (-1.55, 0.03)},
-    "kin8nm": {"rmse": (0.10, 0.00), "log_likelihood": (0.95, 0.01)},
-}
-
-
-@dataclass(frozen=True)
-class SplitResult:
-    dataset: str
-    method: str
-    split: int
-    rmse: float
-    log_likelihood: float
-    coverage_95: float
-    seconds: float
-    conformal_coverage_90: float | None = None
-    conformal_coverage_95: float | None = None
-    stack_weights: list[float] | None = None
-    tuned: dict[str, Any] | None = None
-    duplicated_test_inputs: int = 0  # test inputs equal to a training input
 
 
 def _prepare(split: UCISplit, defaults: Defaults, rng: RNG) -> tuple[Prepared, Standardizer]:
@@ -170,16 +130,17 @@ def run_uci(
         raise ValueError(f"splits must be in [1, {available}], got {splits}.")
     # every split is read (and its files checked) before the first one trains
     loaded = [load_uci(dataset, index, data_dir=data_dir) for index in range(count)]
-    jobs: Iterable[tuple[int, UCISplit]] = list(enumerate(loaded))
-    if executor is None:
-        jobs = progress_bar(jobs, desc=f"{dataset}/{method}", disable=not progress)
-    return run_jobs(
+    bar = progress_bar(range(count), desc=f"{dataset}/{method} splits", disable=not progress)
+    results = run_jobs(
         functools.partial(_run_split, dataset, method, defaults, seed, recalibrate, tuning),
-        jobs,
+        list(enumerate(loaded)),
         executor=executor,
         threads_per_job=threads_per_job,
         describe=lambda index: f"{dataset} split {index}",
+        on_done=lambda: bar.update(1),  # as splits finish, here or on the executor's workers
     )
+    bar.close()
+    return results
 
 
 def _run_split(
@@ -196,10 +157,12 @@ def _run_split(
     start = time.perf_counter()
     rng = RNG(seed).spawn(index)
     data, y_scaler = _prepare(split, defaults, rng)
-    tuned = None
+    tuned, tuned_seed_std = None, None
     if tuning is not None:
         defaults, result = tuned_defaults(method, data, defaults, tuning, rng)
         tuned = dict(result.best_params)
+        chosen = [row for row in result.trials if row["params"] == result.best_params]
+        tuned_seed_std = float(chosen[0]["std"]) if chosen else None
     fitted = fit_method(method, data, defaults, rng)
     prediction = fitted.predict(data.x_test).rescale(y_scaler.mean, y_scaler.std)
     seconds = time.perf_counter() - start
@@ -218,6 +181,7 @@ def _run_split(
         seconds=seconds,
         stack_weights=fitted.extras.get("stack_weights"),
         tuned=tuned,
+        tuned_seed_std=tuned_seed_std,
         duplicated_test_inputs=duplicated_inputs(split.x_test, split.x_train),
         **conformal,
     )
@@ -251,138 +215,3 @@ def _conformal_coverage(
         inside = (lower <= y_test) & (y_test <= upper)
         coverage[f"conformal_coverage_{round(100 * level)}"] = float(inside.double().mean())
     return coverage
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    """Mean ± standard error over splits for one (dataset, method)."""
-
-    dataset: str
-    method: str
-    splits: int
-    rmse: tuple[float, float]
-    log_likelihood: tuple[float, float]
-    coverage_95: tuple[float, float]
-    seconds: tuple[float, float]
-    published_rmse: tuple[float, float] | None
-    published_log_likelihood: tuple[float, float] | None
-    conformal_coverage_90: tuple[float, float] | None = None
-    conformal_coverage_95: tuple[float, float] | None = None
-    stack_weights: list[float] | None = None  # mean over splits
-
-    @property
-    def reaches_published(self) -> bool | None:
-        """Both RMSE and log-likelihood at least as good as the published MC dropout row."""
-        if self.published_rmse is None or self.published_log_likelihood is None:
-            return None
-        return (
-            self.rmse[0] <= self.published_rmse[0]
-            and self.log_likelihood[0] >= self.published_log_likelihood[0]
-        )
-
-
-def summarise(results: list[SplitResult]) -> list[SummaryRow]:
-    """One row per (dataset, method) next to the published MC dropout numbers."""
-    rows = []
-    for dataset, method in dict.fromkeys((r.dataset, r.method) for r in results):
-        group = [r for r in results if (r.dataset, r.method) == (dataset, method)]
-        published = PUBLISHED.get(dataset, {})
-        rows.append(
-            SummaryRow(
-                dataset=dataset,
-                method=method,
-                splits=len(group),
-                rmse=_mean_se([r.rmse for r in group]),
-                log_likelihood=_mean_se([r.log_likelihood for r in group]),
-                coverage_95=_mean_se([r.coverage_95 for r in group]),
-                seconds=_mean_se([r.seconds for r in group]),
-                published_rmse=published.get("rmse"),
-                published_log_likelihood=published.get("log_likelihood"),
-                conformal_coverage_90=_optional_mean_se([r.conformal_coverage_90 for r in group]),
-                conformal_coverage_95=_optional_mean_se([r.conformal_coverage_95 for r in group]),
-                stack_weights=_mean_weights([r.stack_weights for r in group]),
-            )
-        )
-    return rows
-
-
-def _optional_mean_se(values: list[float | None]) -> tuple[float, float] | None:
-    """Mean ± standard error of a metric every split reports, else ``None``."""
-    present = [v for v in values if v is not None]
-    return _mean_se(present) if present and len(present) == len(values) else None
-
-
-def _mean_weights(weights: list[list[float] | None]) -> list[float] | None:
-    present = [w for w in weights if w is not None]
-    if not present or len(present) != len(weights):
-        return None
-    return [sum(column) / len(present) for column in zip(*present, strict=True)]
-
-
-def _pm(value: tuple[float, float] | None) -> str:
-    """``mean ± standard error``; the mean alone when one split gives no standard error."""
-    if value is None:
-        return "—"
-    mean, error = value
-    return f"{mean:.3f}" if math.isnan(error) else f"{mean:.3f} ± {error:.3f}"
-
-
-def format_table(rows: list[SummaryRow]) -> str:
-    """Markdown table: ours (mean ± s.e.) next to the published MC dropout row.
-
-    Conformal coverage columns appear when some row has them, stacking weights (in the order
-    of ``bnn.apps.uci.methods.STACKED``) when some row is a stack.
-    """
-    conformal = any(row.conformal_coverage_90 is not None for row in rows)
-    stacked = any(row.stack_weights is not None for row in rows)
-    header = "| dataset | method | splits | RMSE | test log-lik | 95% coverage "
-    if conformal:
-        header += "| conformal 90% coverage | conformal 95% coverage "
-    if stacked:
-        header += "| stack weights "
-    header += "| s/split | published MC-dropout RMSE | published log-lik | reaches published |"
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
-    for row in rows:
-        reaches = {True: "yes", False: "no", None: "—"}[row.reaches_published]
-        line = (
-            f"| {row.dataset} | {row.method} | {row.splits} | {_pm(row.rmse)} | "
-            f"{_pm(row.log_likelihood)} | {_pm(row.coverage_95)} "
-        )
-        if conformal:
-            line += f"| {_pm(row.conformal_coverage_90)} | {_pm(row.conformal_coverage_95)} "
-        if stacked:
-            weights = row.stack_weights
-            line += "| " + ("—" if weights is None else " / ".join(f"{w:.2f}" for w in weights))
-            line += " "
-        line += (
-            f"| {row.seconds[0]:.1f} | {_pm(row.published_rmse)} | "
-            f"{_pm(row.published_log_likelihood)} | {reaches} |"
-        )
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def write_report(results: list[SplitResult], output: Path) -> str:
-    """Write ``uci.json`` (per split and summary) and ``uci.md``; return the markdown table."""
-    output.mkdir(parents=True, exist_ok=True)
-    rows = summarise(results)
-    table = format_table(rows)
-    report = {"splits": [asdict(r) for r in results], "summary": [asdict(r) for r in rows]}
-    write_text_atomically(output / "uci.json", json.dumps(report, indent=2))
-    duplicates = [r.duplicated_test_inputs for r in results]
-    if any(duplicates):
-        table += (
-            f"\n\n{sum(duplicates) / len(duplicates):.1f} test inputs per split (at most "
-            f"{max(duplicates)}) equal a training input: a model that interpolates its training "
-            "data scores them with a spiking density, so read the test log-likelihood with care."
-        )
-    write_text_atomically(output / "uci.md", table + "\n")
-    return table

@@ -6,19 +6,22 @@ import json
 import math
 import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 import bnn.apps.datasets
+from bnn._jobs import run_jobs
 from bnn.apps.cli import main
 from bnn.apps.datasets.uci import seeded_split
 from bnn.apps.uci import tune as uci_tune
-from bnn.apps.uci.command import METHODS, Defaults, _prepare, format_table, run_uci, summarise
+from bnn.apps.uci.command import METHODS, Defaults, _prepare, run_uci
 from bnn.apps.uci.methods import STACKED, fit_method
+from bnn.apps.uci.report import SplitResult, format_table, summarise
 from bnn.apps.uci.tune import Tuning
 from bnn.posterior import as_posterior
 from bnn.random.rng import RNG
@@ -229,3 +232,34 @@ def test_a_negative_split_index_is_reported_with_its_own_value_and_entry(tmp_pat
     (folder / "index_test_2.txt").write_text("4\n-3\n5000\n")
     with pytest.raises(ValueError, match=r"index_test_2.txt has row index -3 \(entry 1\)"):
         bnn.apps.datasets.load_uci("yacht", 2, data_dir=tmp_path)
+
+
+def _result(split: int, **fields: Any) -> SplitResult:
+    scores = {"rmse": 0.5, "log_likelihood": 0.0, "coverage_95": 0.95, "seconds": 1.0}
+    return SplitResult("yacht", "mc_dropout", split, **(scores | fields))
+
+
+def test_a_partial_run_is_not_compared_with_the_published_mean_over_20_splits() -> None:
+    two = format_table(summarise([_result(0), _result(1)]))
+    assert two.splitlines()[-1].endswith("| n/a (2 of 20 splits) |")
+    twenty = format_table(summarise([_result(i) for i in range(20)]))
+    assert twenty.splitlines()[-1].endswith("| yes |")  # RMSE 0.5 < 1.11, log-lik 0 > -1.55
+
+
+def test_the_table_shows_the_tuned_parameters_and_their_seed_spread() -> None:
+    rows = [
+        _result(0, tuned={"dropout": 0.01, "lr": 0.003}, tuned_seed_std=0.05),
+        _result(1, tuned={"dropout": 0.03, "lr": 0.001}, tuned_seed_std=0.07),
+    ]
+    table = format_table(summarise(rows))
+    assert "| tuned (mean ± sd over splits) |" in table.splitlines()[0]
+    assert "dropout 0.02 ± 0.014, lr 0.002 ± 0.0014; seed std 0.06" in table
+
+
+def test_the_split_bar_advances_as_splits_finish_on_an_executor() -> None:
+    finished: list[int] = []
+    with ThreadPoolExecutor(2) as pool:
+        results = run_jobs(
+            lambda i: i * i, range(5), executor=pool, on_done=lambda: finished.append(1)
+        )
+    assert results == [0, 1, 4, 9, 16] and len(finished) == 5
