@@ -139,9 +139,15 @@ def test_page_code_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     namespace: dict[str, Any] = {"__name__": "__main__"}
+    lines = path.read_text().splitlines()
+    problems = []
     with bnn.random.use_rng(bnn.RNG(0)):
-        for block in blocks:
+        for index, block in enumerate(blocks):
             exec(block.compile(), namespace)
+            end = blocks[index + 1].line if index + 1 < len(blocks) else len(lines) + 1
+            prose = "\n".join(lines[block.line - 1 : end - 1])
+            problems += prose_number_problems(prose, namespace, block.filename)
+    assert not problems, "\n".join(problems)
 
 
 def test_the_collector_finds_blocks_and_checks_them() -> None:
@@ -155,6 +161,32 @@ def test_the_collector_finds_blocks_and_checks_them() -> None:
     assert problems == [
         "uses z without importing or defining it",
         "line 4: `...` as a placeholder value",
+    ]
+
+
+PROSE_NUMBER = re.compile(r"([−-]?\d[\d.,]*)<!-- = (.+?) -->")
+"""A number in prose that describes an output, and the expression (in the page's namespace,
+after the block before it ran) that formats the value it states: ``0.69<!-- = f"{std:.2f}" -->``.
+The comment does not render; the test fails when the code's output and the prose drift."""
+
+
+def prose_number_problems(prose: str, namespace: dict[str, Any], where: str) -> list[str]:
+    """Each ``number<!-- = expression -->`` in ``prose`` whose expression gives another text."""
+    problems = []
+    for stated, expression in PROSE_NUMBER.findall(prose):
+        produced = str(eval(expression, namespace))  # noqa: S307 - the page's own expression
+        if produced.replace("-", "−") != stated.replace("-", "−"):
+            problems.append(f"{where}: the prose says {stated}, the code gives {produced}")
+    return problems
+
+
+def test_the_prose_check_catches_a_drifted_number() -> None:
+    namespace = {"spread": 0.1538}
+    prose = 'a spread of 0.15<!-- = f"{spread:.2f}" --> and −0.2<!-- = f"{-spread:.1f}" -->'
+    assert prose_number_problems(prose, namespace, "page") == []
+    drifted = 'a spread of 0.06<!-- = f"{spread:.2f}" -->'
+    assert prose_number_problems(drifted, namespace, "page") == [
+        "page: the prose says 0.06, the code gives 0.15"
     ]
 
 
