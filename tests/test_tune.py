@@ -271,3 +271,44 @@ def test_importance_splits_the_spread_into_seed_noise_and_the_parameter_that_mat
     one_seed = tune(objective, space, seeds=1, n_trials=3, rng=0, progress=False)
     with pytest.raises(ValueError, match="seeds >= 2"):
         one_seed.importance()
+
+
+def test_a_configuration_already_scored_is_reused_not_run_again() -> None:
+    calls: list[dict[str, Any]] = []
+
+    def objective(params: dict[str, Any], rng: bnn.RNG) -> float:
+        calls.append(params)
+        return noisy_quadratic({"x": params["x"]}, rng)
+
+    space = {"x": Categorical((-1.0, 0.0, 1.0))}
+    result = tune(objective, space, seeds=3, n_trials=9, rng=0, progress=False)
+    distinct = {tuple(t.params.items()) for t in result.study.trials}
+    assert len(calls) == 3 * len(distinct) < 3 * 9  # each configuration ran its seeds once
+    reused = [t for t in result.study.trials if "reused_from" in t.user_attrs]
+    assert reused and all(
+        t.user_attrs["values"]
+        == result.study.trials[t.user_attrs["reused_from"]].user_attrs["values"]
+        for t in reused
+    )
+
+
+def test_trials_at_once_give_the_same_study_for_the_same_n_jobs_on_any_executor() -> None:
+    space = {"x": Float(-3.0, 3.0)}
+    options: dict[str, Any] = {"seeds": 3, "n_trials": 6, "n_jobs": 2, "rng": 0, "progress": False}
+    own_pool = tune(noisy_quadratic, space, **options)  # n_jobs spawned workers
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as one_worker:  # another completion order
+        on_one_worker = tune(noisy_quadratic, space, executor=one_worker, **options)
+    rows = [(r["params"], r["values"]) for r in own_pool.trials]
+    assert rows == [(r["params"], r["values"]) for r in on_one_worker.trials]
+    assert len(rows) == 6 and rows[0][0] != rows[1][0]  # the constant liar keeps a batch apart
+    serial = tune(noisy_quadratic, space, **(options | {"n_jobs": 1}))
+    first = serial.trials[0]["params"]  # the first configuration asked is the same
+    assert [r["values"] for r in serial.trials if r["params"] == first] == [rows[0][1]]
+
+
+def test_n_jobs_refuses_pruning_and_a_bad_count() -> None:
+    with pytest.raises(ValueError, match="n_jobs must be a positive int"):
+        tune(noisy_quadratic, {"x": Float(0, 1)}, n_jobs=0, progress=False)
+    with pytest.raises(ValueError, match="pruning checks a trial after every seed"):
+        tune(noisy_quadratic, {"x": Float(0, 1)}, n_jobs=2, pruner=True, progress=False)
