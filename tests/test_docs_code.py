@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 import bnn
 
@@ -141,12 +142,17 @@ def test_page_code_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     namespace: dict[str, Any] = {"__name__": "__main__"}
     lines = path.read_text().splitlines()
     problems = []
-    with bnn.random.use_rng(bnn.RNG(0)):
-        for index, block in enumerate(blocks):
-            exec(block.compile(), namespace)
-            end = blocks[index + 1].line if index + 1 < len(blocks) else len(lines) + 1
-            prose = "\n".join(lines[block.line - 1 : end - 1])
-            problems += prose_number_problems(prose, namespace, block.filename)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the pages' numbers are those of one thread, whatever ran before
+    try:
+        with bnn.random.use_rng(bnn.RNG(0)):
+            for index, block in enumerate(blocks):
+                exec(block.compile(), namespace)
+                end = blocks[index + 1].line if index + 1 < len(blocks) else len(lines) + 1
+                prose = "\n".join(lines[block.line - 1 : end - 1])
+                problems += prose_number_problems(prose, namespace, block.filename)
+    finally:
+        torch.set_num_threads(threads)
     assert not problems, "\n".join(problems)
 
 

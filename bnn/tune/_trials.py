@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bnn._jobs import JobError, run_jobs
@@ -26,7 +27,7 @@ from bnn.tune.space import Space, suggest
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["AllSeedsFailed", "run_trial", "run_trials_at_once", "table"]
+__all__ = ["AllSeedsFailed", "TrialSettings", "run_trial", "run_trials_at_once", "table"]
 
 ATTRIBUTES = (
     "mean",
@@ -42,22 +43,35 @@ ATTRIBUTES = (
 )
 
 
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of one study shares: the objective, the space, the seeds' parent, the
+    score's direction (``sign``) and ``risk``, and where the seeds run."""
+
+    objective: Objective
+    space: Space
+    parent: RNG
+    seeds: int
+    sign: float
+    risk: float
+    executor: Executor | None
+    threads_per_job: int | None
+
+
 class AllSeedsFailed(RuntimeError):
     """Every seed of a trial failed (Optuna marks the trial failed; the study goes on)."""
 
 
-def run_trial(
-    objective: Objective,
-    space: Space,
-    parent: RNG,
-    seeds: int,
-    sign: float,
-    risk: float,
-    executor: Executor | None,
-    threads_per_job: int | None,
-    pruner: object,
-    trial: optuna.Trial,
-) -> float:
+def run_trial(settings: TrialSettings, pruner: object, trial: optuna.Trial) -> float:
+    """One trial (``study.optimize``'s objective): its configuration under every seed, pruned
+    between seeds when ``pruner`` is set and the seeds run here."""
+    objective, space, parent, seeds = (
+        settings.objective,
+        settings.space,
+        settings.parent,
+        settings.seeds,
+    )
+    sign, risk, executor = settings.sign, settings.risk, settings.executor
     params = suggest(trial, space)
     reused = reuse_result(trial)
     if reused is not None:
@@ -77,7 +91,7 @@ def run_trial(
                     set_attributes(trial, values, errors, sign, risk)
                     raise import_optuna().TrialPruned(f"pruned after {step + 1} seeds")
     else:
-        for value, error in _run_seeds(objective, [params], children, executor, threads_per_job):
+        for value, error in _run_seeds(settings, [params], children):
             record(values, errors, value, error)
     score = set_attributes(trial, values, errors, sign, risk)
     if not values:
@@ -123,21 +137,17 @@ def table(study: optuna.Study, optuna: Any) -> list[dict[str, Any]]:
 
 
 def _run_seeds(
-    objective: Objective,
-    configurations: list[dict[str, Any]],
-    children: list[RNG],
-    executor: Executor | None,
-    threads_per_job: int | None,
+    settings: TrialSettings, configurations: list[dict[str, Any]], children: list[RNG]
 ) -> list[tuple[float, str]]:
     """Every configuration under every seed, as one set of jobs: ``(value, error)`` in order
     (configuration-major)."""
     jobs = [(params, child) for params in configurations for child in children]
     try:
         return run_jobs(
-            functools.partial(one_seed, objective),
+            functools.partial(one_seed, settings.objective),
             jobs,
-            executor=executor,
-            threads_per_job=threads_per_job,
+            executor=settings.executor,
+            threads_per_job=settings.threads_per_job,
             describe=lambda index: (
                 f"configuration {index // len(children)}, seed {index % len(children)}"
             ),
@@ -163,30 +173,20 @@ def reuse_result(trial: optuna.Trial) -> float | None:
     return None
 
 
-def run_trials_at_once(
-    study: optuna.Study,
-    count: int,
-    objective: Objective,
-    space: Space,
-    parent: RNG,
-    seeds: int,
-    sign: float,
-    risk: float,
-    executor: Executor | None,
-    threads_per_job: int | None,
-) -> None:
+def run_trials_at_once(study: optuna.Study, count: int, settings: TrialSettings) -> None:
     """Ask ``count`` configurations, run the new ones' seeds as one set of jobs, tell every
     result in the order asked (a configuration asked twice in the batch runs once)."""
     optuna = import_optuna()
     trials = [study.ask() for _ in range(count)]
-    params = [suggest(trial, space) for trial in trials]
+    params = [suggest(trial, settings.space) for trial in trials]
     reused = [reuse_result(trial) for trial in trials]
     new: dict[str, dict[str, Any]] = {}
     for trial, configuration, score in zip(trials, params, reused, strict=True):
         if score is None:
             new.setdefault(repr(sorted(trial.params.items())), configuration)
-    children = [parent.spawn(f"seed-{i}") for i in range(seeds)]
-    outcomes = _run_seeds(objective, list(new.values()), children, executor, threads_per_job)
+    seeds = settings.seeds
+    children = [settings.parent.spawn(f"seed-{i}") for i in range(seeds)]
+    outcomes = _run_seeds(settings, list(new.values()), children)
     by_key = {key: outcomes[index * seeds : (index + 1) * seeds] for index, key in enumerate(new)}
     for trial, score in zip(trials, reused, strict=True):
         if score is None:
@@ -194,7 +194,7 @@ def run_trials_at_once(
             errors: list[str] = []
             for value, error in by_key[repr(sorted(trial.params.items()))]:
                 record(values, errors, value, error)
-            score = set_attributes(trial, values, errors, sign, risk)
+            score = set_attributes(trial, values, errors, settings.sign, settings.risk)
             if not values:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import multiprocessing
@@ -48,7 +49,13 @@ from bnn.random.default import RNGLike, resolve_rng
 from bnn.tune._optuna import import_optuna, open_study, pruner_of, quiet, warn_about_failures
 from bnn.tune._seeds import Objective
 from bnn.tune._statistics import seed_noise_share
-from bnn.tune._trials import AllSeedsFailed, run_trial, run_trials_at_once, table
+from bnn.tune._trials import (
+    AllSeedsFailed,
+    TrialSettings,
+    run_trial,
+    run_trials_at_once,
+    table,
+)
 from bnn.tune.racing import Race, distinct_leaders, race_leaders, unraced_message
 from bnn.tune.space import Space, check_space
 
@@ -238,40 +245,10 @@ def tune(
             study_name=study_name,
             load_if_exists=storage is not None,
         )
-        evaluate = functools.partial(
-            run_trial,
-            objective,
-            space,
-            parent,
-            seeds,
-            sign,
-            risk,
-            executor,
-            threads_per_job,
-            pruner,
+        settings = TrialSettings(
+            objective, space, parent, seeds, sign, risk, executor, threads_per_job
         )
-        bar = progress_bar(range(n_trials), desc="tune", disable=not progress)
-        if n_jobs == 1:
-            for _ in bar:
-                study.optimize(evaluate, n_trials=1, catch=(AllSeedsFailed,))
-        else:
-            with _pool(executor, n_jobs) as pool:
-                for start in range(0, n_trials, n_jobs):
-                    count = min(n_jobs, n_trials - start)
-                    run_trials_at_once(
-                        study,
-                        count,
-                        objective,
-                        space,
-                        parent,
-                        seeds,
-                        sign,
-                        risk,
-                        pool,
-                        threads_per_job,
-                    )
-                    bar.update(count)
-        bar.close()
+        _run_trials(study, settings, n_trials, n_jobs, pruner, progress)
     rows = table(study, optuna)
     if not rows:
         first = next(
@@ -300,6 +277,30 @@ def tune(
         race=raced,
         study=study,
     )
+
+
+def _run_trials(
+    study: optuna.Study,
+    settings: TrialSettings,
+    n_trials: int,
+    n_jobs: int,
+    pruner: object,
+    progress: bool,
+) -> None:
+    """``n_trials`` trials, one at a time (``study.optimize``) or ``n_jobs`` at once."""
+    bar = progress_bar(range(n_trials), desc="tune", disable=not progress)
+    if n_jobs == 1:
+        evaluate = functools.partial(run_trial, settings, pruner)
+        for _ in bar:
+            study.optimize(evaluate, n_trials=1, catch=(AllSeedsFailed,))
+    else:
+        with _pool(settings.executor, n_jobs) as pool:
+            on_pool = dataclasses.replace(settings, executor=pool)
+            for start in range(0, n_trials, n_jobs):
+                count = min(n_jobs, n_trials - start)
+                run_trials_at_once(study, count, on_pool)
+                bar.update(count)
+    bar.close()
 
 
 @contextlib.contextmanager

@@ -38,6 +38,13 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node=2", str(WORKER), str(output)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if completed.returncode != 0 and "terminate called without an active exception" in (
+        completed.stderr
+    ):
+        # seen once in ~10 runs on a loaded 2-core machine: a rank aborted inside gloo (a C++
+        # std::terminate, no Python error) and nothing else failed. One new launch, from
+        # scratch; a second abort, or any other failure, fails the test.
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[:6000]
     return [torch.load(output / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
