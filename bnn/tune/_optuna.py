@@ -3,6 +3,7 @@ the warning about failed seed runs."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -12,19 +13,46 @@ if TYPE_CHECKING:
 __all__ = ["import_optuna", "open_study", "pruner_of", "quiet", "warn_about_failures"]
 
 
+RACES = ("IntegrityError", "OperationalError")
+"""SQLAlchemy's errors when processes create or lock one fresh database at the same moment
+(two workers both creating the schema, SQLite's "database is locked")."""
+ATTEMPTS = 5
+
+
 def open_study(module: Any, **options: Any) -> optuna.Study:
-    """``optuna.create_study(**options)``; a storage that cannot be opened is named."""
-    try:
-        study: optuna.Study = module.create_study(**options)
-    except Exception as error:  # SQLAlchemy, drivers and Optuna raise their own kinds
-        if options["storage"] is None:
-            raise
-        raise ValueError(
-            f"storage {options['storage']!r} cannot be opened ({type(error).__name__}: "
-            f"{error}); pass an Optuna storage URL such as 'sqlite:///study.db' or "
-            "'postgresql://user:password@host/db' (its driver installed), or a storage object."
-        ) from error
-    return study
+    """``optuna.create_study(**options)``; a storage that cannot be opened is named.
+
+    Workers started together on one new storage race to create its tables: the loser's
+    ``IntegrityError`` (or SQLite's lock) is retried, up to ``ATTEMPTS`` times with a growing
+    pause, before it is reported.
+    """
+    for attempt in range(ATTEMPTS):
+        try:
+            study: optuna.Study = module.create_study(**options)
+        except Exception as error:  # SQLAlchemy, drivers and Optuna raise their own kinds
+            if options["storage"] is None:
+                raise
+            if _raced(error) and attempt + 1 < ATTEMPTS:
+                time.sleep(0.1 * 2**attempt)
+                continue
+            raise ValueError(
+                f"storage {options['storage']!r} cannot be opened ({type(error).__name__}: "
+                f"{error}); pass an Optuna storage URL such as 'sqlite:///study.db' or "
+                "'postgresql://user:password@host/db' (its driver installed), or a storage "
+                "object."
+            ) from error
+        return study
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _raced(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a race between processes on the database."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if type(seen).__name__ in RACES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def warn_about_failures(study: optuna.Study) -> None:
