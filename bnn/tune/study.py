@@ -221,14 +221,7 @@ def tune(
             pruning with an executor.
     """
     optuna = import_optuna()
-    if not callable(objective):
-        raise TypeError(
-            f"objective must be a function (params, rng) -> float, got {type(objective).__name__}."
-        )
-    check_int("seeds", seeds)
-    check_int("n_trials", n_trials)
-    check_int("n_jobs", n_jobs)
-    _check_tuning(direction, risk, seeds, pruner, executor if n_jobs == 1 else n_jobs, space)
+    _check_tuning(objective, direction, risk, seeds, n_trials, n_jobs, pruner, executor, space)
     parent = resolve_rng(rng)
     sign = 1.0 if direction == "minimize" else -1.0
     with quiet(optuna):
@@ -315,8 +308,25 @@ def _pool(executor: Executor | None, n_jobs: int) -> Iterator[Executor]:
 
 
 def _check_tuning(
-    direction: str, risk: float, seeds: int, pruner: object, executor: object, space: object
+    objective: object,
+    direction: str,
+    risk: float,
+    seeds: int,
+    n_trials: int,
+    n_jobs: int,
+    pruner: object,
+    executor: object,
+    space: object,
 ) -> None:
+    if not callable(objective):
+        raise TypeError(
+            f"objective must be a function (params, rng) -> float, got {type(objective).__name__}."
+        )
+    check_int("seeds", seeds)
+    check_int("n_trials", n_trials)
+    check_int("n_jobs", n_jobs)
+    if n_jobs > 1:
+        executor = n_jobs  # trials at once run on an executor: no pruning between seeds
     if direction not in ("minimize", "maximize"):
         raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}.")
     if isinstance(risk, bool) or not isinstance(risk, int | float) or not math.isfinite(risk):

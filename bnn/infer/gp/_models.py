@@ -323,3 +323,29 @@ def float64_exact_model(gp_model: Any) -> Any:
         cached.set_train_data(train_inputs, cached.train_targets.double(), strict=False)
         gp_model.__dict__["_bnn_float64"] = cached
     return cached
+
+
+def _cholesky(covariance: Tensor) -> Tensor:
+    """A factor ``L`` with ``L Lᵀ ≈ covariance`` ``[N, N]``, computed in float64.
+
+    A posterior covariance at many close inputs is numerically rank-deficient, and in float32
+    its rounding errors make it indefinite. The factor is computed in float64 with jitter
+    ``1e-10·mean(diag)`` and up, only if needed; if even ``1e-4·mean(diag)`` fails, the
+    covariance's eigendecomposition with negative eigenvalues set to 0 gives the factor (the
+    nearest positive semi-definite matrix).
+    """
+    matrix = covariance.double()
+    matrix = 0.5 * (matrix + matrix.T)
+    scale = float(matrix.diagonal().mean().abs()) or 1.0
+    identity = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+    for exponent in range(-10, -3):
+        jitter = 0.0 if exponent == -10 else scale * 10.0**exponent
+        factor, info = torch.linalg.cholesky_ex(matrix + jitter * identity)
+        if int(info) == 0:
+            lower: Tensor = factor.to(covariance.dtype)
+            return lower
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    if not bool(torch.isfinite(eigenvalues).all()):
+        raise ValueError("the posterior covariance has non-finite entries; check the inputs.")
+    root: Tensor = eigenvectors * eigenvalues.clamp_min(0).sqrt()
+    return root.to(covariance.dtype)

@@ -53,6 +53,7 @@ from bnn.infer.gp._checks import (
 )
 from bnn.infer.gp._models import (
     _carried,
+    _cholesky,
     _exact_linear_algebra,
     _exact_model,
     _features,
@@ -166,32 +167,6 @@ class GPPosterior(nn.Module):
             num_samples, mean.shape[0], generator=generator, dtype=mean.dtype, device=mean.device
         )
         return (mean + z @ factor.T).unsqueeze(-1)
-
-
-def _cholesky(covariance: Tensor) -> Tensor:
-    """A factor ``L`` with ``L Lᵀ ≈ covariance`` ``[N, N]``, computed in float64.
-
-    A posterior covariance at many close inputs is numerically rank-deficient, and in float32
-    its rounding errors make it indefinite. The factor is computed in float64 with jitter
-    ``1e-10·mean(diag)`` and up, only if needed; if even ``1e-4·mean(diag)`` fails, the
-    covariance's eigendecomposition with negative eigenvalues set to 0 gives the factor (the
-    nearest positive semi-definite matrix).
-    """
-    matrix = covariance.double()
-    matrix = 0.5 * (matrix + matrix.T)
-    scale = float(matrix.diagonal().mean().abs()) or 1.0
-    identity = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-    for exponent in range(-10, -3):
-        jitter = 0.0 if exponent == -10 else scale * 10.0**exponent
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter * identity)
-        if int(info) == 0:
-            lower: Tensor = factor.to(covariance.dtype)
-            return lower
-    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    if not bool(torch.isfinite(eigenvalues).all()):
-        raise ValueError("the posterior covariance has non-finite entries; check the inputs.")
-    root: Tensor = eigenvectors * eigenvalues.clamp_min(0).sqrt()
-    return root.to(covariance.dtype)
 
 
 def gp(
@@ -331,21 +306,32 @@ def gp(
             progress=progress,
             history=history,
         )
+    posterior = _trained_posterior(gp_model, features, likelihood, gp_likelihood, num_classes, x)
+    if isinstance(likelihood, Gaussian) and likelihood.learn_std:
+        check_learned_noise(float(gp_likelihood.noise.detach()) ** 0.5, y, min_noise)
+    _record_hyperparameters(history, gp_model, posterior.likelihood, num_classes, start)
+    return posterior, history
+
+
+def _trained_posterior(
+    gp_model: Any,
+    features: nn.Module,
+    likelihood: Likelihood,
+    gp_likelihood: Any,
+    num_classes: int | None,
+    x: Tensor,
+) -> GPPosterior:
+    """The trained model in eval mode as a `GPPosterior` carrying its observation model."""
     gp_model.eval()
     gp_likelihood.eval()
-    carried = _carried(likelihood, gp_likelihood)
-    posterior = GPPosterior(
+    return GPPosterior(
         gp_model,
         features,
-        carried,
+        _carried(likelihood, gp_likelihood),
         gp_likelihood,
         num_classes=num_classes,
         input_shape=tuple(x.shape[1:]),
     )
-    if isinstance(likelihood, Gaussian) and likelihood.learn_std:
-        check_learned_noise(float(gp_likelihood.noise.detach()) ** 0.5, y, min_noise)
-    _record_hyperparameters(history, gp_model, carried, num_classes, start)
-    return posterior, history
 
 
 def _inducing_points(

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
+from bnn.infer.checkpoint import data_fingerprint, layout_fingerprint
 from bnn.infer.history import History
 from bnn.infer.training._early_stopping import EarlyStopping
-from bnn.infer.training._fit_options import KLSchedule
-from bnn.infer.training._loop import OptimizerSpec, StepContext
+from bnn.infer.training._fit_options import KLSchedule, Validation
+from bnn.infer.training._loop import OptimizerSpec, StepContext, TrainData
+from bnn.likelihoods import Likelihood
+from bnn.nn.priors import Prior
+from bnn.parallel.distributed import TrainingStrategy
 from bnn.random.rng import RNG
 
-__all__ = ["fit_settings", "restore", "snapshot"]
+__all__ = ["fit_settings", "restore", "run_identity", "snapshot"]
 
 
 def fit_settings(
@@ -89,3 +95,42 @@ def restore(
     history.metrics.update({name: list(values) for name, values in saved["metrics"].items()})
     history.extras.update(saved["extras"])
     return int(saved["epochs_done"]), int(saved["step"])
+
+
+def run_identity(
+    data: TrainData,
+    size: int,
+    model: nn.Module,
+    likelihood: Likelihood,
+    strategy: TrainingStrategy,
+    validation: Validation | None,
+    prior: Prior | None,
+) -> dict[str, Any]:
+    """What a checkpoint of ``fit`` records of the run besides its optimisation settings: the
+    data, the model's and likelihood's layout, the ranks, the validation set, the prior."""
+    return {
+        "dataset_size": size,
+        "data": data_fingerprint(data),
+        "model": layout_fingerprint(model),
+        "likelihood": _describe_likelihood(likelihood),
+        "ranks": strategy.world_size,
+        "validation": _describe(validation),
+        "prior": repr(prior),
+    }
+
+
+def _describe_likelihood(likelihood: Likelihood) -> str:
+    """The likelihood's kind and what of it trains (a resumed run must train the same)."""
+    trained = [name for name, p in likelihood.named_parameters() if p.requires_grad]
+    learns = f"learns {', '.join(trained)}" if trained else "learns nothing"
+    return f"{type(likelihood).__name__} that {learns} ({layout_fingerprint(likelihood)})"
+
+
+def _describe(validation: Validation | None) -> str | None:
+    """What of ``validation`` a resumed run must share (for the checkpoint's settings)."""
+    if validation is None:
+        return None
+    return (
+        f"{len(validation.x)} inputs, patience {validation.patience}, "
+        f"{validation.num_samples} samples, data {data_fingerprint((validation.x, validation.y))}"
+    )

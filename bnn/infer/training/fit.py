@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
-from bnn.infer.checkpoint import Checkpoint, data_fingerprint, layout_fingerprint
+from bnn.infer.checkpoint import Checkpoint
 from bnn.infer.history import History
 from bnn.infer.training._early_stopping import EarlyStopping
-from bnn.infer.training._fit_checkpoint import fit_settings, restore, snapshot
+from bnn.infer.training._fit_checkpoint import fit_settings, restore, run_identity, snapshot
 from bnn.infer.training._fit_options import KLSchedule, Validation
 from bnn.infer.training._loop import (
     NonFiniteLossError,
@@ -148,15 +148,7 @@ def fit(
     run = None
     if checkpoint is not None:
         settings = fit_settings(generator, batch_size, lr, optimizer, num_samples, schedule)
-        settings |= {
-            "dataset_size": size,
-            "data": data_fingerprint(data),
-            "model": layout_fingerprint(model),
-            "likelihood": _describe_likelihood(likelihood),
-            "ranks": strategy.world_size,
-            "validation": _describe(validation),
-            "prior": repr(prior),
-        }
+        settings |= run_identity(data, size, model, likelihood, strategy, validation, prior)
         run = Checkpoint(checkpoint, method="fit", settings=settings, rank=strategy.rank)
     step_context = StepContext(
         model=model,
@@ -253,23 +245,6 @@ def _check_model_takes(model: nn.Module, data: TrainData, validation: Validation
         check_model_input(model, probe)
     if validation is not None:
         check_model_input(model, validation.x)
-
-
-def _describe(validation: Validation | None) -> str | None:
-    """What of ``validation`` a resumed run must share (for the checkpoint's settings)."""
-    if validation is None:
-        return None
-    return (
-        f"{len(validation.x)} inputs, patience {validation.patience}, "
-        f"{validation.num_samples} samples, data {data_fingerprint((validation.x, validation.y))}"
-    )
-
-
-def _describe_likelihood(likelihood: Likelihood) -> str:
-    """The likelihood's kind and what of it trains (a resumed run must train the same)."""
-    trained = [name for name, p in likelihood.named_parameters() if p.requires_grad]
-    learns = f"learns {', '.join(trained)}" if trained else "learns nothing"
-    return f"{type(likelihood).__name__} that {learns} ({layout_fingerprint(likelihood)})"
 
 
 def _first_inputs(data: TrainData) -> Tensor | None:
