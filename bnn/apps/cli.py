@@ -197,12 +197,11 @@ def _check_data_dir(dataset: str, data_dir: Path | None) -> None:
 
 
 def _uci(args: argparse.Namespace) -> int:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
     from bnn.apps.uci.command import Defaults, run_uci
     from bnn.apps.uci.report import write_report
+    from bnn.parallel.executors import local_pool
 
     _check_counts(args)
     _check_output(args.output, ("uci.md", "uci.json"))
@@ -240,8 +239,7 @@ def _uci(args: argparse.Namespace) -> int:
             args.dataset, args.method, defaults=defaults, threads_per_job=1, **options
         )
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        with local_pool(args.jobs) as pool:
             results = run_uci(
                 args.dataset, args.method, defaults=defaults, executor=pool, **options
             )

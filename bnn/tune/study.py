@@ -37,14 +37,14 @@ import contextlib
 import dataclasses
 import functools
 import math
-import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bnn._checks import check_int
 from bnn._progress import progress_bar
+from bnn.parallel.executors import local_pool
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.tune._optuna import import_optuna, open_study, pruner_of, quiet, warn_about_failures
 from bnn.tune._seeds import Objective
@@ -298,12 +298,11 @@ def _run_trials(
 
 @contextlib.contextmanager
 def _pool(executor: Executor | None, n_jobs: int) -> Iterator[Executor]:
-    """``executor``, or a process pool of ``n_jobs`` spawned workers for the call."""
+    """``executor``, or a local process pool of ``n_jobs`` workers for the call."""
     if executor is not None:
         yield executor
         return
-    context = multiprocessing.get_context("spawn")  # no forked torch or OpenMP state
-    with ProcessPoolExecutor(n_jobs, mp_context=context) as pool:
+    with local_pool(n_jobs) as pool:
         yield pool
 
 
