@@ -15,6 +15,7 @@ import torch
 import bnn
 
 pytest.importorskip("optuna")
+from bnn.parallel.executors import local_pool
 from bnn.tune import Categorical, Float, Int, Race, tune  # noqa: E402
 from tests.parallel.jobs import noisy_quadratic  # noqa: E402
 
@@ -307,8 +308,32 @@ def test_trials_at_once_give_the_same_study_for_the_same_n_jobs_on_any_executor(
     assert [r["values"] for r in serial.trials if r["params"] == first] == [rows[0][1]]
 
 
-def test_n_jobs_refuses_pruning_and_a_bad_count() -> None:
+def test_trials_at_once_prune_seed_by_seed_and_give_the_same_study_on_any_executor() -> None:
+    options: dict[str, Any] = {
+        "seeds": 6,
+        "n_trials": 16,
+        "n_jobs": 2,
+        "pruner": True,
+        "rng": 0,
+        "progress": False,
+    }
+    own_pool = tune(noisy_quadratic, {"x": Float(-3.0, 3.0)}, **options)
+    with local_pool(1) as one_worker:  # another completion order
+        on_one_worker = tune(
+            noisy_quadratic, {"x": Float(-3.0, 3.0)}, executor=one_worker, **options
+        )
+    pruned = [t for t in own_pool.study.trials if t.state.name == "PRUNED"]
+    assert pruned and all(len(t.user_attrs["values"]) < 6 for t in pruned)
+    assert any(t.state.name == "COMPLETE" for t in own_pool.study.trials)
+
+    def history(result: Any) -> list[tuple[Any, ...]]:
+        return [(t.state.name, t.params, t.user_attrs["values"]) for t in result.study.trials]
+
+    assert history(own_pool) == history(on_one_worker)
+
+
+def test_n_jobs_refuses_a_bad_count_and_pruning_on_an_executor_one_trial_at_a_time() -> None:
     with pytest.raises(ValueError, match="n_jobs must be a positive int"):
         tune(noisy_quadratic, {"x": Float(0, 1)}, n_jobs=0, progress=False)
-    with pytest.raises(ValueError, match="pruning checks a trial after every seed"):
-        tune(noisy_quadratic, {"x": Float(0, 1)}, n_jobs=2, pruner=True, progress=False)
+    with local_pool(1) as pool, pytest.raises(ValueError, match="prune with n_jobs > 1"):
+        tune(noisy_quadratic, {"x": Float(0, 1)}, executor=pool, pruner=True, progress=False)

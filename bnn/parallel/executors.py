@@ -6,6 +6,7 @@ threads per job, failures named, never dropped). ``local_pool`` is the process p
 
 Example:
     >>> from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
     >>> with ProcessPoolExecutor(2) as pool:
     ...     results = run_jobs(train_split, splits, executor=pool)
 """
@@ -16,6 +17,7 @@ import contextlib
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
 
 from bnn._jobs import JobError, run_jobs
 
@@ -36,9 +38,11 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         >>> with local_pool(2) as pool:
         ...     results = run_jobs(train_split, splits, executor=pool)
     """
+    context: BaseContext
     if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bnn"])
+        server = multiprocessing.get_context("forkserver")
+        server.set_forkserver_preload(["bnn"])
+        context = server
     else:
         context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context)

@@ -173,29 +173,86 @@ def reuse_result(trial: optuna.Trial) -> float | None:
     return None
 
 
-def run_trials_at_once(study: optuna.Study, count: int, settings: TrialSettings) -> None:
-    """Ask ``count`` configurations, run the new ones' seeds as one set of jobs, tell every
-    result in the order asked (a configuration asked twice in the batch runs once)."""
-    optuna = import_optuna()
+def run_trials_at_once(
+    study: optuna.Study, count: int, settings: TrialSettings, pruning: bool = False
+) -> None:
+    """Ask ``count`` configurations, run the new ones' seeds on the executor, tell every result
+    in the order asked (a configuration asked twice in the batch runs once).
+
+    Without ``pruning`` all seeds of all new configurations are one set of jobs. With it they
+    run in waves, seed ``i`` of every configuration still running at once; after each wave a
+    configuration whose running mean the pruner stops is told as pruned. Nothing of the batch
+    is told before its end, so the pruner sees the same history whatever the completion order.
+    """
+    states = import_optuna().trial.TrialState
     trials = [study.ask() for _ in range(count)]
     params = [suggest(trial, settings.space) for trial in trials]
     reused = [reuse_result(trial) for trial in trials]
-    new: dict[str, dict[str, Any]] = {}
+    first: dict[str, optuna.Trial] = {}
+    configurations: dict[str, dict[str, Any]] = {}
     for trial, configuration, score in zip(trials, params, reused, strict=True):
-        if score is None:
-            new.setdefault(repr(sorted(trial.params.items())), configuration)
-    seeds = settings.seeds
-    children = [settings.parent.spawn(f"seed-{i}") for i in range(seeds)]
-    outcomes = _run_seeds(settings, list(new.values()), children)
-    by_key = {key: outcomes[index * seeds : (index + 1) * seeds] for index, key in enumerate(new)}
+        if score is None and _key(trial) not in first:
+            first[_key(trial)] = trial
+            configurations[_key(trial)] = configuration
+    children = [settings.parent.spawn(f"seed-{i}") for i in range(settings.seeds)]
+    outcomes, pruned = (
+        _run_in_waves(settings, configurations, first, children)
+        if pruning
+        else (_run_all(settings, configurations, children), set())
+    )
     for trial, score in zip(trials, reused, strict=True):
         if score is None:
             values: list[float] = []
             errors: list[str] = []
-            for value, error in by_key[repr(sorted(trial.params.items()))]:
+            for value, error in outcomes[_key(trial)]:
                 record(values, errors, value, error)
             score = set_attributes(trial, values, errors, settings.sign, settings.risk)
+            if _key(trial) in pruned:
+                study.tell(trial, state=states.PRUNED)
+                continue
             if not values:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                study.tell(trial, state=states.FAIL)
                 continue
         study.tell(trial, score)
+
+
+def _key(trial: optuna.Trial) -> str:
+    return repr(sorted(trial.params.items()))
+
+
+def _run_all(
+    settings: TrialSettings, configurations: dict[str, dict[str, Any]], children: list[RNG]
+) -> dict[str, list[tuple[float, str]]]:
+    """Every seed of every configuration as one set of jobs."""
+    outcomes = _run_seeds(settings, list(configurations.values()), children)
+    seeds = len(children)
+    return {
+        key: outcomes[index * seeds : (index + 1) * seeds]
+        for index, key in enumerate(configurations)
+    }
+
+
+def _run_in_waves(
+    settings: TrialSettings,
+    configurations: dict[str, dict[str, Any]],
+    trials: dict[str, optuna.Trial],
+    children: list[RNG],
+) -> tuple[dict[str, list[tuple[float, str]]], set[str]]:
+    """Seed by seed, every running configuration at once; the pruner asked after each seed.
+    Returns the outcomes per configuration and the keys of the pruned ones."""
+    outcomes: dict[str, list[tuple[float, str]]] = {key: [] for key in configurations}
+    running = list(configurations)
+    pruned: set[str] = set()
+    for step, child in enumerate(children):
+        results = _run_seeds(settings, [configurations[key] for key in running], [child])
+        for key, outcome in zip(running, results, strict=True):
+            outcomes[key].append(outcome)
+            values = [value for value, error in outcomes[key] if not error]
+            if values:
+                trials[key].report(average(values), step)
+                if trials[key].should_prune():
+                    pruned.add(key)
+        running = [key for key in running if key not in pruned]
+        if not running:
+            break
+    return outcomes, pruned
