@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bnn.likelihoods import Likelihood, Prediction, RegressionPrediction
+from bnn.likelihoods import (
+    Likelihood,
+    Prediction,
+    RegressionPrediction,
+    same_observation_model,
+)
 from bnn.posterior.closed_form import ClosedFormPredictive
 from bnn.posterior.marginal import MarginalPredictive
 from bnn.posterior.model import as_posterior
@@ -118,16 +123,18 @@ def _posterior(model_or_posterior: object, joint: object) -> Posterior:
 
 
 def _observation_model(posterior: Posterior, likelihood: Likelihood | None) -> Likelihood | None:
-    """The caller's likelihood, or the one the posterior carries; refuse a clash."""
+    """The caller's likelihood, or the one the posterior carries (the same one passed again
+    is no clash); refuse a different one."""
     carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
     if carried is None:
         return likelihood
-    if likelihood is None:
+    if likelihood is None or same_observation_model(likelihood, carried):
         return carried
     raise ValueError(
-        "this posterior carries its own observation model (e.g. ensemble members that each "
-        "learned a noise scale); predict without likelihood= to use it, or train members with "
-        "a shared fixed likelihood (e.g. bnn.HeteroscedasticGaussian)."
+        f"this {type(posterior).__name__} carries its own observation model ({carried!r}; e.g. "
+        "ensemble members that each learned a noise scale, or the likelihood a conformal "
+        "predictor was calibrated with), and likelihood= gives another one "
+        f"({likelihood!r}); predict without likelihood= to use the carried one."
     )
 
 

@@ -139,7 +139,8 @@ def test_the_markdown_states_what_the_full_run_prints(
     path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     executed = run(path, tmp_path, monkeypatch, quick=False)
-    assert bound_number_problems(executed, path.name) == []
+    problems = bound_number_problems(executed, path.name)
+    assert not problems, "\n".join(problems)
 
 
 def test_the_binding_checks_catch_drift_and_unbound_numbers(

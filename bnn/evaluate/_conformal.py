@@ -52,7 +52,9 @@ from bnn.likelihoods import (
     Likelihood,
     Prediction,
     RegressionPrediction,
+    same_observation_model,
 )
+from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
 from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.predict import predict_with_uncertainty
@@ -81,15 +83,23 @@ def inner_prediction(
     memory_budget: int | None,
 ) -> Prediction:
     """The wrapped posterior's prediction; its own likelihood wins over ``likelihood``."""
-    carries = isinstance(posterior, CarriesLikelihood) and posterior.predictive_likelihood
     return predict_with_uncertainty(
         posterior,
         x,
         num_samples=num_samples,
-        likelihood=None if carries else likelihood,
+        likelihood=calibration_likelihood(posterior, likelihood),
         rng=rng,
         memory_budget=memory_budget,
     )
+
+
+def calibration_likelihood(
+    posterior: Posterior, likelihood: Likelihood | None
+) -> Likelihood | None:
+    """The observation model a conformal predictor's scores come from: the posterior's own if
+    it carries one, else ``likelihood`` (``None``: noise-free regression)."""
+    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
+    return carried if carried is not None else likelihood
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,11 @@ class ConformalPosterior(PosteriorWrapper):
     (``interval(level)``) or a `ConformalClassificationPrediction` (``prediction_set(level)``),
     and `interval` / `prediction_set` are shortcuts for both steps.
 
+    It carries the observation model it was calibrated with (``predictive_likelihood``), so
+    every door — ``predict_with_uncertainty`` with or without ``likelihood=``, ``predict``,
+    ``interval``, ``prediction_set``, ``to_arviz`` — predicts with the calibration's scores.
+    Another likelihood would change the scores and lose the guarantee: it is refused.
+
     Attributes:
         posterior: the wrapped posterior.
         method: ``"absolute"``, ``"normalized"``, ``"cqr"`` or ``"aps"``.
@@ -188,13 +203,18 @@ class ConformalPosterior(PosteriorWrapper):
     ) -> None:
         super().__init__(posterior)
         self.calibration = calibration
-        self.likelihood = likelihood
+        self.likelihood = calibration_likelihood(posterior, likelihood)
         self.level = level
         self.method = method
         self.randomized = isinstance(calibration, ClassificationCalibration) and (
             calibration.randomized
         )
         self.num_samples = num_samples
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The likelihood the calibration scores were computed with."""
+        return self.likelihood
 
     def closed_form_prediction(
         self,
@@ -209,6 +229,12 @@ class ConformalPosterior(PosteriorWrapper):
 
         Randomized APS draws its ``u`` from the generator ``"conformal"`` of ``rng``.
         """
+        if not same_observation_model(likelihood, self.likelihood):
+            raise ValueError(
+                f"this conformal predictor was calibrated with likelihood {self.likelihood!r}; "
+                f"predicting with {likelihood!r} would change its scores and lose the coverage "
+                "guarantee. Predict without likelihood=, or conformalize again with the new one."
+            )
         inner = inner_prediction(self.posterior, x, likelihood, num_samples, rng, memory_budget)
         calibration = self.calibration
         if isinstance(calibration, RegressionCalibration):
@@ -257,12 +283,10 @@ class ConformalPosterior(PosteriorWrapper):
         self, x: Tensor, *, num_samples: int | None = None, rng: RNGLike = None
     ) -> Prediction:
         """``bnn.predict_with_uncertainty`` with the calibration likelihood and sample count."""
-        carries = self.predictive_likelihood is not None
         return predict_with_uncertainty(
             self,
             x,
             num_samples=self.num_samples if num_samples is None else num_samples,
-            likelihood=None if carries else self.likelihood,
             rng=rng,
         )
 
@@ -343,6 +367,9 @@ def conformalize(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
+    if likelihood is not None and not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
     check_batch(x_cal, num_samples)
     assert isinstance(x_cal, Tensor)
     if not isinstance(y_cal, Tensor):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from bnn.evaluate import metrics
+from bnn.evaluate._conformal import ConformalClassificationPrediction, ConformalRegressionPrediction
 from bnn.likelihoods import (
     ClassificationPrediction,
     Prediction,
@@ -85,6 +86,15 @@ def calibration(
     Classification: ECE (``num_bins`` bins), accuracy, Brier score, NLL, mean entropy; flagged
     when the ECE exceeds the calibration gap expected from sampling alone by 3 standard errors.
 
+    A conformal prediction (`bnn.evaluate.recalibrate.conformalize`) is measured on its own
+    intervals (coverage and calibration error, at the levels its calibration set allows) or
+    sets (``set coverage @ level`` and ``mean set size`` beside the scores above); its PIT
+    values are the wrapped predictive's.
+
+    Example:
+        >>> report = bnn.calibration(prediction, y_test)
+        >>> report.coverage[0.9], report.flags
+
     Raises:
         ValueError: ``y`` not matching the prediction, NaN targets, levels outside (0, 1).
     """
@@ -110,8 +120,15 @@ def _regression(
     y = align_targets(y, prediction.loc.shape[1:])  # the one target rule of every metric
     pit = prediction.cdf(y)
     n = pit.numel()
-    coverage = {level: _central_coverage(pit, level) for level in levels}
-    grid_error = sum(abs(_central_coverage(pit, level) - level) for level in GRID) / len(GRID)
+    coverage = {
+        level: _coverage(prediction, y, pit, level)
+        for level in levels
+        if _has_interval(prediction, level)
+    }
+    grid = [level for level in GRID if _has_interval(prediction, level)]
+    grid_error = sum(abs(_coverage(prediction, y, pit, level) - level) for level in grid) / len(
+        grid
+    )
     flags = []
     for level, observed in coverage.items():
         standard_error = math.sqrt(level * (1 - level) / n)
@@ -129,6 +146,24 @@ def _regression(
         "calibration error": grid_error,
     }
     return CalibrationReport("regression", scores, coverage, pit.detach(), tuple(flags))
+
+
+def _coverage(prediction: RegressionPrediction, y: Tensor, pit: Tensor, level: float) -> float:
+    """Coverage of the prediction's central intervals at ``level``: from the PIT values, or
+    of a conformal prediction's own intervals (which are not its CDF's)."""
+    if isinstance(prediction, ConformalRegressionPrediction):
+        return metrics.interval_coverage(prediction, y, level)
+    return _central_coverage(pit, level)
+
+
+def _has_interval(prediction: RegressionPrediction, level: float) -> bool:
+    """Whether the prediction has an interval at ``level`` (a conformal one needs enough
+    calibration points)."""
+    if not isinstance(prediction, ConformalRegressionPrediction):
+        return True
+    assert prediction.calibration is not None
+    n = int(prediction.calibration.y.shape[0])
+    return math.ceil(round((n + 1) * level, 9)) <= n
 
 
 def _central_coverage(pit: Tensor, level: float) -> float:
@@ -154,6 +189,9 @@ def _classification(
         "mean entropy": float(prediction.entropy.mean()),
         "mean confidence": float(confidence.mean()),
     }
+    if isinstance(prediction, ConformalClassificationPrediction):  # its sets' coverage
+        scores[f"set coverage @ {prediction.level:.0%}"] = metrics.set_coverage(prediction, y)
+        scores["mean set size"] = metrics.mean_set_size(prediction)
     flags = []
     if ece > FLAG_STANDARD_ERRORS * sampling:
         kind = (

@@ -136,6 +136,34 @@ def brier_score(prediction: ClassificationPrediction, y: Tensor) -> float:
     return float(((probs - one_hot) ** 2).sum(-1).mean())
 
 
+def set_coverage(
+    prediction: ClassificationPrediction, y: Tensor, level: float | None = None
+) -> float:
+    """Fraction of targets inside their conformal prediction set at ``level`` (default: the
+    level the predictor was calibrated for); ``prediction`` from a `ConformalPosterior`."""
+    sets = _prediction_sets(prediction, level)
+    _, labels = _labels(prediction, y)
+    return float(sets.gather(-1, labels.unsqueeze(-1)).to(torch.float64).mean())
+
+
+def mean_set_size(prediction: ClassificationPrediction, level: float | None = None) -> float:
+    """Mean number of classes in the conformal prediction sets at ``level`` (smaller is
+    sharper, at the same coverage); ``prediction`` from a `ConformalPosterior`."""
+    return float(_prediction_sets(prediction, level).sum(-1).to(torch.float64).mean())
+
+
+def _prediction_sets(prediction: object, level: float | None) -> Tensor:
+    prediction_set = getattr(prediction, "prediction_set", None)
+    if not callable(prediction_set):
+        raise TypeError(
+            f"a {type(prediction).__name__} has no prediction sets; conformalize the posterior "
+            "(bnn.evaluate.recalibrate.conformalize) and predict with the result."
+        )
+    sets = prediction_set(level)
+    assert isinstance(sets, Tensor)
+    return sets
+
+
 def expected_calibration_error(
     prediction: ClassificationPrediction, y: Tensor, num_bins: int = 15
 ) -> float:

@@ -1,6 +1,12 @@
 """Observation models and the predictive distributions they make from function samples."""
 
-from bnn.likelihoods._base import Likelihood, Prediction, align_targets, class_indices
+from bnn.likelihoods._base import (
+    Likelihood,
+    Prediction,
+    align_targets,
+    class_indices,
+    same_observation_model,
+)
 from bnn.likelihoods.classification import Bernoulli, Categorical, ClassificationPrediction
 from bnn.likelihoods.per_sample import PerSampleLikelihood
 from bnn.likelihoods.regression import (
@@ -23,4 +29,5 @@ __all__ = [
     "PerSampleLikelihood",
     "Prediction",
     "RegressionPrediction",
+    "same_observation_model",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "align_targets",
     "check_finite_samples",
     "class_indices",
+    "same_observation_model",
 ]
 
 
@@ -68,6 +69,39 @@ class Likelihood(nn.Module):
     def predict(self, samples: Tensor) -> Prediction:
         """Aggregate function samples ``[S, N, ...]`` into a predictive distribution."""
         raise NotImplementedError
+
+
+def same_observation_model(first: Likelihood | None, second: Likelihood | None) -> bool:
+    """Whether two likelihoods (or two ``None``: noise-free regression) make the same
+    predictions: the same class with equal settings and equal parameters and buffers.
+
+    Example:
+        >>> same_observation_model(bnn.Gaussian(0.1), bnn.Gaussian(0.1))
+        True
+    """
+    if first is None or second is None:
+        return first is second
+    if first is second:
+        return True
+    if type(first) is not type(second):
+        return False
+    state, other = first.state_dict(), second.state_dict()
+    if state.keys() != other.keys() or not all(
+        state[key].shape == other[key].shape and bool(torch.equal(state[key], other[key]))
+        for key in state
+    ):
+        return False
+    return _settings(first) == _settings(second)
+
+
+def _settings(likelihood: Likelihood) -> dict[str, object]:
+    """A likelihood's plain settings (numbers, strings, flags): what its state does not hold."""
+    plain = (bool, int, float, str, type(None))
+    return {
+        key: value
+        for key, value in vars(likelihood).items()
+        if not key.startswith("_") and key != "training" and isinstance(value, plain)
+    }
 
 
 def check_finite_samples(samples: Tensor) -> None:

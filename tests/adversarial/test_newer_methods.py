@@ -1067,7 +1067,7 @@ CASES = [
         "tune: pruning with executor",
         lambda: tune(pruner=True, executor=ThreadPoolExecutor(1)),
         ValueError,
-        "pruning checks a trial after every seed, so it runs the seed",
+        "pruning checks a trial after every seed, so one trial at a time runs its seeds",
     ),
     Case(
         "tune: objective not callable",
