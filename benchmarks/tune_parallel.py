@@ -5,8 +5,9 @@ machine, its wall time and the configuration each picks.
 
 The objective trains an MC-dropout MLP (``width`` x ``lr``, 6 configurations)
 on 1-D regression and scores its validation NLL; ``n_jobs=1`` runs in this process with one
-torch thread, ``n_jobs=2`` on ``tune``'s pool of two worker processes with one thread each (pool start
-included in its time), and, as the peer, Optuna's own ``study.optimize(n_jobs=2)`` (threads)
+torch thread, ``n_jobs=2`` on ``tune``'s pool of two worker processes with one thread each
+(pool start included in its time), and, as the peer, Optuna's own ``study.optimize(n_jobs=2)``
+(threads)
 on the same objective averaged over the same seeds. Prints the median time of ``--repeats``
 alternating runs of each, the speed-up and whether the best configuration is the same; numbers
 of an idle 2-core machine are in docs/benchmarks.md.
