@@ -19,6 +19,8 @@ method                    score ``E(x, y)``                         ``C(x)``
 ``"aps"`` (Romano 2020)   mass of the classes ranked above ``y``    classes ranked by
                           plus ``u · p(y)``, ``u ~ U(0, 1)``        probability while that
                           (``randomized=False``: plus ``p(y)``)     mass stays ≤ ``q̂``
+``"raps"`` (Angelopoulos  APS plus ``λ (rank(y) − k_reg)⁺``         as APS (``_conformal_sets``)
+2021)
 ========================= ========================================= ==========================
 
 ``q_lo``/``q_hi`` are the predictive's own ``α/2`` and ``1 − α/2`` quantiles (the mixture's,
@@ -33,19 +35,21 @@ posterior with a fixed set of draws: an ensemble, a `SampleSet`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from bnn.evaluate._conformal_scores import (
-    ClassificationCalibration,
+    ConformalRegressionPrediction,
     RegressionCalibration,
-    aps_parts,
-    aps_scores,
-    calibrate_classification,
     calibrate_regression,
     conformal_rank,
+)
+from bnn.evaluate._conformal_sets import (
+    ClassificationCalibration,
+    ConformalClassificationPrediction,
+    calibrate_classification,
 )
 from bnn.likelihoods import (
     ClassificationPrediction,
@@ -70,7 +74,7 @@ __all__ = [
     "inner_prediction",
 ]
 
-METHODS = ("auto", "absolute", "normalized", "cqr", "aps")
+METHODS = ("auto", "absolute", "normalized", "cqr", "aps", "raps")
 _REGRESSION = ("absolute", "normalized", "cqr")
 
 
@@ -102,74 +106,6 @@ def calibration_likelihood(
     return carried if carried is not None else likelihood
 
 
-@dataclass(frozen=True)
-class ConformalRegressionPrediction(RegressionPrediction):
-    """A `RegressionPrediction` whose ``interval(level)`` is the split conformal interval.
-
-    Everything else (``mean``, ``std``, ``cdf``, ``log_likelihood``, ...) is the wrapped
-    posterior's predictive; ``bnn.evaluate.metrics.interval_coverage`` measures the conformal
-    intervals.
-
-    Attributes:
-        calibration: the calibration scores (set by `conformalize`).
-        level: the level ``interval()`` uses by default.
-    """
-
-    calibration: RegressionCalibration | None = None
-    level: float = 0.9
-
-    def interval(self, level: float | None = None) -> tuple[Tensor, Tensor]:
-        """Conformal interval ``(lower, upper)``, each ``[N, ...]``, at ``level``.
-
-        Raises:
-            ValueError: ``level`` outside (0, 1) or higher than the calibration set allows.
-        """
-        level = self.level if level is None else level
-        assert self.calibration is not None
-        q = self.calibration.threshold(level)
-        mean = self.mean
-        if self.calibration.method == "absolute":
-            return mean - q, mean + q
-        if self.calibration.method == "normalized":
-            std = self.std
-            return mean - q * std, mean + q * std
-        lower, upper = super().interval(level)
-        return lower - q, upper + q
-
-
-@dataclass(frozen=True)
-class ConformalClassificationPrediction(ClassificationPrediction):
-    """A `ClassificationPrediction` with adaptive prediction sets (APS, Romano et al. 2020).
-
-    Attributes:
-        calibration: the calibration scores (set by `conformalize`).
-        uniform: the ``u ~ U(0, 1)`` per input ``[N]`` of randomized APS (``None``: not
-            randomized).
-        level: the level ``prediction_set()`` uses by default.
-    """
-
-    calibration: ClassificationCalibration | None = None
-    uniform: Tensor | None = None
-    level: float = 0.9
-
-    def prediction_set(self, level: float | None = None) -> Tensor:
-        """Boolean membership ``[N, K]`` of each class in the conformal set at ``level``.
-
-        Randomized: class ``y`` is in the set iff ``mass above y + u·p(y) ≤ q̂``. Not
-        randomized: classes are added in order of probability until the added mass reaches
-        ``q̂`` (the class that crosses it included; never empty, coverage ``≥ level``).
-        For a binary classifier the classes are ``0`` and ``1``.
-        """
-        level = self.level if level is None else level
-        assert self.calibration is not None
-        q = self.calibration.threshold(level)
-        probs = self.class_probs.mean(0)
-        if self.uniform is not None:
-            return aps_scores(probs, self.uniform) <= q
-        before, _ = aps_parts(probs)
-        return before < q
-
-
 class ConformalPosterior(PosteriorWrapper):
     """A posterior whose predictions carry split conformal intervals or prediction sets.
 
@@ -185,9 +121,9 @@ class ConformalPosterior(PosteriorWrapper):
 
     Attributes:
         posterior: the wrapped posterior.
-        method: ``"absolute"``, ``"normalized"``, ``"cqr"`` or ``"aps"``.
+        method: ``"absolute"``, ``"normalized"``, ``"cqr"``, ``"aps"`` or ``"raps"``.
         level: default level of intervals and sets.
-        randomized: whether APS sets are randomized.
+        randomized: whether the sets are randomized.
         num_samples: default function samples of predictions.
     """
 
@@ -227,7 +163,7 @@ class ConformalPosterior(PosteriorWrapper):
     ) -> Prediction:
         """The wrapped posterior's prediction at ``x`` with the conformal calibration attached.
 
-        Randomized APS draws its ``u`` from the generator ``"conformal"`` of ``rng``.
+        Randomized sets draw their ``u`` from the generator ``"conformal"`` of ``rng``.
         """
         if not same_observation_model(likelihood, self.likelihood):
             raise ValueError(
@@ -328,6 +264,9 @@ def conformalize(
     method: str = "auto",
     likelihood: Likelihood | None = None,
     randomized: bool = True,
+    penalty: float = 0.01,
+    k_reg: int | Literal["auto"] = "auto",
+    class_conditional: bool = False,
     num_samples: int = 100,
     rng: RNGLike = None,
 ) -> ConformalPosterior:
@@ -340,54 +279,58 @@ def conformalize(
         y_cal: calibration targets ``[n, ...]`` (class indices ``[n]`` for a classifier).
         level: default coverage ``1 − α`` (intervals at other levels come from the same
             scores); needs ``n ≥ 1/α − 1``.
-        method: ``"absolute"``, ``"normalized"`` or ``"cqr"`` (regression), ``"aps"``
-            (classification); ``"auto"``: ``"aps"`` for a classifier, ``"normalized"`` for a
-            regression predictive with a positive std, else ``"absolute"``.
+        method: ``"absolute"``, ``"normalized"`` or ``"cqr"`` (regression), ``"aps"`` or
+            ``"raps"`` (classification, see ``bnn.evaluate._conformal_sets``); ``"auto"``:
+            ``"aps"`` for a classifier, ``"normalized"`` for a regression predictive with a
+            positive std, else ``"absolute"``.
         likelihood: observation model of the predictions (``None``: the posterior's own, or
-            noise-free regression).
-        randomized: randomized APS (exact coverage; may give empty sets) or not (coverage
+            noise-free regression). The conformal posterior carries it.
+        randomized: randomized sets (exact coverage; may be empty) or not (coverage
             ``≥ level``, never empty).
+        penalty: RAPS's ``λ`` per class beyond rank ``k_reg`` (``method="raps"``).
+        k_reg: RAPS's number of unpenalised classes; ``"auto"``: the level quantile of the
+            true labels' ranks on a held-out fifth of the calibration set.
+        class_conditional: one threshold per class (Mondrian): coverage ``level`` within every
+            class; needs ``1/α − 1`` calibration points of each class.
         num_samples: function samples ``S`` of the calibration predictions and the default of
             later predictions.
-        rng: randomness of the calibration predictions (``"predict"``) and of randomized APS
-            (generator ``"conformal"``).
+        rng: randomness of the calibration predictions (``"predict"``), of randomized sets
+            (generator ``"conformal"``) and of RAPS's held-out fifth.
 
     Returns:
         A `ConformalPosterior`: ``.interval(x, level)``, ``.prediction_set(x, level)``, or
         ``bnn.predict_with_uncertainty(conformal, x)``.
 
     Raises:
-        ValueError: ``n < 1/α − 1``, mismatched shapes, a method that does not fit the
-            prediction, a zero predictive std for ``"normalized"``.
+        ValueError: ``n < 1/α − 1`` (overall, or in a class for class-conditional sets),
+            mismatched shapes, a method that does not fit the prediction, a zero predictive
+            std for ``"normalized"``, an invalid ``penalty`` or ``k_reg``.
 
     Example:
         >>> conformal = conformalize(posterior, x_cal, y_cal, level=0.9,
         ...                          likelihood=bnn.Gaussian(0.1), rng=0)
         >>> lower, upper = conformal.interval(x_test, rng=1)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
-    if likelihood is not None and not isinstance(likelihood, Likelihood):
-        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
-    check_batch(x_cal, num_samples)
-    assert isinstance(x_cal, Tensor)
-    if not isinstance(y_cal, Tensor):
-        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y_cal).__name__}.")
-    if y_cal.dim() == 0 or y_cal.shape[0] != x_cal.shape[0]:
-        raise ValueError(
-            f"x_cal has {x_cal.shape[0]} rows but y_cal has shape {tuple(y_cal.shape)}; pass "
-            "the targets of the same inputs."
-        )
-    conformal_rank(x_cal.shape[0], level)  # n ≥ 1/α − 1, before any work
+    _check_calibration_input(x_cal, y_cal, level, method, likelihood, penalty, k_reg, num_samples)
     generator = resolve_rng(rng)
     prediction = inner_prediction(posterior, x_cal, likelihood, num_samples, generator, None)
     calibration: RegressionCalibration | ClassificationCalibration
     if isinstance(prediction, ClassificationPrediction):
         calibration, method = calibrate_classification(
-            prediction, y_cal, method, randomized, generator
+            prediction,
+            y_cal,
+            method,
+            randomized,
+            generator,
+            level=level,
+            penalty=penalty,
+            k_reg=k_reg,
+            class_conditional=class_conditional,
         )
     elif isinstance(prediction, RegressionPrediction):
+        if class_conditional:
+            raise ValueError("class_conditional sets are for classifiers, not regression.")
         calibration, method = calibrate_regression(prediction, y_cal, method)
     else:
         raise TypeError(f"cannot conformalize a {type(prediction).__name__}.")
@@ -400,3 +343,34 @@ def conformalize(
         method=method,
         num_samples=num_samples,
     )
+
+
+def _check_calibration_input(
+    x_cal: object,
+    y_cal: object,
+    level: float,
+    method: str,
+    likelihood: object,
+    penalty: object,
+    k_reg: object,
+    num_samples: int,
+) -> None:
+    """Refuse bad arguments before the calibration prediction is made."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if likelihood is not None and not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
+    if isinstance(penalty, bool) or not isinstance(penalty, int | float) or not penalty >= 0:
+        raise ValueError(f"penalty must be a number >= 0 (0: APS), got {penalty!r}.")
+    if k_reg != "auto" and (isinstance(k_reg, bool) or not isinstance(k_reg, int) or k_reg < 0):
+        raise ValueError(f"k_reg must be an int >= 0 or 'auto', got {k_reg!r}.")
+    check_batch(x_cal, num_samples)
+    assert isinstance(x_cal, Tensor)
+    if not isinstance(y_cal, Tensor):
+        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y_cal).__name__}.")
+    if y_cal.dim() == 0 or y_cal.shape[0] != x_cal.shape[0]:
+        raise ValueError(
+            f"x_cal has {x_cal.shape[0]} rows but y_cal has shape {tuple(y_cal.shape)}; pass "
+            "the targets of the same inputs."
+        )
+    conformal_rank(x_cal.shape[0], level)  # n ≥ 1/α − 1, before any work

@@ -1,5 +1,6 @@
-"""Split conformal calibration: the scores, their threshold ``q̂`` at a level, and the
-calibration of regression (absolute, normalized, CQR) and classification (APS) predictions.
+"""Split conformal calibration: the threshold ``q̂`` at a level, and the calibration of
+regression predictions (absolute, normalized, CQR); classification sets are in
+``_conformal_sets``.
 
 See `bnn.evaluate.conformalize` for the methods and the guarantee.
 """
@@ -13,19 +14,13 @@ import torch
 from torch import Tensor
 
 from bnn.likelihoods import (
-    ClassificationPrediction,
     RegressionPrediction,
     align_targets,
-    class_indices,
 )
-from bnn.random.rng import RNG
 
 __all__ = [
-    "ClassificationCalibration",
+    "ConformalRegressionPrediction",
     "RegressionCalibration",
-    "aps_parts",
-    "aps_scores",
-    "calibrate_classification",
     "calibrate_regression",
     "calibration_targets",
     "conformal_rank",
@@ -73,66 +68,15 @@ class RegressionCalibration:
         return _threshold(scores, level)
 
 
-@dataclass(frozen=True)
-class ClassificationCalibration:
-    """APS calibration scores (level-free)."""
-
-    scores: Tensor
-    randomized: bool
-
-    def threshold(self, level: float) -> Tensor:
-        return _threshold(self.scores, level)
-
-
-def aps_parts(probs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per class: the mass of the classes ranked above it, and its rank order ``[N, K]``."""
-    order = torch.argsort(probs, dim=-1, descending=True, stable=True)
-    ranked = probs.gather(-1, order)
-    before_ranked = ranked.cumsum(-1) - ranked
-    before = torch.empty_like(probs).scatter_(-1, order, before_ranked)
-    return before, order
-
-
-def aps_scores(probs: Tensor, uniform: Tensor | None) -> Tensor:
-    """APS score of every class ``[N, K]``: mass above it plus ``u·p`` (or ``p``)."""
-    before, _ = aps_parts(probs)
-    own = probs if uniform is None else uniform.unsqueeze(-1) * probs
-    return before + own
-
-
-def calibrate_classification(
-    prediction: ClassificationPrediction,
-    y_cal: Tensor,
-    method: str,
-    randomized: bool,
-    generator: RNG,
-) -> tuple[ClassificationCalibration, str]:
-    """APS scores of the calibration labels (``u`` from the generator ``"conformal
-    calibration"`` when randomized), and the method, ``"aps"``."""
-    if method not in ("auto", "aps"):
-        raise ValueError(f"method {method!r} is for regression; a classifier uses 'aps'.")
-    probs = prediction.class_probs.mean(0)
-    labels = class_indices(y_cal, probs.shape[0], probs.shape[-1]).to(probs.device)
-    uniform = None
-    if randomized:
-        uniform = torch.rand(
-            probs.shape[0],
-            generator=generator.torch_generator("conformal calibration", probs.device),
-            dtype=probs.dtype,
-            device=probs.device,
-        )
-    scores = aps_scores(probs, uniform).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return ClassificationCalibration(scores.detach(), randomized), "aps"
-
-
 def calibrate_regression(
     prediction: RegressionPrediction, y_cal: Tensor, method: str
 ) -> tuple[RegressionCalibration, str]:
     """The calibration of ``"absolute"``, ``"normalized"`` or ``"cqr"`` (``"auto"``:
     ``"normalized"`` where every predictive std is positive, else ``"absolute"``)."""
-    if method == "aps":
+    if method in ("aps", "raps"):
         raise ValueError(
-            "method 'aps' is for classifiers; regression uses 'absolute', 'normalized' or 'cqr'."
+            f"method {method!r} is for classifiers; regression uses 'absolute', 'normalized' or "
+            "'cqr'."
         )
     std = prediction.std
     if method == "auto":
@@ -152,3 +96,38 @@ def calibration_targets(y_cal: Tensor, prediction: RegressionPrediction) -> Tens
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
         raise ValueError("y_cal contains NaN or inf; remove those rows first.")
     return y
+
+
+@dataclass(frozen=True)
+class ConformalRegressionPrediction(RegressionPrediction):
+    """A `RegressionPrediction` whose ``interval(level)`` is the split conformal interval.
+
+    Everything else (``mean``, ``std``, ``cdf``, ``log_likelihood``, ...) is the wrapped
+    posterior's predictive; ``bnn.evaluate.metrics.interval_coverage`` measures the conformal
+    intervals.
+
+    Attributes:
+        calibration: the calibration scores (set by `conformalize`).
+        level: the level ``interval()`` uses by default.
+    """
+
+    calibration: RegressionCalibration | None = None
+    level: float = 0.9
+
+    def interval(self, level: float | None = None) -> tuple[Tensor, Tensor]:
+        """Conformal interval ``(lower, upper)``, each ``[N, ...]``, at ``level``.
+
+        Raises:
+            ValueError: ``level`` outside (0, 1) or higher than the calibration set allows.
+        """
+        level = self.level if level is None else level
+        assert self.calibration is not None
+        q = self.calibration.threshold(level)
+        mean = self.mean
+        if self.calibration.method == "absolute":
+            return mean - q, mean + q
+        if self.calibration.method == "normalized":
+            std = self.std
+            return mean - q * std, mean + q * std
+        lower, upper = super().interval(level)
+        return lower - q, upper + q

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from bnn.evaluate import metrics
-from bnn.evaluate._conformal import ConformalClassificationPrediction, ConformalRegressionPrediction
+from bnn.evaluate._conformal_scores import ConformalRegressionPrediction
+from bnn.evaluate._conformal_sets import ConformalClassificationPrediction
 from bnn.likelihoods import (
     ClassificationPrediction,
     Prediction,
