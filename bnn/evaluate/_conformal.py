@@ -44,6 +44,7 @@ from bnn.evaluate._conformal_scores import (
     ConformalRegressionPrediction,
     RegressionCalibration,
     calibrate_regression,
+    check_calibration_pair,
     conformal_rank,
 )
 from bnn.evaluate._conformal_sets import (
@@ -59,7 +60,7 @@ from bnn.likelihoods import (
     same_observation_model,
 )
 from bnn.posterior.model import as_posterior
-from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.posterior.protocol import CarriesLikelihood, Posterior
 from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.predict import predict_with_uncertainty
 from bnn.random.default import RNGLike, resolve_rng
@@ -364,13 +365,6 @@ def _check_calibration_input(
         raise ValueError(f"penalty must be a number >= 0 (0: APS), got {penalty!r}.")
     if k_reg != "auto" and (isinstance(k_reg, bool) or not isinstance(k_reg, int) or k_reg < 0):
         raise ValueError(f"k_reg must be an int >= 0 or 'auto', got {k_reg!r}.")
-    check_batch(x_cal, num_samples)
+    check_calibration_pair(x_cal, y_cal, num_samples)
     assert isinstance(x_cal, Tensor)
-    if not isinstance(y_cal, Tensor):
-        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y_cal).__name__}.")
-    if y_cal.dim() == 0 or y_cal.shape[0] != x_cal.shape[0]:
-        raise ValueError(
-            f"x_cal has {x_cal.shape[0]} rows but y_cal has shape {tuple(y_cal.shape)}; pass "
-            "the targets of the same inputs."
-        )
     conformal_rank(x_cal.shape[0], level)  # n ≥ 1/α − 1, before any work

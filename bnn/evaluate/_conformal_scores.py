@@ -17,12 +17,14 @@ from bnn.likelihoods import (
     RegressionPrediction,
     align_targets,
 )
+from bnn.posterior.protocol import check_batch
 
 __all__ = [
     "ConformalRegressionPrediction",
     "RegressionCalibration",
     "calibrate_regression",
     "calibration_targets",
+    "check_calibration_pair",
     "conformal_rank",
 ]
 
@@ -88,6 +90,19 @@ def calibrate_regression(
         )
     y = calibration_targets(y_cal, prediction)
     return RegressionCalibration(method, prediction, y.to(prediction.loc)), method
+
+
+def check_calibration_pair(x: object, y: object, num_samples: object) -> None:
+    """A calibration batch ``x`` ``[n, ...]`` and its targets ``y`` ``[n, ...]``."""
+    check_batch(x, num_samples)
+    assert isinstance(x, Tensor)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y).__name__}.")
+    if y.dim() == 0 or y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"x_cal has {x.shape[0]} rows but y_cal has shape {tuple(y.shape)}; pass the "
+            "targets of the same inputs."
+        )
 
 
 def calibration_targets(y_cal: Tensor, prediction: RegressionPrediction) -> Tensor:

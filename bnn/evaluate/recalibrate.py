@@ -42,7 +42,7 @@ from bnn.evaluate._conformal import (
     conformalize,
     inner_prediction,
 )
-from bnn.evaluate._conformal_scores import calibration_targets
+from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
 from bnn.likelihoods import (
     Bernoulli,
     Categorical,
@@ -51,7 +51,7 @@ from bnn.likelihoods import (
     RegressionPrediction,
     class_indices,
 )
-from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.posterior.protocol import CarriesLikelihood, Posterior
 from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
@@ -200,7 +200,7 @@ def temperature_scale(
             "temperature scaling needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, "
             f"got {type(likelihood).__name__}; for regression use std_scale."
         )
-    _check_pair(x_cal, y_cal, num_samples)
+    check_calibration_pair(x_cal, y_cal, num_samples)
     generator = resolve_rng(rng)
     with torch.no_grad(), GLOBAL_STATE_LOCK:
         logits = posterior.sample_functions(x_cal, num_samples, rng=generator)
@@ -264,7 +264,7 @@ def std_scale(
         >>> scaled = std_scale(posterior, x_cal, y_cal, likelihood=bnn.Gaussian(0.1), rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Gaussian(0.1)).std
     """
-    _check_pair(x_cal, y_cal, num_samples)
+    check_calibration_pair(x_cal, y_cal, num_samples)
     generator = resolve_rng(rng)
     prediction = inner_prediction(posterior, x_cal, likelihood, num_samples, generator, None)
     if not isinstance(prediction, RegressionPrediction):
@@ -315,18 +315,6 @@ def _resolve(
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
     carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
     return likelihood or carried or default
-
-
-def _check_pair(x: object, y: object, num_samples: object) -> None:
-    check_batch(x, num_samples)
-    assert isinstance(x, Tensor)
-    if not isinstance(y, Tensor):
-        raise TypeError(f"y_cal must be a torch.Tensor, got {type(y).__name__}.")
-    if y.dim() == 0 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"x_cal has {x.shape[0]} rows but y_cal has shape {tuple(y.shape)}; pass the "
-            "targets of the same inputs."
-        )
 
 
 def _minimise_scalar(objective: Callable[[Tensor], Tensor], device: torch.device) -> float:
