@@ -934,7 +934,7 @@ CASES = [
             posterior=_classifier_laplace(), y=LABELS, likelihood=bnn.Categorical(), method="cqr"
         ),
         ValueError,
-        "method 'cqr' is for regression; a classifier uses 'aps'.",
+        "method 'cqr' is for regression; a classifier uses 'aps' or 'raps'.",
     ),
     Case(
         "conformal: interval level 2",
