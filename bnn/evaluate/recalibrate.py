@@ -9,6 +9,8 @@ did not train on, both returned as wrapper `bnn.Posterior` objects, so that
   `std_scale` multiplies a regression predictive's spread by one factor ``s`` (Levi et al.
   2022, "Evaluating and Calibrating Uncertainty Prediction in Regression Tasks"). Both minimise
   the calibration-set NLL. Cheap, keep the model's ranking of inputs, but promise nothing.
+  `vector_scale` fits a scale and a bias per class (``2K`` parameters; in
+  ``bnn.evaluate._vector_scaling``).
 * **Conformal prediction** (`conformalize`, in ``bnn.evaluate._conformal``): intervals or
   prediction sets with a finite-sample guarantee ``P(y ∈ C(x)) ≥ level`` for exchangeable data,
   whatever the model.
@@ -43,6 +45,7 @@ from bnn.evaluate._conformal import (
     inner_prediction,
 )
 from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
+from bnn.evaluate._vector_scaling import VectorScaled, vector_scale
 from bnn.likelihoods import (
     Bernoulli,
     Categorical,
@@ -63,9 +66,11 @@ __all__ = [
     "ConformalRegressionPrediction",
     "StdScaled",
     "TemperatureScaled",
+    "VectorScaled",
     "conformalize",
     "std_scale",
     "temperature_scale",
+    "vector_scale",
 ]
 
 _LOG_FACTOR_BOUND = math.log(1e4)  # fitted factors are confined to [1e-4, 1e4]
