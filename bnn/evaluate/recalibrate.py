@@ -13,7 +13,8 @@ did not train on, both returned as wrapper `bnn.Posterior` objects, so that
   ``bnn.evaluate._vector_scaling``).
 * **Conformal prediction** (`conformalize`, in ``bnn.evaluate._conformal``): intervals or
   prediction sets with a finite-sample guarantee ``P(y ∈ C(x)) ≥ level`` for exchangeable data,
-  whatever the model.
+  whatever the model; `cv_plus` / `jackknife_plus` (in ``bnn.evaluate._cross_conformal``)
+  need no held-out set: they use the out-of-fold predictions of a cross-validation.
 
 For a posterior with ``S`` function samples, temperature scaling scales **each sample's
 logits** by ``1/T`` and then averages the ``S`` softmaxes (a Bayesian predictive is a mixture
@@ -45,6 +46,7 @@ from bnn.evaluate._conformal import (
     inner_prediction,
 )
 from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
+from bnn.evaluate._cross_conformal import CrossConformal, cv_plus, jackknife_plus
 from bnn.evaluate._vector_scaling import VectorScaled, vector_scale
 from bnn.likelihoods import (
     Bernoulli,
@@ -64,10 +66,13 @@ __all__ = [
     "ConformalClassificationPrediction",
     "ConformalPosterior",
     "ConformalRegressionPrediction",
+    "CrossConformal",
     "StdScaled",
     "TemperatureScaled",
     "VectorScaled",
     "conformalize",
+    "cv_plus",
+    "jackknife_plus",
     "std_scale",
     "temperature_scale",
     "vector_scale",

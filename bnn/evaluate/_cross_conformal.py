@@ -1,0 +1,268 @@
+"""CV+ and jackknife+ (Barber, Candès, Ramdas & Tibshirani 2021): conformal intervals and
+sets without a held-out calibration set, from the out-of-fold predictions of the ``K`` models
+a cross-validation trains anyway.
+
+The data are split into ``K`` folds; model ``−k`` is trained without fold ``k``. Every point
+``i`` gets an out-of-fold score from the model that did not see it: the residual
+``R_i = |y_i − μ_{−k(i)}(x_i)|`` (regression, ``μ`` the predictive mean) or the APS score of
+its label (classification, ``bnn.evaluate._conformal_sets``). At a new ``x``:
+
+* regression (CV+): ``[q⁻_α{μ_{−k(i)}(x) − R_i}, q⁺_{1−α}{μ_{−k(i)}(x) + R_i}]``, with ``q⁻``
+  the ``⌊α(n+1)⌋``-th smallest and ``q⁺`` the ``⌈(1−α)(n+1)⌉``-th smallest of the ``n``
+  values;
+* classification: the labels ``y`` whose score under every point's fold model is beaten by
+  fewer than ``(1−α)(n+1)`` of the out-of-fold scores:
+  ``Σ_i 1[E_i < E_{−k(i)}(x, y)] < ⌈(1−α)(n+1)⌉`` (Romano et al. 2020, §3.3).
+
+Coverage is at least ``1 − 2α`` for any model and exchangeable data, and close to ``1 − α``
+in practice (for stable models it is ``1 − α`` up to a small term). ``folds = n`` is the
+jackknife+ (``n`` models). Everything is used: no point is spent on calibration only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bnn._jobs import run_jobs
+from bnn._progress import progress_bar
+from bnn.evaluate._conformal_scores import check_calibration_pair
+from bnn.evaluate._conformal_sets import SetScore
+from bnn.likelihoods import (
+    ClassificationPrediction,
+    Likelihood,
+    RegressionPrediction,
+    align_targets,
+    class_indices,
+)
+from bnn.posterior.model import as_posterior
+from bnn.posterior.protocol import Posterior
+from bnn.predict import predict_with_uncertainty
+from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
+
+__all__ = ["CrossConformal", "cv_plus", "jackknife_plus"]
+
+Train = Callable[[Tensor, Tensor, RNG], Any]
+
+
+@dataclass
+class CrossConformal:
+    """The ``K`` fold models of a CV+ / jackknife+ run and their out-of-fold scores.
+
+    Made by `cv_plus` / `jackknife_plus`. ``interval(x, level)`` (regression) and
+    ``prediction_set(x, level)`` (classification) at any level ``1 − α`` with
+    ``⌈(1−α)(n+1)⌉ ≤ n``.
+
+    Attributes:
+        models: the fold posteriors; ``models[k]`` was trained without fold ``k``.
+        fold_of: the fold of each training point ``[n]``.
+        scores: out-of-fold residuals ``[n, ...]`` or label scores ``[n]``.
+        classification: whether the models are classifiers.
+        level: the default level.
+    """
+
+    models: list[Posterior]
+    fold_of: Tensor
+    scores: Tensor
+    classification: bool
+    level: float
+    likelihood: Likelihood | None
+    num_samples: int
+    score: SetScore
+
+    def _predictions(self, x: Tensor, rng: RNGLike) -> list[Any]:
+        generator = resolve_rng(rng)
+        return [
+            predict_with_uncertainty(
+                model,
+                x,
+                likelihood=self.likelihood,
+                num_samples=self.num_samples,
+                rng=generator.spawn(f"fold-{k}"),
+            )
+            for k, model in enumerate(self.models)
+        ]
+
+    def interval(
+        self, x: Tensor, level: float | None = None, *, rng: RNGLike = None
+    ) -> tuple[Tensor, Tensor]:
+        """CV+ interval ``(lower, upper)``, each ``[N, ...]``, at ``level``."""
+        if self.classification:
+            raise TypeError("intervals are for regression; use prediction_set for a classifier.")
+        lower_rank, upper_rank = _ranks(len(self.fold_of), self.level if level is None else level)
+        means = torch.stack([p.mean for p in self._predictions(x, rng)])  # [K, N, ...]
+        per_point = means[self.fold_of]  # [n, N, ...]: the model that did not see point i
+        residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
+        lower = torch.kthvalue(per_point - residuals, lower_rank, dim=0).values
+        upper = torch.kthvalue(per_point + residuals, upper_rank, dim=0).values
+        return lower, upper
+
+    def prediction_set(
+        self, x: Tensor, level: float | None = None, *, rng: RNGLike = None
+    ) -> Tensor:
+        """CV+ prediction set ``[N, K]`` (bool) at ``level`` (classification)."""
+        if not self.classification:
+            raise TypeError("prediction sets are for classifiers; use interval for regression.")
+        _, upper_rank = _ranks(len(self.fold_of), self.level if level is None else level)
+        generator = resolve_rng(rng)
+        probs = [p.class_probs.mean(0) for p in self._predictions(x, generator)]
+        uniform = torch.rand(
+            x.shape[0],
+            generator=generator.torch_generator("conformal", x.device),
+            dtype=probs[0].dtype,
+            device=x.device,
+        )
+        fold_scores = torch.stack([self.score.scores(p, uniform) for p in probs])  # [K, N, C]
+        beaten = torch.zeros(fold_scores.shape[1:], dtype=torch.long, device=x.device)
+        for k in range(len(self.models)):  # the points of fold k against model −k
+            own = self.scores[self.fold_of == k].to(fold_scores).sort().values
+            beaten += torch.searchsorted(own, fold_scores[k].contiguous(), right=False)
+        return beaten < upper_rank
+
+
+def cv_plus(
+    train: Train,
+    x: Tensor,
+    y: Tensor,
+    *,
+    folds: int = 10,
+    level: float = 0.9,
+    likelihood: Likelihood | None = None,
+    num_samples: int = 100,
+    rng: RNGLike = None,
+    executor: Executor | None = None,
+    threads_per_job: int | None = None,
+    progress: bool = True,
+) -> CrossConformal:
+    """Train ``folds`` models, each without one fold, and score every point out of fold.
+
+    Args:
+        train: ``train(x_train, y_train, rng) -> posterior`` (or a model
+            ``predict_with_uncertainty`` accepts); picklable when ``executor`` is a process
+            pool (a module-level function).
+        x: all the data's inputs ``[n, ...]`` (no calibration set is held out).
+        y: targets ``[n, ...]`` (class indices ``[n]`` for a classifier).
+        folds: ``K`` (``2 ≤ K ≤ n``); ``K = n`` is the jackknife+.
+        level: default coverage ``1 − α``; needs ``⌈(1−α)(n+1)⌉ ≤ n``.
+        likelihood: observation model of the fold models' predictions (``None``: their own).
+        num_samples: function samples of every prediction.
+        rng: fold ``k`` trains with ``rng.spawn(f"fold-{k}")``; the folds are a permutation
+            from the generator ``"folds"``.
+        executor: trains the folds on any ``concurrent.futures.Executor``.
+        threads_per_job: torch threads while a fold trains (``None``: unchanged here, 1 on an
+            executor); the same value gives the same bits serially and on an executor.
+        progress: a bar over the folds.
+
+    Returns:
+        A `CrossConformal`.
+
+    Example:
+        >>> def train(x, y, rng):
+        ...     return bnn.fit(make_net(), (x, y), likelihood=bnn.Gaussian(0.1), rng=rng)[0]
+        >>> cv = cv_plus(train, x, y, folds=10, likelihood=bnn.Gaussian(0.1), rng=0)
+        >>> lower, upper = cv.interval(x_test)
+    """
+    check_calibration_pair(x, y, num_samples)
+    n = x.shape[0]
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= n:
+        raise ValueError(
+            f"folds must be an int in [2, n = {n}] (n: the jackknife+), got {folds!r}."
+        )
+    _ranks(n, level)  # enough points for the level, before any training
+    if not callable(train):
+        raise TypeError(f"train must be a function (x, y, rng) -> posterior, got {type(train)}.")
+    parent = resolve_rng(rng)
+    order = torch.randperm(n, generator=parent.torch_generator("folds"))
+    fold_of = torch.empty(n, dtype=torch.long)
+    fold_of[order] = torch.arange(n) % folds
+    bar = progress_bar(range(folds), desc="cv+ folds", disable=not progress)
+    jobs = [
+        (train, x[fold_of != k], y[fold_of != k], parent.spawn(f"fold-{k}")) for k in range(folds)
+    ]
+    trained = run_jobs(
+        _train_fold,
+        jobs,
+        executor=executor,
+        threads_per_job=threads_per_job,
+        on_done=lambda: bar.update(1),
+    )
+    bar.close()
+    models = [as_posterior(model) for model in trained]
+    return _score_out_of_fold(models, fold_of, x, y, level, likelihood, num_samples, parent)
+
+
+def jackknife_plus(train: Train, x: Tensor, y: Tensor, **options: Any) -> CrossConformal:
+    """`cv_plus` with one fold per point (``n`` models)."""
+    return cv_plus(train, x, y, folds=x.shape[0], **options)
+
+
+def _train_fold(job: tuple[Train, Tensor, Tensor, RNG]) -> Any:
+    train, x, y, rng = job
+    return train(x, y, rng)
+
+
+def _score_out_of_fold(
+    models: list[Posterior],
+    fold_of: Tensor,
+    x: Tensor,
+    y: Tensor,
+    level: float,
+    likelihood: Likelihood | None,
+    num_samples: int,
+    parent: RNG,
+) -> CrossConformal:
+    """Every point's score under the model that did not see it."""
+    score = SetScore()
+    scores: Tensor | None = None
+    classification = False
+    for k, model in enumerate(models):
+        held = fold_of == k
+        child = parent.spawn(f"out of fold {k}")
+        prediction = predict_with_uncertainty(
+            model, x[held], likelihood=likelihood, num_samples=num_samples, rng=child
+        )
+        classification = isinstance(prediction, ClassificationPrediction)
+        fold_scores = _scores_of(prediction, y[held], child, score).detach().cpu()
+        if scores is None:
+            scores = torch.empty((len(fold_of), *fold_scores.shape[1:]), dtype=fold_scores.dtype)
+        scores[held] = fold_scores
+    assert scores is not None
+    return CrossConformal(
+        models, fold_of, scores, classification, float(level), likelihood, num_samples, score
+    )
+
+
+def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore) -> Tensor:
+    """Absolute residuals of the predictive mean, or the (randomized) APS score of the label."""
+    if isinstance(prediction, RegressionPrediction):
+        targets = align_targets(y, prediction.loc.shape[1:], "out-of-fold prediction")
+        return (targets.to(prediction.mean) - prediction.mean).abs()
+    if isinstance(prediction, ClassificationPrediction):
+        probs = prediction.class_probs.mean(0)
+        labels = class_indices(y, probs.shape[0], probs.shape[-1]).to(probs.device)
+        uniform = torch.rand(
+            probs.shape[0], generator=rng.torch_generator("conformal"), dtype=probs.dtype
+        ).to(probs.device)
+        return score.scores(probs, uniform).gather(-1, labels[:, None]).squeeze(-1)
+    raise TypeError(f"cannot cross-conformalize a {type(prediction).__name__}.")
+
+
+def _ranks(n: int, level: float) -> tuple[int, int]:
+    """``(⌊α(n+1)⌋, ⌈(1−α)(n+1)⌉)``, the ranks of CV+'s lower and upper quantiles."""
+    if not isinstance(level, float | int) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.9, got {level!r}.")
+    upper = math.ceil(round((1 - (1 - level)) * (n + 1), 9))
+    lower = math.floor(round((1 - level) * (n + 1), 9))
+    if upper > n or lower < 1:
+        raise ValueError(
+            f"CV+ at level {level} needs at least {math.ceil(round(1 / (1 - level) - 1, 9))} "
+            f"points, got {n}; pass more data or a lower level."
+        )
+    return lower, upper
