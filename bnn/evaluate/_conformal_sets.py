@@ -7,9 +7,11 @@ APS): the score of class ``y`` at rank ``o`` is
 
     ``E(x, y) = Σ_{j<o} p_(j) + λ (o − k_reg)⁺ + u · p(y)``
 
-with ``u ~ U(0, 1)`` (randomized; exact coverage) or ``u = 1``. The set is
-``{y : E(x, y) ≤ q̂}`` (randomized), or every class whose score *before* its own probability
-and penalty step is below ``q̂`` (never empty, coverage ``≥ level``). The penalty keeps
+with ``u ~ U(0, 1)``; the calibration scores are always randomized. The set is
+``{y : E(x, y) ≤ q̂}`` (randomized: exact coverage), or every class whose score *before* its
+own probability and penalty step is below ``q̂`` (conservative: never empty, coverage
+``≥ level`` since ``E(x, y) ≤ q̂`` implies it; the same rule as MAPIE's
+``include_last_label=True``). The penalty keeps
 classes far down the ranking out of the sets of an over-confident model with a long tail of
 small probabilities. Class-conditional sets use one threshold per class, from the
 calibration points of that class, so coverage holds within every class (Vovk 2012), not only
@@ -162,14 +164,15 @@ def calibrate_classification(
     if method == "raps":
         probs, labels, k = _raps_k_reg(probs, labels, k_reg, level, generator)
         score = SetScore(penalty=float(penalty), k_reg=k)
-    uniform = None
-    if randomized:
-        uniform = torch.rand(
-            probs.shape[0],
-            generator=generator.torch_generator("conformal calibration", probs.device),
-            dtype=probs.dtype,
-            device=probs.device,
-        )
+    # randomized calibration scores for both kinds of sets: the conservative sets (every
+    # class whose score before its own mass is below q̂) still cover ≥ level, and are smaller
+    # than with the full mass in every calibration score
+    uniform = torch.rand(
+        probs.shape[0],
+        generator=generator.torch_generator("conformal calibration", probs.device),
+        dtype=probs.dtype,
+        device=probs.device,
+    )
     scores = score.scores(probs, uniform).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     calibration = ClassificationCalibration(
         scores.detach(),
