@@ -70,10 +70,11 @@ def _add_uci(suites: Any) -> None:
     )
     uci.add_argument(
         "--recalibrate",
-        choices=["conformal"],
+        choices=["conformal", "cvplus"],
         default=None,
-        help="also report the test coverage of split conformal 90/95%% intervals calibrated "
-        "on the validation split",
+        help="also report the test coverage and width of 90/95%% intervals: split conformal "
+        "calibrated on the validation split (conformal), or CV+ from 10 more models per split "
+        "trained on folds of the training split (cvplus)",
     )
     uci.add_argument(
         "--tune",
@@ -213,7 +214,8 @@ def _uci(args: argparse.Namespace) -> int:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
-    if args.validation_fraction == 0 and (args.method == "stack" or args.recalibrate or args.tune):
+    needs_validation = args.method == "stack" or args.recalibrate == "conformal" or args.tune
+    if args.validation_fraction == 0 and needs_validation:
         raise UsageError(
             "--method stack, --recalibrate conformal and --tune need the validation split; "
             "give --validation-fraction above 0."

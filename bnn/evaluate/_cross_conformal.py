@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
@@ -61,14 +61,15 @@ class CrossConformal:
     ``⌈(1−α)(n+1)⌉ ≤ n``.
 
     Attributes:
-        models: the fold posteriors; ``models[k]`` was trained without fold ``k``.
+        models: the fold posteriors (or predictors); ``models[k]`` was trained without fold
+            ``k``.
         fold_of: the fold of each training point ``[n]``.
         scores: out-of-fold residuals ``[n, ...]`` or label scores ``[n]``.
         classification: whether the models are classifiers.
         level: the default level.
     """
 
-    models: list[Posterior]
+    models: list[Any]
     fold_of: Tensor
     scores: Tensor
     classification: bool
@@ -80,13 +81,7 @@ class CrossConformal:
     def _predictions(self, x: Tensor, rng: RNGLike) -> list[Any]:
         generator = resolve_rng(rng)
         return [
-            predict_with_uncertainty(
-                model,
-                x,
-                likelihood=self.likelihood,
-                num_samples=self.num_samples,
-                rng=generator.spawn(f"fold-{k}"),
-            )
+            _predict(model, x, self.likelihood, self.num_samples, generator.spawn(f"fold-{k}"))
             for k, model in enumerate(self.models)
         ]
 
@@ -145,8 +140,9 @@ def cv_plus(
 
     Args:
         train: ``train(x_train, y_train, rng) -> posterior`` (or a model
-            ``predict_with_uncertainty`` accepts); picklable when ``executor`` is a process
-            pool (a module-level function).
+            ``predict_with_uncertainty`` accepts, or any object with ``predict(x) ->
+            Prediction``); picklable when ``executor`` is a process pool (a module-level
+            function).
         x: all the data's inputs ``[n, ...]`` (no calibration set is held out).
         y: targets ``[n, ...]`` (class indices ``[n]`` for a classifier).
         folds: ``K`` (``2 ≤ K ≤ n``); ``K = n`` is the jackknife+.
@@ -194,13 +190,35 @@ def cv_plus(
         on_done=lambda: bar.update(1),
     )
     bar.close()
-    models = [as_posterior(model) for model in trained]
+    models = [_fold_model(model) for model in trained]
     return _score_out_of_fold(models, fold_of, x, y, level, likelihood, num_samples, parent)
 
 
 def jackknife_plus(train: Train, x: Tensor, y: Tensor, **options: Any) -> CrossConformal:
     """`cv_plus` with one fold per point (``n`` models)."""
     return cv_plus(train, x, y, folds=x.shape[0], **options)
+
+
+def _fold_model(trained: object) -> Any:
+    """A trained fold: a posterior (a model becomes one), or anything with ``predict(x)``."""
+    if isinstance(trained, Posterior | nn.Module):
+        return as_posterior(trained)
+    if callable(getattr(trained, "predict", None)):
+        return trained
+    raise TypeError(
+        "train must return a bnn posterior, a model predict_with_uncertainty accepts, or an "
+        f"object with predict(x) -> Prediction; got {type(trained).__name__}."
+    )
+
+
+def _predict(model: Any, x: Tensor, likelihood: Likelihood | None, samples: int, rng: RNG) -> Any:
+    """A fold's prediction at ``x``: through ``predict_with_uncertainty`` for a posterior, or
+    the fold's own ``predict(x)`` (e.g. a pipeline that standardises its inputs)."""
+    if isinstance(model, Posterior):
+        return predict_with_uncertainty(
+            model, x, likelihood=likelihood, num_samples=samples, rng=rng
+        )
+    return model.predict(x)
 
 
 def _train_fold(job: tuple[Train, Tensor, Tensor, RNG]) -> Any:
@@ -225,9 +243,7 @@ def _score_out_of_fold(
     for k, model in enumerate(models):
         held = fold_of == k
         child = parent.spawn(f"out of fold {k}")
-        prediction = predict_with_uncertainty(
-            model, x[held], likelihood=likelihood, num_samples=num_samples, rng=child
-        )
+        prediction = _predict(model, x[held], likelihood, num_samples, child)
         classification = isinstance(prediction, ClassificationPrediction)
         fold_scores = _scores_of(prediction, y[held], child, score).detach().cpu()
         if scores is None:

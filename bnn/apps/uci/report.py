@@ -44,6 +44,9 @@ class SplitResult:
     seconds: float
     conformal_coverage_90: float | None = None
     conformal_coverage_95: float | None = None
+    conformal_width_90: float | None = None
+    conformal_width_95: float | None = None
+    recalibration: str | None = None  # "split conformal" or "CV+"
     stack_weights: list[float] | None = None
     tuned: dict[str, Any] | None = None
     tuned_seed_std: float | None = None  # the chosen configuration's std over tuning seeds
@@ -73,6 +76,9 @@ class SummaryRow:
     published_log_likelihood: tuple[float, float] | None
     conformal_coverage_90: tuple[float, float] | None = None
     conformal_coverage_95: tuple[float, float] | None = None
+    conformal_width_90: tuple[float, float] | None = None
+    conformal_width_95: tuple[float, float] | None = None
+    recalibration: str | None = None
     stack_weights: list[float] | None = None  # mean over splits
     tuned: str | None = None  # the tuned parameters over splits, and their seed spread
 
@@ -109,6 +115,9 @@ def summarise(results: list[SplitResult]) -> list[SummaryRow]:
                 published_log_likelihood=published.get("log_likelihood"),
                 conformal_coverage_90=_optional_mean_se([r.conformal_coverage_90 for r in group]),
                 conformal_coverage_95=_optional_mean_se([r.conformal_coverage_95 for r in group]),
+                conformal_width_90=_optional_mean_se([r.conformal_width_90 for r in group]),
+                conformal_width_95=_optional_mean_se([r.conformal_width_95 for r in group]),
+                recalibration=group[0].recalibration,
                 stack_weights=_mean_weights([r.stack_weights for r in group]),
                 tuned=_describe_tuned(group),
             )
@@ -170,7 +179,8 @@ def format_table(rows: list[SummaryRow]) -> str:
     tuned = any(row.tuned is not None for row in rows)
     header = "| dataset | method | splits | RMSE | test log-lik | 95% coverage "
     if conformal:
-        header += "| conformal 90% coverage | conformal 95% coverage "
+        header += "| recalibration | conformal 90% coverage | conformal 95% coverage "
+        header += "| 90% width | 95% width "
     if stacked:
         header += "| stack weights "
     if tuned:
@@ -186,7 +196,9 @@ def format_table(rows: list[SummaryRow]) -> str:
             f"{_pm(row.log_likelihood)} | {_pm(row.coverage_95)} "
         )
         if conformal:
+            line += f"| {row.recalibration or '—'} "
             line += f"| {_pm(row.conformal_coverage_90)} | {_pm(row.conformal_coverage_95)} "
+            line += f"| {_pm(row.conformal_width_90)} | {_pm(row.conformal_width_95)} "
         if stacked:
             weights = row.stack_weights
             line += "| " + ("—" if weights is None else " / ".join(f"{w:.2f}" for w in weights))
