@@ -13,22 +13,19 @@ centred (a constant added to every class's logit changes nothing).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from bnn.evaluate._conformal_scores import check_calibration_pair
-from bnn.likelihoods import Bernoulli, Categorical, Likelihood, class_indices
-from bnn.posterior.protocol import CarriesLikelihood, Posterior
-from bnn.posterior.wrapper import PosteriorWrapper
-from bnn.random import GLOBAL_STATE_LOCK
-from bnn.random.default import RNGLike, resolve_rng
+from bnn.evaluate._scaling import LogitMap, calibration_logits, minimise
+from bnn.likelihoods import Bernoulli, Likelihood, class_indices
+from bnn.posterior.protocol import Posterior
+from bnn.random.default import RNGLike
 
 __all__ = ["VectorScaled", "vector_scale"]
 
 
-class VectorScaled(PosteriorWrapper):
+class VectorScaled(LogitMap):
     """A classifier posterior whose logits are scaled and shifted per class.
 
     Made by `vector_scale`. ``sample_functions(x, S)`` returns the wrapped posterior's logits
@@ -52,22 +49,10 @@ class VectorScaled(PosteriorWrapper):
             raise ValueError("scale and bias must be finite.")
         self.scale = scale.detach()
         self.bias = bias.detach()
-        self.nll_before = math.nan
-        self.nll_after = math.nan
 
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,
-    ) -> Tensor:
-        """The wrapped posterior's logits at ``x``, scaled and shifted: ``[S, N, ...]``."""
-        samples = self.posterior.sample_functions(
-            x, num_samples, rng=rng, memory_budget=memory_budget
-        )
-        return samples * self.scale.to(samples) + self.bias.to(samples)
+    def transform(self, logits: Tensor) -> Tensor:
+        """Each sample's logits times ``scale`` plus ``bias``."""
+        return logits * self.scale.to(logits) + self.bias.to(logits)
 
 
 def vector_scale(
@@ -107,12 +92,10 @@ def vector_scale(
         >>> scaled = vector_scale(posterior, x_cal, y_cal, likelihood=bnn.Categorical(), rng=0)
         >>> scaled.scale, scaled.bias
     """
-    likelihood = _classification_likelihood(posterior, likelihood)
-    check_calibration_pair(x_cal, y_cal, num_samples)
-    with torch.no_grad(), GLOBAL_STATE_LOCK:
-        logits = posterior.sample_functions(x_cal, num_samples, rng=resolve_rng(rng))
+    likelihood, logits = calibration_logits(
+        posterior, likelihood, x_cal, y_cal, num_samples, rng, "vector scaling"
+    )
     binary = isinstance(likelihood, Bernoulli)
-    logits = logits.detach().to(torch.float64)
     logits = logits.reshape(*logits.shape[:2], -1)  # [S, n, K] (K = 1: a Bernoulli logit)
     if binary and logits.shape[-1] != 1:
         raise ValueError(
@@ -131,7 +114,7 @@ def vector_scale(
         return -(torch.logsumexp(log_probs, 0) - math.log(logits.shape[0])).mean()
 
     start = torch.cat([torch.ones(logits.shape[-1]), torch.zeros(logits.shape[-1])])
-    parameters = _minimise(nll, start.to(logits))
+    parameters = minimise(nll, start.to(logits))
     scale, bias = parameters.chunk(2)
     if not binary:
         bias = bias - bias.mean()
@@ -139,46 +122,3 @@ def vector_scale(
     scaled.nll_before = float(nll(start.to(logits)))
     scaled.nll_after = float(nll(parameters))
     return scaled
-
-
-def _classification_likelihood(posterior: object, likelihood: object) -> Likelihood:
-    if not isinstance(posterior, Posterior):
-        raise TypeError(
-            f"posterior must be a bnn Posterior (what a bnn.infer method returns), got "
-            f"{type(posterior).__name__}."
-        )
-    if likelihood is not None and not isinstance(likelihood, Likelihood):
-        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
-    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
-    chosen = likelihood or carried or Categorical()
-    if not isinstance(chosen, Categorical | Bernoulli):
-        raise TypeError(
-            "vector scaling needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, got "
-            f"{type(chosen).__name__}; for regression use std_scale."
-        )
-    return chosen
-
-
-def _minimise(objective: Callable[[Tensor], Tensor], start: Tensor) -> Tensor:
-    """Minimise a smooth function of a parameter vector by L-BFGS from ``start``."""
-    parameters = start.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [parameters],
-        lr=1.0,
-        max_iter=500,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        value: Tensor = objective(parameters)
-        value.backward()  # type: ignore[no-untyped-call]
-        return value
-
-    optimizer.step(closure)  # type: ignore[no-untyped-call]
-    result = parameters.detach()
-    if not bool(torch.isfinite(result).all()):
-        raise ValueError("the calibration objective is not finite; check the calibration data.")
-    return result

@@ -47,18 +47,21 @@ from bnn.evaluate._conformal import (
 )
 from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
 from bnn.evaluate._cross_conformal import CrossConformal, cv_plus, jackknife_plus
+from bnn.evaluate._scaling import (
+    LogitMap,
+    ScalingWrapper,
+    calibration_logits,
+    minimise,
+)
 from bnn.evaluate._vector_scaling import VectorScaled, vector_scale
 from bnn.likelihoods import (
     Bernoulli,
-    Categorical,
     Likelihood,
     Prediction,
     RegressionPrediction,
     class_indices,
 )
-from bnn.posterior.protocol import CarriesLikelihood, Posterior
-from bnn.posterior.wrapper import PosteriorWrapper
-from bnn.random import GLOBAL_STATE_LOCK
+from bnn.posterior.protocol import Posterior
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
@@ -81,16 +84,7 @@ __all__ = [
 _LOG_FACTOR_BOUND = math.log(1e4)  # fitted factors are confined to [1e-4, 1e4]
 
 
-class _Wrapper(PosteriorWrapper):
-    """A fitted rescaling: the wrapper and its calibration-set NLL before and after fitting."""
-
-    def __init__(self, posterior: Posterior) -> None:
-        super().__init__(posterior)
-        self.nll_before = math.nan
-        self.nll_after = math.nan
-
-
-class TemperatureScaled(_Wrapper):
+class TemperatureScaled(LogitMap):
     """A classifier posterior whose function samples (logits) are divided by ``temperature``.
 
     Made by `temperature_scale`. ``sample_functions(x, S)`` returns the wrapped posterior's
@@ -110,22 +104,12 @@ class TemperatureScaled(_Wrapper):
             raise ValueError(f"temperature must be positive, got {temperature}.")
         self.temperature = float(temperature)
 
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,
-    ) -> Tensor:
-        """The wrapped posterior's logits at ``x`` divided by ``T``: ``[S, N, ...]``."""
-        samples = self.posterior.sample_functions(
-            x, num_samples, rng=rng, memory_budget=memory_budget
-        )
-        return samples / self.temperature
+    def transform(self, logits: Tensor) -> Tensor:
+        """Each sample's logits divided by ``T``."""
+        return logits / self.temperature
 
 
-class StdScaled(_Wrapper):
+class StdScaled(ScalingWrapper):
     """A regression posterior whose predictive spread is multiplied by ``factor``.
 
     Made by `std_scale`. ``predict_with_uncertainty`` gets the wrapped posterior's
@@ -204,17 +188,9 @@ def temperature_scale(
         >>> scaled = temperature_scale(posterior, x_cal, y_cal, rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical()).probs
     """
-    likelihood = _resolve(posterior, likelihood, Categorical())
-    if not isinstance(likelihood, Categorical | Bernoulli):
-        raise TypeError(
-            "temperature scaling needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, "
-            f"got {type(likelihood).__name__}; for regression use std_scale."
-        )
-    check_calibration_pair(x_cal, y_cal, num_samples)
-    generator = resolve_rng(rng)
-    with torch.no_grad(), GLOBAL_STATE_LOCK:
-        logits = posterior.sample_functions(x_cal, num_samples, rng=generator)
-    logits = logits.detach().to(torch.float64)
+    likelihood, logits = calibration_logits(
+        posterior, likelihood, x_cal, y_cal, num_samples, rng, "temperature scaling"
+    )
     if isinstance(likelihood, Bernoulli):  # softmax([0, z]) = [1 - σ(z), σ(z)]
         z = logits.reshape(logits.shape[0], logits.shape[1])
         logits = torch.stack([torch.zeros_like(z), z], dim=-1)
@@ -313,43 +289,10 @@ def std_scale(
 
 
 # ------------------------------------------------------------------------------ helpers
-def _resolve(
-    posterior: Posterior, likelihood: Likelihood | None, default: Likelihood
-) -> Likelihood:
-    if not isinstance(posterior, Posterior):
-        raise TypeError(
-            f"posterior must be a bnn Posterior (what a bnn.infer method returns), got "
-            f"{type(posterior).__name__}."
-        )
-    if likelihood is not None and not isinstance(likelihood, Likelihood):
-        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
-    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
-    return likelihood or carried or default
-
-
 def _minimise_scalar(objective: Callable[[Tensor], Tensor], device: torch.device) -> float:
     """Minimise a smooth scalar function of one log-parameter by L-BFGS from 0; its argmin."""
-    parameter = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [parameter],
-        lr=1.0,
-        max_iter=200,
-        tolerance_grad=1e-12,
-        tolerance_change=1e-15,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        value: Tensor = objective(parameter.clamp(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND))
-        value.backward()  # type: ignore[no-untyped-call]
-        return value
-
-    optimizer.step(closure)  # type: ignore[no-untyped-call]
-    result = float(parameter.detach().clamp(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND))
-    if not math.isfinite(result):
-        raise ValueError("the calibration objective is not finite; check the calibration data.")
-    return result
+    start = torch.zeros((), dtype=torch.float64, device=device)
+    return float(minimise(objective, start, _LOG_FACTOR_BOUND))
 
 
 def _spread(prediction: RegressionPrediction, factor: Tensor) -> RegressionPrediction:

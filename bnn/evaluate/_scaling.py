@@ -1,0 +1,129 @@
+"""What the scaling recalibrations share: the wrapper that records the calibration NLL, the
+logit map applied to every function sample, the likelihood they use, and the L-BFGS fit of
+their parameters on the calibration NLL."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from bnn.evaluate._conformal_scores import check_calibration_pair
+from bnn.likelihoods import Bernoulli, Categorical, Likelihood
+from bnn.posterior.protocol import CarriesLikelihood, Posterior
+from bnn.posterior.wrapper import PosteriorWrapper
+from bnn.random import GLOBAL_STATE_LOCK
+from bnn.random.default import RNGLike, resolve_rng
+
+__all__ = ["LogitMap", "ScalingWrapper", "calibration_logits", "minimise", "resolve_likelihood"]
+
+
+class ScalingWrapper(PosteriorWrapper):
+    """A fitted rescaling: the wrapper and its calibration-set NLL before and after fitting."""
+
+    def __init__(self, posterior: Posterior) -> None:
+        super().__init__(posterior)
+        self.nll_before = math.nan
+        self.nll_after = math.nan
+
+
+class LogitMap(ScalingWrapper):
+    """A classifier posterior whose function samples (logits) go through ``transform``."""
+
+    def transform(self, logits: Tensor) -> Tensor:
+        """The map applied to the wrapped posterior's samples ``[S, N, ...]``."""
+        raise NotImplementedError
+
+    def sample_functions(
+        self,
+        x: Tensor,
+        num_samples: int,
+        *,
+        rng: RNGLike = None,
+        memory_budget: int | None = None,
+    ) -> Tensor:
+        """The wrapped posterior's logits at ``x``, transformed: ``[S, N, ...]``."""
+        samples = self.posterior.sample_functions(
+            x, num_samples, rng=rng, memory_budget=memory_budget
+        )
+        return self.transform(samples)
+
+
+def resolve_likelihood(
+    posterior: Posterior, likelihood: Likelihood | None, default: Likelihood
+) -> Likelihood:
+    """The caller's likelihood, else the one the posterior carries, else ``default``."""
+    if not isinstance(posterior, Posterior):
+        raise TypeError(
+            f"posterior must be a bnn Posterior (what a bnn.infer method returns), got "
+            f"{type(posterior).__name__}."
+        )
+    if likelihood is not None and not isinstance(likelihood, Likelihood):
+        raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
+    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
+    return likelihood or carried or default
+
+
+def calibration_logits(
+    posterior: Posterior,
+    likelihood: Likelihood | None,
+    x_cal: Tensor,
+    y_cal: Tensor,
+    num_samples: int,
+    rng: RNGLike,
+    what: str,
+) -> tuple[Likelihood, Tensor]:
+    """The classification likelihood, and the posterior's ``S`` logit samples at ``x_cal`` in
+    float64 ``[S, n, ...]`` (drawn once: common random numbers for the fit).
+
+    Raises:
+        TypeError / ValueError: not a classification likelihood (``what`` names the method in
+            the message), a bad calibration pair.
+    """
+    likelihood = resolve_likelihood(posterior, likelihood, Categorical())
+    if not isinstance(likelihood, Categorical | Bernoulli):
+        raise TypeError(
+            f"{what} needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, got "
+            f"{type(likelihood).__name__}; for regression use std_scale."
+        )
+    check_calibration_pair(x_cal, y_cal, num_samples)
+    with torch.no_grad(), GLOBAL_STATE_LOCK:
+        logits = posterior.sample_functions(x_cal, num_samples, rng=resolve_rng(rng))
+    return likelihood, logits.detach().to(torch.float64)
+
+
+def minimise(
+    objective: Callable[[Tensor], Tensor], start: Tensor, bound: float | None = None
+) -> Tensor:
+    """Minimise a smooth function of a parameter vector by L-BFGS from ``start`` (each entry
+    confined to ``[−bound, bound]`` when given); the argmin.
+
+    Raises:
+        ValueError: the objective is not finite at the result.
+    """
+    parameters = start.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [parameters],
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def confined(values: Tensor) -> Tensor:
+        return values if bound is None else values.clamp(-bound, bound)
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        value: Tensor = objective(confined(parameters))
+        value.backward()  # type: ignore[no-untyped-call]
+        return value
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    result = confined(parameters.detach())
+    if not bool(torch.isfinite(result).all()):
+        raise ValueError("the calibration objective is not finite; check the calibration data.")
+    return result
