@@ -17,15 +17,6 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert second in readme
 
 
-def test_readme_python_example_runs(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    text = (ROOT / "README.md").read_text()
-    blocks = text.split("```python\n")[1:]
-    assert blocks, "README has no python example"
-    monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block.split("```")[0], "README.md", "exec"), {"__name__": "readme"})
-
-
 def test_ci_stops_when_any_step_of_an_and_list_fails() -> None:
     """Under ``set -e`` a failing command before the last of an ``&&`` list does not stop the
     script: each leg is followed by an explicit check of its exit status."""
