@@ -10,8 +10,40 @@ from torch import Tensor
 from bnn.infer.ensembles._psis import psis_loo
 from bnn.infer.history import History
 from bnn.likelihoods import ClassificationPrediction, Likelihood, Prediction, RegressionPrediction
+from bnn.posterior.closed_form import ClosedFormPredictive
+from bnn.random.rng import RNG
 
-__all__ = ["event_shape", "member_log_densities", "member_prediction"]
+__all__ = ["closed_form", "event_shape", "member_log_densities", "member_prediction"]
+
+
+def closed_form(
+    member: object,
+    x: Tensor,
+    likelihood: Likelihood | None,
+    num_samples: int,
+    rng: RNG,
+    memory_budget: int,
+) -> Prediction | None:
+    """Member's own closed-form predictive at ``x`` (what ``bnn.predict_with_uncertainty``
+    gives for it alone: a GP's exact Gaussian, Laplace's GLM), or ``None`` to sample it.
+
+    Its ``samples`` ``[S, N, ...]`` are draws of each input's ``f`` (PSIS-LOO needs no more).
+    A classification predictive with fewer components than samples (the probit link) is
+    replaced by the link averaged over those draws: the mixture of members weighs
+    classification components equally.
+    """
+    if not isinstance(member, ClosedFormPredictive):
+        return None
+    direct = member.closed_form_prediction(
+        x, likelihood=likelihood, num_samples=num_samples, rng=rng, memory_budget=memory_budget
+    )
+    if (
+        likelihood is not None
+        and isinstance(direct, ClassificationPrediction)
+        and direct.class_probs.shape[0] != direct.samples.shape[0]
+    ):
+        return likelihood.predict(direct.samples)
+    return direct
 
 
 def member_prediction(k: int, likelihood: Likelihood, samples: Tensor) -> Prediction:

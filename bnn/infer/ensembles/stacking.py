@@ -36,6 +36,7 @@ from torch import Tensor
 
 from bnn._checks import check_int, check_positive
 from bnn.infer.ensembles._stacking_densities import (
+    closed_form,
     event_shape,
     member_log_densities,
     member_prediction,
@@ -47,7 +48,13 @@ from bnn.likelihoods import (
     Prediction,
     RegressionPrediction,
 )
-from bnn.posterior.protocol import CarriesLikelihood, Posterior, check_batch
+from bnn.posterior.closed_form import ClosedFormPredictive
+from bnn.posterior.protocol import (
+    CarriesLikelihood,
+    Posterior,
+    check_batch,
+    check_memory_budget,
+)
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -108,24 +115,26 @@ class StackedPosterior:
         """``(member, its share of the samples)`` for every member with a positive count."""
         check_batch(x, num_samples)
         generator = resolve_rng(rng)
-        parts = []
-        for k, count in enumerate(self.counts(num_samples, generator).tolist()):
-            if count == 0:
-                continue
-            child = generator.spawn(k)
-            samples = self.members[k].sample_functions(
-                x, count, rng=child, memory_budget=memory_budget
-            )
-            if samples.shape[0] < count:
-                index = torch.randint(
-                    0,
-                    samples.shape[0],
-                    (count,),
-                    generator=child.torch_generator("stacking resample"),
-                ).to(samples.device)
-                samples = samples[index]
-            parts.append((k, samples[:count]))
-        return parts
+        return [
+            (k, self._member_samples(k, x, count, generator.spawn(k), memory_budget))
+            for k, count in enumerate(self.counts(num_samples, generator).tolist())
+            if count > 0
+        ]
+
+    def _member_samples(
+        self, k: int, x: Tensor, count: int, child: RNG, memory_budget: int | None
+    ) -> Tensor:
+        """``count`` function samples of member ``k`` (resampled if it returns fewer)."""
+        samples = self.members[k].sample_functions(x, count, rng=child, memory_budget=memory_budget)
+        if samples.shape[0] < count:
+            index = torch.randint(
+                0,
+                samples.shape[0],
+                (count,),
+                generator=child.torch_generator("stacking resample"),
+            ).to(samples.device)
+            samples = samples[index]
+        return samples[:count]
 
     def sample_functions(
         self,
@@ -155,19 +164,35 @@ class StackedPosterior:
         rng: RNG,
         memory_budget: int,
     ) -> Prediction | None:
-        """The mixture of the members' own predictives when some member carries a likelihood.
+        """The mixture of the members' own predictives, each with its share of the samples.
 
-        ``None`` (predict from ``sample_functions`` with one likelihood) when none does.
+        A member with a closed form (a GP, a Laplace posterior with ``predictive="glm"``)
+        gives it, as it would alone; the others are predicted from their function samples.
+        ``None`` (predict from ``sample_functions`` with one likelihood) when no member
+        carries a likelihood and either none has a closed form or no likelihood is given.
         """
-        if not any(_carried(member) is not None for member in self.members):
+        carries = any(_carried(member) is not None for member in self.members)
+        has_closed_form = any(isinstance(member, ClosedFormPredictive) for member in self.members)
+        if not carries and not (has_closed_form and (likelihood or self.likelihood)):
             return None
+        check_batch(x, num_samples)
+        budget = check_memory_budget(memory_budget, x.device)
+        predictions, shares = [], []
         with torch.no_grad(), GLOBAL_STATE_LOCK:  # as bnn.predict_with_uncertainty samples
-            parts = self._draw(x, num_samples, rng, memory_budget)
-        predictions = [
-            _member_likelihood(self.members[k], k, likelihood or self.likelihood).predict(samples)
-            for k, samples in parts
-        ]
-        return _mixture(predictions, [samples.shape[0] / num_samples for _, samples in parts])
+            for k, count in enumerate(self.counts(num_samples, rng).tolist()):
+                if count == 0:
+                    continue
+                child = rng.spawn(k)
+                member_likelihood = _member_likelihood(
+                    self.members[k], k, likelihood or self.likelihood
+                )
+                direct = closed_form(self.members[k], x, member_likelihood, count, child, budget)
+                if direct is None:
+                    samples = self._member_samples(k, x, count, child, budget)
+                    direct = member_likelihood.predict(samples)
+                predictions.append(direct)
+                shares.append(count / num_samples)
+        return _mixture(predictions, shares)
 
 
 def _carried(member: Posterior) -> Likelihood | None:
@@ -299,15 +324,11 @@ def stack(
         posteriors, x_val, y_val, method, likelihood, num_samples, tolerance
     )
     generator = resolve_rng(rng)
-    with torch.no_grad():
-        samples = [
-            member.sample_functions(x_val, num_samples, rng=generator.spawn(k))
-            for k, member in enumerate(posteriors)
-        ]
     predictions = [
-        member_prediction(k, lk, s)
-        for k, (lk, s) in enumerate(zip(likelihoods, samples, strict=True))
+        _validation_prediction(k, member, lk, x_val, num_samples, generator.spawn(k))
+        for k, (member, lk) in enumerate(zip(posteriors, likelihoods, strict=True))
     ]
+    samples = [prediction.samples for prediction in predictions]
     shapes = {event_shape(p) for p in predictions}
     if len(shapes) > 1:
         raise ValueError(
@@ -329,6 +350,19 @@ def stack(
         seconds=time.perf_counter() - start,
     )
     return StackedPosterior(list(posteriors), weights, likelihood), history
+
+
+def _validation_prediction(
+    k: int, member: Posterior, likelihood: Likelihood, x: Tensor, num_samples: int, child: RNG
+) -> Prediction:
+    """Member ``k``'s predictive on the validation inputs, as it predicts alone: its closed
+    form where it has one, else from ``num_samples`` function samples."""
+    with torch.no_grad():
+        budget = check_memory_budget(None, x.device)
+        direct = closed_form(member, x, likelihood, num_samples, child, budget)
+        if direct is not None:
+            return direct
+        return member_prediction(k, likelihood, member.sample_functions(x, num_samples, rng=child))
 
 
 def _check_arguments(

@@ -1,7 +1,9 @@
 """Gaussian processes on GPyTorch (the ``gp`` extra): exact, sparse variational, deep kernel.
 
-Read first: ``gp.py`` (the public function ``gp`` and ``GPPosterior``). Then ``_models.py``
-(the GPyTorch models and their training loops) and ``_checks.py`` (the data, likelihood and option
+Read first: ``gp.py`` (the public function ``gp``) and ``_posterior.py`` (``GPPosterior``, the
+result). Then ``_predictive.py`` (the closed-form per-input predictive
+``bnn.predict_with_uncertainty`` uses), ``_models.py`` (the GPyTorch models and their training
+loops) and ``_checks.py`` (the data, likelihood and option
 checks, and the exact GP's memory check, all run before any training).
 
 Contract: ``gp(model_or_None, data, *, likelihood, method, kernel, ..., rng=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +16,7 @@ __all__ = [
     "MEANS",
     "METHODS",
     "check_arguments",
+    "check_components",
     "check_exact",
     "check_input_shape",
     "check_learned_noise",
@@ -32,8 +34,8 @@ def check_arguments(
     data: object,
     likelihood: object,
     method: str,
-    kernel: str,
-    mean: str,
+    kernel: object,
+    mean: object,
     num_classes: int | None,
 ) -> tuple[Tensor, Tensor, int | None]:
     """``(x, y, K)``: ``y`` as float ``[N]``, or as int64 class indices with ``K`` classes."""
@@ -54,7 +56,7 @@ def check_arguments(
         ("kernel", kernel, KERNELS),
         ("mean", mean, MEANS),
     ):
-        if value not in allowed:
+        if isinstance(value, str) and value not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
     if not (
         isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
@@ -116,6 +118,43 @@ def _class_labels(y: Tensor, n: int, num_classes: int | None) -> tuple[Tensor, i
             "num_classes=K if classes are missing from the training data."
         )
     return labels, largest + 1 if num_classes is None else num_classes
+
+
+def check_components(
+    gpytorch: Any,
+    kernel: object,
+    mean: object,
+    num_classes: int | None,
+    initial: dict[str, float | None],
+) -> None:
+    """Refuse a kernel or mean that is neither a name nor a GPyTorch module, initial values
+    for a kernel object, and a kernel object without one batch entry per class."""
+    for name, value, kind in (
+        ("kernel", kernel, gpytorch.kernels.Kernel),
+        ("mean", mean, gpytorch.means.Mean),
+    ):
+        if not isinstance(value, str | kind):
+            raise TypeError(
+                f"{name} must be a name ({KERNELS if name == 'kernel' else MEANS}) or a "
+                f"gpytorch.{name}s.{kind.__name__}, got {type(value).__name__}."
+            )
+    if not isinstance(kernel, str):
+        given = [name for name, value in initial.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} initialise the named kernels; set them on your kernel "
+                "object instead (e.g. kernel.base_kernel.lengthscale = 0.5)."
+            )
+    components: tuple[tuple[str, Any], ...] = (("kernel", kernel), ("mean", mean))
+    for name, value in components:
+        if isinstance(value, str) or num_classes is None:
+            continue
+        if tuple(value.batch_shape) != (num_classes,):
+            raise ValueError(
+                f"a {name} object for {num_classes} classes needs one independent copy per "
+                f"class: build it with batch_shape=torch.Size([{num_classes}]) (it has "
+                f"{tuple(value.batch_shape)})."
+            )
 
 
 def check_options(

@@ -46,6 +46,10 @@ def _exact_linear_algebra() -> Iterator[None]:
         gpytorch.settings.max_cholesky_size(2**62),
     ):
         warnings.filterwarnings("ignore", category=gpytorch.utils.warnings.GPInputWarning)
+        # a sum with a low-rank kernel (LinearKernel) makes linear_operator factor the other
+        # terms for a cache it may never use, adding jitter there and warning; the sums and
+        # solves bnn uses are dense and exact
+        warnings.filterwarnings("ignore", "A not p.d., added jitter", RuntimeWarning)
         yield
 
 
@@ -58,7 +62,11 @@ def _features(features: nn.Module, x: Tensor) -> Tensor:
 
 
 def _gp_likelihood(
-    gpytorch: Any, likelihood: Likelihood, num_classes: int | None, min_noise: float = 1e-4
+    gpytorch: Any,
+    likelihood: Likelihood,
+    num_classes: int | None,
+    min_noise: float = 1e-4,
+    noise_prior: Any = None,
 ) -> Any:
     """GPyTorch's likelihood for ``likelihood``; a Gaussian's noise variance stays above
     ``min_noise`` while it learns (a fixed noise below it keeps its value)."""
@@ -91,7 +99,7 @@ def _gp_likelihood(
     assert isinstance(likelihood, Gaussian)
     floor = min_noise if likelihood.learn_std else min(min_noise, 0.5 * float(likelihood.std) ** 2)
     noise = gpytorch.likelihoods.GaussianLikelihood(
-        noise_constraint=gpytorch.constraints.GreaterThan(floor)
+        noise_prior=noise_prior, noise_constraint=gpytorch.constraints.GreaterThan(floor)
     )
     if not likelihood.learn_std:
         noise.raw_noise.requires_grad_(False)
@@ -106,8 +114,11 @@ def _carried(likelihood: Likelihood, gp_likelihood: Any) -> Likelihood:
     return Gaussian(math.sqrt(float(gp_likelihood.noise.detach())))
 
 
-def _kernel(gpytorch: Any, kernel: str, dims: int, **batch: torch.Size) -> Any:
-    """A scaled ARD kernel; ``batch_shape=[K]`` in ``batch`` makes ``K`` independent ones."""
+def _kernel(gpytorch: Any, kernel: Any, dims: int, **batch: torch.Size) -> Any:
+    """A scaled ARD kernel; ``batch_shape=[K]`` in ``batch`` makes ``K`` independent ones.
+    A GPyTorch kernel object is used as it is (trained in place)."""
+    if not isinstance(kernel, str):
+        return kernel
     kernels = gpytorch.kernels
     base = (
         kernels.RBFKernel(ard_num_dims=dims, **batch)
@@ -121,7 +132,9 @@ def _kernel(gpytorch: Any, kernel: str, dims: int, **batch: torch.Size) -> Any:
     return kernels.ScaleKernel(base, **batch)
 
 
-def _mean(gpytorch: Any, mean: str, **batch: torch.Size) -> Any:
+def _mean(gpytorch: Any, mean: Any, **batch: torch.Size) -> Any:
+    if not isinstance(mean, str):
+        return mean
     means = gpytorch.means
     return means.ConstantMean(**batch) if mean == "constant" else means.ZeroMean(**batch)
 
@@ -131,8 +144,8 @@ def _exact_model(
     x: Tensor,
     y: Tensor,
     features: nn.Module,
-    kernel: str,
-    mean: str,
+    kernel: Any,
+    mean: Any,
     gp_likelihood: Any,
 ) -> Any:
     with torch.no_grad():
@@ -158,8 +171,8 @@ def _svgp_model(
     gpytorch: Any,
     inducing: Tensor,
     features: nn.Module,
-    kernel: str,
-    mean: str,
+    kernel: Any,
+    mean: Any,
     learn_inducing: bool,
     jitter: float | None,
     num_classes: int | None = None,
@@ -208,6 +221,8 @@ def _svgp_model(
 
 
 def _initialise(gp_model: Any, lengthscale: float | None, outputscale: float | None) -> None:
+    if lengthscale is None and outputscale is None:
+        return
     kernel = gp_model.covar_module
     dtype = kernel.raw_outputscale.dtype
     if lengthscale is not None:

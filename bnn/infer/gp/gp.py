@@ -18,12 +18,17 @@ Needs the optional extra: ``pip install bnn-torch[gp]`` (GPyTorch).
 * **Deep kernel learning** (Wilson et al. 2016): pass any ``nn.Module`` as ``model``; the GP
   runs on its features ``model(x)`` and the network trains jointly with the kernel.
 
-The result, `GPPosterior`, is a `bnn.Posterior`: ``sample_functions`` draws joint function
-samples ``[S, N, 1]`` (``[S, N, K]`` logits for ``K`` classes, the classes independent) from
-the posterior over ``f`` at the given inputs (a Cholesky factor of the ``N × N`` posterior
-covariance of each latent GP, standard normals from the ``"predict"`` generator of ``rng``),
-and it carries its observation model (``bnn.Gaussian`` with the learned noise,
-``bnn.Bernoulli``, ``bnn.Categorical``), so ``bnn.predict_with_uncertainty(gp_posterior, x)``
+The result, `GPPosterior` (``_posterior.py``), is a `bnn.Posterior` whose per-input
+predictive is closed form: ``bnn.predict_with_uncertainty`` gets the exact Gaussian
+``N(μ(x), σ_f²(x) + σ²)`` of each input for regression (Monte Carlo through the link for
+classification) from the mean and the *diagonal* of the posterior covariance, in blocks of
+inputs sized to the memory budget (``_predictive.py``). Only ``sample_functions`` draws joint
+function samples ``[S, N, 1]`` (``[S, N, K]`` logits for ``K`` classes, the classes
+independent) from the posterior over ``f`` at the given inputs (a Cholesky factor of the
+``N × N`` posterior covariance of each latent GP, standard normals from the ``"predict"``
+generator of ``rng``), for callers that need samples coherent across inputs. It carries its
+observation model (``bnn.Gaussian`` with the learned noise, ``bnn.Bernoulli``,
+``bnn.Categorical``), so ``bnn.predict_with_uncertainty(gp_posterior, x)``
 needs no likelihood.
 
 Example:
@@ -46,15 +51,13 @@ from bnn.infer.gp._checks import (
     MEANS,
     METHODS,
     check_arguments,
+    check_components,
     check_exact,
-    check_input_shape,
     check_learned_noise,
     check_options,
 )
 from bnn.infer.gp._models import (
     _carried,
-    _cholesky,
-    _exact_linear_algebra,
     _exact_model,
     _features,
     _gp_likelihood,
@@ -62,111 +65,16 @@ from bnn.infer.gp._models import (
     _svgp_model,
     _train_exact,
     _train_svgp,
-    float64_exact_model,
     gpytorch_module,
 )
+from bnn.infer.gp._posterior import GPPosterior
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior._evaluate import eval_mode
-from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
 __all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"]
-
-
-class GPPosterior(nn.Module):
-    """The posterior of a GP (made by `gp`): joint function samples, its observation model.
-
-    Attributes:
-        gp_model: the GPyTorch model (``ExactGP`` or ``ApproximateGP``), in eval mode.
-        features: the deep-kernel feature network (``nn.Identity`` for a plain GP).
-        likelihood: the bnn observation model the posterior carries.
-        gp_likelihood: GPyTorch's likelihood object used in training.
-        num_classes: ``K``, the number of independent latent GPs of a multi-class
-            classifier (``bnn.Categorical``); ``None`` for one latent GP.
-    """
-
-    def __init__(
-        self,
-        gp_model: Any,
-        features: nn.Module,
-        likelihood: Likelihood,
-        gp_likelihood: Any,
-        *,
-        num_classes: int | None = None,
-        input_shape: tuple[int, ...] | None = None,
-    ) -> None:
-        super().__init__()
-        self.gp_model = gp_model
-        self.features = features
-        self.likelihood = likelihood
-        self.gp_likelihood = gp_likelihood
-        self.num_classes = num_classes
-        self.input_shape = input_shape
-
-    @property
-    def predictive_likelihood(self) -> Likelihood:
-        """``bnn.Gaussian(learned noise std)``, ``bnn.Bernoulli()`` or ``bnn.Categorical()``."""
-        return self.likelihood
-
-    def functional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Posterior mean ``[N]`` and covariance ``[N, N]`` of ``f`` at ``x``.
-
-        The exact GP solves in float64 whatever the data's dtype (a copy of the model, made
-        once): with duplicated inputs and a small noise, ``K + σ² I`` is too ill-conditioned
-        for a float32 Cholesky, whose jitter would silently move the mean.
-
-        For ``K`` classes: the mean ``[K, N]`` and covariance ``[K, N, N]`` of each class's
-        latent GP (the classes are independent a posteriori).
-        """
-        reference = next(self.gp_model.parameters(), None)
-        check_inputs(x, reference, 1)
-        check_input_shape(x, self.input_shape)
-        self.eval()
-        with torch.no_grad(), _exact_linear_algebra():
-            if self.num_classes is None:
-                model = float64_exact_model(self.gp_model)
-                distribution = model(x.to(next(model.parameters()).dtype))  # applies features
-            else:  # the batch of K latent GPs under the multitask wrapper
-                strategy = self.gp_model.variational_strategy.base_variational_strategy
-                distribution = strategy(_features(self.gp_model.features, x))
-            mean: Tensor = distribution.mean.to(x.dtype)
-            covariance: Tensor = distribution.covariance_matrix.to(x.dtype)
-        return mean, covariance
-
-    def sample_functions(
-        self,
-        x: Tensor,
-        num_samples: int,
-        *,
-        rng: RNGLike = None,
-        memory_budget: int | None = None,  # noqa: ARG002 - one N×N factor, no chunks
-    ) -> Tensor:
-        """Joint posterior samples of ``f`` at ``x``: ``[S, N, 1]`` (``[S, N, K]`` logits).
-
-        ``f = mean + L z`` with ``L`` the Cholesky factor of the posterior covariance (jitter
-        ``1e-10·mean(diag)`` and up, only if the factorisation fails) and ``z`` standard
-        normals from the generator ``"predict"`` of ``rng``. Cost ``O(N³)`` per call (per
-        class for ``K`` classes: each class's latent GP has its own factor and its own
-        normals, ``z`` of shape ``[S, K, N]``, so the classes are independent).
-        """
-        mean, covariance = self.functional_moments(x)
-        if self.num_classes is not None:
-            factors = torch.stack([_cholesky(block) for block in covariance])  # [K, N, N]
-            generator = resolve_rng(rng).torch_generator("predict", x.device)
-            z = torch.randn(
-                num_samples, *mean.shape, generator=generator, dtype=mean.dtype, device=mean.device
-            )
-            # f[s, k] = mean[k] + L[k] z[s, k], returned as [S, N, K]
-            samples = mean + torch.einsum("kij,skj->ski", factors, z)
-            return samples.transpose(1, 2).contiguous()
-        factor = _cholesky(covariance)
-        generator = resolve_rng(rng).torch_generator("predict", x.device)
-        z = torch.randn(
-            num_samples, mean.shape[0], generator=generator, dtype=mean.dtype, device=mean.device
-        )
-        return (mean + z @ factor.T).unsqueeze(-1)
 
 
 def gp(
@@ -176,8 +84,8 @@ def gp(
     likelihood: Likelihood,
     num_classes: int | None = None,
     method: str = "exact",
-    kernel: str = "rbf",
-    mean: str = "constant",
+    kernel: str | Any = "rbf",
+    mean: str | Any = "constant",
     lengthscale: float | None = None,
     outputscale: float | None = None,
     train_hyperparameters: bool = True,
@@ -191,6 +99,7 @@ def gp(
     batch_size: int | None = None,
     max_exact_bytes: int = 2**31,
     min_noise: float = 1e-4,
+    noise_prior: Any = None,
     rng: RNGLike = None,
     progress: bool = True,
 ) -> tuple[GPPosterior, History]:
@@ -211,8 +120,12 @@ def gp(
         method: ``"exact"`` or ``"svgp"``.
         kernel: ``"rbf"``, ``"matern12"``, ``"matern32"`` or ``"matern52"``, scaled by an
             output scale; one lengthscale per input feature (ARD); with ``K`` classes each
-            latent GP has its own.
-        mean: ``"constant"`` (learned) or ``"zero"``.
+            latent GP has its own. Or any ``gpytorch.kernels.Kernel`` object — sums,
+            products, ``PeriodicKernel``, ``LinearKernel``, ARD, priors registered on its
+            hyper-parameters (``lengthscale_prior=...``): used as given and trained in place;
+            for ``K`` classes built with ``batch_shape=torch.Size([K])``.
+        mean: ``"constant"`` (learned) or ``"zero"``, or a ``gpytorch.means.Mean`` object
+            (``batch_shape=[K]`` for ``K`` classes).
         lengthscale: initial lengthscale (``None``: GPyTorch's default, ≈ 0.69).
         outputscale: initial output scale, the prior variance (``None``: GPyTorch's
             default, ≈ 0.69).
@@ -239,6 +152,9 @@ def gp(
             given). A learned noise at this floor or below 1 % of the targets' standard
             deviation warns: the GP then interpolates its training data (duplicated inputs,
             rounded targets), and its predictive density spikes at training inputs.
+        noise_prior: a ``gpytorch.priors.Prior`` on the Gaussian noise variance ``σ²``
+            (``None``: none). Priors on hyper-parameters enter the training objective
+            (GPyTorch adds their log densities to the marginal likelihood or the ELBO).
         rng: randomness: inducing points (generator ``"inducing"``), shuffling (generator
             ``"data"``), GPyTorch's draws in training (stream ``"gp"``: the variational
             initialisation and, for ``Categorical``, the Monte Carlo samples of the expected
@@ -251,8 +167,10 @@ def gp(
         log-likelihood or negative ELBO per datum), ``history.seconds``, and the learned
         ``noise_std``, ``lengthscale`` (a list of ``F``), ``outputscale`` (a float); for
         ``K`` classes ``lengthscale`` is ``K`` lists of ``F`` and ``outputscale`` a list of
-        ``K``. ``posterior.sample_functions(x, S)`` gives ``[S, N, 1]`` (``[S, N, K]``
-        logits for ``K`` classes).
+        ``K``. ``hyperparameters``: every kernel hyper-parameter by name (constrained
+        values as nested lists), also for kernel objects.
+        ``posterior.sample_functions(x, S)`` gives ``[S, N, 1]`` (``[S, N, K]`` logits for
+        ``K`` classes).
 
     Raises:
         ImportError: GPyTorch is not installed (``pip install bnn-torch[gp]``).
@@ -271,9 +189,11 @@ def gp(
     if method == "exact":
         check_exact(x, likelihood, max_exact_bytes)
     gpytorch = gpytorch_module()
+    initial = {"lengthscale": lengthscale, "outputscale": outputscale}
+    check_components(gpytorch, kernel, mean, num_classes, initial)
     generator = resolve_rng(rng)
     features = nn.Identity() if model is None else model
-    gp_likelihood = _gp_likelihood(gpytorch, likelihood, num_classes, min_noise)
+    gp_likelihood = _gp_likelihood(gpytorch, likelihood, num_classes, min_noise, noise_prior)
     if method == "exact":
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
@@ -364,17 +284,35 @@ def _inducing_points(
 def _record_hyperparameters(
     history: History, gp_model: Any, carried: Likelihood, num_classes: int | None, start: float
 ) -> None:
-    """Seconds since ``start`` and the learned lengthscales, output scales and Gaussian noise,
-    in ``history.extras``."""
+    """Seconds since ``start``, every kernel hyper-parameter by name, the named kernels'
+    lengthscales and output scales, and the Gaussian noise, in ``history.extras``."""
     kernel_module = gp_model.covar_module
-    lengthscales = kernel_module.base_kernel.lengthscale.detach()
-    outputscales = kernel_module.outputscale.detach()
     history.extras.update(
-        seconds=time.perf_counter() - start,
-        lengthscale=lengthscales.flatten().tolist()
-        if num_classes is None
-        else lengthscales.reshape(num_classes, -1).tolist(),
-        outputscale=float(outputscales) if num_classes is None else outputscales.tolist(),
+        seconds=time.perf_counter() - start, hyperparameters=kernel_hyperparameters(kernel_module)
     )
+    named = getattr(kernel_module, "base_kernel", None)
+    if (
+        named is not None
+        and hasattr(named, "lengthscale")
+        and hasattr(kernel_module, "outputscale")
+    ):
+        lengthscales = named.lengthscale.detach()
+        outputscales = kernel_module.outputscale.detach()
+        history.extras.update(
+            lengthscale=lengthscales.flatten().tolist()
+            if num_classes is None
+            else lengthscales.reshape(num_classes, -1).tolist(),
+            outputscale=float(outputscales) if num_classes is None else outputscales.tolist(),
+        )
     if isinstance(carried, Gaussian):
         history.extras["noise_std"] = float(carried.std)
+
+
+def kernel_hyperparameters(kernel: Any) -> dict[str, Any]:
+    """``{name: value}`` of a GPyTorch kernel's hyper-parameters, constrained (``raw_``
+    dropped from the names: ``"kernels.0.base_kernel.lengthscale"``), as nested lists."""
+    values = {}
+    for name, parameter, constraint in kernel.named_parameters_and_constraints():
+        value = parameter if constraint is None else constraint.transform(parameter)
+        values[name.replace("raw_", "")] = value.detach().squeeze().tolist()
+    return values

@@ -13,6 +13,8 @@ Read first: ``laplace.py`` (the fitting function: checks, subset, curvature sums
 - ``_curvature.py``: the curvature sums over the data (per-layer Kronecker factors, diagonal,
   full GGN) in memory-budgeted chunks.
 - ``_posterior.py``: ``LaplacePosterior`` — covariance factors, GLM / MC predictive, sampling.
+- ``_functional.py``: the GLM predictive's ``J Σ Jᵀ`` from each layer's inputs and output
+  Jacobians (KFAC and diagonal posteriors of whole Linear / convolution layers).
 - ``_tuning.py``: the prior precision by marginal likelihood, grid search or GLM NLL.
 - ``marglik.py``: ``marglik_training``; ``linear.py``: ``neural_linear`` and
   ``BayesianLinearRegression``.

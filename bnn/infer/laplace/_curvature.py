@@ -175,7 +175,11 @@ def _linear_diagonal(
 
 
 def layer_jacobians(
-    model: nn.Module, layers: Sequence[KronLayer], x: Tensor, memory_budget: int
+    model: nn.Module,
+    layers: Sequence[KronLayer],
+    x: Tensor,
+    memory_budget: int,
+    at: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Outputs ``[N, C]``, each layer's inputs and the Jacobians of the outputs w.r.t. its output.
 
@@ -184,7 +188,8 @@ def layer_jacobians(
     `_patches`) and Jacobians ``[N, C, C_out, R]`` (``R`` output locations, row-major).
 
     The Jacobian with respect to a layer's output ``s`` is taken as the Jacobian with respect
-    to a zero perturbation added to ``s`` (a forward hook), per input in ``vmap(jacrev)``.
+    to a zero perturbation added to ``s`` (a forward hook), per input in ``vmap(jacrev)``;
+    ``at`` gives values of some parameters to evaluate at (default: the model's own).
     """
     perturbations: dict[int, Tensor] = {}
     captured: dict[int, Tensor] = {}
@@ -214,6 +219,7 @@ def layer_jacobians(
         return output, (output, *inputs)
 
     frozen = {name: p.detach() for name, p in model.named_parameters()}
+    frozen.update({name: value.detach() for name, value in (at or {}).items()})
     handles = [
         layer.register_forward_hook(hook_for(i, layer))  # type: ignore[arg-type]
         for i, layer in enumerate(layers)

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 
 from bnn.infer.history import History
 from bnn.infer.laplace._curvature import CurvatureSums
-from bnn.infer.laplace._selection import (
-    check_precision,
-)
+from bnn.infer.laplace._functional import layer_functional_moments
+from bnn.infer.laplace._selection import KronLayer, check_precision, kron_layers
 from bnn.infer.laplace._tuning import glm_nll, maximise_marglik, search_grid
 from bnn.likelihoods import Gaussian, Likelihood
 from bnn.posterior._covariance import (
@@ -206,6 +205,43 @@ class LaplacePosterior(GaussianPosterior):
         else:
             factor = DenseFactor(self._cholesky(precision, scale))
         return factor
+
+    # ------------------------------------------------------------------ linearised predictive
+    def functional_moments(
+        self, x: Tensor, *, memory_budget: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mean ``f(x, θ*)`` ``[N, *out]`` and covariance ``J Σ Jᵀ`` ``[N, C, C]``.
+
+        ``"kron"`` and ``"diag"`` on whole ``nn.Linear`` / convolution layers: from each
+        layer's inputs and output Jacobians (``bnn.infer.laplace._functional``, no per-input
+        Jacobian of the weights); otherwise from per-input Jacobians.
+        """
+        layers = self._factored_layers
+        if layers is None:
+            return super().functional_moments(x, memory_budget=memory_budget)
+        self.check_inputs(x, 1)
+        budget = check_memory_budget(memory_budget, x.device)
+        at = self._unflatten(self.mean)
+        try:
+            outputs, covariance = layer_functional_moments(
+                self.model, layers, self.factor, x, budget, at
+            )
+        except ValueError:  # a layer applied twice, or to unbatched features
+            if self.hessian == "kron":
+                raise
+            self._factored_layers = None
+            return super().functional_moments(x, memory_budget=memory_budget)
+        return outputs.detach(), covariance.detach()
+
+    @functools.cached_property
+    def _factored_layers(self) -> list[KronLayer] | None:
+        """The selected layers, if each is a whole Linear / Conv layer and Σ is per layer."""
+        if self.hessian == "full":
+            return None
+        try:
+            return kron_layers(self.model, self.names, self.groups)
+        except ValueError:
+            return None
 
     @property
     def posterior_precision(self) -> Tensor:
