@@ -5,8 +5,9 @@
 * ``bnn.evaluate.diagnostics`` — ArviZ conversion (``to_arviz``, ``loo``); the only ArviZ
   importer.
 * ``bnn.evaluate.convergence`` — R-hat, ESS, divergences and stuck samplers (``summary``).
-* ``bnn.evaluate.recalibrate`` — temperature and std scaling, conformal intervals and
-  prediction sets (``temperature_scale``, ``std_scale``, ``conformalize``).
+* ``bnn.evaluate.recalibrate`` — temperature, vector and std scaling, isotonic recalibration
+  of regression CDFs, conformal intervals and prediction sets (``temperature_scale``,
+  ``std_scale``, ``isotonic_recalibrate``, ``conformalize``).
 * ``bnn.evaluate.plots`` — figures (needs the ``plots`` extra); the only matplotlib
   importer.
 """
@@ -17,7 +18,12 @@ from bnn.evaluate import recalibrate as recalibrate
 from bnn.evaluate.calibration import CalibrationReport, calibration
 from bnn.evaluate.convergence import ConvergenceWarning, Summary, summary
 from bnn.evaluate.diagnostics import loo, to_arviz
-from bnn.evaluate.recalibrate import conformalize, std_scale, temperature_scale
+from bnn.evaluate.recalibrate import (
+    conformalize,
+    isotonic_recalibrate,
+    std_scale,
+    temperature_scale,
+)
 
 __all__ = [
     "CalibrationReport",
@@ -25,6 +31,7 @@ __all__ = [
     "Summary",
     "calibration",
     "conformalize",
+    "isotonic_recalibrate",
     "loo",
     "std_scale",
     "summary",

@@ -83,34 +83,13 @@ def interval_coverage(prediction: RegressionPrediction, y: Tensor, level: float 
 
 
 def crps(prediction: RegressionPrediction, y: Tensor) -> float:
-    """Continuous ranked probability score of the Gaussian-mixture predictive (lower is better).
+    """Continuous ranked probability score of the predictive, mean over data (lower is better).
 
-    Closed form for mixtures of Gaussians (Grimit et al. 2006):
-    ``CRPS = Σ_i w_i A(y - μ_i, σ_i²) - ½ Σ_ij w_i w_j A(μ_i - μ_j, σ_i² + σ_j²)`` with
-    ``A(m, v) = 2√v φ(m/√v) + m (2Φ(m/√v) - 1)`` (``A(m, 0) = |m|``). Cost ``O(S² N)``.
+    ``prediction.crps(y)``: closed form for Gaussian mixtures (Grimit et al. 2006), the
+    prediction's own rule for recalibrated predictives (e.g. isotonic recalibration).
     """
     prediction = _regression(prediction)
-    loc = prediction.loc
-    variance = (prediction.scale**2).expand_as(loc)
-    weights = prediction.component_weights
-    y = _targets(y, loc[0])
-    first = (weights * _expected_abs(y.unsqueeze(0) - loc, variance)).sum(0)
-    pairwise = _expected_abs(
-        loc.unsqueeze(0) - loc.unsqueeze(1), variance.unsqueeze(0) + variance.unsqueeze(1)
-    )
-    pair_weights = weights.unsqueeze(0) * weights.unsqueeze(1)
-    return float((first - 0.5 * (pair_weights * pairwise).sum((0, 1))).mean())
-
-
-def _expected_abs(mean: Tensor, variance: Tensor) -> Tensor:
-    """``E|Z|`` for ``Z ~ N(mean, variance)``."""
-    std = variance.sqrt()
-    safe = torch.where(std > 0, std, torch.ones_like(std))
-    z = mean / safe
-    folded = 2 * safe * torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) + mean * torch.erf(
-        z / math.sqrt(2.0)
-    )
-    return torch.where(std > 0, folded, mean.abs())
+    return float(prediction.crps(_targets(y, prediction.loc[0])).mean())
 
 
 def _labels(prediction: ClassificationPrediction, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,9 @@ did not train on, both returned as wrapper `bnn.Posterior` objects, so that
   2022, "Evaluating and Calibrating Uncertainty Prediction in Regression Tasks"). Both minimise
   the calibration-set NLL. Cheap, keep the model's ranking of inputs, but promise nothing.
   `vector_scale` fits a scale and a bias per class (``2K`` parameters; in
-  ``bnn.evaluate._vector_scaling``).
+  ``bnn.evaluate._vector_scaling``). `isotonic_recalibrate` maps a regression predictive CDF
+  through the empirical CDF of the calibration PIT values (Kuleshov et al. 2018; in
+  ``bnn.evaluate._isotonic``): a non-parametric fix of every quantile at once.
 * **Conformal prediction** (`conformalize`, in ``bnn.evaluate._conformal``): intervals or
   prediction sets with a finite-sample guarantee ``P(y ∈ C(x)) ≥ level`` for exchangeable data,
   whatever the model; `cv_plus` / `jackknife_plus` (in ``bnn.evaluate._cross_conformal``)
@@ -47,6 +49,11 @@ from bnn.evaluate._conformal import (
 )
 from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
 from bnn.evaluate._cross_conformal import CrossConformal, cv_plus, jackknife_plus
+from bnn.evaluate._isotonic import (
+    IsotonicRecalibrated,
+    IsotonicRegressionPrediction,
+    isotonic_recalibrate,
+)
 from bnn.evaluate._scaling import (
     LogitMap,
     ScalingWrapper,
@@ -70,11 +77,14 @@ __all__ = [
     "ConformalPosterior",
     "ConformalRegressionPrediction",
     "CrossConformal",
+    "IsotonicRecalibrated",
+    "IsotonicRegressionPrediction",
     "StdScaled",
     "TemperatureScaled",
     "VectorScaled",
     "conformalize",
     "cv_plus",
+    "isotonic_recalibrate",
     "jackknife_plus",
     "std_scale",
     "temperature_scale",

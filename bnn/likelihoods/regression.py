@@ -53,6 +53,17 @@ def _log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])
 
 
+def _expected_abs(mean: Tensor, variance: Tensor) -> Tensor:
+    """``E|Z|`` for ``Z ~ N(mean, variance)``."""
+    std = variance.sqrt()
+    safe = torch.where(std > 0, std, torch.ones_like(std))
+    z = mean / safe
+    folded = 2 * safe * torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi) + mean * torch.erf(
+        z / math.sqrt(2.0)
+    )
+    return torch.where(std > 0, folded, mean.abs())
+
+
 @dataclass(frozen=True)
 class RegressionPrediction(Prediction):
     """Gaussian-mixture predictive over ``S`` function samples.
@@ -152,6 +163,24 @@ class RegressionPrediction(Prediction):
         _check_level(level)
         tail = 0.5 * (1.0 - float(level))
         return self.quantile(tail), self.quantile(1.0 - tail)
+
+    def crps(self, y: Tensor) -> Tensor:
+        """Continuous ranked probability score per datum ``[N, ...]`` (lower is better).
+
+        Closed form for mixtures of Gaussians (Grimit et al. 2006):
+        ``CRPS = Σ_i w_i A(y - μ_i, σ_i²) - ½ Σ_ij w_i w_j A(μ_i - μ_j, σ_i² + σ_j²)`` with
+        ``A(m, v) = 2√v φ(m/√v) + m (2Φ(m/√v) - 1)`` (``A(m, 0) = |m|``). Cost ``O(S² N)``.
+        """
+        y = align_targets(y, self.loc.shape[1:])
+        loc = self.loc
+        variance = (self.scale**2).expand_as(loc)
+        weights = self.component_weights
+        first = (weights * _expected_abs(y.unsqueeze(0) - loc, variance)).sum(0)
+        pairwise = _expected_abs(
+            loc.unsqueeze(0) - loc.unsqueeze(1), variance.unsqueeze(0) + variance.unsqueeze(1)
+        )
+        pair_weights = weights.unsqueeze(0) * weights.unsqueeze(1)
+        return first - 0.5 * (pair_weights * pairwise).sum((0, 1))
 
     def log_likelihood(self, y: Tensor) -> Tensor:
         """Log predictive density of ``y`` per datum ``[N]``: ``log 1/S Σ_s N(y; loc_s, scale_s²)``.
