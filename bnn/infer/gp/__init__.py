@@ -2,9 +2,10 @@
 
 Read first: ``gp.py`` (the public function ``gp``) and ``_posterior.py`` (``GPPosterior``, the
 result). Then ``_predictive.py`` (the closed-form per-input predictive
-``bnn.predict_with_uncertainty`` uses), ``_models.py`` (the GPyTorch models and their training
-loops) and ``_checks.py`` (the data, likelihood and option
-checks, and the exact GP's memory check, all run before any training).
+``bnn.predict_with_uncertainty`` uses), ``_data.py`` (tensors, or a ``DataLoader`` for
+SVGP), ``_models.py`` (the GPyTorch models and their training loops) and ``_checks.py`` (the
+data, likelihood and option checks, and the exact GP's memory check, all run before any
+training).
 
 Contract: ``gp(model_or_None, data, *, likelihood, method, kernel, ..., rng=None,
 progress=True) -> (GPPosterior, History)``; with a network, the GP sits on its features

@@ -269,19 +269,20 @@ def _train_svgp(
     gpytorch: Any,
     gp_model: Any,
     gp_likelihood: Any,
-    x: Tensor,
-    y: Tensor,
+    x: Tensor,  # noqa: ARG001 - the common signature; the batches come from data
+    y: Tensor,  # noqa: ARG001
     *,
     epochs: int,
     lr: float,
     ngd_lr: float,
     batch_size: int | None,
+    data: Any,
     train_hyperparameters: bool,
     rng: Any,
     progress: bool,
     history: History,
 ) -> None:
-    n = x.shape[0]
+    n = data.size
     variational = list(gp_model.variational_parameters())
     natural = gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
     others = _hyperparameters(gp_model, gp_likelihood, {id(p) for p in variational})
@@ -297,21 +298,19 @@ def _train_svgp(
     gp_likelihood.train()
     with _exact_linear_algebra():
         for epoch in progress_bar(range(epochs), desc="gp (svgp)", disable=not progress):
-            order = torch.randperm(n, generator=shuffle).to(x.device)
-            batches = [order] if batch_size is None else list(torch.split(order, batch_size))
             total = 0.0
-            for index in batches:
+            for inputs, targets in data.epoch(batch_size, shuffle):
                 natural.zero_grad()
                 if adam is not None:
                     adam.zero_grad()
-                loss = -objective(gp_model(x[index]), y[index])
+                loss = -objective(gp_model(inputs), targets)
                 if not bool(torch.isfinite(loss)):
                     raise NonFiniteLossError(f"non-finite ELBO in epoch {epoch}; lower lr.")
                 loss.backward()
                 natural.step()
                 if adam is not None:
                     adam.step()
-                total += float(loss.detach()) * len(index)
+                total += float(loss.detach()) * len(inputs)
             history.record(loss=total / n)
 
 

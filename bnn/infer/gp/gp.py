@@ -44,18 +44,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from bnn._checks import check_positive
 from bnn.infer.gp._checks import (
     KERNELS,
     MEANS,
     METHODS,
-    check_arguments,
     check_components,
     check_exact,
     check_learned_noise,
     check_options,
 )
+from bnn.infer.gp._data import GPData, read_data
 from bnn.infer.gp._models import (
     _carried,
     _exact_model,
@@ -79,7 +80,7 @@ __all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"
 
 def gp(
     model: nn.Module | None,
-    data: tuple[Tensor, Tensor],
+    data: tuple[Tensor, Tensor] | DataLoader[Any],
     *,
     likelihood: Likelihood,
     num_classes: int | None = None,
@@ -111,6 +112,10 @@ def gp(
         data: ``(x, y)``: inputs ``[N, D]`` (any shape ``[N, ...]`` with a feature network),
             targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``; class indices
             ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot).
+            For ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
+            map-style dataset: each epoch reads it once (its batches and shuffling; seed its
+            ``generator``), ``N = len(dataset)``; ``num_classes`` is then required for
+            ``Categorical`` and ``batch_size`` must be ``None``.
         likelihood: ``bnn.Gaussian(std)`` (fixed noise) or ``bnn.Gaussian(std,
             learn_std=True)`` (noise learned from ``std``), ``bnn.Bernoulli()`` (binary, logit
             link) or ``bnn.Categorical()`` (``K`` classes: ``K`` independent latent GPs,
@@ -183,7 +188,8 @@ def gp(
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
     start = time.perf_counter()
-    x, y, num_classes = check_arguments(model, data, likelihood, method, kernel, mean, num_classes)
+    training = read_data(model, data, likelihood, method, kernel, mean, num_classes, batch_size)
+    x, y, num_classes = training.x, training.y, training.num_classes
     check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
     check_positive("min_noise", min_noise)
     if method == "exact":
@@ -198,7 +204,7 @@ def gp(
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
         inducing_points = _inducing_points(
-            model, features, x, inducing_points, num_inducing, generator
+            model, features, training, inducing_points, num_inducing, generator
         )
         gp_model = _svgp_model(
             gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter, num_classes
@@ -221,6 +227,7 @@ def gp(
             lr=lr,
             ngd_lr=ngd_lr,
             batch_size=batch_size,
+            data=training,
             train_hyperparameters=train_hyperparameters,
             rng=generator,
             progress=progress,
@@ -257,13 +264,14 @@ def _trained_posterior(
 def _inducing_points(
     model: nn.Module | None,
     features: nn.Module,
-    x: Tensor,
+    training: GPData,
     given: Tensor | None,
     num_inducing: int,
     generator: RNG,
 ) -> Tensor:
     """``given``, or ``num_inducing`` training inputs (in feature space) drawn without
     replacement; the features in eval mode (no dropout draws, no batch-norm updates)."""
+    x = training.x
     if given is not None:
         with torch.no_grad(), eval_mode(features):
             dims = (_features(features, x[:1]) if model is not None else x[:1]).shape[-1]
@@ -274,11 +282,14 @@ def _inducing_points(
                 f"locations in the {dims}-dimensional feature space; got {shape}."
             )
         return given
+    n = training.size
+    chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
+    chosen = chosen[: min(num_inducing, n)]
+    if training.loader is not None:  # only the chosen rows are read from the dataset
+        x, chosen = training.rows(chosen), torch.arange(len(chosen))
     with torch.no_grad(), eval_mode(features):
         inputs = _features(features, x) if model is not None else x
-    n = x.shape[0]
-    chosen = torch.randperm(n, generator=generator.torch_generator("inducing"))
-    return inputs[chosen[: min(num_inducing, n)].to(x.device)]
+    return inputs[chosen.to(x.device)]
 
 
 def _record_hyperparameters(

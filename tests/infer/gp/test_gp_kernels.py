@@ -149,3 +149,84 @@ def test_bad_kernels_and_means_are_refused_with_what_to_do() -> None:
             kernel=kernel,
             progress=False,
         )
+
+
+def _loader_problem() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(600, 2, dtype=torch.float64, generator=g) * 4 - 2
+    return x, torch.sin(2 * x[:, 0]) * x[:, 1] + 0.1 * torch.randn(
+        600, dtype=torch.float64, generator=g
+    )
+
+
+def test_svgp_from_a_dataloader_equals_svgp_from_the_same_tensors() -> None:
+    x, y = _loader_problem()
+    kwargs = dict(
+        likelihood=bnn.Gaussian(0.3, learn_std=True),
+        method="svgp",
+        num_inducing=20,
+        epochs=8,
+        rng=0,
+        progress=False,
+    )
+    from_tensors, history = gp(None, (x, y), **kwargs)  # type: ignore[arg-type]
+    # one full batch either way: the ELBO sums the same terms (in another order), and the
+    # inducing points are the same rows (randperm(N) from the "inducing" generator); the
+    # loader's own generator keeps its seed draw off the global stream GPyTorch draws from
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y),
+        batch_size=600,
+        generator=torch.Generator().manual_seed(0),
+    )
+    from_loader, loader_history = gp(None, loader, **kwargs)  # type: ignore[arg-type]
+    torch.testing.assert_close(
+        torch.tensor(loader_history.loss), torch.tensor(history.loss), rtol=1e-9, atol=0
+    )
+    x_test = x[:50]
+    for a, b in zip(
+        from_loader.marginal_moments(x_test), from_tensors.marginal_moments(x_test), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_svgp_trains_from_shuffled_minibatches_of_a_loader() -> None:
+    x, y = _loader_problem()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x[:500], y[:500].unsqueeze(-1)),  # [N, 1] targets too
+        batch_size=50,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    posterior, history = gp(
+        None,
+        loader,
+        likelihood=bnn.Gaussian(0.3, learn_std=True),
+        method="svgp",
+        num_inducing=32,
+        epochs=15,
+        ngd_lr=0.1,
+        rng=0,
+        progress=False,
+    )
+    assert history.loss[-1] < history.loss[0]
+    prediction = bnn.predict_with_uncertainty(posterior, x[500:])
+    assert bnn.evaluate.metrics.rmse(prediction, y[500:]) < 0.2  # noise 0.1, signal sd ~0.8
+    assert history.noise_std < 0.2
+
+
+def test_a_dataloader_is_refused_where_it_cannot_work() -> None:
+    x, y = _loader_problem()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=100)
+    with pytest.raises(ValueError, match="exact GP factors all N"):
+        gp(None, loader, likelihood=bnn.Gaussian(0.1), method="exact", progress=False)
+    with pytest.raises(ValueError, match="DataLoader brings its own batches"):
+        gp(None, loader, likelihood=bnn.Gaussian(0.1), method="svgp", batch_size=10)
+    labels = (x[:, 0] > 0).long()
+    classes = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=100)
+    with pytest.raises(ValueError, match="num_classes=K"):
+        gp(None, classes, likelihood=bnn.Categorical(), method="svgp", progress=False)
+    bad = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, torch.where(x[:, 0] > 1.9, torch.nan, y)), batch_size=100
+    )
+    with pytest.raises(ValueError, match="NaN or inf"):
+        gp(None, bad, likelihood=bnn.Gaussian(0.1), method="svgp", epochs=1, progress=False)
