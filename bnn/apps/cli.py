@@ -70,11 +70,12 @@ def _add_uci(suites: Any) -> None:
     )
     uci.add_argument(
         "--recalibrate",
-        choices=["conformal", "cvplus"],
+        choices=["conformal", "cvplus", "isotonic"],
         default=None,
         help="also report the test coverage and width of 90/95%% intervals: split conformal "
-        "calibrated on the validation split (conformal), or CV+ from 10 more models per split "
-        "trained on folds of the training split (cvplus)",
+        "calibrated on the validation split (conformal), CV+ from 10 more models per split "
+        "trained on folds of the training split (cvplus), or the predictive CDF recalibrated "
+        "on the validation split (isotonic)",
     )
     uci.add_argument(
         "--tune",
@@ -214,11 +215,13 @@ def _uci(args: argparse.Namespace) -> int:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
-    needs_validation = args.method == "stack" or args.recalibrate == "conformal" or args.tune
+    needs_validation = (
+        args.method == "stack" or args.recalibrate in ("conformal", "isotonic") or args.tune
+    )
     if args.validation_fraction == 0 and needs_validation:
         raise UsageError(
-            "--method stack, --recalibrate conformal and --tune need the validation split; "
-            "give --validation-fraction above 0."
+            "--method stack, --recalibrate conformal or isotonic, and --tune need the "
+            "validation split; give --validation-fraction above 0."
         )
     tuning = None
     if args.tune:

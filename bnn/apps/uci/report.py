@@ -46,7 +46,7 @@ class SplitResult:
     conformal_coverage_95: float | None = None
     conformal_width_90: float | None = None
     conformal_width_95: float | None = None
-    recalibration: str | None = None  # "split conformal" or "CV+"
+    recalibration: str | None = None  # "split conformal", "CV+" or "isotonic"
     stack_weights: list[float] | None = None
     tuned: dict[str, Any] | None = None
     tuned_seed_std: float | None = None  # the chosen configuration's std over tuning seeds
@@ -179,7 +179,7 @@ def format_table(rows: list[SummaryRow]) -> str:
     tuned = any(row.tuned is not None for row in rows)
     header = "| dataset | method | splits | RMSE | test log-lik | 95% coverage "
     if conformal:
-        header += "| recalibration | conformal 90% coverage | conformal 95% coverage "
+        header += "| recalibration | recalibrated 90% coverage | recalibrated 95% coverage "
         header += "| 90% width | 95% width "
     if stacked:
         header += "| stack weights "

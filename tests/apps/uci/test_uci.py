@@ -78,11 +78,28 @@ def test_conformal_recalibration_adds_coverage_and_keeps_the_metrics() -> None:
         assert after.conformal_coverage_90 is not None and after.conformal_coverage_95 is not None
         assert 0 <= after.conformal_coverage_90 <= after.conformal_coverage_95 <= 1
     header = format_table(summarise(conformal)).splitlines()[0]
-    assert "conformal 90% coverage | conformal 95% coverage" in header
+    assert "recalibrated 90% coverage | recalibrated 95% coverage" in header
     with pytest.raises(ValueError, match="need the validation split"):
         run_uci("yacht", "stack", defaults=Defaults(validation_fraction=0.0))
     with pytest.raises(ValueError, match="recalibrate must be one of"):
-        run_uci("yacht", "vi", recalibrate="isotonic")
+        run_uci("yacht", "vi", recalibrate="quantile")
+
+
+def test_isotonic_recalibration_reports_coverage_and_width_and_keeps_the_metrics() -> None:
+    quick = Defaults(epochs=3, num_samples=10)
+    options: dict[str, Any] = {"splits": 1, "defaults": quick, "progress": False}
+    plain = run_uci("yacht", "mc_dropout", **options)[0]
+    isotonic = run_uci("yacht", "mc_dropout", recalibrate="isotonic", **options)[0]
+    assert (plain.rmse, plain.log_likelihood) == (isotonic.rmse, isotonic.log_likelihood)
+    assert isotonic.recalibration == "isotonic"
+    assert isotonic.conformal_coverage_90 is not None and isotonic.conformal_coverage_95 is not None
+    assert 0 <= isotonic.conformal_coverage_90 <= isotonic.conformal_coverage_95 <= 1
+    assert isotonic.conformal_width_90 is not None and isotonic.conformal_width_95 is not None
+    assert 0 < isotonic.conformal_width_90 < isotonic.conformal_width_95 < 100  # targets 0..62
+    again = run_uci("yacht", "mc_dropout", recalibrate="isotonic", **options)[0]
+    assert replace(again, seconds=0.0) == replace(isotonic, seconds=0.0)
+    with pytest.raises(ValueError, match="isotonic recalibration and tuning need"):
+        run_uci("yacht", "vi", recalibrate="isotonic", defaults=Defaults(validation_fraction=0.0))
 
 
 def test_cv_plus_recalibration_reports_coverage_and_width_and_is_reproducible() -> None:
@@ -99,7 +116,7 @@ def test_cv_plus_recalibration_reports_coverage_and_width_and_is_reproducible() 
     again = run_uci("yacht", "mc_dropout", recalibrate="cvplus", **options)[0]
     assert replace(again, seconds=0.0) == replace(cross, seconds=0.0)
     header = format_table(summarise([cross])).splitlines()[0]
-    assert "| recalibration | conformal 90% coverage | conformal 95% coverage |" in header
+    assert "| recalibration | recalibrated 90% coverage | recalibrated 95% coverage |" in header
     no_validation = Defaults(epochs=3, num_samples=10, validation_fraction=0.0)
     run_uci("yacht", "vi", splits=1, defaults=no_validation, recalibrate="cvplus", progress=False)
 
