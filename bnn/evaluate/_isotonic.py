@@ -5,9 +5,10 @@ uniform. When they are not, a monotone map ``R: [0, 1] → [0, 1]`` fitted to th
 set's PIT values fixes that: the recalibrated predictive is ``G(y | x) = R(F(y | x))``. The
 isotonic regression of the empirical CDF of the PIT values on the PIT values is that empirical
 CDF itself (it is already monotone), so ``R`` here is the empirical CDF of the calibration
-PITs, smoothed to the piecewise-linear curve through ``K`` of its quantiles — ``R(a_k) = k /
-(K + 1)`` with ``a_k`` the PITs' ``k / (K + 1)`` quantile, ``R(0) = 0``, ``R(1) = 1`` —
-strictly increasing, so it has a density and an inverse.
+PITs (denominator ``n + 1``, see ``_knots``), smoothed to the piecewise-linear curve through
+``K`` of its quantiles — ``R(a_k) = k / (K + 1)`` with ``a_k`` the PITs' ``k / (K + 1)``
+quantile, ``R(0) = 0``, ``R(1) = 1`` — strictly increasing, so it has a density and an
+inverse.
 
 Every reading of the recalibrated prediction uses ``G`` (`IsotonicRegressionPrediction`):
 ``cdf``, ``quantile`` and ``interval`` (``F⁻¹(R⁻¹(q))``), ``log_likelihood``
@@ -375,11 +376,21 @@ def isotonic_recalibrate(
 
 
 def _knots(pit: Tensor, count: int) -> Tensor:
-    """``[0, a_1, …, a_K, 1]``: the PITs' ``k / (K + 1)`` quantiles ``q_k``, blended with the
-    levels as ``a_k = (1 − λ) q_k + λ k / (K + 1)`` (``λ = 1e-6``) so that ``R`` stays strictly
-    increasing where PIT values tie or pile up at 0 or 1 (slopes at most ``~1e6``)."""
+    """``[0, a_1, …, a_K, 1]``: the PITs' quantiles ``q_k`` at levels ``k / (K + 1)``, read at
+    the plotting positions ``k (n + 1) / (K + 1)`` of their order statistics (so ``q_k`` is
+    the ``k``-th smallest PIT when ``K = n``: on average a new PIT falls between the ``i``-th
+    and ``j``-th with probability ``(j − i) / (n + 1)``, which the levels state — the
+    interpolating quantile of ``torch.quantile`` would pull the outer knots inward and make
+    small calibration sets under-cover), blended as ``a_k = (1 − λ) q_k + λ k / (K + 1)``
+    (``λ = 1e-6``) so that ``R`` stays strictly increasing where PIT values tie or pile up at
+    0 or 1 (slopes at most ``~1e6``)."""
     levels = torch.arange(1, count + 1, dtype=torch.float64) / (count + 1)
-    quantiles = torch.quantile(pit.clamp(0, 1), levels)
+    ordered = pit.clamp(0, 1).sort().values
+    n = len(ordered)
+    position = (levels * (n + 1) - 1).clamp(0, n - 1)  # 0-based order statistic
+    below = position.floor().long()
+    above = position.ceil().long()
+    quantiles = ordered[below] + (position - below) * (ordered[above] - ordered[below])
     inner = (1 - _BLEND) * quantiles + _BLEND * levels
     return torch.cat(
         [torch.zeros(1, dtype=torch.float64), inner, torch.ones(1, dtype=torch.float64)]
