@@ -203,17 +203,13 @@ def gp(
     if method == "exact":
         gp_model = _exact_model(gpytorch, x, y, features, kernel, mean, gp_likelihood)
     else:
-        inducing_points = _inducing_points(
+        inducing = _inducing_points(
             model, features, training, inducing_points, num_inducing, generator
         )
         gp_model = _svgp_model(
-            gpytorch, inducing_points, features, kernel, mean, learn_inducing, jitter, num_classes
+            gpytorch, inducing, features, kernel, mean, learn_inducing, jitter, num_classes
         )
-    gp_model = gp_model.to(device=x.device, dtype=x.dtype)
-    gp_likelihood = gp_likelihood.to(device=x.device, dtype=x.dtype)
-    if isinstance(likelihood, Gaussian):  # set in the data's dtype, not rounded via float32
-        gp_likelihood.noise = likelihood.std.detach().to(x.dtype) ** 2
-    _initialise(gp_model, lengthscale, outputscale)
+    gp_model, gp_likelihood = _placed(gp_model, gp_likelihood, likelihood, x, initial)
     history = History("gp", metrics={"loss": []}, extras={"method": method})
     train = _train_exact if method == "exact" else _train_svgp
     with generator.stream("gp"):  # GPyTorch's own draws (variational initialisation)
@@ -238,6 +234,23 @@ def gp(
         check_learned_noise(float(gp_likelihood.noise.detach()) ** 0.5, y, min_noise)
     _record_hyperparameters(history, gp_model, posterior.likelihood, num_classes, start)
     return posterior, history
+
+
+def _placed(
+    gp_model: Any,
+    gp_likelihood: Any,
+    likelihood: Likelihood,
+    x: Tensor,
+    initial: dict[str, float | None],
+) -> tuple[Any, Any]:
+    """Model and likelihood on the data's device and dtype, with their initial values: a
+    Gaussian's noise set in that dtype (not rounded via float32), lengthscale, output scale."""
+    gp_model = gp_model.to(device=x.device, dtype=x.dtype)
+    gp_likelihood = gp_likelihood.to(device=x.device, dtype=x.dtype)
+    if isinstance(likelihood, Gaussian):
+        gp_likelihood.noise = likelihood.std.detach().to(x.dtype) ** 2
+    _initialise(gp_model, initial["lengthscale"], initial["outputscale"])
+    return gp_model, gp_likelihood
 
 
 def _trained_posterior(
