@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark = commands.add_parser("benchmark", help="standard benchmarks")
     suites = benchmark.add_subparsers(dest="suite", metavar="SUITE", required=True)
     _add_uci(suites)
+    _add_images(suites)
     return parser
 
 
@@ -104,6 +105,45 @@ def _add_uci(suites: Any) -> None:
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
 
 
+def _add_images(suites: Any) -> None:
+    from bnn.apps.images.network import METHODS
+
+    images = suites.add_parser(
+        "images", help="image classification: calibration, OOD detection, rotation (LeNet)"
+    )
+    images.add_argument(
+        "--train", required=True, help="the training set: a folder name under --data-dir"
+    )
+    images.add_argument(
+        "--data-dir", type=Path, required=True, help="folder holding the idx image folders"
+    )
+    images.add_argument(
+        "--ood",
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="an out-of-distribution set: any folder with the t10k idx files (repeatable; "
+        "default: the other of mnist / fashion-mnist under --data-dir)",
+    )
+    images.add_argument(
+        "--method",
+        action="append",
+        choices=METHODS,
+        default=None,
+        help="repeatable; default: every method",
+    )
+    images.add_argument("--seeds", type=int, default=1, help="seeds (mean ± s.e. over them)")
+    images.add_argument("--seed", type=int, default=0, help="the first seed")
+    images.add_argument("--epochs", type=int, default=None, help="override the default epochs")
+    images.add_argument(
+        "--train-images", type=int, default=None, help="train on this many images (default all)"
+    )
+    images.add_argument(
+        "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"
+    )
+    images.add_argument("--output", type=Path, default=Path("images-results"))
+
+
 USAGE_ERROR = 2
 """Exit status for a user error (bad path, data file or number), as argparse uses."""
 
@@ -129,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args.output, seed=args.seed, quick=args.quick)
         if args.command == "benchmark" and args.suite == "uci":
             return _uci(args)
+        if args.command == "benchmark" and args.suite == "images":
+            from bnn.apps.images.cli import run_from_arguments
+
+            _check_output(args.output, ("images.md", "images.json"))
+            return run_from_arguments(args)
     except (ValueError, OSError) as error:  # bad paths, data files, numbers
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"bnn: error: {message}", file=sys.stderr)

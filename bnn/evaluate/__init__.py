@@ -8,31 +8,44 @@
 * ``bnn.evaluate.recalibrate`` — temperature, vector and std scaling, isotonic recalibration
   of regression CDFs, conformal intervals and prediction sets (``temperature_scale``,
   ``std_scale``, ``isotonic_recalibrate``, ``conformalize``).
+* ``bnn.evaluate.ood`` — out-of-distribution detection: AUROC, AUPR, FPR at 95 % TPR of an
+  uncertainty score (``ood_detection``, ``ood_table``).
+* ``bnn.evaluate.shift`` — image rotation and accuracy/NLL/ECE against the angle
+  (``rotate``, ``shift_curve``).
 * ``bnn.evaluate.plots`` — figures (needs the ``plots`` extra); the only matplotlib
   importer.
 """
 
 from bnn.evaluate import metrics as metrics
+from bnn.evaluate import ood as ood
 from bnn.evaluate import plots as plots
 from bnn.evaluate import recalibrate as recalibrate
+from bnn.evaluate import shift as shift
 from bnn.evaluate.calibration import CalibrationReport, calibration
 from bnn.evaluate.convergence import ConvergenceWarning, Summary, summary
 from bnn.evaluate.diagnostics import loo, to_arviz
+from bnn.evaluate.ood import OODReport, ood_detection
 from bnn.evaluate.recalibrate import (
     conformalize,
     isotonic_recalibrate,
     std_scale,
     temperature_scale,
 )
+from bnn.evaluate.shift import ShiftCurve, rotate, shift_curve
 
 __all__ = [
     "CalibrationReport",
     "ConvergenceWarning",
+    "OODReport",
+    "ShiftCurve",
     "Summary",
     "calibration",
     "conformalize",
     "isotonic_recalibrate",
     "loo",
+    "ood_detection",
+    "rotate",
+    "shift_curve",
     "std_scale",
     "summary",
     "temperature_scale",

@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bnn.evaluate._figures import _figure, _numpy
+from bnn.evaluate._shift_plots import ood_histogram, shift_plot
 from bnn.evaluate.calibration import GRID, calibration
 from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 from bnn.posterior.protocol import ParameterPosterior
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "compare_predictive",
+    "ood_histogram",
     "coverage_curve",
     "pit_histogram",
     "plot_posterior_predictive",
@@ -42,40 +43,8 @@ __all__ = [
     "plot_tuning_history",
     "plot_tuning_importance",
     "reliability_diagram",
+    "shift_plot",
 ]
-
-
-def _figure(width: float = 5.0, height: float = 3.6) -> Figure:
-    figure: Figure = _notebook_figure_class()(figsize=(width, height), layout="constrained")
-    return figure
-
-
-@functools.cache
-def _notebook_figure_class() -> type[Figure]:
-    """A matplotlib ``Figure`` that Jupyter shows as a PNG, without pyplot or ``%matplotlib``.
-
-    Built on first use, so that matplotlib stays an optional extra.
-    """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            "bnn's plots need matplotlib, an optional extra: pip install 'bnn-torch[plots]'."
-        ) from error
-
-    class NotebookFigure(Figure):
-        """A ``Figure`` with a PNG representation for IPython's display machinery."""
-
-        def _repr_png_(self) -> bytes:
-            buffer = io.BytesIO()
-            self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-            return buffer.getvalue()
-
-    return NotebookFigure
-
-
-def _numpy(tensor: Tensor) -> np.ndarray:
-    return tensor.detach().cpu().to(torch.float64).numpy()
 
 
 def reliability_diagram(

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import bnn
+from bnn.evaluate.shift import ShiftCurve
 from bnn.likelihoods import ClassificationPrediction
 from tests.evaluate.test_diagnostics import _regression_data, _sample_set
 
@@ -38,6 +39,21 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
         "reliability": bnn.evaluate.plots.reliability_diagram(
             ClassificationPrediction(samples=probs.log(), class_probs=probs), labels
         ),
+        "ood": bnn.evaluate.plots.ood_histogram(
+            ClassificationPrediction(samples=probs.log(), class_probs=probs),
+            {
+                "flat": ClassificationPrediction(
+                    samples=probs.log(), class_probs=probs**0.2 / (probs**0.2).sum(-1, keepdim=True)
+                )
+            },
+        ),
+        "shift": bnn.evaluate.plots.shift_plot(
+            {
+                "a": ShiftCurve(
+                    [0.0, 15.0], [0.9, 0.8], [0.3, 0.5], [0.02, 0.05], [0.1, 0.2], [0.2, 0.4]
+                )
+            }
+        ),
     }
     for name, figure in figures.items():
         path = tmp_path / f"{name}.png"
@@ -55,7 +71,7 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
 
 def test_a_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     samples, _ = _sample_set()
-    figure_class = bnn.evaluate.plots._notebook_figure_class  # built once, on first use
+    figure_class = bnn.evaluate._figures._notebook_figure_class  # built once, on first use
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if missing
     figure_class.cache_clear()
     try:
