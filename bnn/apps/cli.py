@@ -139,6 +139,12 @@ def _add_images(suites: Any) -> None:
         "--train-images", type=int, default=None, help="train on this many images (default all)"
     )
     images.add_argument(
+        "--validation",
+        type=int,
+        default=None,
+        help="training images held out for temperature scaling (default 5000)",
+    )
+    images.add_argument(
         "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"
     )
     images.add_argument("--output", type=Path, default=Path("images-results"))

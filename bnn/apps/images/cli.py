@@ -59,6 +59,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     for flag, value in (("--epochs", args.epochs), ("--train-images", args.train_images)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}.")
+    if args.validation is not None:
+        settings = replace(settings, validation=args.validation)
+    if settings.validation < 1 and "temperature" in (args.method or METHODS):
+        raise ValueError("--validation must be at least 1: temperature scaling is fitted there.")
     if args.epochs is not None:
         settings = replace(settings, epochs=args.epochs)
     if args.train_images is not None:

@@ -1,0 +1,277 @@
+"""The image benchmark's anchors, in one run: plain PyTorch (MAP and a deep ensemble written
+directly in torch) and laplace-torch on bnn's MAP weights, beside bnn's own methods.
+
+    python benchmarks/images_vs_peers.py [--train fashion-mnist] [--data-dir DIR]
+        [--epochs 10] [--members 5] [--threads 2] [--peer-images 1000] [--train-images N]
+
+Run it in a benchmark environment (laplace-torch is not a dependency:
+``pip install laplace-torch``, then ``pip uninstall torchvision``). Without laplace-torch the
+PyTorch anchors and bnn's costs still print.
+
+What it measures (the LeNet of ``bnn.apps.images``, seed 0, the benchmark's validation split):
+
+1. **Cost floor.** One epoch of plain PyTorch (Adam, batch 128, the same shuffling cost) against
+   one epoch of ``bnn.fit`` on the same network (MAP) and on its ``vi`` version (flipout);
+   32 plain forward passes over the 10,000 test images against bnn's 32-sample MC-dropout and
+   ``vi`` predictions.
+2. **Quality anchors.** The plain-PyTorch MAP network and a 5-member ensemble trained in plain
+   PyTorch: accuracy, NLL, ECE (15 bins), Brier, AUROC (entropy) against the OOD set.
+3. **laplace-torch on bnn's MAP weights** (``bnn.apps.images`` seed 0's ``map``):
+   last-layer KFAC — log marginal likelihood and GLM probit probabilities at one prior
+   precision (bnn's marglik optimum), compared with bnn's; fit + marglik + prediction times;
+   all-layer KFAC — fit, and GLM probit prediction time per image on ``--peer-images`` test
+   images (bnn also on all 10,000); both methods' quality with their own marglik prior.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import bnn
+from bnn.apps.datasets.images import ImageSet, load_image_data, load_images
+from bnn.apps.images.evaluation import PeakMemory
+from bnn.apps.images.methods import (
+    SeedRun,
+    laplace_all_trained,
+    laplace_trained,
+    mc_dropout_trained,
+    vi_trained,
+)
+from bnn.apps.images.network import Settings, lenet
+from bnn.evaluate.metrics import accuracy, brier_score, expected_calibration_error, nll
+from bnn.evaluate.ood import auroc
+from bnn.likelihoods import ClassificationPrediction
+
+print = functools.partial(print, flush=True)  # noqa: A001 - rows as they come
+
+
+def plain_epochs(net: nn.Module, x: Tensor, y: Tensor, epochs: int, seed: int) -> list[float]:
+    """Adam on the mean cross-entropy, batch 128, a fresh permutation per epoch; seconds each."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    seconds = []
+    net.train()
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(x), generator=generator)
+        for batch in order.split(128):
+            loss = nn.functional.cross_entropy(net(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    net.eval()
+    return seconds
+
+
+def probabilities(nets: list[nn.Module], x: Tensor) -> ClassificationPrediction:
+    with torch.no_grad():
+        logits = torch.stack([torch.cat([net(b) for b in x.split(1000)]) for net in nets])
+    return ClassificationPrediction(samples=logits, class_probs=torch.softmax(logits, -1))
+
+
+def quality(
+    prediction: ClassificationPrediction, y: Tensor, ood: ClassificationPrediction
+) -> list[str]:
+    """Accuracy (%), NLL, ECE (%), Brier and the entropy's AUROC against ``ood``."""
+    return [
+        f"{100 * accuracy(prediction, y):.2f}",
+        f"{nll(prediction, y):.4f}",
+        f"{100 * expected_calibration_error(prediction, y):.2f}",
+        f"{brier_score(prediction, y):.4f}",
+        f"{auroc(prediction.entropy, ood.entropy):.4f}",
+    ]
+
+
+def row(*cells: str) -> None:
+    print("| " + " | ".join(cells) + " |")
+
+
+def table(*header: str) -> None:
+    row(*header)
+    print("|---|" + "---:|" * (len(header) - 1))
+
+
+def from_probs(probs: Tensor) -> ClassificationPrediction:
+    return ClassificationPrediction(
+        samples=probs.log().unsqueeze(0), class_probs=probs.unsqueeze(0)
+    )
+
+
+def timed(work: Any) -> tuple[Any, float, float]:
+    """``(result, seconds, peak GB)`` of ``work()``."""
+    with PeakMemory() as peak:
+        start = time.perf_counter()
+        result = work()
+        seconds = time.perf_counter() - start
+    return result, seconds, peak.bytes / 2**30
+
+
+def laplace_torch(
+    net: nn.Module, x: Tensor, y: Tensor, subset: str, prior_precision: float | None
+) -> Any:
+    """laplace-torch's KFAC Laplace of ``net`` (a copy), or ``None`` without laplace-torch."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore")
+            from laplace import Laplace
+    except ImportError:
+        return None
+    # laplace-torch sums per-batch Kronecker factors, each normalised by its own batch size:
+    # equal to the full-data KFAC only when every batch has the same size
+    batch = max(b for b in range(1, 1001) if len(x) % b == 0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
+    la = Laplace(
+        copy.deepcopy(net),
+        "classification",
+        subset_of_weights=subset,
+        hessian_structure="kron",
+        prior_precision=1.0 if prior_precision is None else prior_precision,
+    )
+    la.fit(loader, progress_bar=False)
+    if prior_precision is None:
+        la.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
+    return la
+
+
+def peer_probs(la: Any, x: Tensor) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([la(b, pred_type="glm", link_approx="probit") for b in x.split(500)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train", default="fashion-mnist")
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/benchdata/images"))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--members", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peer-images", type=int, default=1000)
+    parser.add_argument("--train-images", type=int, default=None, help="a subset (smoke test)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    other = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}[args.train]
+    settings = Settings(epochs=args.epochs, train_images=args.train_images)
+    data = load_image_data(args.data_dir / args.train, validation=settings.validation, rng=0)
+    ood_x = load_images(args.data_dir / other, "test").x
+    if args.train_images is not None:
+        kept = slice(0, args.train_images)
+        data = replace(data, train=ImageSet(data.train.x[kept], data.train.y[kept]))
+    (x, y), (x_test, y_test) = (data.train.x, data.train.y), (data.test.x, data.test.y)
+    print(f"{args.train} -> {other}: {len(x)} training images, {args.threads} threads\n")
+
+    # 1. cost floor ------------------------------------------------------------------------
+    with bnn.RNG(0).stream("init"):
+        plain = lenet()
+    plain_seconds = plain_epochs(plain, x, y, 1, seed=0)[0]
+    with bnn.RNG(0).stream("init"):
+        fitted = lenet()
+    _, fit_seconds, _ = timed(
+        lambda: bnn.fit(
+            fitted, (x, y), likelihood=bnn.Categorical(), epochs=1, lr=1e-3, rng=0, progress=False
+        )
+    )
+    one_epoch = SeedRun(data, Settings(epochs=1), bnn.RNG(0), progress=False)
+    vi = vi_trained(one_epoch)
+    dropout = mc_dropout_trained(one_epoch)
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(32):
+            torch.cat([plain(b) for b in x_test.split(1000)])
+        plain_forward = time.perf_counter() - start
+    _, vi_predict, _ = timed(lambda: vi.predict(x_test, bnn.RNG(1)))
+    _, dropout_predict, _ = timed(lambda: dropout.predict(x_test, bnn.RNG(1)))
+    table("step", "plain PyTorch (s)", "bnn (s)", "ratio")
+    for step, floor, ours in (
+        ("epoch, MAP (`fit`)", plain_seconds, fit_seconds),
+        ("epoch, `vi` (flipout)", plain_seconds, vi.seconds),
+        ("epoch, `mc_dropout`", plain_seconds, dropout.seconds),
+        ("32 samples x 10,000 test images, `mc_dropout`", plain_forward, dropout_predict),
+        ("32 samples x 10,000 test images, `vi`", plain_forward, vi_predict),
+    ):
+        row(step, f"{floor:.2f}", f"{ours:.2f}", f"{ours / floor:.2f}")
+
+    # 2. plain PyTorch quality anchors ----------------------------------------------------------
+    print()
+    table("anchor", "accuracy (%)", "NLL", "ECE (%)", "Brier", "AUROC", "train (s)")
+    members, member_seconds = [], 0.0
+    for member in range(args.members):
+        with bnn.RNG(0).spawn(member).stream("init"):
+            net = lenet()
+        member_seconds += sum(plain_epochs(net, x, y, args.epochs, seed=member))
+        members.append(net)
+        if member == 0:
+            scores = quality(probabilities([net], x_test), y_test, probabilities([net], ood_x))
+            row("PyTorch MAP", *scores, f"{member_seconds:.1f}")
+    scores = quality(probabilities(members, x_test), y_test, probabilities(members, ood_x))
+    row(f"PyTorch deep ensemble ({args.members})", *scores, f"{member_seconds:.1f}")
+
+    # 3. laplace-torch on bnn's MAP weights ---------------------------------------------------
+    run = SeedRun(data, settings, bnn.RNG(0), progress=False)
+    network, _ = run.map_network()
+    ours, ours_fit, ours_fit_gb = timed(lambda: laplace_trained(run))
+    _, ours_predict, _ = timed(lambda: ours.predict(x_test, bnn.RNG(1)))
+    delta = ours.extras["prior_precision"]
+    la, peer_fit, peer_fit_gb = timed(lambda: laplace_torch(network, x, y, "last_layer", None))
+    if la is None:
+        print("\nlaplace-torch is not installed: no peer rows.")
+        return
+    peer_test, peer_predict, _ = timed(lambda: peer_probs(la, x_test))
+    same = laplace_torch(network, x, y, "last_layer", delta)
+    posterior = ours.posterior
+    posterior.prior_precision = delta
+    ours_probs = ours.predict(x_test, bnn.RNG(1)).probs
+    peer_same = peer_probs(same, x_test)
+    ours_lml = float(posterior.log_marginal_likelihood().detach())
+    peer_lml = float(same.log_marginal_likelihood().detach())
+    difference = float((ours_probs - peer_same).abs().max())
+    print(f"\nlast-layer KFAC at prior precision {delta:.4f} (bnn's marglik optimum):")
+    print(f"  max |p_bnn - p_laplace-torch| over 10,000 x 10 probabilities: {difference:.2e}")
+    relative = abs(ours_lml - peer_lml) / abs(peer_lml)
+    print(f"  log marginal likelihood: bnn {ours_lml:.4f}, laplace-torch {peer_lml:.4f}")
+    print(f"  relative difference {relative:.2e}")
+    own = float(la.prior_precision.reshape(-1)[0])
+    print(f"  laplace-torch's own marglik prior precision: {own:.4f}\n")
+    table("last-layer KFAC", "fit + marglik (s)", "predict 10,000 (s)", "peak GB")
+    row("bnn", f"{ours_fit:.2f}", f"{ours_predict:.2f}", f"{ours_fit_gb:.2f}")
+    row("laplace-torch 0.3", f"{peer_fit:.2f}", f"{peer_predict:.2f}", f"{peer_fit_gb:.2f}")
+
+    print()
+    table("method", "accuracy (%)", "NLL", "ECE (%)", "Brier", "AUROC")
+    ood_probs = from_probs(peer_probs(la, ood_x))
+    row("laplace-torch last-layer KFAC", *quality(from_probs(peer_test), y_test, ood_probs))
+    all_layers, all_fit, all_gb = timed(lambda: laplace_torch(network, x, y, "all", None))
+    few = x_test[: args.peer_images]
+    _, all_predict, _ = timed(lambda: peer_probs(all_layers, few))
+    ours_all, ours_all_fit, ours_all_gb = timed(lambda: laplace_all_trained(run))
+    _, ours_all_few, _ = timed(lambda: ours_all.predict(few, bnn.RNG(1)))
+    _, ours_all_predict, _ = timed(lambda: ours_all.predict(x_test, bnn.RNG(1)))
+    peer_all = from_probs(peer_probs(all_layers, x_test))
+    ood_all = from_probs(peer_probs(all_layers, ood_x))
+    row("laplace-torch all-layer KFAC", *quality(peer_all, y_test, ood_all))
+    print()
+    table("all-layer KFAC", "fit + marglik (s)", "ms per image", "10,000 images (s)", "peak GB")
+    ms = 1e3 * ours_all_few / len(few)
+    row("bnn", f"{ours_all_fit:.1f}", f"{ms:.2f}", f"{ours_all_predict:.1f}", f"{ours_all_gb:.2f}")
+    ms = 1e3 * all_predict / len(few)
+    row(
+        "laplace-torch 0.3",
+        f"{all_fit:.1f}",
+        f"{ms:.2f}",
+        f"({ms * 10:.0f}, from ms)",
+        f"{all_gb:.2f}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""``bnn benchmark images`` end to end on small synthetic idx folders: every method runs and
+reports, one seed is reproducible, bad arguments are refused before training."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bnn.apps.cli import main
+from bnn.apps.images.command import Benchmark, run_images
+from bnn.apps.images.network import METHODS, Settings, lenet
+from bnn.apps.images.report import summarise, write_report
+
+SMALL = Settings(
+    epochs=1,
+    batch_size=32,
+    ensemble_members=2,
+    multiswag_runs=2,
+    num_samples=4,
+    swag_epochs=2,
+    sghmc_epochs=1,
+    sghmc_cycles=1,
+    validation=40,
+    shift_images=30,
+    angles=(0, 90),
+)
+
+
+def _write(path: Path, values: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, values.ndim)
+    header += struct.pack(f">{values.ndim}I", *values.shape)
+    path.write_bytes(gzip.compress(header + values.astype(np.uint8).tobytes()))
+
+
+def _image_folder(folder: Path, seed: int, *, train: int = 200, test: int = 60) -> Path:
+    """Three classes: a bright bar at the top, the middle or the bottom, with noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for part, count in (("train", train), ("t10k", test)):
+        labels = np.arange(count) % 3
+        images = rng.integers(0, 60, size=(count, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 4 + 8 * label : 8 + 8 * label, 4:24] = 250
+        _write(folder / f"{part}-images-idx3-ubyte.gz", images)
+        _write(folder / f"{part}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    _image_folder(root / "bars", 0)
+    other = root / "noise"
+    other.mkdir()
+    rng = np.random.default_rng(2)
+    _write(other / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, size=(50, 28, 28)))
+    _write(other / "t10k-labels-idx1-ubyte.gz", np.zeros(50))
+    return root
+
+
+def test_lenet_is_the_laplace_redux_network() -> None:
+    network = lenet()
+    assert sum(p.numel() for p in network.parameters()) == 44_426
+    assert network(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 16"):
+        lenet(image_size=12)
+
+
+def test_every_method_reports(folders: Path, tmp_path: Path) -> None:
+    benchmark = Benchmark(
+        train_name="bars",
+        train_dir=folders / "bars",
+        ood_dirs={"noise": folders / "noise"},
+        methods=METHODS,
+        settings=SMALL,
+        figures=tmp_path / "figures",
+    )
+    results = run_images(benchmark, seeds=1)
+    assert list(results[0]) == list(METHODS)
+    for method, result in results[0].items():
+        metrics = result["metrics"]
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["nll"]), method
+        assert 0.0 <= result["ood"]["noise"]["auroc"] <= 1.0, method
+        assert len(result["shift"]["accuracy"]) == 2, method
+        assert 0.0 < result["memory_gb"] < 8.0, method
+        assert (tmp_path / "figures" / f"{method}-reliability.png").stat().st_size > 5_000
+    assert results[0]["map"]["ood"]["noise"]["auroc_mutual_information"] == 0.5  # one network
+    assert results[0]["temperature"]["extras"]["temperature"] > 0
+    assert results[0]["laplace"]["extras"]["prior_precision"] > 0
+    text = write_report(benchmark, results, tmp_path)
+    assert "| laplace_all |" in text and "Out of distribution: noise" in text
+    record = json.loads((tmp_path / "images.json").read_text())
+    assert record["summary"]["map"]["accuracy"][0] == results[0]["map"]["metrics"]["accuracy"]
+    assert (tmp_path / "figures" / "shift.png").stat().st_size > 5_000
+
+
+def test_a_seed_is_reproducible_and_seeds_differ(folders: Path) -> None:
+    benchmark = Benchmark(
+        train_name="bars",
+        train_dir=folders / "bars",
+        ood_dirs={"noise": folders / "noise"},
+        methods=("map", "mc_dropout"),
+        settings=SMALL,
+    )
+    first, second = run_images(benchmark, seeds=2)
+    again = run_images(benchmark, seeds=1)[0]
+    for method in ("map", "mc_dropout"):
+        assert again[method]["metrics"]["nll"] == first[method]["metrics"]["nll"]
+        assert again[method]["shift"] == first[method]["shift"]
+        assert second[method]["metrics"]["nll"] != first[method]["metrics"]["nll"]
+    summary = summarise([first, second])
+    mean, se = summary["map"]["nll"]
+    values = [first["map"]["metrics"]["nll"], second["map"]["metrics"]["nll"]]
+    assert mean == pytest.approx(sum(values) / 2)
+    assert se == pytest.approx(abs(values[0] - values[1]) / 2)
+
+
+def test_the_command_line(
+    folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = [
+        "benchmark", "images", "--train", "bars", "--data-dir", str(folders),
+        "--ood", f"noise={folders / 'noise'}", "--method", "map", "--epochs", "1",
+        "--validation", "40", "--output", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    assert "| map |" in (tmp_path / "out" / "images.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--train": "absent"}, "has no folder absent/"),
+        ({"--ood": "noise"}, "NAME=DIR"),
+        ({"--ood": "x=/nowhere"}, "t10k-images-idx3-ubyte"),
+        ({"--seeds": "0"}, "--seeds must be at least 1"),
+        ({"--epochs": "0"}, "--epochs must be at least 1"),
+        ({"--validation": "500"}, "validation must be in"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    folders: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, str],
+    message: str,
+) -> None:
+    options = {
+        "--train": "bars",
+        "--data-dir": str(folders),
+        "--ood": f"noise={folders / 'noise'}",
+        "--method": "map",
+        "--epochs": "1",
+        "--validation": "40",
+        "--output": str(tmp_path),
+    }
+    options.update(change)
+    arguments = ["benchmark", "images"] + [item for pair in options.items() for item in pair]
+    assert main(arguments) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_default_ood_set_is_the_other_shipped_set(tmp_path: Path) -> None:
+    from bnn.apps.images.cli import parse_ood
+
+    _image_folder(tmp_path / "mnist", 0, train=0, test=5)
+    assert parse_ood(None, "fashion-mnist", tmp_path) == {"mnist": tmp_path / "mnist"}
+    with pytest.raises(ValueError, match="no default OOD set"):
+        parse_ood(None, "bars", tmp_path)
+    with pytest.raises(ValueError, match="twice"):
+        parse_ood([f"a={tmp_path / 'mnist'}", f"a={tmp_path / 'mnist'}"], "bars", tmp_path)
