@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from bnn.apps.datasets.images import load_image_data, load_images, read_idx
+from bnn.apps.datasets.images import (
+    load_image_data,
+    load_images,
+    read_idx,
+    write_idx,
+    write_image_folder,
+)
 
 BENCHDATA = Path(
     os.environ.get("BNN_BENCHDATA", Path(__file__).resolve().parents[3] / "shared" / "benchdata")
@@ -120,3 +126,30 @@ def test_shipped_image_sets(name: str) -> None:
         [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009] if name == "mnist" else [1000] * 10
     )
     assert 0.0 <= float(data.train.x.min()) and float(data.train.x.max()) == 1.0
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float64]
+)
+@pytest.mark.parametrize("name", ["values.idx", "values.idx.gz"])
+def test_write_idx_round_trips(tmp_path: Path, dtype: torch.dtype, name: str) -> None:
+    values = (torch.arange(24) - 5).to(dtype).view(2, 3, 4)
+    if dtype == torch.uint8:
+        values = torch.arange(24, dtype=dtype).view(2, 3, 4)
+    back = read_idx(write_idx(tmp_path / name, values))
+    assert back.dtype == dtype and torch.equal(back, values)
+    raw = (tmp_path / name).read_bytes()
+    raw = gzip.decompress(raw) if name.endswith(".gz") else raw
+    assert struct.unpack(">3I", raw[4:16]) == (2, 3, 4)  # big-endian sizes, as the format says
+
+
+def test_write_image_folder_makes_an_ood_set(tmp_path: Path) -> None:
+    images = torch.rand(7, 1, 6, 5, generator=torch.Generator().manual_seed(0))
+    folder = write_image_folder(tmp_path / "mine", images, torch.arange(7) % 2)
+    loaded = load_images(folder, "test")
+    assert torch.allclose(loaded.x, images, atol=0.5 / 255 + 1e-7)  # rounded to bytes
+    assert loaded.y.tolist() == [0, 1, 0, 1, 0, 1, 0]
+    with pytest.raises(ValueError, match=r"\[N, H, W\]"):
+        write_image_folder(tmp_path, images, torch.arange(6))
+    with pytest.raises(TypeError, match="convert"):
+        write_idx(tmp_path / "x.idx", torch.zeros(2, dtype=torch.int64))

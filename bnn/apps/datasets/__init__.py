@@ -1,5 +1,15 @@
-"""Data sets for the demo and the UCI benchmark (see ``README.md`` here for licences)."""
+"""Data sets for the demo and the benchmarks: UCI regression (``uci``; see ``README.md`` here
+for licences) and image folders in the MNIST idx layout (``images``; never shipped)."""
 
+from bnn.apps.datasets.images import (
+    ImageData,
+    ImageSet,
+    load_image_data,
+    load_images,
+    read_idx,
+    write_idx,
+    write_image_folder,
+)
 from bnn.apps.datasets.uci import (
     BUNDLED,
     Standardizer,
@@ -12,10 +22,17 @@ from bnn.apps.datasets.uci import (
 
 __all__ = [
     "BUNDLED",
+    "ImageData",
+    "ImageSet",
     "Standardizer",
     "UCISplit",
     "duplicated_inputs",
+    "load_image_data",
+    "load_images",
     "load_uci",
     "num_splits",
+    "read_idx",
     "seeded_split",
+    "write_idx",
+    "write_image_folder",
 ]

@@ -30,7 +30,16 @@ from torch import Tensor
 
 from bnn.random.default import RNGLike, resolve_rng
 
-__all__ = ["IDX_FILES", "ImageData", "ImageSet", "load_image_data", "load_images", "read_idx"]
+__all__ = [
+    "IDX_FILES",
+    "ImageData",
+    "ImageSet",
+    "load_image_data",
+    "load_images",
+    "read_idx",
+    "write_idx",
+    "write_image_folder",
+]
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -98,6 +107,68 @@ def read_idx(path: str | Path) -> Tensor:
         )
     values = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))
+
+
+def write_idx(path: str | Path, values: Tensor) -> Path:
+    """Write a tensor as an idx file (gzip-compressed when ``path`` ends in ``.gz``).
+
+    Args:
+        path: the file to write.
+        values: ``uint8``, ``int8``, ``int16``, ``int32``, ``float32`` or ``float64``, any
+            number of dimensions (images ``[N, H, W]`` uint8, labels ``[N]`` uint8).
+
+    Returns:
+        The path written. `read_idx` reads it back bit for bit.
+    """
+    codes = {torch.uint8: 0x08, torch.int8: 0x09, torch.int16: 0x0B, torch.int32: 0x0C}
+    codes |= {torch.float32: 0x0D, torch.float64: 0x0E}
+    if values.dtype not in codes:
+        raise TypeError(
+            "idx files hold uint8, int8, int16, int32, float32 or float64 values, not "
+            f"{values.dtype}; convert the tensor first."
+        )
+    code = codes[values.dtype]
+    array = values.detach().cpu().numpy()
+    big_endian = array.astype(_IDX_DTYPES[code])
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    raw = header + big_endian.tobytes()
+    path = Path(path)
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def write_image_folder(
+    folder: str | Path, images: Tensor, labels: Tensor, part: str = "test"
+) -> Path:
+    """Write images and labels as one part of an idx folder (e.g. your own OOD set).
+
+    Args:
+        folder: the folder (created if needed).
+        images: ``[N, H, W]`` or ``[N, 1, H, W]``; uint8, or floats in ``[0, 1]`` (rounded to
+            bytes).
+        labels: ``[N]`` class indices in ``[0, 255]``.
+        part: ``"test"`` (the ``t10k`` files; enough for an OOD set) or ``"train"``.
+
+    Returns:
+        The folder; `load_images` reads it.
+    """
+    if part not in IDX_FILES:
+        raise ValueError(f"part must be 'train' or 'test', got {part!r}.")
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.ndim != 3 or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"images must be [N, H, W] (or [N, 1, H, W]) with labels [N], got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}."
+        )
+    if images.is_floating_point():
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images_name, labels_name = IDX_FILES[part]
+    write_idx(folder / f"{images_name}.gz", images.to(torch.uint8))
+    write_idx(folder / f"{labels_name}.gz", labels.to(torch.uint8))
+    return folder
 
 
 def _find(folder: Path, name: str) -> Path:
