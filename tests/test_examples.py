@@ -23,6 +23,13 @@ from nbformat import NotebookNode
 from tests.test_docs_code import PROSE_NUMBER
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+IMAGE_DATA = Path(
+    os.environ.get(
+        "BNN_IMAGE_DATA",
+        Path(os.environ.get("BNN_BENCHDATA", EXAMPLES.parents[1] / "shared" / "benchdata"))
+        / "images",
+    )
+)
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 PROBE = "bound numbers: "
 NUMBER = re.compile(r"(?<![\w.])[−-]?\d+(?:\.\d+)?(?:\s?%)?")
@@ -93,7 +100,12 @@ def run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quick: bool
     else:
         monkeypatch.delenv("BNN_EXAMPLE_QUICK", raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    notebook = with_probes(nbformat.read(path, as_version=4))
+    original = nbformat.read(path, as_version=4)
+    if original.metadata.get("bnn", {}).get("needs_data") == "images":
+        if not (IMAGE_DATA / "mnist").is_dir() or not (IMAGE_DATA / "fashion-mnist").is_dir():
+            pytest.skip(f"{IMAGE_DATA} has no mnist/ and fashion-mnist/ (benchmark data)")
+        monkeypatch.setenv("BNN_IMAGE_DATA", str(IMAGE_DATA))
+    notebook = with_probes(original)
     client = NotebookClient(
         notebook,
         timeout=300 if quick else 1800,
