@@ -41,6 +41,11 @@ def test_gpu_script_dry_run_on_cpu_writes_its_tables(tmp_path: Path) -> None:
     ]
     table = (tmp_path / "gpu.md").read_text()
     assert "| NUTS chains |" in table and "passed" in (tmp_path / "gpu-tests.txt").read_text()
+    if (ROOT.parent / "shared" / "benchdata" / "images" / "mnist").is_dir():
+        report = (tmp_path / "images-fashion-mnist" / "images.md").read_text()
+        assert "| map |" in report and "| laplace |" in report
+    else:
+        assert "image benchmark skipped" in completed.stdout
 
 
 def test_gpu_script_refuses_an_unknown_argument() -> None:

@@ -147,6 +147,9 @@ def _add_images(suites: Any) -> None:
     images.add_argument(
         "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"
     )
+    images.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:K (default: cuda when available)"
+    )
     images.add_argument("--output", type=Path, default=Path("images-results"))
 
 

@@ -143,6 +143,7 @@ def test_the_command_line(
         ({"--seeds": "0"}, "--seeds must be at least 1"),
         ({"--epochs": "0"}, "--epochs must be at least 1"),
         ({"--validation": "500"}, "validation must be in"),
+        ({"--device": "gpu7"}, "is not a device"),
     ],
 )
 def test_bad_arguments_are_refused(

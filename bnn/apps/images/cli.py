@@ -7,6 +7,8 @@ import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from bnn.apps.datasets.images import IDX_FILES
 from bnn.apps.images.command import Benchmark, run_images
 from bnn.apps.images.network import METHODS, Settings
@@ -70,6 +72,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _device(name: str | None) -> str:
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a device (cpu, cuda, cuda:K).") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA device; use --device cpu.")
+    return name
+
+
 def run_from_arguments(args: argparse.Namespace) -> int:
     """Check every argument (paths, numbers, OOD folders), run, write and print the report."""
     for flag, value in (("--seeds", args.seeds), ("--jobs", args.jobs)):
@@ -97,6 +111,7 @@ def run_from_arguments(args: argparse.Namespace) -> int:
         settings=_settings(args),
         seed=args.seed,
         figures=figures,
+        device=_device(args.device),
     )
     results = run_images(benchmark, seeds=args.seeds, jobs=args.jobs)
     print(write_report(benchmark, results, args.output))

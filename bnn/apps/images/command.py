@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from bnn._progress import progress_bar
-from bnn.apps.datasets.images import ImageSet, load_image_data, load_images
+from bnn.apps.datasets.images import ImageData, ImageSet, load_image_data, load_images
 from bnn.apps.images.evaluation import Evaluation, PeakMemory, evaluate
 from bnn.apps.images.methods import TRAIN, SeedRun
 from bnn.apps.images.network import METHODS, Settings
@@ -43,6 +43,7 @@ class Benchmark:
     settings: Settings
     seed: int = 0
     figures: Path | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -91,6 +92,13 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
         if index == 0 and benchmark.figures is not None:
             _method_figures(benchmark.figures, method, evaluation, data.test.y)
     return results
+
+
+def _on(data: ImageData, device: torch.device) -> ImageData:
+    def moved(part: ImageSet) -> ImageSet:
+        return ImageSet(part.x.to(device), part.y.to(device))
+
+    return ImageData(moved(data.train), moved(data.validation), moved(data.test))
 
 
 def _method_figures(folder: Path, method: str, evaluation: Evaluation, y: torch.Tensor) -> None:

@@ -94,7 +94,13 @@ class SeedRun:
         return self.data.num_classes
 
     def network(self, dropout: float | None = None) -> nn.Module:
-        return lenet(self.num_classes, image_size=self.data.train.x.shape[-1], dropout=dropout)
+        """A fresh LeNet on the data's device (draws from the global generators)."""
+        return lenet(
+            self.num_classes,
+            image_size=self.data.train.x.shape[-1],
+            dropout=dropout,
+            device=self.data.train.x.device,
+        )
 
     def fit_options(self) -> dict[str, Any]:
         s = self.settings
@@ -123,7 +129,12 @@ class SeedRun:
         if self._ensemble is None:
             start = time.perf_counter()
             ensemble, _ = deep_ensemble(
-                functools.partial(lenet, self.num_classes, image_size=self.data.train.x.shape[-1]),
+                functools.partial(
+                    lenet,
+                    self.num_classes,
+                    image_size=self.data.train.x.shape[-1],
+                    device=self.data.train.x.device,
+                ),
                 self.train,
                 likelihood=Categorical(),
                 num_members=self.settings.ensemble_members,

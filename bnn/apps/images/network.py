@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 __all__ = ["METHODS", "Settings", "lenet"]
@@ -71,7 +72,11 @@ class Settings:
 
 
 def lenet(
-    num_classes: int = 10, *, image_size: int = 28, dropout: float | None = None
+    num_classes: int = 10,
+    *,
+    image_size: int = 28,
+    dropout: float | None = None,
+    device: torch.device | str | None = None,
 ) -> nn.Sequential:
     """The LeNet-5-style CNN for ``[N, 1, image_size, image_size]`` images.
 
@@ -79,6 +84,7 @@ def lenet(
         num_classes: outputs ``K`` (logits).
         image_size: height = width of the input images (≥ 16).
         dropout: a dropout rate put in front of each linear layer (MC dropout), or ``None``.
+        device: where the parameters live (``None``: the CPU).
     """
     side = ((image_size - 4) // 2 - 4) // 2  # two valid 5×5 convolutions, two 2×2 pools
     if side < 1:
@@ -88,7 +94,7 @@ def lenet(
         layer: list[nn.Module] = [nn.Linear(inputs, outputs)]
         return layer if dropout is None else [nn.Dropout(dropout), *layer]
 
-    return nn.Sequential(
+    network = nn.Sequential(
         nn.Conv2d(1, 6, 5),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -102,3 +108,4 @@ def lenet(
         nn.ReLU(),
         *linear(84, num_classes),
     )
+    return network if device is None else network.to(device)
