@@ -95,6 +95,11 @@ def test_every_method_reports(folders: Path, tmp_path: Path) -> None:
     assert results[0]["laplace"]["extras"]["prior_precision"] > 0
     text = write_report(benchmark, results, tmp_path)
     assert "| laplace_all |" in text and "Out of distribution: noise" in text
+    chosen = min(
+        (m for m in METHODS if m != "temperature"),
+        key=lambda m: results[0][m]["metrics"]["val_nll"],
+    )
+    assert f"**{chosen}**" in text
     record = json.loads((tmp_path / "images.json").read_text())
     assert record["summary"]["map"]["accuracy"][0] == results[0]["map"]["metrics"]["accuracy"]
     assert (tmp_path / "figures" / "shift.png").stat().st_size > 5_000

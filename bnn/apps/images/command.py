@@ -78,6 +78,7 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
             trained = TRAIN[method](run)
             evaluation = evaluate(
                 trained,
+                data.validation,
                 data.test,
                 ood_sets,
                 settings,

@@ -96,6 +96,7 @@ class Evaluation:
 
 def evaluate(
     trained: Trained,
+    validation: ImageSet,
     test: ImageSet,
     ood_sets: dict[str, Tensor],
     settings: Settings,
@@ -107,6 +108,8 @@ def evaluate(
 
     Args:
         trained: the method.
+        validation: the validation split (its NLL, ``val_nll``, chooses among methods; for
+            ``temperature`` it is in-sample: the temperature was fitted there).
         test: the in-distribution test set.
         ood_sets: ``{name: images}`` of each out-of-distribution set.
         settings: the number of rotated images and the angles.
@@ -125,6 +128,9 @@ def evaluate(
         "predict_seconds": predict_seconds,
         "num_samples": float(trained.num_samples),
     }
+    if len(validation) > 0:
+        held_out = trained.predict(validation.x, rng.spawn("validation"))
+        metrics["val_nll"] = nll(held_out, validation.y)
     predictions = {"test": prediction} if keep_predictions else {}
     ood: dict[str, dict[str, Any]] = {}
     for name, images in ood_sets.items():

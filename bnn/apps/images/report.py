@@ -12,7 +12,7 @@ from typing import Any
 from bnn.apps.images.command import Benchmark, SeedResult
 from bnn.apps.images.network import METHODS
 
-__all__ = ["summarise", "write_report"]
+__all__ = ["chosen_on_validation", "summarise", "write_report"]
 
 _TEST = (("accuracy", 100.0), ("nll", 1.0), ("ece", 100.0), ("brier", 1.0))
 _OOD = ("auroc", "aupr", "fpr95", "confidence_out")
@@ -55,6 +55,20 @@ def summarise(results: list[SeedResult]) -> dict[str, Any]:
     return summary
 
 
+def chosen_on_validation(results: list[SeedResult]) -> str | None:
+    """The method with the lowest mean validation NLL (``None`` without validation data).
+
+    ``temperature`` is left out: its temperature was fitted on the validation split, so its
+    validation NLL is in-sample.
+    """
+    candidates = {
+        method: _mean_se([seed[method]["metrics"]["val_nll"] for seed in results])[0]
+        for method in results[0]
+        if method != "temperature" and "val_nll" in results[0][method]["metrics"]
+    }
+    return min(candidates, key=candidates.__getitem__) if candidates else None
+
+
 def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
     methods = [m for m in METHODS if m in results[0]]
     seeds = len(results)
@@ -76,6 +90,13 @@ def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
             _cell([r["memory_gb"] for r in runs], digits=2),
         ]
         lines.append(f"| {method} | " + " | ".join(cells + cost) + " |")
+    chosen = chosen_on_validation(results)
+    if chosen is not None:
+        lines += [
+            "",
+            f"Chosen on the validation split (lowest mean validation NLL, `temperature` "
+            f"excluded: it was fitted there): **{chosen}**.",
+        ]
     for ood_name in results[0][methods[0]]["ood"]:
         lines += [
             "",
@@ -124,6 +145,7 @@ def write_report(benchmark: Benchmark, results: list[SeedResult], output: Path) 
         },
         "seed": benchmark.seed,
         "summary": summarise(results),
+        "chosen_on_validation": chosen_on_validation(results),
         "seeds": results,
     }
     (output / "images.json").write_text(json.dumps(record, indent=1))
