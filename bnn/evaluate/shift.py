@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from bnn._progress import progress_bar
 from bnn.evaluate.metrics import accuracy, brier_score, expected_calibration_error, nll
 from bnn.likelihoods import ClassificationPrediction, Likelihood
 from bnn.predict import predict_with_uncertainty
@@ -101,6 +102,7 @@ def shift_curve(
     num_samples: int = 32,
     rng: RNGLike = None,
     memory_budget: int | None = None,
+    progress: bool = True,
 ) -> ShiftCurve:
     """Predict ``x`` rotated by each angle; accuracy, NLL, ECE, Brier and entropy per angle.
 
@@ -109,7 +111,8 @@ def shift_curve(
         x: test images ``[N, C, H, W]``; ``y``: labels ``[N]``.
         angles: rotation angles in degrees (default 0, 15, ..., 180).
         likelihood, num_samples, memory_budget: passed to `predict_with_uncertainty`.
-        rng: randomness of the predictions; each angle draws from its own fold
+        progress: show a tqdm bar over the angles.
+        rng: randomness of the predictions; each angle draws from its own child
             (``rng.spawn(f"angle {i}")``), so adding angles leaves the others unchanged.
 
     Returns:
@@ -120,7 +123,7 @@ def shift_curve(
         raise ValueError("angles is empty: give at least one rotation angle.")
     base = resolve_rng(rng)
     curve = ShiftCurve(angles=angles)
-    for index, angle in enumerate(angles):
+    for index, angle in progress_bar(enumerate(angles), desc="angles", disable=not progress):
         prediction = predict_with_uncertainty(
             posterior,
             rotate(x, angle),

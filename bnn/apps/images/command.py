@@ -84,6 +84,7 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
                 settings,
                 rng.spawn(f"evaluate {method}"),
                 keep_predictions=index == 0 and benchmark.figures is not None,
+                progress=progress,
             )
         results[method] = {
             **evaluation.as_dict(),

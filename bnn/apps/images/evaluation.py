@@ -103,6 +103,7 @@ def evaluate(
     rng: RNG,
     *,
     keep_predictions: bool = False,
+    progress: bool = True,
 ) -> Evaluation:
     """Test accuracy, NLL, ECE (15 bins), Brier; OOD detection per set; the rotation curve.
 
@@ -115,6 +116,7 @@ def evaluate(
         settings: the number of rotated images and the angles.
         rng: randomness of every prediction (one named child per set).
         keep_predictions: keep the test and OOD predictives (for figures).
+        progress: show a bar over the rotation angles.
     """
     start = time.perf_counter()
     prediction = trained.predict(test.x, rng.spawn("test"))
@@ -151,5 +153,6 @@ def evaluate(
         likelihood=Categorical(),
         num_samples=trained.num_samples,
         rng=rng.spawn("shift"),
+        progress=progress,
     )
     return Evaluation(metrics, ood, curve.as_dict(), predictions)
