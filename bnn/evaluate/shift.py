@@ -108,9 +108,12 @@ def shift_curve(
 
     Args:
         posterior: anything `bnn.predict_with_uncertainty` accepts (classification).
-        x: test images ``[N, C, H, W]``; ``y``: labels ``[N]``.
+        x: test images ``[N, C, H, W]``.
+        y: labels ``[N]``.
         angles: rotation angles in degrees (default 0, 15, ..., 180).
-        likelihood, num_samples, memory_budget: passed to `predict_with_uncertainty`.
+        likelihood: passed to `predict_with_uncertainty` (a `Categorical` for a classifier).
+        num_samples: function samples per prediction.
+        memory_budget: passed to `predict_with_uncertainty`.
         progress: show a tqdm bar over the angles.
         rng: randomness of the predictions; each angle draws from its own child
             (``rng.spawn(f"angle {i}")``), so adding angles leaves the others unchanged.
