@@ -126,7 +126,7 @@ def shift_curve(
         raise ValueError("angles is empty: give at least one rotation angle.")
     base = resolve_rng(rng)
     curve = ShiftCurve(angles=angles)
-    for index, angle in progress_bar(enumerate(angles), desc="angles", disable=not progress):
+    for index, angle in progress_bar(list(enumerate(angles)), desc="angles", disable=not progress):
         prediction = predict_with_uncertainty(
             posterior,
             rotate(x, angle),
