@@ -36,6 +36,7 @@ __all__ = [
     "ImageSet",
     "load_image_data",
     "load_images",
+    "missing_files",
     "read_idx",
     "write_idx",
     "write_image_folder",
@@ -169,6 +170,16 @@ def write_image_folder(
     write_idx(folder / f"{images_name}.gz", images.to(torch.uint8))
     write_idx(folder / f"{labels_name}.gz", labels.to(torch.uint8))
     return folder
+
+
+def missing_files(folder: str | Path, part: Literal["train", "test"]) -> list[str]:
+    """The idx files of ``part`` that ``folder`` lacks (neither plain nor ``.gz``)."""
+    folder = Path(folder)
+    return [
+        name
+        for name in IDX_FILES[part]
+        if not ((folder / name).is_file() or (folder / f"{name}.gz").is_file())
+    ]
 
 
 def _find(folder: Path, name: str) -> Path:

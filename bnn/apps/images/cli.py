@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bnn.apps.datasets.images import IDX_FILES
+from bnn.apps.datasets.images import IDX_FILES, missing_files
 from bnn.apps.images.command import Benchmark, run_images
 from bnn.apps.images.network import METHODS, Settings
 from bnn.apps.images.report import write_report
@@ -18,12 +18,6 @@ __all__ = ["OTHER_SET", "parse_ood", "run_from_arguments"]
 
 OTHER_SET = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 """The default out-of-distribution set of each shipped training set."""
-
-
-def _has_test_files(folder: Path) -> bool:
-    return all(
-        (folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in IDX_FILES["test"]
-    )
 
 
 def parse_ood(entries: list[str] | None, train: str, data_dir: Path) -> dict[str, Path]:
@@ -47,7 +41,7 @@ def parse_ood(entries: list[str] | None, train: str, data_dir: Path) -> dict[str
         if name in sets:
             raise ValueError(f"--ood names {name!r} twice; give each OOD set its own name.")
         path = Path(folder)
-        if not _has_test_files(path):
+        if missing_files(path, "test"):
             raise ValueError(
                 f"--ood {entry}: {path} has no {' and '.join(IDX_FILES['test'])} (plain or .gz); "
                 "an OOD set is any folder with those two files."
@@ -95,11 +89,7 @@ def run_from_arguments(args: argparse.Namespace) -> int:
             f"--data-dir {args.data_dir} has no folder {args.train}/; give the folder that "
             "holds the idx image folders (e.g. mnist/, fashion-mnist/)."
         )
-    missing = [
-        name
-        for name in IDX_FILES["train"] + IDX_FILES["test"]
-        if not ((train_dir / name).is_file() or (train_dir / f"{name}.gz").is_file())
-    ]
+    missing = missing_files(train_dir, "train") + missing_files(train_dir, "test")
     if missing:
         raise ValueError(f"{train_dir} lacks {', '.join(missing)} (plain or .gz).")
     figures = args.output / "figures" if importlib.util.find_spec("matplotlib") else None

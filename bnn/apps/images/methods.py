@@ -152,6 +152,21 @@ def _timed(work: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def _fit_seconds(run: SeedRun, model: nn.Module, rng: RNG) -> float:
+    """Train ``model`` with the benchmark's options; the seconds it took."""
+    _, seconds = _timed(
+        lambda: fit(
+            model,
+            run.train,
+            likelihood=Categorical(),
+            rng=rng,
+            progress=run.progress,
+            **run.fit_options(),
+        )
+    )
+    return seconds
+
+
 def map_trained(run: SeedRun) -> Trained:
     network, seconds = run.map_network()
     return Trained(PointEstimate(network), 1, seconds)
@@ -176,17 +191,7 @@ def mc_dropout_trained(run: SeedRun) -> Trained:
     rng = run.rng.spawn("mc_dropout")
     with rng.stream("init"):
         model = MCDropout(run.network(dropout=run.settings.dropout))
-    _, seconds = _timed(
-        lambda: fit(
-            model,
-            run.train,
-            likelihood=Categorical(),
-            rng=rng,
-            progress=run.progress,
-            **run.fit_options(),
-        )
-    )
-    return Trained(model, run.settings.num_samples, seconds)
+    return Trained(model, run.settings.num_samples, _fit_seconds(run, model, rng))
 
 
 def ensemble_trained(run: SeedRun) -> Trained:
@@ -201,16 +206,7 @@ def vi_trained(run: SeedRun) -> Trained:
     model = bayesianize(
         network, estimator=run.settings.vi_estimator, init="random", init_std=1e-3, rng=rng
     )
-    _, seconds = _timed(
-        lambda: fit(
-            model,
-            run.train,
-            likelihood=Categorical(),
-            rng=rng,
-            progress=run.progress,
-            **run.fit_options(),
-        )
-    )
+    seconds = _fit_seconds(run, model, rng)
     return Trained(
         model, run.settings.num_samples, seconds, {"estimator": run.settings.vi_estimator}
     )
@@ -259,35 +255,30 @@ def _swag_options(run: SeedRun) -> dict[str, Any]:
     }
 
 
-def swag_trained(run: SeedRun) -> Trained:
-    network, _ = run.map_network()
+def _swag_family(run: SeedRun, method: Callable[..., Any], start: Any, name: str) -> Trained:
+    """``swag`` or ``multi_swag`` from ``start`` with the benchmark's SGD options."""
     (posterior, _), seconds = _timed(
-        lambda: swag(
-            copy.deepcopy(network),
+        lambda: method(
+            start,
             run.train,
             likelihood=Categorical(),
-            rng=run.rng.spawn("swag"),
+            rng=run.rng.spawn(name),
             progress=run.progress,
             **_swag_options(run),
         )
     )
     return Trained(posterior, run.settings.num_samples, seconds)
+
+
+def swag_trained(run: SeedRun) -> Trained:
+    network, _ = run.map_network()
+    return _swag_family(run, swag, copy.deepcopy(network), "swag")
 
 
 def multiswag_trained(run: SeedRun) -> Trained:
     ensemble, _ = run.ensemble()
     starts = [copy.deepcopy(m) for m in list(ensemble.members)[: run.settings.multiswag_runs]]
-    (posterior, _), seconds = _timed(
-        lambda: multi_swag(
-            starts,
-            run.train,
-            likelihood=Categorical(),
-            rng=run.rng.spawn("multiswag"),
-            progress=run.progress,
-            **_swag_options(run),
-        )
-    )
-    return Trained(posterior, run.settings.num_samples, seconds)
+    return _swag_family(run, multi_swag, starts, "multiswag")
 
 
 def sghmc_trained(run: SeedRun) -> Trained:

@@ -71,10 +71,26 @@ def chosen_on_validation(results: list[SeedResult]) -> str | None:
 
 def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
     methods = [m for m in METHODS if m in results[0]]
-    seeds = len(results)
     lines = [
-        f"# {benchmark.train_name}: {len(methods)} methods, {seeds} seed(s) (mean ± s.e.)",
+        f"# {benchmark.train_name}: {len(methods)} methods, {len(results)} seed(s) (mean ± s.e.)",
         "",
+        *_test_table(methods, results),
+    ]
+    chosen = chosen_on_validation(results)
+    if chosen is not None:
+        lines += [
+            "",
+            f"Chosen on the validation split (lowest mean validation NLL, `temperature` "
+            f"excluded: it was fitted there): **{chosen}**.",
+        ]
+    for ood_name in results[0][methods[0]]["ood"]:
+        lines += ["", *_ood_table(methods, results, ood_name)]
+    lines += ["", *_shift_table(methods, results, benchmark.settings.shift_images)]
+    return "\n".join(lines) + "\n"
+
+
+def _test_table(methods: list[str], results: list[SeedResult]) -> list[str]:
+    lines = [
         "| method | accuracy (%) | NLL | ECE (%) | Brier | train (s) | predict 10k (s) | peak GB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -90,32 +106,29 @@ def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
             _cell([r["memory_gb"] for r in runs], digits=2),
         ]
         lines.append(f"| {method} | " + " | ".join(cells + cost) + " |")
-    chosen = chosen_on_validation(results)
-    if chosen is not None:
-        lines += [
-            "",
-            f"Chosen on the validation split (lowest mean validation NLL, `temperature` "
-            f"excluded: it was fitted there): **{chosen}**.",
-        ]
-    for ood_name in results[0][methods[0]]["ood"]:
-        lines += [
-            "",
-            f"Out of distribution: {ood_name} (score: predictive entropy)",
-            "",
-            "| method | AUROC | AUPR | FPR95 | confidence on OOD |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for method in methods:
-            runs = [seed[method]["ood"][ood_name] for seed in results]
-            lines.append(
-                f"| {method} | " + " | ".join(_cell([r[k] for r in runs]) for k in _OOD) + " |"
-            )
+    return lines
+
+
+def _ood_table(methods: list[str], results: list[SeedResult], ood_name: str) -> list[str]:
+    lines = [
+        f"Out of distribution: {ood_name} (score: predictive entropy)",
+        "",
+        "| method | AUROC | AUPR | FPR95 | confidence on OOD |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method in methods:
+        runs = [seed[method]["ood"][ood_name] for seed in results]
+        lines.append(
+            f"| {method} | " + " | ".join(_cell([r[k] for r in runs]) for k in _OOD) + " |"
+        )
+    return lines
+
+
+def _shift_table(methods: list[str], results: list[SeedResult], images: int) -> list[str]:
     angles = results[0][methods[0]]["shift"]["angles"]
     shown = [a for a in _ANGLES if a in angles]
-    lines += [
-        "",
-        f"Rotated test images ({benchmark.settings.shift_images} per angle): "
-        "accuracy (%) / ECE (%)",
+    lines = [
+        f"Rotated test images ({images} per angle): accuracy (%) / ECE (%)",
         "",
         "| method | " + " | ".join(f"{a:.0f}°" for a in shown) + " |",
         "|---|" + "---:|" * len(shown),
@@ -129,7 +142,7 @@ def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
             ece = _mean_se([100 * r["ece"][i] for r in runs])[0]
             cells.append(f"{acc:.1f} / {ece:.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(benchmark: Benchmark, results: list[SeedResult], output: Path) -> str:
