@@ -12,10 +12,12 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from bnn._checks import check_int
 from bnn._jobs import run_jobs
 from bnn.infer.history import History
+from bnn.infer.training._loop import TrainData
 from bnn.infer.training.fit import fit
 from bnn.likelihoods import Likelihood
 from bnn.parallel.distributed import job_strategy
@@ -27,7 +29,7 @@ __all__ = ["train_members"]
 def train_members(
     members: nn.ModuleList,
     parent_rng: RNG,
-    train_data: tuple[Tensor, Tensor],
+    train_data: TrainData,
     *,
     likelihood: Likelihood,
     bagging: bool,
@@ -40,8 +42,7 @@ def train_members(
 ) -> tuple[list[Likelihood], list[History]]:
     """Train ``members`` in place (member ``i`` from ``parent_rng.spawn(i)``; see
     ``deep_ensemble``): each member's likelihood and `History`."""
-    if not isinstance(train_data, tuple) or len(train_data) != 2:
-        raise TypeError("train_data must be (x, y) tensors.")
+    _check_train_data(train_data, bagging)
     check_int("workers", workers, minimum=0)
     if workers and executor is not None:
         raise ValueError("give workers= (a process pool of its own) or executor=, not both.")
@@ -125,19 +126,44 @@ def _train_all(
 def _train_member(job: tuple[Any, ...]) -> tuple[dict[str, Tensor], dict[str, Tensor], History]:
     """Fit one member (a bootstrap resample first with ``bagging``) with its own thread count:
     its trained state, its likelihood's state and its `History`."""
-    member, likelihood, (x, y), bagging, rng, threads, progress, fit_options = job
+    member, likelihood, data, bagging, rng, threads, progress, fit_options = job
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         if bagging:
-            index = torch.randint(
-                0, x.shape[0], (x.shape[0],), generator=rng.torch_generator("bootstrap")
-            )
-            x, y = x[index], y[index]
+            data = _bootstrap(data, rng)
         _, history = fit(
-            member, (x, y), likelihood=likelihood, rng=rng, progress=progress, **fit_options
+            member, data, likelihood=likelihood, rng=rng, progress=progress, **fit_options
         )
     finally:
         torch.set_num_threads(previous)
     return member.state_dict(), likelihood.state_dict(), history
+
+
+def _check_train_data(data: TrainData, bagging: bool) -> None:
+    """Tensors, a Dataset or a DataLoader; bagging needs rows it can resample."""
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
+            raise TypeError("data as a tuple must be (x, y) tensors.")
+    elif isinstance(data, DataLoader):
+        if bagging:
+            raise ValueError(
+                "bagging resamples the rows of the data, which a DataLoader does not expose; "
+                "pass its Dataset (each member then gets its own seeded loader)."
+            )
+    elif not isinstance(data, Dataset):
+        raise TypeError(
+            f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}."
+        )
+    elif bagging and not hasattr(data, "__len__"):
+        raise ValueError("bagging needs a Dataset with a length (__len__) to resample.")
+
+
+def _bootstrap(data: TrainData, rng: RNG) -> TrainData:
+    """A bootstrap resample of the rows, drawn from ``rng``'s generator ``"bootstrap"``."""
+    size = data[0].shape[0] if isinstance(data, tuple) else len(data)  # type: ignore[arg-type]
+    index = torch.randint(0, size, (size,), generator=rng.torch_generator("bootstrap"))
+    if isinstance(data, tuple):
+        return data[0][index], data[1][index]
+    return Subset(data, index.tolist())  # type: ignore[arg-type]

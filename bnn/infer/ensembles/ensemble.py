@@ -34,7 +34,7 @@ from bnn._checks import check_int
 from bnn._io import load_versioned, save_atomically
 from bnn.infer.ensembles._ensemble_training import train_members
 from bnn.infer.history import History
-from bnn.infer.training._loop import build_in_init_stream
+from bnn.infer.training._loop import TrainData, build_in_init_stream
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
 from bnn.posterior._evaluate import (
     PROBE_INPUTS,
@@ -244,7 +244,7 @@ class DeepEnsemble(nn.Module):
 
 def deep_ensemble(
     factory: Callable[[], nn.Module],
-    data: tuple[Tensor, Tensor],
+    data: TrainData,
     *,
     likelihood: Likelihood,
     num_members: int = 5,
@@ -266,11 +266,14 @@ def deep_ensemble(
     Args:
         factory: builds one member (a fresh ``nn.Module``), called in the member's ``"init"``
             stream; it must be picklable for ``workers > 0``.
-        data: ``(x, y)`` tensors.
+        data: ``(x, y)`` tensors, a ``Dataset`` of ``(x, y)`` pairs (each member shuffles it
+            with its own generator), or a ``DataLoader`` (every member reads it as is; not with
+            ``bagging``).
         likelihood: observation model; each member gets its own copy (a learned noise is
             learned per member, and the ensemble then carries the members' likelihoods).
         num_members: ``M`` (≥ 1).
-        bagging: train member ``i`` on a bootstrap resample drawn from ``rng.spawn(i)``.
+        bagging: train member ``i`` on a bootstrap resample drawn from ``rng.spawn(i)`` (of
+            the rows of tensors, or as a ``Subset`` of a ``Dataset``).
         workers: ``0`` trains members one after another; ``k > 0`` uses ``k`` worker processes
             (results identical to sequential training with the same ``threads_per_member``).
         threads_per_member: torch intra-op threads while training a member (``None``: the

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from bnn._checks import check_int
 from bnn._progress import progress_bar
+from bnn.infer._indexed_data import IndexedData
 from bnn.infer._log_joint import LogJoint
 from bnn.infer.checkpoint import UNSAVED_SEGMENT
 from bnn.infer.training._loop import NonFiniteLossError
@@ -63,7 +64,7 @@ class _Settings:
     lr: float
     friction: float
     temperature: float
-    batch_size: int
+    batch_size: int | None  # None until the data are known (then the global batch)
     schedule: StepSchedule
 
     # the schedule's fields, read by the update loop
@@ -175,8 +176,7 @@ class _Chain:
 
 def _run_chain(
     log_joint: LogJoint,
-    x: Tensor,
-    y: Tensor,
+    data: IndexedData,
     settings: _Settings,
     init: str,
     rng: RNG,
@@ -192,14 +192,14 @@ def _run_chain(
 
     Returns ``_Chain.result()``.
     """
-    n = x.shape[0]
-    batches = _BatchOrder(n, settings.batch_size, rng)
+    n, batch_size = len(data), _batch_size(settings)
+    batches = _BatchOrder(n, batch_size, rng)
     chain = (
         _Chain.start(log_joint, init, rng)
         if resume is None
         else _Chain.resume(resume, rng, batches)
     )
-    segment = max(1, n // settings.batch_size)
+    segment = max(1, n // batch_size)
     if save is None:  # no checkpoint to write after each pass: fewer stream switches
         segment = max(segment, UNSAVED_SEGMENT)
     bar = progress_bar(
@@ -209,7 +209,7 @@ def _run_chain(
         start, stop = time.perf_counter(), min(chain.step + segment, settings.steps)
         with rng.stream("sgmcmc"):
             for k in range(chain.step, stop):
-                _step(log_joint, chain, x, y, batches.next().to(x.device), settings, k, strategy)
+                _step(log_joint, chain, data, batches.next(), settings, k, strategy)
                 if progress and k % 50 == 0:
                     bar.set_postfix(
                         potential=f"{chain.potential[-1]:.4g}", step=f"{chain.step_size[-1]:.3g}"
@@ -226,8 +226,7 @@ def _run_chain(
 def _step(
     log_joint: LogJoint,
     chain: _Chain,
-    x: Tensor,
-    y: Tensor,
+    data: IndexedData,
     index: Tensor,
     settings: _Settings,
     k: int,
@@ -235,7 +234,7 @@ def _step(
 ) -> None:
     """Step ``k`` of ``chain`` on the mini-batch ``index``; records potential, step and draw."""
     potential, gradients = _potential_and_gradients(
-        log_joint, chain.weights, x, y, index, x.shape[0] / settings.batch_size, strategy
+        log_joint, chain.weights, data, index, len(data) / _batch_size(settings), strategy
     )
     if not bool(torch.isfinite(potential)):
         raise NonFiniteLossError(
@@ -249,6 +248,13 @@ def _step(
     chain.step_size.append(epsilon)
     if _keeps(settings, k, sampling):
         chain.draws.append({name: w.detach().clone() for name, w in chain.weights.items()})
+
+
+def _batch_size(settings: _Settings) -> int:
+    """The global batch size (set by ``sgmcmc._run`` once the data are known)."""
+    if settings.batch_size is None:
+        raise RuntimeError("the batch size is resolved before a chain runs.")
+    return settings.batch_size
 
 
 def _keeps(settings: _Settings, step: int, sampling: bool) -> bool:
@@ -266,8 +272,7 @@ def _stacked(draws: list[dict[str, Tensor]]) -> dict[str, Tensor] | None:
 def _potential_and_gradients(
     log_joint: LogJoint,
     weights: dict[str, Tensor],
-    x: Tensor,
-    y: Tensor,
+    data: IndexedData,
     index: Tensor,
     scale: float,
     strategy: TrainingStrategy,
@@ -277,10 +282,10 @@ def _potential_and_gradients(
     Averaging over ``R`` processes: the prior term is kept whole, the data term is ``R`` times
     this process's share of the global batch (``R = 1``: the plain potential).
     """
-    local = strategy.local_part(index)
+    x, y = data.batch(strategy.local_part(index))
     rank_potential = -(
         log_joint.log_prior(weights)
-        + scale * strategy.world_size * log_joint.log_likelihood(weights, x[local], y[local])
+        + scale * strategy.world_size * log_joint.log_likelihood(weights, x, y)
     )
     gradients = torch.autograd.grad(rank_potential, list(weights.values()))
     averaged = strategy.average([rank_potential.detach().reshape(1), *gradients])

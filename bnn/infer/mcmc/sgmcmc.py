@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bnn._checks import check_int, check_positive
 from bnn._threads import Threads, check_threads, training_threads
-from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._indexed_data import IndexedSource, indexed_data
+from bnn.infer._log_joint import LogJoint, PriorSpec
 from bnn.infer.checkpoint import Checkpoint
 from bnn.infer.history import History
 from bnn.infer.mcmc._sgmcmc_chain import (
@@ -51,7 +52,7 @@ __all__ = ["StepSchedule", "sghmc", "sgld"]
 
 def sgld(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: IndexedSource,
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
@@ -71,12 +72,14 @@ def sgld(
 
     Args:
         model: any network; Bayesian layers contribute their weights and priors.
-        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
+        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``; or a map-style
+            ``Dataset`` of ``(x, y)`` pairs, or a ``DataLoader`` over one (its dataset, batch
+            size and ``collate_fn`` are used; the batch order is drawn from ``rng``).
         likelihood: observation model with fixed parameters.
         prior: as in ``bnn.infer.nuts``.
         lr: step size ``ε`` (the peak ``ε_0`` for the cyclical schedule).
         schedule: steps, burn-in, thinning and the step-size schedule (`StepSchedule`).
-        batch_size: mini-batch size (default: full batch).
+        batch_size: mini-batch size (default: a ``DataLoader``'s, else the full batch).
         num_chains: chains, run one after another.
         temperature: ``T`` scaling the injected noise variance.
         init: ``"current"`` (model weights) or ``"prior"`` (a prior draw per chain).
@@ -100,7 +103,7 @@ def sgld(
         hold the potential estimate and the step size ``ε`` of every step, ``seconds`` the wall
         time.
     """
-    settings = _settings("sgld", lr, 0.0, temperature, batch_size, data, schedule)
+    settings = _settings("sgld", lr, 0.0, temperature, batch_size, schedule)
     return _run(
         model,
         data,
@@ -119,7 +122,7 @@ def sgld(
 
 def sghmc(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: IndexedSource,
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
@@ -146,7 +149,7 @@ def sghmc(
     """
     if not 0.0 < friction <= 1.0:
         raise ValueError(f"friction must be in (0, 1], got {friction!r}.")
-    settings = _settings("sghmc", lr, friction, temperature, batch_size, data, schedule)
+    settings = _settings("sghmc", lr, friction, temperature, batch_size, schedule)
     return _run(
         model,
         data,
@@ -169,7 +172,6 @@ def _settings(
     friction: float,
     temperature: float,
     batch_size: int | None,
-    data: object,
     schedule: StepSchedule | None,
 ) -> _Settings:
     check_positive("lr", lr)
@@ -177,15 +179,13 @@ def _settings(
     chosen = StepSchedule() if schedule is None else schedule
     if not isinstance(chosen, StepSchedule):
         raise TypeError(f"schedule must be a bnn.infer.StepSchedule, got {type(chosen).__name__}.")
-    x = data[0] if isinstance(data, tuple | list) and data else None
-    n = x.shape[0] if isinstance(x, Tensor) and x.dim() > 0 else 1
-    batch = n if batch_size is None else check_int("batch_size", batch_size)
-    return _Settings(method, float(lr), float(friction), float(temperature), min(batch, n), chosen)
+    batch = None if batch_size is None else check_int("batch_size", batch_size)
+    return _Settings(method, float(lr), float(friction), float(temperature), batch, chosen)
 
 
 def _run(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: IndexedSource,
     likelihood: Likelihood,
     prior: PriorSpec,
     settings: _Settings,
@@ -200,16 +200,18 @@ def _run(
     check_int("num_chains", num_chains)
     check_threads(threads)
     model, strategy = training_strategy(model, distributed)
-    x, y = check_data(model, data)
+    source = indexed_data(model, data)
+    n = len(source)
     parent = resolve_rng(rng)
     strategy.prepare(parent, model)  # the injected noise is shared: the parent rng drives it
-    global_batch = min(settings.batch_size * strategy.world_size, x.shape[0])
+    batch = min(settings.batch_size or source.loader_batch_size or n, n)
+    global_batch = min(batch * strategy.world_size, n)
     settings = replace(settings, batch_size=global_batch)
-    run = _checkpoint(checkpoint, settings, parent, num_chains, init, x.shape[0], strategy)
+    run = _checkpoint(checkpoint, settings, parent, num_chains, init, n, strategy)
     saved = run.load() if run is not None else None
     done: list[dict[str, Any]] = [] if saved is None else list(saved["chains_done"])
     log_joint = LogJoint(model, likelihood, prior)
-    with training_threads(threads, model, settings.batch_size):
+    with training_threads(threads, model, global_batch):
         for c in range(len(done), num_chains):
             resume = saved["current"] if saved is not None and saved["chain"] == c else None
 
@@ -219,8 +221,7 @@ def _run(
 
             chain = _run_chain(
                 log_joint,
-                x,
-                y,
+                source,
                 settings,
                 init,
                 parent.spawn(c),

@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
-from bnn.infer._log_joint import LogJoint, PriorSpec, check_data
+from bnn.infer._indexed_data import IndexedData, IndexedSource, indexed_data
+from bnn.infer._log_joint import LogJoint, PriorSpec
 from bnn.infer.checkpoint import UNSAVED_SEGMENT, Checkpoint
 from bnn.infer.history import History
 from bnn.infer.training._loop import NonFiniteLossError
@@ -205,7 +206,7 @@ class SVIPosterior:
 
 def svi(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: IndexedSource,
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
@@ -226,7 +227,10 @@ def svi(
 
     Args:
         model: the network (any ``nn.Module``; Bayesian layers contribute weights and priors).
-        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``.
+        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]``; or a map-style
+            ``Dataset`` of ``(x, y)`` pairs, or a ``DataLoader`` over one (its dataset, batch
+            size and ``collate_fn`` are used; the batch order is drawn from ``rng``, so a
+            checkpoint resumes bit for bit).
         likelihood: observation model; a learnable noise is fitted as a point estimate.
         prior: as in ``bnn.infer.nuts``.
         guide: ``"normal"`` (``AutoNormal``, mean field), ``"lowrank"``
@@ -234,7 +238,8 @@ def svi(
             ``guide(pyro_model) -> guide``.
         steps: training length in optimiser steps (give ``steps`` or ``epochs``).
         epochs: training length in passes over the data (default: 100 epochs).
-        batch_size: mini-batch size (default: full batch); the likelihood is scaled by N/|B|.
+        batch_size: mini-batch size (default: a ``DataLoader``'s, else the full batch); the
+            likelihood is scaled by N/|B|.
         lr: learning rate of the default ``pyro.optim.ClippedAdam``.
         optimizer: a ``pyro.optim`` optimiser instead.
         num_particles: ELBO particles per step.
@@ -257,9 +262,9 @@ def svi(
         ...                                    guide="lowrank", epochs=200, rng=0)
     """
     check_threads(threads)
-    x, y = check_data(model, data)
-    n = x.shape[0]
-    total_steps, batch = schedule(steps, epochs, batch_size, n)
+    source = indexed_data(model, data)
+    n = len(source)
+    total_steps, batch = schedule(steps, epochs, batch_size or source.loader_batch_size, n)
     generator = resolve_rng(rng)
     model_fn = pyro_model(model, likelihood, prior, dataset_size=n)
     templates = _templates(model)
@@ -275,7 +280,8 @@ def svi(
         )
         run = Checkpoint(checkpoint, method="svi", settings=settings)
     per_epoch = -(-n // batch)
-    example = (x[:1], y[:1], torch.zeros(1, dtype=torch.long, device=x.device))
+    first = torch.zeros(1, dtype=torch.long)
+    example = (*source.batch(first), first)
     threads_context = training_threads(threads, model, batch * num_particles)
     with pyro.get_param_store().scope() as state, threads_context:
         engine = SVI(model_fn, guide_fn, optim, loss=elbo)
@@ -289,7 +295,7 @@ def svi(
         while step < total_steps:
             stop = min(step + segment - step % segment, total_steps)
             with generator.stream("svi"):
-                _run_steps(engine, order, (x, y), range(step, stop), history, bar)
+                _run_steps(engine, order, source, range(step, stop), history, bar)
             bar.update(stop - step)
             step = stop
             if run is not None:
@@ -326,17 +332,16 @@ def _checkpoint_settings(
 def _run_steps(
     engine: SVI,
     order: BatchOrder,
-    data: tuple[Tensor, Tensor],
+    data: IndexedData,
     steps: range,
     history: History,
     bar: Any,
 ) -> None:
     """ELBO steps ``steps`` on the batches ``order`` gives; the loss per data point recorded."""
-    x, y = data
-    n = x.shape[0]
+    n = len(data)
     for k in steps:
         epoch, index = order.next()
-        loss = engine.step(x[index], y[index], index) / n
+        loss = engine.step(*data.batch(index), index) / n
         if not torch.isfinite(torch.tensor(loss)):
             raise NonFiniteLossError(
                 f"non-finite ELBO at step {k} (epoch {epoch}); lower lr or init_scale."

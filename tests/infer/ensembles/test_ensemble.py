@@ -25,10 +25,10 @@ def _parameters(ensemble: bnn.infer.DeepEnsemble) -> list[torch.Tensor]:
     return [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in ensemble.members]
 
 
-def _train(workers: int, seed: int = 0) -> bnn.infer.DeepEnsemble:
+def _train(workers: int, seed: int = 0, data: object = None) -> bnn.infer.DeepEnsemble:
     ensemble, history = bnn.infer.deep_ensemble(
         member,
-        _data(),
+        _data() if data is None else data,
         likelihood=bnn.HeteroscedasticGaussian(),
         num_members=3,
         rng=seed,
@@ -57,6 +57,37 @@ def test_sequential_and_parallel_training_give_identical_members() -> None:
         torch.equal(a, b)
         for a, b in zip(_parameters(sequential), _parameters(parallel), strict=True)
     )
+
+
+class _Rows(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """A map-style dataset read row by row (the generic path, not a TensorDataset)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+
+def test_a_dataset_trains_the_members_of_tensors_bagging_included() -> None:
+    """A Dataset gives each member its own seeded loader and bootstrap Subset: the bits of
+    tensors; a DataLoader is read as is by every member, and refused with bagging."""
+    reference = _parameters(_train(0))
+    from_dataset = _parameters(_train(0, data=_Rows(*_data())))
+    assert all(torch.equal(a, b) for a, b in zip(reference, from_dataset, strict=True))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data()), batch_size=16)
+    ensemble, _ = bnn.infer.deep_ensemble(
+        member, loader, likelihood=bnn.HeteroscedasticGaussian(), num_members=2, rng=0, epochs=2
+    )
+    first, second = _parameters(ensemble)
+    assert not torch.equal(first, second)  # the members differ by their initialisation
+    with pytest.raises(ValueError, match="pass its Dataset"):
+        _train(0, data=loader)
+    with pytest.raises(TypeError, match="a Dataset or a DataLoader"):
+        _train(0, data=[1, 2])
 
 
 def test_member_does_not_depend_on_ensemble_size() -> None:
