@@ -1,6 +1,8 @@
-"""Training data read by row index, for the methods that draw their own seeded mini-batch order
-(``svi``, ``sgld``, ``sghmc``): ``(x, y)`` tensors, a map-style ``Dataset``, or a
-``DataLoader`` over one.
+"""Training data given as ``(x, y)`` tensors, a map-style ``Dataset`` or a ``DataLoader``, for
+the methods that do not iterate a loader themselves: ``indexed_data`` reads rows by index for
+those that draw their own seeded mini-batch order (``svi``, ``sgld``, ``sghmc``);
+``whole_data`` reads everything once for the full-batch ones (NUTS, HMC, ``marglik_training``,
+``boost``).
 
 Drawing the order from the run's ``rng`` (rather than iterating a loader) is what lets those
 methods resume from a checkpoint bit for bit, mid-epoch included. A ``DataLoader`` therefore
@@ -27,9 +29,10 @@ from torch.utils.data import (
 
 from bnn.infer._log_joint import check_data
 
-__all__ = ["IndexedData", "IndexedSource", "indexed_data"]
+__all__ = ["IndexedData", "IndexedSource", "WholeData", "indexed_data", "whole_data"]
 
 IndexedSource = tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any]
+WholeData = IndexedSource  # read whole by the full-batch methods
 
 
 class IndexedData:
@@ -78,6 +81,37 @@ def indexed_data(model: nn.Module, data: object) -> IndexedData:
     read = _reader(model, dataset, collate or default_collate)
     read(torch.arange(min(2, size)))  # the first rows against the model, before any training
     return IndexedData(size, read, loader_batch)
+
+
+def whole_data(data: object) -> object:
+    """``(x, y)`` tensors of every row of a ``Dataset`` or ``DataLoader`` (in its order), read
+    once; tensors and anything else are returned as given (the caller checks them).
+
+    For the full-batch methods, whose every step needs all ``N`` rows: the memory is the
+    data's, ``O(N)``.
+    """
+    if isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        return data.tensors[0], data.tensors[1]
+    if isinstance(data, DataLoader):
+        batches: Any = data
+    elif isinstance(data, Dataset):
+        batches = DataLoader(_map_style(data), batch_size=_READ_BATCH)
+    else:
+        return data
+    xs, ys = [], []
+    for batch in batches:
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise TypeError(
+                f"each batch must be an (x, y) pair; got a batch of type {type(batch).__name__}."
+            )
+        xs.append(torch.as_tensor(batch[0]))
+        ys.append(torch.as_tensor(batch[1]))
+    if not xs:
+        raise ValueError("training data is empty (the loader yields no batches).")
+    return torch.cat(xs), torch.cat(ys)
+
+
+_READ_BATCH = 1024  # rows per batch when a Dataset is read whole
 
 
 def _dataset_of(data: object) -> tuple[Dataset[Any], Callable[..., Any] | None, int | None]:

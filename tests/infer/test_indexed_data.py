@@ -165,3 +165,41 @@ def test_data_that_cannot_be_read_by_index_is_refused_with_the_fix(method: str) 
         run(NanLater(x, y), batch_size=16)
     with pytest.raises(TypeError, match="tensors, a map-style Dataset"):
         run({"x": x, "y": y})
+
+
+def test_full_batch_methods_read_a_dataset_or_loader_whole() -> None:
+    """NUTS and boosting read a Dataset or a sequential DataLoader into the tensors they would
+    be given: the same bits."""
+    x, y = _problem()
+
+    def nuts(data: Any) -> Tensor:
+        samples, _ = bnn.infer.nuts(
+            nn.Linear(3, 1),
+            data,
+            likelihood=bnn.Gaussian(0.1),
+            num_chains=1,
+            warmup=5,
+            draws=5,
+            rng=0,
+            progress=False,
+        )
+        return torch.cat([w.flatten() for w in samples.samples.values()])
+
+    def boost(data: Any) -> Tensor:
+        boosted, _ = bnn.infer.boost(
+            lambda: nn.Linear(3, 1),
+            data,
+            likelihood=bnn.Gaussian(0.1),
+            num_stages=2,
+            epochs=3,
+            rng=0,
+            progress=False,
+        )
+        return bnn.predict_with_uncertainty(boosted, x, rng=0).mean
+
+    for run in (nuts, boost):
+        reference = run((x, y))
+        assert torch.equal(run(PairDataset(x, y)), reference)
+        assert torch.equal(run(DataLoader(TensorDataset(x, y), batch_size=7)), reference)
+    with pytest.raises(TypeError, match=r"\(x, y\) pair"):
+        nuts(Unpaired(x, y))

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from bnn._progress import progress_bar
+from bnn.infer._indexed_data import WholeData, whole_data
 from bnn.infer.ensembles._boosting_stages import (
     check_arguments,
     final_stage,
@@ -131,7 +132,7 @@ class BoostedPosterior(nn.Module):
 
 def boost(
     factory: Callable[[], nn.Module],
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     *,
     likelihood: Likelihood,
     num_stages: int = 50,
@@ -152,7 +153,8 @@ def boost(
             called in stream ``"init"`` of ``rng.spawn(m)`` for stage ``m`` (and
             ``rng.spawn("noise")`` for the noise head).
         data: ``(x, y)``: inputs ``[N, ...]``, targets ``[N, D]`` (``[N]`` accepted when
-            ``D = 1``) or class indices ``[N]``.
+            ``D = 1``) or class indices ``[N]``; a ``Dataset`` or ``DataLoader`` is read
+            whole once (every stage's line search uses all rows).
         likelihood: ``Gaussian`` (fixed or learned std), ``HeteroscedasticGaussian`` (adds
             the noise head), ``Categorical`` or ``Bernoulli``.
         num_stages: number of weak learners ``M`` (≥ 1).
@@ -182,7 +184,7 @@ def boost(
     start = time.perf_counter()
     counts = {"num_stages": num_stages, "epochs": epochs, "noise_epochs": noise_epochs}
     x, y, likelihood = check_arguments(
-        factory, data, likelihood, shrinkage, subsample, lr, counts, optimizer
+        factory, whole_data(data), likelihood, shrinkage, subsample, lr, counts, optimizer
     )
     generator = resolve_rng(rng)
     loss_fn, targets, initial = objective(likelihood, x, y)

@@ -18,9 +18,12 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters, check_positive
 from bnn.infer.history import History
@@ -79,26 +82,42 @@ class BayesianLinearRegression:
 
     def fit(self, features: Tensor, y: Tensor) -> BayesianLinearRegression:
         """Compute the posterior from features ``[N, D]`` and targets ``[N]`` or ``[N, K]``."""
+        return self.fit_batches([(features, y)])
+
+    def fit_batches(self, batches: Iterable[tuple[Tensor, Tensor]]) -> BayesianLinearRegression:
+        """The posterior from ``(features [B, D], targets [B] or [B, K])`` batches.
+
+        Only the sufficient statistics ``ΦᵀΦ`` ``[D', D']`` and ``Φᵀy`` ``[D', K]`` are
+        accumulated, so the rows never need to be in memory at once (one batch equals ``fit``).
+        """
+        noise_precision = 1.0 / self.noise_std**2
+        gram: Tensor | None = None
+        cross: Tensor | None = None
+        rows = 0
+        for features, y in batches:
+            design, targets = self._checked_batch(features, y)
+            scaled = noise_precision * design.T
+            gram = scaled @ design if gram is None else gram + scaled @ design
+            cross = scaled @ targets if cross is None else cross + scaled @ targets
+            rows += design.shape[0]
+        if gram is None or cross is None or rows == 0:
+            raise ValueError("no data: features have 0 rows.")
+        precision = self.prior_precision * torch.eye(
+            gram.shape[0], dtype=gram.dtype, device=gram.device
+        )
+        self.precision_cholesky = torch.linalg.cholesky(precision + gram)
+        self.mean = torch.cholesky_solve(cross, self.precision_cholesky)
+        return self
+
+    def _checked_batch(self, features: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         design = self._design(features)
         if not isinstance(y, Tensor) or y.shape[0] != design.shape[0] or y.dim() > 2:
             raise ValueError(
                 f"y must be [N] or [N, K] with N = {design.shape[0]}, got {getattr(y, 'shape', y)}."
             )
-        if design.shape[0] == 0:
-            raise ValueError("no data: features have 0 rows.")
         if not bool(torch.isfinite(y).all()):
             raise ValueError("y contains NaN or inf.")
-        targets = y.reshape(y.shape[0], -1).to(design.dtype)
-        noise_precision = 1.0 / self.noise_std**2
-        precision = self.prior_precision * torch.eye(
-            design.shape[1], dtype=design.dtype, device=design.device
-        )
-        precision = precision + noise_precision * design.T @ design
-        self.precision_cholesky = torch.linalg.cholesky(precision)
-        self.mean = torch.cholesky_solve(
-            noise_precision * design.T @ targets, self.precision_cholesky
-        )
-        return self
+        return design, y.reshape(y.shape[0], -1).to(design.dtype)
 
     def _fitted(self) -> tuple[Tensor, Tensor]:
         if self.mean is None or self.precision_cholesky is None:
@@ -163,6 +182,11 @@ class NeuralLinear:
         self.head.fit(self._features(x), y)
         return self
 
+    def fit_batches(self, batches: Iterable[tuple[Tensor, Tensor]]) -> NeuralLinear:
+        """Fit the head on the features of ``(x, y)`` batches, one batch in memory at a time."""
+        self.head.fit_batches((self._features(x), y) for x, y in batches)
+        return self
+
     def sample_functions(
         self,
         x: Tensor,
@@ -178,7 +202,7 @@ class NeuralLinear:
 
 def neural_linear(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any],
     *,
     likelihood: Likelihood,
     prior_precision: float = 1.0,
@@ -194,7 +218,9 @@ def neural_linear(
 
     Args:
         model: feature extractor ``x [N, ...] -> features [N, D]`` (kept fixed, eval mode).
-        data: ``(x, y)`` with targets ``[N]`` or ``[N, K]``.
+        data: ``(x, y)`` with targets ``[N]`` or ``[N, K]``; or a ``Dataset`` of ``(x, y)``
+            pairs or a ``DataLoader``, read once in batches: only ``ΦᵀΦ`` and ``Φᵀy`` are
+            accumulated, so the data never need to fit in memory.
         likelihood: ``bnn.Gaussian(std)`` with a fixed ``std``: the observation noise ``σ``.
         prior_precision: ``α`` (> 0) of the weight prior ``N(0, α⁻¹ I)``.
         bias: append a constant feature (its weight is the intercept).
@@ -214,18 +240,41 @@ def neural_linear(
             "neural_linear needs a Gaussian likelihood with a fixed std (the observation "
             f"noise), e.g. bnn.Gaussian(0.1); got {likelihood!r}."
         )
-    if not isinstance(data, tuple) or len(data) != 2:
-        raise TypeError("data must be a pair (x, y) of tensors.")
     check_finite_parameters(model, "neural_linear")
-    for name, tensor in zip(("x", "y"), data, strict=True):
-        if not isinstance(tensor, Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}.")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
-    check_model_input(model, data[0])
     start = time.perf_counter()
     head = BayesianLinearRegression(
         prior_precision=prior_precision, noise_std=float(likelihood.std), bias=bias
     )
-    posterior = NeuralLinear(model, head).fit(*data)
+    posterior = NeuralLinear(model, head).fit_batches(_checked_batches(model, data))
     return posterior, History("neural_linear", extras={"seconds": time.perf_counter() - start})
+
+
+def _checked_batches(model: nn.Module, data: object) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(x, y)`` batches on the model's device, each checked; the first probes the model."""
+    if isinstance(data, tuple | list):
+        if len(data) != 2:
+            raise TypeError("data must be a pair (x, y) of tensors.")
+        batches: Iterable[Any] = [tuple(data)]
+    elif isinstance(data, DataLoader):
+        batches = data
+    elif isinstance(data, Dataset):
+        batches = DataLoader(data, batch_size=_DATASET_BATCH)
+    else:
+        raise TypeError(
+            f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}."
+        )
+    parameter = next(model.parameters(), None)
+    for index, (x, y) in enumerate(batches):
+        for name, tensor in (("x", x), ("y", y)):
+            if not isinstance(tensor, Tensor):
+                raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}.")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
+        if parameter is not None:
+            x, y = x.to(parameter.device), y.to(parameter.device)
+        if index == 0:
+            check_model_input(model, x)
+        yield x, y
+
+
+_DATASET_BATCH = 1024  # rows per batch when a Dataset is read (it changes only the rounding)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
+from bnn.infer._indexed_data import WholeData, whole_data
 from bnn.infer._log_joint import check_data
 from bnn.infer.history import History
 from bnn.infer.laplace._posterior import Hessian
@@ -42,7 +43,7 @@ __all__ = ["marglik_training"]
 
 def marglik_training(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     *,
     likelihood: Likelihood,
     hessian: Hessian = "kron",
@@ -62,7 +63,8 @@ def marglik_training(
 
     Args:
         model: a plain network (its current weights are the start; trained in place).
-        data: ``(x, y)`` tensors ``[N, ...]``.
+        data: ``(x, y)`` tensors ``[N, ...]``; a ``Dataset`` or ``DataLoader`` is read whole
+            once (the Laplace updates use every row).
         likelihood: ``bnn.Gaussian(σ)`` (regression; ``σ`` is the initial noise, then chosen
             by the marginal likelihood) or ``bnn.Categorical()``.
         hessian: the Laplace curvature for the marginal likelihood: ``"full"`` (exact GGN,
@@ -90,7 +92,7 @@ def marglik_training(
         ValueError: a likelihood other than ``Gaussian``/``Categorical``, bad counts or rates,
             or ``burn_in`` not before ``epochs``.
     """
-    x, y = check_data(model, data)
+    x, y = check_data(model, whole_data(data))
     _check_arguments(likelihood, epochs, lr, batch_size, every, burn_in, hyper_steps)
     check_positive("prior_precision", prior_precision)
     check_threads(threads)

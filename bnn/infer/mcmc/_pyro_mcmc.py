@@ -21,6 +21,7 @@ from torch.func import grad_and_value
 
 from bnn._checks import check_int
 from bnn._progress import progress_enabled
+from bnn.infer._indexed_data import WholeData, whole_data
 from bnn.infer._log_joint import (
     LogJoint,
     PriorSpec,
@@ -76,7 +77,7 @@ def check_chains(num_chains: int, warmup: int, draws: int) -> None:
 def run_pyro_chains(
     method: str,
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     likelihood: Likelihood,
     prior: PriorSpec,
     make_kernel: Callable[..., Any],
@@ -91,7 +92,7 @@ def run_pyro_chains(
     ``(num_chains, warmup, draws)``.
     """
     num_chains, warmup, draws = lengths
-    x, y = check_data(model, data)
+    x, y = check_data(model, whole_data(data))
     log_joint = LogJoint(model, likelihood, prior)
     check_deterministic(log_joint, x, y, method)
     parent = resolve_rng(rng)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 
 from pyro.infer.mcmc import HMC
-from torch import Tensor, nn
+from torch import nn
 
 from bnn._checks import check_positive
+from bnn.infer._indexed_data import WholeData
 from bnn.infer._log_joint import PriorSpec
 from bnn.infer.history import History
 from bnn.infer.mcmc._pyro_mcmc import (
@@ -45,7 +46,7 @@ class _CappedHMC(HMC):
 
 def hmc(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,

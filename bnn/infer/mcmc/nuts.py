@@ -18,8 +18,9 @@ import time
 
 import torch
 from pyro.infer.mcmc import NUTS
-from torch import Tensor, nn
+from torch import nn
 
+from bnn.infer._indexed_data import WholeData, whole_data
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data, check_deterministic
 from bnn.infer.history import History
 from bnn.infer.mcmc._pyro_mcmc import (
@@ -38,7 +39,7 @@ __all__ = ["Adaptation", "nuts"]
 
 def nuts(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     *,
     likelihood: Likelihood,
     prior: PriorSpec = None,
@@ -57,7 +58,8 @@ def nuts(
 
     Args:
         model: any network; Bayesian layers contribute their weights and priors.
-        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]`` (full batch).
+        data: ``(x, y)``: inputs ``[N, ...]`` and targets ``[N, ...]`` (full batch); a
+            ``Dataset`` or ``DataLoader`` is read whole once.
         likelihood: observation model with fixed parameters.
         prior: a `Prior` for all weights, ``(name, template) -> Prior``, or ``None`` (each
             Bayesian layer's prior, ``Normal(0, 1)`` for plain weights).
@@ -124,7 +126,7 @@ def nuts(
 
 def _run_vectorised(
     model: nn.Module,
-    data: tuple[Tensor, Tensor],
+    data: WholeData,
     likelihood: Likelihood,
     prior: PriorSpec,
     lengths: tuple[int, int, int],
@@ -136,7 +138,7 @@ def _run_vectorised(
     progress: bool,
 ) -> tuple[SampleSet, History]:
     num_chains, warmup, draws = lengths
-    x, y = check_data(model, data)
+    x, y = check_data(model, whole_data(data))
     log_joint = LogJoint(model, likelihood, prior)
     check_deterministic(log_joint, x, y, "nuts")
     parent = resolve_rng(rng)

@@ -139,3 +139,28 @@ def test_beta_nll_weights_training_gradients_and_leaves_evaluation_alone() -> No
     torch.testing.assert_close(plain.training_log_prob(output, y), plain.log_prob(output, y))
     with pytest.raises(ValueError, match="beta"):
         bnn.HeteroscedasticGaussian(beta=1.5)
+
+
+def test_neural_linear_from_a_loader_or_dataset_equals_the_tensor_fit() -> None:
+    """Accumulated ``ΦᵀΦ`` and ``Φᵀy`` over batches of 7 give the one-batch posterior (float64
+    rounding); a NaN in a later batch and data of the wrong kind are refused."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(50, 2, generator=generator, dtype=torch.float64)
+    body = nn.Sequential(nn.Linear(3, 4), nn.Tanh()).double()
+    likelihood = bnn.Gaussian(0.3)
+    reference, _ = bnn.infer.neural_linear(body, (x, y), likelihood=likelihood, progress=False)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    for data in (torch.utils.data.DataLoader(dataset, batch_size=7), dataset):
+        posterior, _ = bnn.infer.neural_linear(body, data, likelihood=likelihood, progress=False)
+        torch.testing.assert_close(posterior.head.mean, reference.head.mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            posterior.head.covariance, reference.head.covariance, rtol=0, atol=1e-12
+        )
+    bad = x.clone()
+    bad[30, 1] = float("nan")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(bad, y), batch_size=7)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bnn.infer.neural_linear(body, loader, likelihood=likelihood, progress=False)
+    with pytest.raises(TypeError, match="a Dataset or a DataLoader"):
+        bnn.infer.neural_linear(body, "data", likelihood=likelihood, progress=False)  # type: ignore[arg-type]
