@@ -329,7 +329,7 @@ CASES = [
         "laplace: data not a pair",
         lambda: laplace(data=X),
         TypeError,
-        "data must be (x, y) tensors or a DataLoader, got Tensor.",
+        "data must be (x, y) tensors, a Dataset or a DataLoader, got Tensor.",
     ),
     Case(
         "laplace: optimize prior bogus method",
@@ -851,7 +851,7 @@ CASES = [
         "neural_linear: data not a pair",
         lambda: neural_linear(data=X),
         TypeError,
-        "data must be a pair (x, y) of tensors.",
+        "data must be (x, y) tensors, a Dataset or a DataLoader, got Tensor.",
     ),
     Case(
         "neural_linear: wrong features",

@@ -203,3 +203,27 @@ def test_full_batch_methods_read_a_dataset_or_loader_whole() -> None:
         assert torch.equal(run(DataLoader(TensorDataset(x, y), batch_size=7)), reference)
     with pytest.raises(TypeError, match=r"\(x, y\) pair"):
         nuts(Unpaired(x, y))
+
+
+def test_laplace_and_gp_take_a_dataset() -> None:
+    """Laplace reads a Dataset in its batch_size batches, the GP reads it whole: the same
+    posterior as from tensors."""
+    x, y = _problem()
+    net = _net()
+
+    def laplace_mean(data: Any) -> Tensor:
+        posterior, _ = bnn.infer.laplace(
+            net, data, likelihood=bnn.Gaussian(0.1), subset="all", batch_size=16, progress=False
+        )
+        return bnn.predict_with_uncertainty(posterior, x, rng=0).std
+
+    torch.testing.assert_close(laplace_mean(PairDataset(x, y)), laplace_mean((x, y)))
+    pytest.importorskip("gpytorch")
+
+    def gp_std(data: Any) -> Tensor:
+        posterior, _ = bnn.infer.gp(
+            None, data, likelihood=bnn.Gaussian(0.1), epochs=3, rng=0, progress=False
+        )
+        return bnn.predict_with_uncertainty(posterior, x).std
+
+    assert torch.equal(gp_std(PairDataset(x, y)), gp_std((x, y)))

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_positive
 from bnn.infer.gp._checks import (
@@ -80,7 +80,7 @@ __all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"
 
 def gp(
     model: nn.Module | None,
-    data: tuple[Tensor, Tensor] | DataLoader[Any],
+    data: tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any],
     *,
     likelihood: Likelihood,
     num_classes: int | None = None,
@@ -111,8 +111,8 @@ def gp(
             learning: the GP runs on ``model(x)`` ``[N, F]``; trained jointly, in place).
         data: ``(x, y)``: inputs ``[N, D]`` (any shape ``[N, ...]`` with a feature network),
             targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``; class indices
-            ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot).
-            For ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
+            ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot);
+            a ``Dataset`` of such pairs is read whole. For ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
             map-style dataset: each epoch reads it once (its batches and shuffling; seed its
             ``generator``), ``N = len(dataset)``; ``num_classes`` is then required for
             ``Categorical`` and ``batch_size`` must be ``None``.

@@ -7,7 +7,7 @@ from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_int
 
@@ -135,7 +135,8 @@ def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> li
 
 
 def batches(data: object, batch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """``data`` as a list of ``(x, y)`` batches (a tuple is split, a DataLoader is read)."""
+    """``data`` as a list of ``(x, y)`` batches (a tuple is split, a DataLoader or a Dataset
+    is read)."""
     check_int("batch_size", batch_size)
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
@@ -147,4 +148,8 @@ def batches(data: object, batch_size: int) -> list[tuple[Tensor, Tensor]]:
         return list(zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True))
     if isinstance(data, DataLoader):
         return [(batch[0], batch[1]) for batch in data]
-    raise TypeError(f"data must be (x, y) tensors or a DataLoader, got {type(data).__name__}.")
+    if isinstance(data, Dataset):
+        return batches(DataLoader(data, batch_size=batch_size), batch_size)
+    raise TypeError(
+        f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}."
+    )

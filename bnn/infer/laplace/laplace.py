@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters
 from bnn._progress import progress_bar
@@ -75,7 +75,7 @@ def _check_arguments(model: object, likelihood: object, hessian: object) -> None
 
 def laplace(
     model: nn.Module,
-    data: tuple[Tensor, Tensor] | DataLoader[Any],
+    data: tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any],
     *,
     likelihood: Likelihood,
     subset: str | Iterable[str | nn.Module] = "last_layer",
@@ -92,8 +92,8 @@ def laplace(
 
     Args:
         model: a trained plain network (its weights are the MAP ``θ*``; left unchanged).
-        data: the training data ``(x, y)`` (split into ``batch_size`` batches) or a
-            ``DataLoader`` of ``(x, y)``.
+        data: the training data ``(x, y)`` (split into ``batch_size`` batches), a ``Dataset``
+            of ``(x, y)`` pairs (read in ``batch_size`` batches) or a ``DataLoader``.
         likelihood: ``bnn.Gaussian(σ)`` (regression; ``σ`` is the initial noise) or
             ``bnn.Categorical()`` (classification): the one the network was trained with.
         subset: ``"last_layer"`` (the last module that owns parameters), ``"all"``, or an

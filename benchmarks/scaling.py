@@ -1,0 +1,293 @@
+"""Fit and predict time and peak memory of every scalable method on 10k, 100k and 500k rows.
+
+    python benchmarks/scaling.py [--rows 10000,100000,500000] [--methods all] [--epochs 2]
+                                 [--threads 1] [--output benchmarks/results/scaling]
+
+Data: `bnn.apps.datasets.synthetic_regression` (8 features, Friedman #1 on five of them,
+noise σ = 0.1, so the best possible test RMSE is 0.1 and log-likelihood 0.884); every method
+trains from a ``DataLoader`` (batch 512, shuffled by a seeded generator) for ``--epochs``
+passes; the test set is 10,000 further rows. Each (method, rows) pair runs in a fresh process,
+so its peak resident memory (``ru_maxrss``, the interpreter and torch included) is its own.
+
+Network: 8 → 50 → 50 → 1 (ReLU). Methods: ``map`` (Adam, learned noise), ``mc_dropout`` (p =
+0.05), ``vi`` (Bayes by backprop, flipout), ``ensemble`` (5 members), ``laplace`` (the MAP
+network, all-layer KFAC from the loader, prior precision and noise by the marginal likelihood,
+GLM predictive), ``swag`` (from the MAP network, ``--epochs`` of SGD), ``neural_linear`` (exact
+last layer on the MAP features, from the loader), ``svgp`` (256 inducing points, ARD RBF),
+``svi`` (Pyro, mean field), ``sghmc`` (``--epochs`` of steps from the MAP network), ``boost``
+(5 stages, 20 full-batch steps each). NUTS and HMC are full-batch samplers whose every
+gradient reads all ``N`` rows — not large-``N`` methods, so not here.
+
+"Linear in n" means: seconds per 100,000 rows of the fit do not grow with ``n``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import bnn
+from bnn.apps.datasets import oracle_scores, synthetic_regression
+
+METHODS = (
+    "map",
+    "mc_dropout",
+    "vi",
+    "ensemble",
+    "laplace",
+    "swag",
+    "neural_linear",
+    "svgp",
+    "svi",
+    "sghmc",
+    "boost",
+)
+NOISE = 0.1
+BATCH = 512
+TEST_ROWS = 10_000
+SAMPLES = 32
+
+
+def network(dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(8, 50), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 1)]
+    return nn.Sequential(*layers)
+
+
+def loader(x: torch.Tensor, y: torch.Tensor) -> DataLoader[Any]:
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True, generator=generator)
+
+
+def trained_map(data: DataLoader[Any], epochs: int) -> tuple[nn.Module, bnn.Gaussian]:
+    with bnn.RNG(0).stream("init"):
+        net = network()
+    noise = bnn.Gaussian(0.5, learn_std=True)
+    bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
+    return net, bnn.Gaussian(float(noise.std))
+
+
+def fit_method(method: str, data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    """The trained posterior and the options its prediction needs."""
+    fits: dict[str, Callable[[DataLoader[Any], int], tuple[Any, dict[str, Any]]]] = {
+        "map": _map,
+        "mc_dropout": _mc_dropout,
+        "vi": _vi,
+        "ensemble": _ensemble,
+        "laplace": _laplace,
+        "swag": _swag,
+        "neural_linear": _neural_linear,
+        "svgp": _svgp,
+        "svi": _svi,
+        "sghmc": _sghmc,
+        "boost": _boost,
+    }
+    return fits[method](data, epochs)
+
+
+def _map(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, epochs)
+    return net, {"likelihood": noise}
+
+
+def _mc_dropout(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    with bnn.RNG(0).stream("init"):
+        net = bnn.MCDropout(network(dropout=0.05))
+    noise = bnn.Gaussian(0.5, learn_std=True)
+    bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
+    return net, {"likelihood": bnn.Gaussian(float(noise.std)), "num_samples": SAMPLES}
+
+
+def _vi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    with bnn.RNG(0).stream("init"):
+        net = bnn.bayesianize(network(), estimator="flipout", init="random", rng=0)
+    noise = bnn.Gaussian(0.5, learn_std=True)
+    bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
+    return net, {"likelihood": bnn.Gaussian(float(noise.std)), "num_samples": SAMPLES}
+
+
+def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    ensemble, _ = bnn.infer.deep_ensemble(
+        network,
+        data,
+        likelihood=bnn.Gaussian(0.5, learn_std=True),
+        num_members=5,
+        epochs=epochs,
+        lr=3e-3,
+        rng=0,
+        progress=False,
+    )
+    return ensemble, {}
+
+
+def _laplace(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, epochs)
+    posterior, _ = bnn.infer.laplace(
+        net, data, likelihood=noise, subset="all", hessian="kron", progress=False
+    )
+    posterior.optimize_prior_precision("marglik")
+    return posterior, {}
+
+
+def _swag(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, epochs)
+    posterior, _ = bnn.infer.swag(
+        net, data, likelihood=noise, epochs=epochs, lr=1e-3, rng=0, progress=False
+    )
+    return posterior, {"likelihood": noise, "num_samples": SAMPLES}
+
+
+def _neural_linear(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, epochs)
+    posterior, _ = bnn.infer.neural_linear(net[:-1], data, likelihood=noise, progress=False)
+    return posterior, {"likelihood": noise}
+
+
+def _svgp(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    posterior, _ = bnn.infer.gp(
+        None,
+        data,
+        likelihood=bnn.Gaussian(0.5, learn_std=True),
+        method="svgp",
+        kernel="rbf_ard",
+        num_inducing=256,
+        epochs=epochs,
+        lr=0.01,
+        rng=0,
+        progress=False,
+    )
+    return posterior, {}
+
+
+def _svi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, 1)
+    posterior, _ = bnn.infer.svi(
+        net, data, likelihood=noise, epochs=epochs, lr=1e-3, rng=0, progress=False
+    )
+    return posterior, {"likelihood": noise, "num_samples": SAMPLES}
+
+
+def _sghmc(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    net, noise = trained_map(data, epochs)
+    steps = epochs * math.ceil(len(data.dataset) / BATCH)  # type: ignore[arg-type]
+    samples, _ = bnn.infer.sghmc(
+        net,
+        data,
+        likelihood=noise,
+        lr=1e-6,
+        schedule=bnn.infer.StepSchedule(steps=steps, burn_in=steps // 2, thin=steps // 64),
+        rng=0,
+        progress=False,
+    )
+    return samples, {"likelihood": noise}
+
+
+def _boost(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:  # noqa: ARG001
+    boosted, _ = bnn.infer.boost(
+        network,
+        data,
+        likelihood=bnn.Gaussian(0.5, learn_std=True),
+        num_stages=5,
+        epochs=20,
+        shrinkage=0.5,
+        rng=0,
+        progress=False,
+    )
+    return boosted, {}
+
+
+def worker(method: str, rows: int, epochs: int, threads: int) -> dict[str, Any]:
+    """One (method, rows) measurement, in this process."""
+    torch.set_num_threads(threads)
+    x, y = synthetic_regression(rows + TEST_ROWS, noise_std=NOISE, rng=0)
+    x_test, y_test = x[rows:].clone(), y[rows:].clone()
+    data = loader(x[:rows].clone(), y[:rows].clone())
+    del x, y
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    posterior, options = fit_method(method, data, epochs)
+    fitted = time.perf_counter() - start
+    start = time.perf_counter()
+    prediction = bnn.predict_with_uncertainty(posterior, x_test, rng=1, **options)
+    predicted = time.perf_counter() - start
+    return {
+        "method": method,
+        "rows": rows,
+        "fit_s": fitted,
+        "predict_s": predicted,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "baseline_mb": baseline,
+        "rmse": float(bnn.evaluate.rmse(prediction, y_test)),
+        "log_likelihood": -float(bnn.evaluate.nll(prediction, y_test)),
+    }
+
+
+def table(results: list[dict[str, Any]], row_counts: list[int]) -> str:
+    """The markdown table: fit seconds per 100k rows, predict seconds, peak MB per n."""
+    best_rmse, best_ll = oracle_scores(NOISE)
+    head = " | ".join(f"{n:,}" for n in row_counts)
+    lines = [
+        f"| method | fit s per 100k rows ({head}) | fit s ({head}) | predict s "
+        f"({TEST_ROWS:,} rows) | peak MB ({head}) | test RMSE / LL at {row_counts[-1]:,} |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for method in dict.fromkeys(r["method"] for r in results):
+        mine = {r["rows"]: r for r in results if r["method"] == method}
+        per = " / ".join(f"{mine[n]['fit_s'] / n * 1e5:.2f}" for n in row_counts if n in mine)
+        fit = " / ".join(f"{mine[n]['fit_s']:.1f}" for n in row_counts if n in mine)
+        peak = " / ".join(f"{mine[n]['peak_mb']:.0f}" for n in row_counts if n in mine)
+        last = mine[max(mine)]
+        lines.append(
+            f"| {method} | {per} | {fit} | {last['predict_s']:.2f} | {peak} | "
+            f"{last['rmse']:.3f} / {last['log_likelihood']:.3f} |"
+        )
+    lines.append(f"\nBest possible (true function and noise): RMSE {best_rmse} / LL {best_ll:.3f}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", default="10000,100000,500000")
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "ROWS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        method, rows = args.worker
+        print(json.dumps(worker(method, int(rows), args.epochs, args.threads)))
+        return
+    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    row_counts = [int(n) for n in args.rows.split(",")]
+    results = []
+    runs = [(m, n) for m in methods for n in row_counts]
+    for method, rows in bnn.progress_bar(runs, desc="scaling"):
+        command = [sys.executable, __file__, "--worker", method, str(rows)]
+        command += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    report = table(results, row_counts)
+    print(report)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        args.output.with_suffix(".md").write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
