@@ -20,7 +20,8 @@ method              family (package) and file                      posterior
 ``multi_swag``      several SWAG runs (``ensembles/swag.py``)      ``GaussianMixturePosterior``
 ``stack``           stacking (``ensembles/stacking.py``)           ``StackedPosterior``
 ``boost``           boosting (``ensembles/boosting.py``)           ``BoostedPosterior``
-``gp``              GPs on GPyTorch (``gp/gp.py``)                 ``GPPosterior``
+``gp``              GPs on GPyTorch (``gp/gp.py``)                 ``GPPosterior`` (or
+                                                                   ``IndependentOutputsGP``)
 =================== ============================================== =========================
 
 Shared by every family (and importing none of them): ``training/`` (``fit`` and the mini-batch
@@ -39,7 +40,7 @@ from bnn.infer.ensembles.boosting import BoostedPosterior, boost
 from bnn.infer.ensembles.ensemble import DeepEnsemble, deep_ensemble
 from bnn.infer.ensembles.stacking import StackedPosterior, stack
 from bnn.infer.ensembles.swag import SWAGPosterior, multi_swag, swag
-from bnn.infer.gp.gp import GPPosterior, gp
+from bnn.infer.gp import GPPosterior, IndependentOutputsGP, gp
 from bnn.infer.history import History
 from bnn.infer.laplace.laplace import LaplacePosterior, laplace
 from bnn.infer.laplace.linear import BayesianLinearRegression, NeuralLinear, neural_linear
@@ -77,6 +78,7 @@ __all__ = [
     "DeepEnsemble",
     "GPPosterior",
     "History",
+    "IndependentOutputsGP",
     "KLSchedule",
     "LaplacePosterior",
     "NeuralLinear",

@@ -83,7 +83,7 @@ def indexed_data(model: nn.Module, data: object) -> IndexedData:
     return IndexedData(size, read, loader_batch)
 
 
-def whole_data(data: object) -> object:
+def whole_data(data: Any) -> Any:
     """``(x, y)`` tensors of every row of a ``Dataset`` or ``DataLoader`` (in its order), read
     once; tensors and anything else are returned as given (the caller checks them).
 

@@ -24,6 +24,7 @@ per-sample values and ``[N, ...]`` for summaries.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -208,18 +209,20 @@ class Gaussian(Likelihood):
     """Homoscedastic Gaussian ``N(y; f(x), std²)``, fixed or learned.
 
     Args:
-        std: observation noise std (> 0); the initial value when learned.
-        learn_std: learn ``std`` (one value per output dimension is not needed in practice;
-            a single scalar is learned, parameterised by its logarithm).
+        std: observation noise std (> 0), one number for every output, or one per output
+            dimension (a sequence of ``D`` numbers for outputs ``[..., D]``, e.g. the noises a
+            GP learned for ``D`` independent outputs); the initial value when learned.
+        learn_std: learn ``std`` (parameterised by its logarithm; one value, or one per
+            output when ``std`` is a sequence).
+
+    Example:
+        >>> bnn.Gaussian(0.1)                 # one noise std for every output
+        >>> bnn.Gaussian([0.1, 0.5])          # outputs [..., 2] with their own noise
     """
 
-    def __init__(self, std: float = 1.0, *, learn_std: bool = False) -> None:
+    def __init__(self, std: float | Sequence[float] = 1.0, *, learn_std: bool = False) -> None:
         super().__init__()
-        if isinstance(std, bool) or not isinstance(std, int | float) or not math.isfinite(std):
-            raise TypeError(f"std must be a finite number, got {std!r}.")
-        if std <= 0:
-            raise ValueError(f"std must be positive, got {std}.")
-        log_std = torch.tensor(math.log(std))
+        log_std = _log_std(std)
         if learn_std:
             self.log_std = nn.Parameter(log_std)
         else:
@@ -231,9 +234,19 @@ class Gaussian(Likelihood):
         return self.log_std.exp()
 
     def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
+        self._check_outputs(output)
         y = align_targets(y, output.shape, "model output")
         _check_finite_targets(y)
         return y
+
+    def _check_outputs(self, output: Tensor) -> None:
+        """One std per output dimension needs outputs ``[..., D]`` with the same ``D``."""
+        if self.log_std.dim() and (output.dim() == 0 or output.shape[-1] != len(self.log_std)):
+            raise ValueError(
+                f"this Gaussian has {len(self.log_std)} noise stds (one per output) but the "
+                f"outputs have shape {tuple(output.shape)}; their last dimension must be "
+                f"{len(self.log_std)}."
+            )
 
     def log_density(self, output: Tensor, y: Tensor) -> Tensor:
         std = self.std.to(output)
@@ -244,11 +257,39 @@ class Gaussian(Likelihood):
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
         check_finite_samples(samples)
+        self._check_outputs(samples)
         scale = self.std.detach().to(samples).expand_as(samples)
         return RegressionPrediction(samples=samples, loc=samples, scale=scale)
 
     def extra_repr(self) -> str:
-        return f"std={float(self.std.detach()):.4g}, learn_std={self.learn_std}"
+        stds = self.std.detach()
+        shown = f"{float(stds):.4g}" if not stds.dim() else f"{[round(float(v), 4) for v in stds]}"
+        return f"std={shown}, learn_std={self.learn_std}"
+
+
+def _log_std(std: object) -> Tensor:
+    """``log std`` as a 0-d tensor (a number) or ``[D]`` (a sequence of ``D`` numbers)."""
+    if isinstance(std, Tensor) and std.dim() <= 1:
+        std = std.tolist()
+    if isinstance(std, Sequence) and not isinstance(std, str):
+        values = list(std)
+        if not values or not all(_finite_number(v) for v in values):
+            raise TypeError(
+                f"std must be a finite number or a non-empty sequence of them, got {std!r}."
+            )
+        if min(values) <= 0:
+            raise ValueError(f"every std must be positive, got {values}.")
+        return torch.tensor([math.log(v) for v in values])
+    if not _finite_number(std):
+        raise TypeError(f"std must be a finite number, got {std!r}.")
+    assert isinstance(std, int | float)
+    if std <= 0:
+        raise ValueError(f"std must be positive, got {std}.")
+    return torch.tensor(math.log(std))
+
+
+def _finite_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 class HeteroscedasticGaussian(Likelihood):

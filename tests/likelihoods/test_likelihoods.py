@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -49,3 +51,29 @@ def test_heteroscedastic_gaussian_splits_mean_and_std() -> None:
 def test_gaussian_std_must_be_positive(bad: float) -> None:
     with pytest.raises((ValueError, TypeError), match="std"):
         bnn.Gaussian(bad)
+
+
+def test_a_gaussian_with_one_std_per_output() -> None:
+    """``Gaussian([σ_1, …, σ_D])``: the log density of independent N(f_d, σ_d²) per column,
+    learnable per column, and outputs with another last dimension refused."""
+    stds = torch.tensor([0.1, 0.5, 2.0])
+    likelihood = bnn.Gaussian(stds.tolist(), learn_std=True)
+    output = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    y = output + torch.tensor([0.05, -0.4, 1.0])
+    expected = torch.distributions.Normal(output, stds).log_prob(y).sum(-1)
+    torch.testing.assert_close(likelihood.log_prob(output, y), expected)
+    loss = -likelihood.log_prob(output, y).sum()
+    loss.backward()
+    assert likelihood.log_std.grad is not None and likelihood.log_std.grad.shape == (3,)
+    prediction = bnn.Gaussian(stds.tolist()).predict(output.unsqueeze(0))
+    torch.testing.assert_close(prediction.aleatoric, stds.expand(4, 3) ** 2)
+    assert "std=[0.1, 0.5, 2.0]" in repr(bnn.Gaussian(stds.tolist()))
+    assert torch.equal(bnn.Gaussian(0.3).log_std, torch.tensor(math.log(0.3)))  # scalar kept
+    with pytest.raises(ValueError, match="last dimension must be 3"):
+        likelihood.log_prob(torch.zeros(4, 1), torch.zeros(4, 1))
+    with pytest.raises(ValueError, match="every std must be positive"):
+        bnn.Gaussian([0.1, -1.0])
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        bnn.Gaussian([])
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        bnn.Gaussian([0.1, float("nan")])

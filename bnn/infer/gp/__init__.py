@@ -3,9 +3,10 @@
 Read first: ``gp.py`` (the public function ``gp``) and ``_posterior.py`` (``GPPosterior``, the
 result). Then ``_predictive.py`` (the closed-form per-input predictive
 ``bnn.predict_with_uncertainty`` uses), ``_data.py`` (tensors, or a ``DataLoader`` for
-SVGP), ``_models.py`` (the GPyTorch models and their training loops) and ``_checks.py`` (the
-data, likelihood and option checks, and the exact GP's memory check, all run before any
-training).
+SVGP), ``_outputs.py`` (several independent outputs: one GP per target column,
+``IndependentOutputsGP``), ``_models.py`` (the GPyTorch models and their training loops)
+and ``_checks.py`` (the data, likelihood and option checks, and the exact GP's memory check,
+all run before any training).
 
 Contract: ``gp(model_or_None, data, *, likelihood, method, kernel, ..., rng=None,
 progress=True) -> (GPPosterior, History)``; with a network, the GP sits on its features
@@ -13,6 +14,15 @@ progress=True) -> (GPPosterior, History)``; with a network, the GP sits on its f
 (``predictive_likelihood``), so prediction needs no likelihood argument.
 """
 
+from bnn.infer.gp._outputs import IndependentOutputsGP
 from bnn.infer.gp.gp import KERNELS, MEANS, METHODS, GPPosterior, gp, gpytorch_module
 
-__all__ = ["KERNELS", "MEANS", "METHODS", "GPPosterior", "gp", "gpytorch_module"]
+__all__ = [
+    "KERNELS",
+    "MEANS",
+    "METHODS",
+    "GPPosterior",
+    "IndependentOutputsGP",
+    "gp",
+    "gpytorch_module",
+]

@@ -83,7 +83,10 @@ def check_arguments(
     if y.dim() == 2 and y.shape[1] == 1:
         y = y.squeeze(-1)
     if y.dim() != 1:
-        raise ValueError(f"a GP has one output: y must be [N] or [N, 1], got {tuple(y.shape)}.")
+        raise ValueError(
+            f"y must be [N] or [N, 1] here, got {tuple(y.shape)}; for D independent outputs "
+            "pass y [N, D] as tensors or a Dataset (one GP per column), not a DataLoader."
+        )
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(y.to(x)).all())):
         raise ValueError("x or y contains NaN or inf; clean or impute the data first.")
     if isinstance(likelihood, Bernoulli) and not bool(((y == 0) | (y == 1)).all()):

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_positive
+from bnn.infer._indexed_data import whole_data
 from bnn.infer.gp._checks import (
     KERNELS,
     MEANS,
@@ -68,6 +69,7 @@ from bnn.infer.gp._models import (
     _train_svgp,
     gpytorch_module,
 )
+from bnn.infer.gp._outputs import IndependentOutputsGP, output_count, train_outputs
 from bnn.infer.gp._posterior import GPPosterior
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood
@@ -103,7 +105,7 @@ def gp(
     noise_prior: Any = None,
     rng: RNGLike = None,
     progress: bool = True,
-) -> tuple[GPPosterior, History]:
+) -> tuple[GPPosterior | IndependentOutputsGP, History]:
     """Fit a GP (exact or sparse variational, optionally on deep-kernel features).
 
     Args:
@@ -111,8 +113,11 @@ def gp(
             learning: the GP runs on ``model(x)`` ``[N, F]``; trained jointly, in place).
         data: ``(x, y)``: inputs ``[N, D]`` (any shape ``[N, ...]`` with a feature network),
             targets ``[N]`` or ``[N, 1]`` (0/1 for ``Bernoulli``; class indices
-            ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot);
-            a ``Dataset`` of such pairs is read whole. For ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
+            ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot),
+            or ``[N, D]`` for ``D`` independent regression outputs (one GP per column, each
+            with its own hyper-parameters and noise: `IndependentOutputsGP`, see
+            ``bnn.infer.gp._outputs``); a ``Dataset`` of such pairs is read whole. For
+            ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
             map-style dataset: each epoch reads it once (its batches and shuffling; seed its
             ``generator``), ``N = len(dataset)``; ``num_classes`` is then required for
             ``Categorical`` and ``batch_size`` must be ``None``.
@@ -168,12 +173,13 @@ def gp(
         progress: show a tqdm bar.
 
     Returns:
-        ``(GPPosterior, History)``; ``history.loss`` per epoch (negative marginal
-        log-likelihood or negative ELBO per datum), ``history.seconds``, and the learned
-        ``noise_std``, ``lengthscale`` (a list of ``F``), ``outputscale`` (a float); for
-        ``K`` classes ``lengthscale`` is ``K`` lists of ``F`` and ``outputscale`` a list of
-        ``K``. ``hyperparameters``: every kernel hyper-parameter by name (constrained
-        values as nested lists), also for kernel objects.
+        ``(GPPosterior, History)`` (``(IndependentOutputsGP, History)`` for ``D`` outputs,
+        with output ``d``'s history in ``history.chains[d]``); ``history.loss`` per epoch
+        (negative marginal log-likelihood or negative ELBO per datum), ``history.seconds``,
+        and the learned ``noise_std``, ``lengthscale`` (a list of ``F``), ``outputscale``
+        (a float); for ``K`` classes ``lengthscale`` is ``K`` lists of ``F`` and
+        ``outputscale`` a list of ``K``. ``hyperparameters``: every kernel hyper-parameter
+        by name (constrained values as nested lists), also for kernel objects.
         ``posterior.sample_functions(x, S)`` gives ``[S, N, 1]`` (``[S, N, K]`` logits for
         ``K`` classes).
 
@@ -187,6 +193,36 @@ def gp(
         >>> posterior, _ = gp(None, (x, y), likelihood=bnn.Gaussian(0.1, learn_std=True),
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
+    if isinstance(data, Dataset):  # read whole; a DataLoader streams SVGP's batches
+        data = whole_data(data)
+    if output_count(data, likelihood) is not None:
+        options: dict[str, Any] = {
+            "likelihood": likelihood,
+            "method": method,
+            "lengthscale": lengthscale,
+            "outputscale": outputscale,
+            "train_hyperparameters": train_hyperparameters,
+            "epochs": epochs,
+            "lr": lr,
+            "num_inducing": num_inducing,
+            "inducing_points": inducing_points,
+            "learn_inducing": learn_inducing,
+            "ngd_lr": ngd_lr,
+            "jitter": jitter,
+            "batch_size": batch_size,
+            "max_exact_bytes": max_exact_bytes,
+            "min_noise": min_noise,
+            "progress": False,  # one bar over the outputs instead
+        }
+        components = {"kernel": kernel, "mean": mean, "noise_prior": noise_prior}
+        return train_outputs(
+            lambda features, column, own, child: gp(features, column, **options, **own, rng=child),
+            model,
+            data,  # type: ignore[arg-type]
+            components,
+            rng,
+            progress,
+        )
     start = time.perf_counter()
     training = read_data(model, data, likelihood, method, kernel, mean, num_classes, batch_size)
     x, y, num_classes = training.x, training.y, training.num_classes

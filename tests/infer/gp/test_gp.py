@@ -265,8 +265,8 @@ def test_bad_input_is_refused() -> None:
         gp(None, (x, y[:5]), likelihood=bnn.Gaussian(0.1))
     with pytest.raises(ValueError, match="kernel must be"):
         gp(None, (x, y), likelihood=bnn.Gaussian(0.1), kernel="periodic")
-    with pytest.raises(ValueError, match="one output"):
-        gp(None, (x, torch.stack([y, y], -1)), likelihood=bnn.Gaussian(0.1))
+    with pytest.raises(ValueError, match="D independent outputs"):
+        gp(None, (x, torch.stack([y, y], -1).unsqueeze(-1)), likelihood=bnn.Gaussian(0.1))
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         gp(None, (x[:, :, None], y), likelihood=bnn.Gaussian(0.1))
     assert math.isfinite(float(y.sum()))
