@@ -10,8 +10,8 @@ input law, plus Gaussian noise of a chosen std ``σ``:
 The other ``F − 5`` inputs are irrelevant. Because ``σ`` is known, so is the best any model can
 do: test RMSE ``σ`` and test log-likelihood ``−log σ − ½ log 2π − ½`` per point
 (`oracle_scores`). Rows are generated in blocks of ``BLOCK_ROWS`` from one child generator each
-(``rng.spawn(block)``), so the first ``n`` rows of a larger set equal the set of ``n`` rows and
-any block can be regenerated alone (`SyntheticRegression` reads rows lazily).
+(``rng.spawn(block)``), so the first ``n`` rows of a larger set equal the set of ``n`` rows;
+`SyntheticRegression` generates each block when it is first read.
 
 Example:
     >>> x, y = synthetic_regression(100_000, noise_std=0.1, rng=0)   # [100000, 8], [100000, 1]
@@ -68,8 +68,9 @@ def oracle_scores(noise_std: float) -> tuple[float, float]:
 
 
 class SyntheticRegression(Dataset[tuple[Tensor, Tensor]]):
-    """``num_rows`` synthetic rows as a map-style ``Dataset``, generated block by block on
-    demand (one block of ``BLOCK_ROWS`` rows cached), so the whole set is never in memory.
+    """``num_rows`` synthetic rows as a map-style ``Dataset``, generated block by block when
+    first read (block ``b`` of ``BLOCK_ROWS`` rows from ``rng.spawn(b)``) and kept: nothing is
+    generated before it is needed, and the rows are the same in any reading order.
 
     Args:
         num_rows: ``N`` (≥ 1).
@@ -97,7 +98,7 @@ class SyntheticRegression(Dataset[tuple[Tensor, Tensor]]):
         self.noise_std = check_positive("noise_std", noise_std)
         self.dtype = dtype
         self._rng: RNG = resolve_rng(rng)
-        self._cached: tuple[int, Tensor, Tensor] | None = None
+        self._blocks: dict[int, tuple[Tensor, Tensor]] = {}
 
     def __len__(self) -> int:
         return self.num_rows
@@ -107,24 +108,40 @@ class SyntheticRegression(Dataset[tuple[Tensor, Tensor]]):
         start = index * BLOCK_ROWS
         if not 0 <= start < self.num_rows:
             raise IndexError(f"block {index} is outside {self.num_rows} rows.")
-        if self._cached is None or self._cached[0] != index:
+        if index not in self._blocks:
             rows = min(BLOCK_ROWS, self.num_rows - start)
             generator = self._rng.spawn(index).torch_generator("synthetic")
             x = torch.rand(rows, self.features, generator=generator, dtype=torch.float64)
             noise = torch.randn(rows, 1, generator=generator, dtype=torch.float64)
             y = friedman(x) + self.noise_std * noise
-            self._cached = (index, x.to(self.dtype), y.to(self.dtype))
-        return self._cached[1], self._cached[2]
+            self._blocks[index] = (x.to(self.dtype), y.to(self.dtype))
+        return self._blocks[index]
 
     def __getitem__(self, row: int) -> tuple[Tensor, Tensor]:
-        if not -self.num_rows <= row < self.num_rows:
-            raise IndexError(f"row {row} is outside {self.num_rows} rows.")
-        row %= self.num_rows
-        x, y = self.block(row // BLOCK_ROWS)
-        return x[row % BLOCK_ROWS], y[row % BLOCK_ROWS]
+        x, y = self.rows(torch.tensor([row]))
+        return x[0], y[0]
 
     def __getitems__(self, rows: list[int]) -> list[tuple[Tensor, Tensor]]:
-        return [self[row] for row in rows]
+        """A ``DataLoader``'s batch read at once (one gather per block it touches)."""
+        x, y = self.rows(torch.tensor(rows, dtype=torch.long))
+        return list(zip(x, y, strict=True))
+
+    def rows(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows ``index`` (1-D, negative counts from the end): ``x [B, F]``, ``y [B, 1]``."""
+        if index.numel() and not bool(((index >= -self.num_rows) & (index < self.num_rows)).all()):
+            raise IndexError(f"rows {index.tolist()} are not all inside {self.num_rows} rows.")
+        index = index % self.num_rows
+        x = torch.empty(len(index), self.features, dtype=self.dtype)
+        y = torch.empty(len(index), 1, dtype=self.dtype)
+        blocks = index // BLOCK_ROWS
+        for b in torch.unique(blocks).tolist():
+            chosen = blocks == b
+            block_x, block_y = self.block(b)
+            x[chosen], y[chosen] = (
+                block_x[index[chosen] % BLOCK_ROWS],
+                block_y[index[chosen] % BLOCK_ROWS],
+            )
+        return x, y
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """Every row at once: ``x [N, F]``, ``y [N, 1]``."""

@@ -7,7 +7,9 @@ With features ``Φ`` ``[N, D]`` (plus a constant column when ``bias=True``), pri
 
 for each output column (they share ``Λ``). ``NeuralLinear`` puts it on top of a trained
 feature extractor ("neural linear", Snoek et al. 2015; Riquelme et al. 2018): cheap, exact
-uncertainty in the last layer.
+uncertainty in the last layer. Both predict in closed form (`exact_prediction`: the Gaussian
+above, no sampling) through ``bnn.predict_with_uncertainty``; ``sample_functions`` draws
+joint functions when asked.
 
 Example:
     >>> posterior, _ = bnn.infer.neural_linear(body, (x, y), likelihood=bnn.Gaussian(0.1),
@@ -27,11 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters, check_positive
 from bnn.infer.history import History
-from bnn.likelihoods import Gaussian, Likelihood
+from bnn.likelihoods import Gaussian, Likelihood, Prediction
 from bnn.posterior._evaluate import eval_mode
+from bnn.posterior._glm import glm_prediction
 from bnn.posterior._model_input import check_model_input
 from bnn.posterior.protocol import check_inputs
 from bnn.random.default import RNGLike, resolve_rng
+from bnn.random.rng import RNG
 
 __all__ = ["BayesianLinearRegression", "NeuralLinear", "neural_linear"]
 
@@ -137,6 +141,19 @@ class BayesianLinearRegression:
         solved = torch.linalg.solve_triangular(cholesky, design.T, upper=False)
         return design @ mean, (solved**2).sum(0)
 
+    def closed_form_prediction(
+        self,
+        x: Tensor,
+        *,
+        likelihood: Likelihood | None,
+        num_samples: int,
+        rng: RNG,
+        memory_budget: int,  # noqa: ARG002 - one matrix product
+    ) -> Prediction | None:
+        """The exact predictive at features ``x`` ``[N, D]`` (see `exact_prediction`)."""
+        check_inputs(x, None, num_samples)
+        return exact_prediction(self, x, likelihood, num_samples, rng)
+
     def sample_weights(self, num_samples: int, *, rng: RNGLike = None) -> Tensor:
         """Posterior weight draws ``[S, D', K]`` from the ``"predict"`` generator of ``rng``."""
         mean, cholesky = self._fitted()
@@ -187,6 +204,19 @@ class NeuralLinear:
         self.head.fit_batches((self._features(x), y) for x, y in batches)
         return self
 
+    def closed_form_prediction(
+        self,
+        x: Tensor,
+        *,
+        likelihood: Likelihood | None,
+        num_samples: int,
+        rng: RNG,
+        memory_budget: int,  # noqa: ARG002 - one matrix product
+    ) -> Prediction | None:
+        """The exact predictive at inputs ``x`` (see `exact_prediction`)."""
+        check_inputs(x, next(self.features.parameters(), None), num_samples)
+        return exact_prediction(self.head, self._features(x), likelihood, num_samples, rng)
+
     def sample_functions(
         self,
         x: Tensor,
@@ -198,6 +228,24 @@ class NeuralLinear:
         """``[S, N, K]`` function draws at inputs ``x``."""
         check_inputs(x, next(self.features.parameters(), None), num_samples)
         return self.head.sample_functions(self._features(x), num_samples, rng=rng)
+
+
+def exact_prediction(
+    head: BayesianLinearRegression,
+    features: Tensor,
+    likelihood: Likelihood | None,
+    num_samples: int,
+    rng: RNG,
+) -> Prediction | None:
+    """``N(φᵀm, φᵀΛ⁻¹φ + σ²)`` per input and output, with ``σ`` the likelihood's std (``None``:
+    noise-free); ``epistemic`` is ``φᵀΛ⁻¹φ``. The samples it carries are draws of the linear
+    function per input. ``None`` (sample instead) for a non-Gaussian likelihood."""
+    if likelihood is not None and not isinstance(likelihood, Gaussian):
+        return None
+    mean, variance = head.predict_moments(features)  # [N, K], [N]: the outputs share Λ
+    covariance = torch.diag_embed(variance.unsqueeze(-1).expand_as(mean))
+    generator = rng.torch_generator("predict", features.device)
+    return glm_prediction(mean, covariance, likelihood, num_samples, generator, "probit")
 
 
 def neural_linear(

@@ -164,3 +164,35 @@ def test_neural_linear_from_a_loader_or_dataset_equals_the_tensor_fit() -> None:
         bnn.infer.neural_linear(body, loader, likelihood=likelihood, progress=False)
     with pytest.raises(TypeError, match="a Dataset or a DataLoader"):
         bnn.infer.neural_linear(body, "data", likelihood=likelihood, progress=False)  # type: ignore[arg-type]
+
+
+def test_neural_linear_predicts_its_exact_gaussian_in_closed_form() -> None:
+    """``predict_with_uncertainty`` gives ``N(φᵀm, φᵀΛ⁻¹φ + σ²)`` exactly (float64, 1e-12):
+    epistemic ``φᵀΛ⁻¹φ`` from the head's covariance, aleatoric ``σ²``; the head alone on
+    features predicts the same; 95 % intervals are the Gaussian's."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+    body = nn.Sequential(nn.Linear(2, 5), nn.Tanh()).double()
+    sigma = 0.4
+    posterior, _ = bnn.infer.neural_linear(
+        body, (x, y), likelihood=bnn.Gaussian(sigma), progress=False
+    )
+    x_test = torch.randn(6, 2, generator=generator, dtype=torch.float64)
+    prediction = bnn.predict_with_uncertainty(
+        posterior, x_test, likelihood=bnn.Gaussian(sigma), rng=0
+    )
+    with torch.no_grad():
+        phi = torch.cat([body(x_test), torch.ones(6, 1, dtype=torch.float64)], 1)
+    epistemic = ((phi @ posterior.head.covariance) * phi).sum(1, keepdim=True).expand(6, 3)
+    torch.testing.assert_close(prediction.mean, phi @ posterior.head.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(prediction.epistemic, epistemic, rtol=0, atol=1e-12)
+    noise = bnn.Gaussian(sigma).std.double() ** 2  # the likelihood's σ² (its log in float32)
+    torch.testing.assert_close(prediction.variance, epistemic + noise, rtol=0, atol=1e-12)
+    lower, upper = prediction.interval(0.95)
+    half = 1.959963984540054 * (epistemic + noise).sqrt()
+    torch.testing.assert_close(upper - lower, 2 * half, rtol=1e-9, atol=0)
+    alone = bnn.predict_with_uncertainty(
+        posterior.head, phi[:, :-1], likelihood=bnn.Gaussian(sigma), rng=0
+    )
+    torch.testing.assert_close(alone.variance, prediction.variance, rtol=0, atol=1e-12)
