@@ -61,6 +61,7 @@ NOISE = 0.1
 BATCH = 512
 TEST_ROWS = 10_000
 SAMPLES = 32
+SGHMC_STEP = 2e-3  # ε·N, the step on the mean gradient
 SWAG_EPOCHS = 10  # SWAG collects once per epoch: 10 epochs for a rank-10 covariance
 
 
@@ -82,7 +83,7 @@ def trained_map(data: DataLoader[Any], epochs: int) -> tuple[nn.Module, bnn.Gaus
         net = network()
     noise = bnn.Gaussian(0.5, learn_std=True)
     bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
-    return net, bnn.Gaussian(float(noise.std))
+    return net, bnn.Gaussian(float(noise.std.detach()))
 
 
 def fit_method(method: str, data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
@@ -108,7 +109,7 @@ def _map(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
         net = network()
     noise = bnn.Gaussian(0.5, learn_std=True)
     point, _ = bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
-    return point, {"likelihood": bnn.Gaussian(float(noise.std))}
+    return point, {"likelihood": bnn.Gaussian(float(noise.std.detach()))}
 
 
 def _mc_dropout(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
@@ -116,7 +117,7 @@ def _mc_dropout(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]
         net = bnn.MCDropout(network(dropout=0.05))
     noise = bnn.Gaussian(0.5, learn_std=True)
     bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
-    return net, {"likelihood": bnn.Gaussian(float(noise.std)), "num_samples": SAMPLES}
+    return net, {"likelihood": bnn.Gaussian(float(noise.std.detach())), "num_samples": SAMPLES}
 
 
 def _vi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
@@ -124,7 +125,7 @@ def _vi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
         net = bnn.bayesianize(network(), estimator="flipout", init="random", rng=0)
     noise = bnn.Gaussian(0.5, learn_std=True)
     bnn.fit(net, data, likelihood=noise, epochs=epochs, lr=3e-3, rng=0, progress=False)
-    return net, {"likelihood": bnn.Gaussian(float(noise.std)), "num_samples": SAMPLES}
+    return net, {"likelihood": bnn.Gaussian(float(noise.std.detach())), "num_samples": SAMPLES}
 
 
 def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
@@ -197,12 +198,13 @@ def _svi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
 
 def _sghmc(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
     net, noise = trained_map(data, epochs)
-    steps = epochs * math.ceil(len(data.dataset) / BATCH)  # type: ignore[arg-type]
+    rows = len(data.dataset)  # type: ignore[arg-type]
+    steps = epochs * math.ceil(rows / BATCH)
     samples, _ = bnn.infer.sghmc(
         net,
         data,
         likelihood=noise,
-        lr=1e-6,
+        lr=SGHMC_STEP / rows,  # ε·∇U with ∇U = N × the mean gradient: ε·N is SGD's step
         schedule=bnn.infer.StepSchedule(steps=steps, burn_in=steps // 2, thin=max(1, steps // 64)),
         rng=0,
         progress=False,

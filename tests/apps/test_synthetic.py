@@ -53,5 +53,5 @@ def test_rows_are_the_same_however_they_are_read_and_seeds_differ() -> None:
 def test_bad_settings_are_refused(options: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         synthetic_regression(**options)  # type: ignore[arg-type]
-    with pytest.raises(IndexError, match="outside"):
+    with pytest.raises(IndexError, match="not all inside"):
         SyntheticRegression(10)[10]

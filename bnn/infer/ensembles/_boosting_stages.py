@@ -133,6 +133,10 @@ def subsample_rows(n: int, fraction: float, rng: RNG) -> Tensor:
     return torch.randperm(n, generator=rng.torch_generator("subsample"))[:size].sort().values
 
 
+LEARNER_CHUNK = 65_536
+"""Rows per forward/backward pass of a weak learner's full-batch step (more: accumulated)."""
+
+
 def fit_learner(
     learner: nn.Module,
     x: Tensor,
@@ -160,25 +164,42 @@ def fit_learner(
         method = torch.optim.Adam(parameters, lr=lr)
 
     def closure() -> Tensor:
-        output = learner(x)
-        if output.shape != target.shape:
-            raise ValueError(
-                f"the weak learner outputs {tuple(output.shape)} but the pseudo-residuals "
-                f"are {tuple(target.shape)}; give the factory's network that many outputs."
-            )
-        loss: Tensor = ((output - target) ** 2).mean()
+        method.zero_grad()
+        if x.shape[0] <= LEARNER_CHUNK:
+            loss = _squared_error(learner, x, target, x.shape[0])
+            loss.backward()  # type: ignore[no-untyped-call]
+        else:  # the same full-batch gradient, accumulated chunk by chunk: memory stays flat
+            loss = torch.zeros((), dtype=target.dtype, device=target.device)
+            for inputs, targets in zip(
+                torch.split(x, LEARNER_CHUNK), torch.split(target, LEARNER_CHUNK), strict=True
+            ):
+                part = _squared_error(learner, inputs, targets, x.shape[0])
+                part.backward()  # type: ignore[no-untyped-call]
+                loss = loss + part.detach()
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(
                 f"non-finite loss fitting the learner of stage {stage}; lower lr."
             )
-        method.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
     learner.train()
     with rng.stream("boost"):
         for _ in range(1 if optimizer == "lbfgs" else epochs):
             method.step(closure)  # type: ignore[no-untyped-call]
+
+
+def _squared_error(learner: nn.Module, x: Tensor, target: Tensor, total: int) -> Tensor:
+    """``Σ (learner(x) − target)² / (total · D)``: the rows' share of the mean squared error."""
+    output = learner(x)
+    if output.shape != target.shape:
+        raise ValueError(
+            f"the weak learner outputs {tuple(output.shape)} but the pseudo-residuals "
+            f"are {tuple(target.shape)}; give the factory's network that many outputs."
+        )
+    squared: Tensor = (output - target) ** 2
+    if x.shape[0] == total:
+        return squared.mean()
+    return squared.sum() / (total * target[0].numel())
 
 
 def line_search(loss_fn: Callable[[Tensor], Tensor], output: Tensor, direction: Tensor) -> float:

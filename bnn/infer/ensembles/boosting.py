@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from bnn._progress import progress_bar
 from bnn.infer._indexed_data import WholeData, whole_data
 from bnn.infer.ensembles._boosting_stages import (
+    LEARNER_CHUNK,
     check_arguments,
     final_stage,
     fit_learner,
@@ -211,7 +212,7 @@ def boost(
             stage=stage,
         )
         with torch.no_grad(), eval_mode(learner):
-            direction = learner(x)
+            direction = torch.cat([learner(rows) for rows in torch.split(x, LEARNER_CHUNK)])
         rho = line_search(loss_fn, output, direction)
         step = shrinkage * rho
         candidate = output + step * direction

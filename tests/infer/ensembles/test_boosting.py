@@ -190,3 +190,35 @@ def test_bad_input_is_refused() -> None:
         )
     with pytest.raises(ValueError, match="NaN"):
         boost(_linear, (x, y * math.nan), likelihood=bnn.Gaussian(0.1))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_learners_on_many_rows_take_the_full_batch_step_chunk_by_chunk(
+    monkeypatch: pytest.MonkeyPatch, optimizer: str
+) -> None:
+    """Above ``LEARNER_CHUNK`` rows the full-batch gradient is accumulated over chunks: the same
+    boosted fit up to float64 rounding (chunks of 7 rows against one batch of 200)."""
+    from bnn.infer.ensembles import _boosting_stages
+
+    x, y = _linear_problem()
+    factory = lambda: nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()  # noqa: E731
+
+    def fitted() -> Tensor:
+        boosted, _ = boost(
+            factory,
+            (x, y),
+            likelihood=bnn.Gaussian(0.3),
+            num_stages=3,
+            epochs=10,
+            optimizer=optimizer,
+            lr=0.05 if optimizer == "adam" else 1.0,
+            rng=0,
+            progress=False,
+        )
+        return bnn.predict_with_uncertainty(boosted, x).mean
+
+    whole = fitted()
+    monkeypatch.setattr(_boosting_stages, "LEARNER_CHUNK", 7)
+    chunked = fitted()
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
+    assert not torch.equal(whole, torch.zeros_like(whole))
