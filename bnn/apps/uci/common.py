@@ -34,6 +34,9 @@ class Defaults:
     num_samples: int = 200
     validation_fraction: float = 0.1
     gp_epochs: int = 200  # Adam steps on the GP's marginal likelihood
+    gp_exact_rows: int = 3000  # above: a sparse variational GP instead of the exact one
+    gp_inducing: int = 512  # the sparse GP's inducing points
+    gp_svgp_epochs: int = 100  # its passes over the data, in batches of 512
     marglik_epochs: int = 1000  # full-batch epochs of marglik_training (laplace, swag)
     marglik_lr: float = 1e-2  # Adam's learning rate in marglik_training
     multiswag_runs: int = 3  # independently trained networks of MultiSWAG
