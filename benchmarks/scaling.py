@@ -131,7 +131,8 @@ def _vi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
 def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
     ensemble, _ = bnn.infer.deep_ensemble(
         network,
-        data,
+        data.dataset,  # each member shuffles it with its own seeded generator
+        batch_size=BATCH,
         likelihood=bnn.Gaussian(0.5, learn_std=True),
         num_members=5,
         epochs=epochs,

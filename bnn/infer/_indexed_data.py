@@ -29,7 +29,14 @@ from torch.utils.data import (
 
 from bnn.infer._log_joint import check_data
 
-__all__ = ["IndexedData", "IndexedSource", "WholeData", "indexed_data", "whole_data"]
+__all__ = [
+    "IndexedData",
+    "IndexedSource",
+    "WholeData",
+    "indexed_data",
+    "model_device",
+    "whole_data",
+]
 
 IndexedSource = tuple[Tensor, Tensor] | Dataset[Any] | DataLoader[Any]
 WholeData = IndexedSource  # read whole by the full-batch methods
@@ -83,21 +90,49 @@ def indexed_data(model: nn.Module, data: object) -> IndexedData:
     return IndexedData(size, read, loader_batch)
 
 
-def whole_data(data: Any) -> Any:
-    """``(x, y)`` tensors of every row of a ``Dataset`` or ``DataLoader`` (in its order), read
-    once; tensors and anything else are returned as given (the caller checks them).
+def whole_data(data: Any, device: torch.device | None = None) -> Any:
+    """``(x, y)`` tensors of every row of a ``Dataset`` or ``DataLoader``, read once in the
+    dataset's index order and moved to ``device`` (``None``: left where they are); tensors and
+    anything else are returned as given (the caller checks them).
 
-    For the full-batch methods, whose every step needs all ``N`` rows: the memory is the
-    data's, ``O(N)``.
+    For the full-batch methods, whose every step needs all ``N`` rows (memory ``O(N)``). A
+    loader's sampler, shuffling and ``drop_last`` are not used, so the rows do not depend on a
+    generator's state; its ``collate_fn`` is. An ``IterableDataset`` is read in its own order.
     """
+    if isinstance(data, DataLoader) and _default_collate(data):
+        data = data.dataset  # a TensorDataset's tensors are taken as they are, below
     if isinstance(data, TensorDataset) and len(data.tensors) == 2:
-        return data.tensors[0], data.tensors[1]
-    if isinstance(data, DataLoader):
-        batches: Any = data
-    elif isinstance(data, Dataset):
-        batches = DataLoader(_map_style(data), batch_size=_READ_BATCH)
+        x, y = data.tensors
+    elif isinstance(data, DataLoader | Dataset):
+        x, y = _read_in_order(data)
     else:
         return data
+    return (x, y) if device is None else (x.to(device), y.to(device))
+
+
+def model_device(model: nn.Module | None) -> torch.device | None:
+    """The device of the model's first parameter (``None``: no model or no parameters)."""
+    parameter = None if model is None else next(model.parameters(), None)
+    return None if parameter is None else parameter.device
+
+
+def _default_collate(loader: DataLoader[Any]) -> bool:
+    return loader.batch_size is None or loader.collate_fn is default_collate
+
+
+def _read_in_order(data: DataLoader[Any] | Dataset[Any]) -> tuple[Tensor, Tensor]:
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, IterableDataset):
+        batches: Any = (
+            data if isinstance(data, DataLoader) else DataLoader(dataset, batch_size=_READ_BATCH)
+        )
+    else:
+        collate = (
+            default_collate
+            if isinstance(data, Dataset) or _default_collate(data)
+            else data.collate_fn
+        )
+        batches = DataLoader(dataset, batch_size=_READ_BATCH, collate_fn=collate)
     xs, ys = [], []
     for batch in batches:
         if not isinstance(batch, tuple | list) or len(batch) != 2:
@@ -107,7 +142,7 @@ def whole_data(data: Any) -> Any:
         xs.append(torch.as_tensor(batch[0]))
         ys.append(torch.as_tensor(batch[1]))
     if not xs:
-        raise ValueError("training data is empty (the loader yields no batches).")
+        raise ValueError("training data is empty (the dataset yields no rows).")
     return torch.cat(xs), torch.cat(ys)
 
 
@@ -117,6 +152,12 @@ _READ_BATCH = 1024  # rows per batch when a Dataset is read whole
 def _dataset_of(data: object) -> tuple[Dataset[Any], Callable[..., Any] | None, int | None]:
     """The map-style dataset, the collate function (``None``: the default) and the batch size."""
     if isinstance(data, DataLoader):
+        if data.batch_size is None:
+            raise ValueError(
+                "this method draws its own seeded mini-batch order from rng, so the loader's "
+                "batch_sampler would be ignored; pass the dataset (or a Subset of it) and "
+                "batch_size=."
+            )
         if not isinstance(data.sampler, RandomSampler | SequentialSampler):
             raise ValueError(
                 f"this method draws its own seeded mini-batch order from rng, so the loader's "

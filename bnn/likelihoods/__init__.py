@@ -14,6 +14,7 @@ from bnn.likelihoods.regression import (
     HeteroscedasticGaussian,
     MixtureDensity,
     RegressionPrediction,
+    require_one_std,
 )
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "PerSampleLikelihood",
     "Prediction",
     "RegressionPrediction",
+    "require_one_std",
     "same_observation_model",
 ]

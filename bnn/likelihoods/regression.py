@@ -267,6 +267,20 @@ class Gaussian(Likelihood):
         return f"std={shown}, learn_std={self.learn_std}"
 
 
+def require_one_std(likelihood: object, method: str) -> None:
+    """Refuse a `Gaussian` with one std per output where ``method`` models a single noise.
+
+    Raises:
+        ValueError: naming the method and what to pass.
+    """
+    if isinstance(likelihood, Gaussian) and likelihood.log_std.dim():
+        raise ValueError(
+            f"{method} models one noise std for every output, got {likelihood!r}; pass "
+            "bnn.Gaussian(std). One std per output works with fit, svi, the samplers, "
+            "ensembles, boost and a GP with several outputs."
+        )
+
+
 def _log_std(std: object) -> Tensor:
     """``log std`` as a 0-d tensor (a number) or ``[D]`` (a sequence of ``D`` numbers)."""
     if isinstance(std, Tensor) and std.dim() <= 1:

@@ -155,6 +155,11 @@ def test_data_that_cannot_be_read_by_index_is_refused_with_the_fix(method: str) 
         run(DataLoader(TensorDataset(x, y), batch_size=16, sampler=sampler))
     with pytest.raises(TypeError, match="map-style Dataset"):
         run(Stream())
+    batches = torch.utils.data.BatchSampler(range(60), batch_size=16, drop_last=False)
+    with pytest.raises(ValueError, match="batch_sampler would be ignored"):
+        run(DataLoader(TensorDataset(x, y), batch_sampler=batches))
+    with pytest.raises(ValueError, match="batch_size"):
+        run((x, y), batch_size=0)
     with pytest.raises(TypeError, match=r"\(x, y\) pair"):
         run(Unpaired(x, y), batch_size=16)
     with pytest.raises(ValueError, match="empty"):
@@ -201,6 +206,9 @@ def test_full_batch_methods_read_a_dataset_or_loader_whole() -> None:
         reference = run((x, y))
         assert torch.equal(run(PairDataset(x, y)), reference)
         assert torch.equal(run(DataLoader(TensorDataset(x, y), batch_size=7)), reference)
+        # a shuffling, dropping loader is read in the dataset's order, every row
+        shuffled = DataLoader(PairDataset(x, y), batch_size=7, shuffle=True, drop_last=True)
+        assert torch.equal(run(shuffled), reference)
     with pytest.raises(TypeError, match=r"\(x, y\) pair"):
         nuts(Unpaired(x, y))
 
@@ -227,3 +235,40 @@ def test_laplace_and_gp_take_a_dataset() -> None:
         return bnn.predict_with_uncertainty(posterior, x).std
 
     assert torch.equal(gp_std(PairDataset(x, y)), gp_std((x, y)))
+
+
+def test_one_noise_std_per_output_goes_where_it_is_modelled() -> None:
+    """A Gaussian with one std per output: boosting learns one per column; a GP with several
+    outputs gives each output its own; the methods that model one noise refuse it."""
+    x, _ = _problem()
+    y = torch.stack([x[:, 0], 3 * x[:, 1]], -1) + torch.tensor([0.1, 1.0]) * torch.randn(
+        60, 2, generator=torch.Generator().manual_seed(1)
+    )
+    boosted, _ = bnn.infer.boost(
+        lambda: nn.Linear(3, 2),
+        (x, y),
+        likelihood=bnn.Gaussian([1.0, 1.0], learn_std=True),
+        num_stages=20,
+        shrinkage=0.5,
+        rng=0,
+        progress=False,
+    )
+    learned = boosted.likelihood.std.detach()
+    assert learned.shape == (2,) and learned[1] > 3 * learned[0]  # noise stds 0.1 and 1.0
+    per_output = bnn.Gaussian([0.1, 1.0])
+    for call in (
+        lambda: bnn.infer.neural_linear(nn.Identity(), (x, y), likelihood=per_output),
+        lambda: bnn.infer.laplace(nn.Linear(3, 2), (x, y), likelihood=per_output),
+        lambda: bnn.infer.marglik_training(nn.Linear(3, 2), (x, y), likelihood=per_output),
+    ):
+        with pytest.raises(ValueError, match="one noise std for every output"):
+            call()
+    pytest.importorskip("gpytorch")
+    posterior, _ = bnn.infer.gp(
+        None, (x.double(), y.double()), likelihood=per_output, epochs=0, rng=0, progress=False
+    )
+    torch.testing.assert_close(posterior.predictive_likelihood.std, per_output.std)
+    with pytest.raises(ValueError, match="one noise std for every output"):
+        bnn.infer.gp(None, (x, y[:, 0]), likelihood=per_output, progress=False)
+    with pytest.raises(ValueError, match="3 noise stds"):
+        bnn.infer.gp(None, (x, y), likelihood=bnn.Gaussian([0.1, 0.2, 0.3]), progress=False)

@@ -15,7 +15,8 @@ rng) -> Fitted`` on standardised data.
 * ``multiswag``: three such networks from different seeds, each with its own SWAG run and
   validation choices, as an equally weighted mixture; the noise chosen on validation for it.
 * ``gp``: an exact GP with an ARD RBF kernel, its hyperparameters and noise by the marginal
-  likelihood; on more than 3,000 training rows (kin8nm) a sparse variational GP with 512
+  likelihood; on more than 3,000 training rows (kin8nm; naval, power and protein would be
+  too) a sparse variational GP with 512
   inducing points, trained on mini-batches.
 """
 

@@ -250,7 +250,8 @@ def final_stage(
     """The probabilistic final stage of a regression (see the module docstring)."""
     if isinstance(likelihood, Gaussian) and likelihood.learn_std:
         fitted = copy.deepcopy(likelihood)
-        rms = ((targets - output) ** 2).mean().sqrt().clamp_min(1e-12)
+        squared = (targets - output) ** 2  # one RMS per output for one std per output
+        rms = (squared.mean(0) if fitted.log_std.dim() else squared.mean()).sqrt().clamp_min(1e-12)
         with torch.no_grad():
             fitted.log_std.copy_(rms.log().to(fitted.log_std))
         return None, fitted

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from bnn._checks import check_int
 from bnn._jobs import run_jobs
@@ -147,6 +147,13 @@ def _check_train_data(data: TrainData, bagging: bool) -> None:
         if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
             raise TypeError("data as a tuple must be (x, y) tensors.")
     elif isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            raise ValueError(
+                "every member would read this one shuffling loader, whose generator moves on "
+                "from member to member (and is copied as it stands to worker processes), so "
+                "the members would depend on the order they train in; pass its Dataset (each "
+                "member then shuffles with its own seeded generator) or an unshuffled loader."
+            )
         if bagging:
             raise ValueError(
                 "bagging resamples the rows of the data, which a DataLoader does not expose; "

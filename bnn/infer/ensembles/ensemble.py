@@ -267,8 +267,9 @@ def deep_ensemble(
         factory: builds one member (a fresh ``nn.Module``), called in the member's ``"init"``
             stream; it must be picklable for ``workers > 0``.
         data: ``(x, y)`` tensors, a ``Dataset`` of ``(x, y)`` pairs (each member shuffles it
-            with its own generator), or a ``DataLoader`` (every member reads it as is; not with
-            ``bagging``).
+            with its own generator), or an unshuffled ``DataLoader`` (every member reads it as
+            is; not with ``bagging``; a shuffling one is refused: its one generator would
+            make each member depend on the ones trained before it).
         likelihood: observation model; each member gets its own copy (a learned noise is
             learned per member, and the ensemble then carries the members' likelihoods).
         num_members: ``M`` (≥ 1).

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from bnn.infer._indexed_data import whole_data
+from bnn.infer._indexed_data import model_device, whole_data
 from bnn.infer.gp._checks import check_arguments
 from bnn.likelihoods import Categorical, Likelihood
 
@@ -87,7 +87,7 @@ def read_data(
     """Check ``data`` (tensors or a ``Dataset``, read whole; or a loader for SVGP) and what
     goes with it."""
     if not isinstance(data, DataLoader):
-        data = whole_data(data)
+        data = whole_data(data, model_device(model))
         x, y, classes = check_arguments(model, data, likelihood, method, kernel, mean, num_classes)
         return GPData(x, y, classes)
     if method != "svgp":

@@ -59,7 +59,7 @@ def train_outputs(
     posteriors, histories = [], []
     for d in progress_bar(range(y.shape[1]), desc="gp (outputs)", disable=not progress):
         features = None if model is None else copy.deepcopy(model)
-        own = {name: _own(value) for name, value in components.items()}
+        own = {name: _own(value, d, y.shape[1]) for name, value in components.items()}
         posterior, history = fit_one(features, (x, y[:, d]), own, parent.spawn(f"output-{d}"))
         posteriors.append(posterior)
         histories.append(history)
@@ -70,8 +70,17 @@ def train_outputs(
     return IndependentOutputsGP(posteriors), combined
 
 
-def _own(value: Any) -> Any:
-    """A GPyTorch kernel or mean object copied for one output (names are kept)."""
+def _own(value: Any, output: int, outputs: int) -> Any:
+    """What output ``output`` of ``outputs`` gets: a GPyTorch kernel or mean object copied;
+    of a `bnn.Gaussian` with one std per output, its own std (one std: a copy)."""
+    if isinstance(value, Gaussian) and value.log_std.dim():
+        if len(value.log_std) != outputs:
+            raise ValueError(
+                f"the likelihood has {len(value.log_std)} noise stds but y has {outputs} "
+                "columns; give one std per output (or one for all)."
+            )
+        std = float(value.std.detach()[output])
+        return Gaussian(std, learn_std=value.learn_std)
     return copy.deepcopy(value) if isinstance(value, nn.Module) else value
 
 
@@ -97,6 +106,12 @@ class IndependentOutputsGP(nn.Module):
             assert isinstance(output.likelihood, Gaussian)
             stds.append(float(output.likelihood.std))
         return Gaussian(stds)
+
+    def functional_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Each output's posterior mean ``[D, N]`` and covariance ``[D, N, N]`` of ``f`` at
+        ``x`` (the layout of a ``K``-class `GPPosterior`; the outputs are independent)."""
+        moments = [output.functional_moments(x) for output in self._posteriors()]
+        return torch.stack([m for m, _ in moments]), torch.stack([c for _, c in moments])
 
     def marginal_moments(
         self, x: Tensor, *, memory_budget: int | None = None

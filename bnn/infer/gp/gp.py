@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_positive
-from bnn.infer._indexed_data import whole_data
+from bnn.infer._indexed_data import model_device, whole_data
 from bnn.infer.gp._checks import (
     KERNELS,
     MEANS,
@@ -72,7 +72,7 @@ from bnn.infer.gp._models import (
 from bnn.infer.gp._outputs import IndependentOutputsGP, output_count, train_outputs
 from bnn.infer.gp._posterior import GPPosterior
 from bnn.infer.history import History
-from bnn.likelihoods import Gaussian, Likelihood
+from bnn.likelihoods import Gaussian, Likelihood, require_one_std
 from bnn.posterior._evaluate import eval_mode
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -116,7 +116,9 @@ def gp(
             ``0 … K−1`` for ``Categorical``, integer or whole-number floats, not one-hot),
             or ``[N, D]`` for ``D`` independent regression outputs (one GP per column, each
             with its own hyper-parameters and noise: `IndependentOutputsGP`, see
-            ``bnn.infer.gp._outputs``); a ``Dataset`` of such pairs is read whole. For
+            ``bnn.infer.gp._outputs``; a kernel or mean object and a feature network are then
+            copied for each output, not trained in place; ``bnn.Gaussian`` may give one std
+            per output); a ``Dataset`` of such pairs is read whole. For
             ``method="svgp"`` also a ``DataLoader`` of such ``(x, y)`` batches over a
             map-style dataset: each epoch reads it once (its batches and shuffling; seed its
             ``generator``), ``N = len(dataset)``; ``num_classes`` is then required for
@@ -193,37 +195,13 @@ def gp(
         >>> posterior, _ = gp(None, (x, y), likelihood=bnn.Gaussian(0.1, learn_std=True),
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
+    settings = {k: v for k, v in locals().items() if k not in ("model", "data", "rng")}
     if isinstance(data, Dataset):  # read whole; a DataLoader streams SVGP's batches
-        data = whole_data(data)
+        data = whole_data(data, model_device(model))
     if output_count(data, likelihood) is not None:
-        options: dict[str, Any] = {
-            "likelihood": likelihood,
-            "method": method,
-            "lengthscale": lengthscale,
-            "outputscale": outputscale,
-            "train_hyperparameters": train_hyperparameters,
-            "epochs": epochs,
-            "lr": lr,
-            "num_inducing": num_inducing,
-            "inducing_points": inducing_points,
-            "learn_inducing": learn_inducing,
-            "ngd_lr": ngd_lr,
-            "jitter": jitter,
-            "batch_size": batch_size,
-            "max_exact_bytes": max_exact_bytes,
-            "min_noise": min_noise,
-            "progress": False,  # one bar over the outputs instead
-        }
-        components = {"kernel": kernel, "mean": mean, "noise_prior": noise_prior}
-        return train_outputs(
-            lambda features, column, own, child: gp(features, column, **options, **own, rng=child),
-            model,
-            data,  # type: ignore[arg-type]
-            components,
-            rng,
-            progress,
-        )
+        return _several_outputs(model, data, settings, rng)
     start = time.perf_counter()
+    require_one_std(likelihood, "a GP with one output")
     training = read_data(model, data, likelihood, method, kernel, mean, num_classes, batch_size)
     x, y, num_classes = training.x, training.y, training.num_classes
     check_options(epochs, num_inducing, lr, ngd_lr, jitter, batch_size)
@@ -270,6 +248,25 @@ def gp(
         check_learned_noise(float(gp_likelihood.noise.detach()) ** 0.5, y, min_noise)
     _record_hyperparameters(history, gp_model, posterior.likelihood, num_classes, start)
     return posterior, history
+
+
+def _several_outputs(
+    model: nn.Module | None, data: Any, settings: dict[str, Any], rng: RNGLike
+) -> tuple[IndependentOutputsGP, History]:
+    """``gp`` with regression targets ``[N, D]``: one GP per column (``_outputs.py``), each
+    call with ``settings`` (``gp``'s arguments); one progress bar over the outputs."""
+    components = {k: settings.pop(k) for k in ("likelihood", "kernel", "mean", "noise_prior")}
+    progress = settings.pop("progress")
+    return train_outputs(
+        lambda features, column, own, child: gp(
+            features, column, **settings, **own, rng=child, progress=False
+        ),
+        model,
+        data,
+        components,
+        rng,
+        progress,
+    )
 
 
 def _placed(

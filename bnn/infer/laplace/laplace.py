@@ -44,7 +44,7 @@ from bnn.infer.laplace._selection import (
     select_parameters,
     whole_linear_layers,
 )
-from bnn.likelihoods import Categorical, Gaussian, Likelihood
+from bnn.likelihoods import Categorical, Gaussian, Likelihood, require_one_std
 from bnn.nn.layers import bayesian_modules
 from bnn.posterior._glm import check_glm_likelihood
 from bnn.posterior._model_input import check_model_input
@@ -127,6 +127,7 @@ def laplace(
         >>> history.log_marginal_likelihood
     """
     _check_arguments(model, likelihood, hessian)
+    require_one_std(likelihood, "laplace")
     check_finite_parameters(model, "laplace")
     names = select_parameters(model, subset)
     parameters = dict(model.named_parameters())

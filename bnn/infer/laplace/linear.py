@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters, check_positive
 from bnn.infer.history import History
-from bnn.likelihoods import Gaussian, Likelihood, Prediction
+from bnn.likelihoods import Gaussian, Likelihood, Prediction, require_one_std
 from bnn.posterior._evaluate import eval_mode
 from bnn.posterior._glm import glm_prediction
 from bnn.posterior._model_input import check_model_input
@@ -288,6 +288,7 @@ def neural_linear(
             "neural_linear needs a Gaussian likelihood with a fixed std (the observation "
             f"noise), e.g. bnn.Gaussian(0.1); got {likelihood!r}."
         )
+    require_one_std(likelihood, "neural_linear")
     check_finite_parameters(model, "neural_linear")
     start = time.perf_counter()
     head = BayesianLinearRegression(

@@ -29,13 +29,13 @@ from torch import Tensor, nn
 from bnn._checks import check_int, check_positive
 from bnn._progress import progress_bar
 from bnn._threads import Threads, check_threads, training_threads
-from bnn.infer._indexed_data import WholeData, whole_data
+from bnn.infer._indexed_data import WholeData, model_device, whole_data
 from bnn.infer._log_joint import check_data
 from bnn.infer.history import History
 from bnn.infer.laplace._posterior import Hessian
 from bnn.infer.laplace.laplace import LaplacePosterior, laplace
 from bnn.infer.training._loop import NonFiniteLossError
-from bnn.likelihoods import Categorical, Gaussian, Likelihood
+from bnn.likelihoods import Categorical, Gaussian, Likelihood, require_one_std
 from bnn.random.default import RNGLike, resolve_rng
 
 __all__ = ["marglik_training"]
@@ -92,7 +92,8 @@ def marglik_training(
         ValueError: a likelihood other than ``Gaussian``/``Categorical``, bad counts or rates,
             or ``burn_in`` not before ``epochs``.
     """
-    x, y = check_data(model, whole_data(data))
+    require_one_std(likelihood, "marglik_training")
+    x, y = check_data(model, whole_data(data, model_device(model)))
     _check_arguments(likelihood, epochs, lr, batch_size, every, burn_in, hyper_steps)
     check_positive("prior_precision", prior_precision)
     check_threads(threads)

@@ -21,7 +21,7 @@ from torch.func import grad_and_value
 
 from bnn._checks import check_int
 from bnn._progress import progress_enabled
-from bnn.infer._indexed_data import WholeData, whole_data
+from bnn.infer._indexed_data import WholeData, model_device, whole_data
 from bnn.infer._log_joint import (
     LogJoint,
     PriorSpec,
@@ -92,7 +92,7 @@ def run_pyro_chains(
     ``(num_chains, warmup, draws)``.
     """
     num_chains, warmup, draws = lengths
-    x, y = check_data(model, whole_data(data))
+    x, y = check_data(model, whole_data(data, model_device(model)))
     log_joint = LogJoint(model, likelihood, prior)
     check_deterministic(log_joint, x, y, method)
     parent = resolve_rng(rng)

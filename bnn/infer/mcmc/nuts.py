@@ -20,7 +20,7 @@ import torch
 from pyro.infer.mcmc import NUTS
 from torch import nn
 
-from bnn.infer._indexed_data import WholeData, whole_data
+from bnn.infer._indexed_data import WholeData, model_device, whole_data
 from bnn.infer._log_joint import LogJoint, PriorSpec, check_data, check_deterministic
 from bnn.infer.history import History
 from bnn.infer.mcmc._pyro_mcmc import (
@@ -138,7 +138,7 @@ def _run_vectorised(
     progress: bool,
 ) -> tuple[SampleSet, History]:
     num_chains, warmup, draws = lengths
-    x, y = check_data(model, whole_data(data))
+    x, y = check_data(model, whole_data(data, model_device(model)))
     log_joint = LogJoint(model, likelihood, prior)
     check_deterministic(log_joint, x, y, "nuts")
     parent = resolve_rng(rng)

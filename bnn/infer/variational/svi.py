@@ -264,7 +264,9 @@ def svi(
     check_threads(threads)
     source = indexed_data(model, data)
     n = len(source)
-    total_steps, batch = schedule(steps, epochs, batch_size or source.loader_batch_size, n)
+    total_steps, batch = schedule(
+        steps, epochs, source.loader_batch_size if batch_size is None else batch_size, n
+    )
     generator = resolve_rng(rng)
     model_fn = pyro_model(model, likelihood, prior, dataset_size=n)
     templates = _templates(model)

@@ -86,6 +86,11 @@ def test_a_dataset_trains_the_members_of_tensors_bagging_included() -> None:
     assert not torch.equal(first, second)  # the members differ by their initialisation
     with pytest.raises(ValueError, match="pass its Dataset"):
         _train(0, data=loader)
+    shuffling = torch.utils.data.DataLoader(loader.dataset, batch_size=16, shuffle=True)
+    with pytest.raises(ValueError, match="shuffling loader"):
+        bnn.infer.deep_ensemble(
+            member, shuffling, likelihood=bnn.HeteroscedasticGaussian(), num_members=2, epochs=1
+        )
     with pytest.raises(TypeError, match="a Dataset or a DataLoader"):
         _train(0, data=[1, 2])
 
