@@ -126,6 +126,32 @@ def test_a_seed_is_reproducible_and_seeds_differ(folders: Path) -> None:
     assert se == pytest.approx(abs(values[0] - values[1]) / 2)
 
 
+def test_seeds_in_worker_processes_give_the_serial_numbers(folders: Path) -> None:
+    """``jobs=2`` runs the two seeds in two one-thread processes: every metric equals the
+    serial one-thread run's."""
+    benchmark = Benchmark(
+        train_name="bars",
+        train_dir=folders / "bars",
+        ood_dirs={"noise": folders / "noise"},
+        methods=("map", "ensemble"),
+        settings=SMALL,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = run_images(benchmark, seeds=2)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = run_images(benchmark, seeds=2, jobs=2)
+    for one, other in zip(serial, parallel, strict=True):
+        for method in ("map", "ensemble"):
+            measured = [k for k in one[method]["metrics"] if "seconds" in k or "memory" in k]
+            assert {k: v for k, v in one[method]["metrics"].items() if k not in measured} == {
+                k: v for k, v in other[method]["metrics"].items() if k not in measured
+            }
+            assert one[method]["shift"] == other[method]["shift"]
+
+
 def test_the_command_line(
     folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
