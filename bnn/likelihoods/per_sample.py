@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from bnn.likelihoods._base import Likelihood, Prediction
-from bnn.likelihoods.regression import RegressionPrediction
+from bnn.likelihoods.regression_prediction import RegressionPrediction
 
 __all__ = ["PerSampleLikelihood"]
 
