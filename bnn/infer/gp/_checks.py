@@ -164,7 +164,7 @@ def check_options(
     epochs: int,
     num_inducing: int,
     lr: float,
-    ngd_lr: float,
+    ngd_lr: float | None,
     jitter: float | None,
     batch_size: int | None,
 ) -> None:
@@ -172,7 +172,8 @@ def check_options(
     for name, value in (("epochs", epochs), ("num_inducing", num_inducing)):
         check_int(name, value, minimum=0 if name == "epochs" else 1)
     check_positive("lr", lr)
-    check_positive("ngd_lr", ngd_lr)
+    if ngd_lr is not None:
+        check_positive("ngd_lr", ngd_lr)
     if jitter is not None:
         check_positive("jitter", jitter)
     if batch_size is not None:

@@ -176,8 +176,11 @@ def _svgp_model(
     learn_inducing: bool,
     jitter: float | None,
     num_classes: int | None = None,
+    natural: bool = True,
 ) -> Any:
-    """An SVGP; for ``num_classes = K``, ``K`` independent latent GPs (a batch of ``K``)."""
+    """An SVGP; for ``num_classes = K``, ``K`` independent latent GPs (a batch of ``K``); the
+    variational distribution in natural parameters (for natural gradients) or by its
+    Cholesky factor (for Adam)."""
     variational = gpytorch.variational
     batch: dict[str, torch.Size] = {}
     if num_classes is not None:
@@ -192,7 +195,12 @@ def _svgp_model(
 
     class SVGP(gpytorch.models.ApproximateGP):  # type: ignore[misc]
         def __init__(self) -> None:
-            distribution = variational.NaturalVariationalDistribution(inducing.shape[-2], **batch)
+            family = (
+                variational.NaturalVariationalDistribution
+                if natural
+                else variational.CholeskyVariationalDistribution
+            )
+            distribution = family(inducing.shape[-2], **batch)
             strategy = variational.VariationalStrategy(
                 self,
                 inducing.clone(),
@@ -274,7 +282,7 @@ def _train_svgp(
     *,
     epochs: int,
     lr: float,
-    ngd_lr: float,
+    ngd_lr: float | None,
     batch_size: int | None,
     data: Any,
     train_hyperparameters: bool,
@@ -284,13 +292,15 @@ def _train_svgp(
 ) -> None:
     n = data.size
     variational = list(gp_model.variational_parameters())
-    natural = gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
+    natural = None if ngd_lr is None else gpytorch.optim.NGD(variational, num_data=n, lr=ngd_lr)
     others = _hyperparameters(gp_model, gp_likelihood, {id(p) for p in variational})
     if not train_hyperparameters:
         strategy = gp_model.variational_strategy
         inducing = getattr(strategy, "base_variational_strategy", strategy).inducing_points
         feature_ids = {id(p) for p in gp_model.features.parameters()}
         others = [p for p in others if p is inducing or id(p) in feature_ids]
+    if natural is None:  # the Cholesky-parameterised distribution trains with Adam too
+        others = variational + others
     adam = torch.optim.Adam(others, lr=lr) if others else None
     objective = gpytorch.mlls.VariationalELBO(gp_likelihood, gp_model, num_data=n)
     shuffle = rng.torch_generator("data")
@@ -300,16 +310,16 @@ def _train_svgp(
         for epoch in progress_bar(range(epochs), desc="gp (svgp)", disable=not progress):
             total = 0.0
             for inputs, targets in data.epoch(batch_size, shuffle):
-                natural.zero_grad()
-                if adam is not None:
-                    adam.zero_grad()
+                for optimizer in (natural, adam):
+                    if optimizer is not None:
+                        optimizer.zero_grad()
                 loss = -objective(gp_model(inputs), targets)
                 if not bool(torch.isfinite(loss)):
                     raise NonFiniteLossError(f"non-finite ELBO in epoch {epoch}; lower lr.")
                 loss.backward()
-                natural.step()
-                if adam is not None:
-                    adam.step()
+                for optimizer in (natural, adam):
+                    if optimizer is not None:
+                        optimizer.step()
                 total += float(loss.detach()) * len(inputs)
             history.record(loss=total / n)
 

@@ -9,7 +9,8 @@ Needs the optional extra: ``pip install bnn-torch[gp]`` (GPyTorch).
 * ``method="svgp"`` — sparse variational GP (Hensman et al. 2013/2015): ``M`` inducing points,
   mini-batches, ELBO; the variational distribution is trained by natural gradients
   (Salimbeni et al. 2018; one step of ``ngd_lr=1`` on the full batch is the optimum for a
-  Gaussian likelihood) and everything else by Adam. Regression (``bnn.Gaussian``), binary
+  Gaussian likelihood) and everything else by Adam (``ngd_lr=None``: Adam for all of it, on a
+  Cholesky-parameterised distribution). Regression (``bnn.Gaussian``), binary
   classification (``bnn.Bernoulli``, logit link, Gauss–Hermite expected log-likelihood) and
   multi-class classification (``bnn.Categorical``: ``K`` independent latent GPs, one per class,
   each with its own kernel, mean and inducing points, softmax link — GPyTorch's
@@ -97,7 +98,7 @@ def gp(
     num_inducing: int = 128,
     inducing_points: Tensor | None = None,
     learn_inducing: bool = True,
-    ngd_lr: float = 0.1,
+    ngd_lr: float | None = 0.1,
     jitter: float | None = None,
     batch_size: int | None = None,
     max_exact_bytes: int = 2**31,
@@ -152,7 +153,8 @@ def gp(
         learn_inducing: optimise the inducing locations.
         ngd_lr: natural-gradient step of the variational distribution (1 is exact in one
             full-batch step for a Gaussian likelihood; smaller for mini-batches and the
-            classifiers).
+            classifiers); ``None``: no natural gradients — the distribution is parameterised
+            by its mean and Cholesky factor and trained by Adam with everything else (``lr``).
         jitter: diagonal jitter SVGP adds to ``K_zz`` and the predictive covariance
             (``None``: GPyTorch's ``variational_cholesky_jitter``, 1e-6 in float64, 1e-4 in
             float32); SVGP's moments differ from the exact ones by about this much.
@@ -221,7 +223,15 @@ def gp(
             model, features, training, inducing_points, num_inducing, generator
         )
         gp_model = _svgp_model(
-            gpytorch, inducing, features, kernel, mean, learn_inducing, jitter, num_classes
+            gpytorch,
+            inducing,
+            features,
+            kernel,
+            mean,
+            learn_inducing,
+            jitter,
+            num_classes,
+            natural=ngd_lr is not None,
         )
     gp_model, gp_likelihood = _placed(gp_model, gp_likelihood, likelihood, x, initial)
     history = History("gp", metrics={"loss": []}, extras={"method": method})
