@@ -110,9 +110,10 @@ def whole_data(data: Any, device: torch.device | None = None) -> Any:
     return (x, y) if device is None else (x.to(device), y.to(device))
 
 
-def model_device(model: nn.Module | None) -> torch.device | None:
-    """The device of the model's first parameter (``None``: no model or no parameters)."""
-    parameter = None if model is None else next(model.parameters(), None)
+def model_device(model: object) -> torch.device | None:
+    """The device of the model's first parameter (``None``: no model, not an ``nn.Module`` —
+    the caller refuses that — or no parameters)."""
+    parameter = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     return None if parameter is None else parameter.device
 
 

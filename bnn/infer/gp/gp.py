@@ -198,8 +198,7 @@ def gp(
         ...                   method="svgp", num_inducing=64, batch_size=256, epochs=20, rng=0)
     """
     settings = {k: v for k, v in locals().items() if k not in ("model", "data", "rng")}
-    if isinstance(data, Dataset):  # read whole; a DataLoader streams SVGP's batches
-        data = whole_data(data, model_device(model))
+    data = whole_data(data, model_device(model)) if isinstance(data, Dataset) else data
     if output_count(data, likelihood) is not None:
         return _several_outputs(model, data, settings, rng)
     start = time.perf_counter()
