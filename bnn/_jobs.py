@@ -77,6 +77,7 @@ def run_jobs(
     threads_per_job: int | None = None,
     describe: Callable[[int], str] = lambda index: f"job {index}",
     on_done: Callable[[], object] | None = None,
+    on_result: Callable[[int, Result], object] | None = None,
 ) -> list[Result]:
     """``[fn(item) for item in items]``, in this process or on ``executor``; results in order.
 
@@ -92,6 +93,9 @@ def run_jobs(
         describe: names job ``i`` in error messages (e.g. ``"seed 3"``).
         on_done: called in this process each time a job finishes (failed or not), in the
             order they finish: e.g. a progress bar's ``update(1)``.
+        on_result: called in this process with ``(index, result)`` of each job that succeeds,
+            as it finishes (before ``on_done``): e.g. to save it, so that an interrupted run
+            keeps what it finished.
 
     Raises:
         JobError: a job raised or its worker was lost; the message names every such job and
@@ -110,17 +114,30 @@ def run_jobs(
         )
     if executor is None:  # one job after another, fetching each item when its turn comes
         done = []
-        for item in items:
+        for index, item in enumerate(items):
             done.append(_completed(_Job(fn, item, threads_per_job)))
-            if on_done is not None:
-                on_done()
+            _report(index, done[-1], on_done, on_result)
         return _collect(done, describe)
     threads = 1 if threads_per_job is None else threads_per_job
     futures = [executor.submit(_Job(fn, item, threads)) for item in items]
-    if on_done is not None:
-        for _ in as_completed(futures):
-            on_done()
+    if on_done is not None or on_result is not None:
+        index_of = {id(future): index for index, future in enumerate(futures)}
+        for future in as_completed(futures):
+            _report(index_of[id(future)], future, on_done, on_result)
     return _collect(futures, describe)
+
+
+def _report(
+    index: int,
+    future: Future[Result],
+    on_done: Callable[[], object] | None,
+    on_result: Callable[[int, Result], object] | None,
+) -> None:
+    """Tell the callbacks that job ``index`` finished (``on_result`` only if it succeeded)."""
+    if on_result is not None and future.exception() is None:
+        on_result(index, future.result())
+    if on_done is not None:
+        on_done()
 
 
 def _completed(job: _Job[Any, Any]) -> Future[Any]:

@@ -103,6 +103,12 @@ def _add_uci(suites: Any) -> None:
     )
     uci.add_argument("--seed", type=int, default=0)
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
+    uci.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose journal (uci-splits.jsonl, written as splits finish) is "
+        "in --output: only the splits it lacks are trained (same settings required)",
+    )
 
 
 def _add_images(suites: Any) -> None:
@@ -154,6 +160,8 @@ def _add_images(suites: Any) -> None:
 
 
 USAGE_ERROR = 2
+JOURNAL = "uci-splits.jsonl"
+"""Where ``bnn benchmark uci`` saves each split's result as it finishes (``--resume``)."""
 """Exit status for a user error (bad path, data file or number), as argparse uses."""
 
 
@@ -260,7 +268,7 @@ def _uci(args: argparse.Namespace) -> int:
     from bnn.parallel.executors import local_pool
 
     _check_counts(args)
-    _check_output(args.output, ("uci.md", "uci.json"))
+    _check_output(args.output, ("uci.md", "uci.json", JOURNAL))
     _check_data_dir(args.dataset, args.data_dir)
     defaults = Defaults()
     if args.epochs is not None:
@@ -292,6 +300,8 @@ def _uci(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "recalibrate": args.recalibrate,
         "tuning": tuning,
+        "journal": args.output / JOURNAL,
+        "resume": args.resume,
     }
     if args.jobs == 1:  # one torch thread per split here too: the same numbers as --jobs N
         results = run_uci(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
 from bnn.apps.datasets import Standardizer, UCISplit, duplicated_inputs, load_uci, num_splits
 from bnn.apps.uci.common import Defaults, Fitted, Prepared
+from bnn.apps.uci.journal import Journal
 from bnn.apps.uci.methods import FIT, fit_method
 from bnn.apps.uci.report import SplitResult
 from bnn.apps.uci.tune import Tuning, check_tunable, tuned_defaults
@@ -107,6 +108,8 @@ def run_uci(
     threads_per_job: int | None = None,
     recalibrate: str | None = None,
     tuning: Tuning | None = None,
+    journal: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> list[SplitResult]:
     """Run ``method`` on the first ``splits`` splits of ``dataset`` (all when ``None``).
@@ -128,6 +131,10 @@ def run_uci(
 
     ``tuning`` tunes each split's hyperparameters on its validation split first
     (``bnn.apps.uci.tune``; the method is reported as ``"<method>+tune"``).
+
+    ``journal`` saves each split's result to that file as it finishes
+    (`bnn.apps.uci.journal`); with ``resume=True`` the splits already there are read back
+    instead of trained again (refused if the journal was written with other settings).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
@@ -153,19 +160,26 @@ def run_uci(
     count = available if splits is None else splits
     if not 1 <= count <= available:
         raise ValueError(f"splits must be in [1, {available}], got {splits}.")
+    header = {"dataset": dataset, "method": method, "seed": seed, "recalibrate": recalibrate}
+    header |= {"defaults": asdict(defaults), "tuning": None if tuning is None else asdict(tuning)}
+    book = None if journal is None else Journal.open(journal, header, resume=resume)
+    done = {} if book is None else {i: r for i, r in book.done.items() if i < count}
+    pending = [index for index in range(count) if index not in done]
     # every split is read (and its files checked) before the first one trains
-    loaded = [load_uci(dataset, index, data_dir=data_dir) for index in range(count)]
+    loaded = [(index, load_uci(dataset, index, data_dir=data_dir)) for index in pending]
     bar = progress_bar(range(count), desc=f"{dataset}/{method} splits", disable=not progress)
+    bar.update(len(done))
     results = run_jobs(
         functools.partial(_run_split, dataset, method, defaults, seed, recalibrate, tuning),
-        list(enumerate(loaded)),
+        loaded,
         executor=executor,
         threads_per_job=threads_per_job,
-        describe=lambda index: f"{dataset} split {index}",
+        describe=lambda job: f"{dataset} split {pending[job]}",
         on_done=lambda: bar.update(1),  # as splits finish, here or on the executor's workers
+        on_result=None if book is None else lambda _, result: book.record(result),
     )
     bar.close()
-    return results
+    return sorted([*done.values(), *results], key=lambda result: result.split)
 
 
 def _run_split(

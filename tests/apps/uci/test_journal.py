@@ -1,0 +1,127 @@
+"""The UCI run's journal: an interrupted run resumes to the uninterrupted results."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bnn._jobs import JobError, run_jobs
+from bnn.apps.cli import JOURNAL, main
+from bnn.apps.uci.command import Defaults, run_uci
+from bnn.apps.uci.report import SplitResult
+
+QUICK = Defaults(epochs=3, num_samples=10)
+
+
+def _untimed(results: list[SplitResult]) -> list[SplitResult]:
+    return [replace(result, seconds=0.0) for result in results]
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one_and_trains_only_the_missing_splits(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / JOURNAL
+    whole = run_uci("yacht", "mc_dropout", splits=3, defaults=QUICK, progress=False)
+    first = run_uci(
+        "yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False
+    )
+    resumed = run_uci(
+        "yacht",
+        "mc_dropout",
+        splits=3,
+        defaults=QUICK,
+        journal=journal,
+        resume=True,
+        progress=False,
+    )
+    assert _untimed(resumed) == _untimed(whole)
+    assert resumed[0].seconds == first[0].seconds  # read back, not trained again
+    assert len(journal.read_text().splitlines()) == 1 + 3  # header and three splits
+
+
+def test_without_resume_the_journal_starts_over(tmp_path: Path) -> None:
+    journal = tmp_path / JOURNAL
+    run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, journal=journal, progress=False)
+    again = run_uci(
+        "yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False
+    )
+    assert len(journal.read_text().splitlines()) == 1 + 1
+    assert json.loads(journal.read_text().splitlines()[1])["seconds"] == again[0].seconds
+
+
+def test_a_last_line_cut_short_is_trained_again(tmp_path: Path) -> None:
+    journal = tmp_path / JOURNAL
+    run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, journal=journal, progress=False)
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])  # killed mid-write
+    resumed = run_uci(
+        "yacht",
+        "mc_dropout",
+        splits=2,
+        defaults=QUICK,
+        journal=journal,
+        resume=True,
+        progress=False,
+    )
+    whole = run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, progress=False)
+    assert _untimed(resumed) == _untimed(whole)
+
+
+def test_resuming_a_journal_of_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
+    journal = tmp_path / JOURNAL
+    run_uci("yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False)
+    with pytest.raises(ValueError, match=r"defaults, method differ"):
+        run_uci(
+            "yacht",
+            "vi",
+            splits=1,
+            defaults=replace(QUICK, epochs=4),
+            journal=journal,
+            resume=True,
+            progress=False,
+        )
+    journal.write_text("not a journal\n")
+    with pytest.raises(ValueError, match="is not a bnn UCI journal"):
+        run_uci(
+            "yacht",
+            "mc_dropout",
+            splits=1,
+            defaults=QUICK,
+            journal=journal,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_the_cli_resumes_from_its_output_folder(tmp_path: Path) -> None:
+    command = ["benchmark", "uci", "--dataset", "yacht", "--method", "mc_dropout"]
+    command += ["--epochs", "2", "--output", str(tmp_path)]
+    assert main([*command, "--splits", "1"]) == 0
+    first = json.loads((tmp_path / "uci.json").read_text())["splits"]
+    assert main([*command, "--splits", "2", "--resume"]) == 0
+    both = json.loads((tmp_path / "uci.json").read_text())["splits"]
+    assert [row["split"] for row in both] == [0, 1]
+    assert both[0] == first[0]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_run_jobs_hands_each_successful_result_to_on_result(parallel: bool) -> None:
+    def square_or_fail(i: int) -> int:
+        if i == 3:
+            raise ValueError("three")
+        return i * i
+
+    seen: dict[int, int] = {}
+    with ThreadPoolExecutor(2) as pool:
+        with pytest.raises(JobError, match="job 3"):
+            run_jobs(
+                square_or_fail,
+                range(5),
+                executor=pool if parallel else None,
+                on_result=lambda index, result: seen.update({index: result}),
+            )
+    assert seen == {0: 0, 1: 1, 2: 4, 4: 16}
