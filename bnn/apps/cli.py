@@ -45,6 +45,21 @@ def _add_demo(commands: Any) -> None:
     demo.add_argument("--quick", action="store_true", help="few epochs (a smoke test)")
 
 
+UCI_METHODS = (
+    "mc_dropout",
+    "ensemble",
+    "vi",
+    "sghmc",
+    "laplace",
+    "swag",
+    "multiswag",
+    "gp",
+    "stack",
+)
+"""``--method`` choices of ``bnn benchmark uci`` (``bnn.apps.uci.command.METHODS``; checked by
+the tests, not imported here, so that ``bnn --help`` stays fast)."""
+
+
 def _add_uci(suites: Any) -> None:
     uci = suites.add_parser("uci", help="UCI regression benchmark (20 standard splits)")
     uci.add_argument(
@@ -56,17 +71,7 @@ def _add_uci(suites: Any) -> None:
     uci.add_argument(
         "--method",
         required=True,
-        choices=[
-            "mc_dropout",
-            "ensemble",
-            "vi",
-            "sghmc",
-            "laplace",
-            "swag",
-            "multiswag",
-            "gp",
-            "stack",
-        ],
+        choices=UCI_METHODS,
         help="stack: MC dropout, ensemble and GP stacked on the validation split",
     )
     uci.add_argument(

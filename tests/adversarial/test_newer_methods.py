@@ -253,7 +253,7 @@ CASES = [
         "laplace: empty data",
         lambda: laplace(data=(X[:0], Y[:0])),
         ValueError,
-        "x has 0 rows and y 0; they must match (> 0).",
+        "x has 0 rows and y 0; give the same number of rows (at least one).",
     ),
     Case(
         "laplace: nan x",
@@ -271,7 +271,7 @@ CASES = [
         "laplace: rows differ",
         lambda: laplace(data=(X, Y[:30])),
         ValueError,
-        "x has 40 rows and y 30; they must match (> 0).",
+        "x has 40 rows and y 30; give the same number of rows (at least one).",
     ),
     Case(
         "laplace: y 2 columns",

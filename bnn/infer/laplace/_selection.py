@@ -1,4 +1,4 @@
-"""What a Laplace fit selects and reads: parameters, layers, batches, prior precisions."""
+"""What a Laplace fit selects: parameters, layers, prior precisions."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ from typing import TypeAlias
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-
-from bnn._checks import check_int
 
 __all__ = [
     "KronLayer",
-    "batches",
     "check_precision",
     "kron_layers",
     "layer_groups",
@@ -132,24 +128,3 @@ def kron_layers(model: nn.Module, names: Sequence[str], groups: list[str]) -> li
             )
         layers.append(module)
     return layers
-
-
-def batches(data: object, batch_size: int) -> list[tuple[Tensor, Tensor]]:
-    """``data`` as a list of ``(x, y)`` batches (a tuple is split, a DataLoader or a Dataset
-    is read)."""
-    check_int("batch_size", batch_size)
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-        if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows and y {y.shape[0]}; they must match (> 0).")
-        for name, tensor in (("x", x), ("y", y)):
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
-        return list(zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True))
-    if isinstance(data, DataLoader):
-        return [(batch[0], batch[1]) for batch in data]
-    if isinstance(data, Dataset):
-        return batches(DataLoader(data, batch_size=batch_size), batch_size)
-    raise TypeError(
-        f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}."
-    )

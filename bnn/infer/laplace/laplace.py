@@ -32,12 +32,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters
 from bnn._progress import progress_bar
+from bnn.infer._batches import data_batches
 from bnn.infer.history import History
 from bnn.infer.laplace._curvature import CurvatureSums, accumulate_curvature
 from bnn.infer.laplace._posterior import Hessian, LaplacePosterior
 from bnn.infer.laplace._selection import (
     KronLayer,
-    batches,
     check_precision,
     kron_layers,
     layer_groups,
@@ -146,11 +146,12 @@ def laplace(
     if predictive == "glm":
         check_glm_likelihood(likelihood)
     budget = check_memory_budget(memory_budget, reference.device)
-    data_batches = batches(data, batch_size)
-    check_model_input(model, data_batches[0][0])
+    read = data_batches(data, batch_size, device=reference.device)
     start = time.perf_counter()
     sums = CurvatureSums()
-    for batch in progress_bar(data_batches, desc="laplace", disable=not progress):
+    for index, batch in enumerate(progress_bar(read, desc="laplace", disable=not progress)):
+        if index == 0:
+            check_model_input(model, batch[0])
         accumulate_curvature(sums, hessian, model, names, layers, likelihood, batch, budget)
     _check_finite(sums)
     posterior = LaplacePosterior(

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from bnn._checks import check_finite_parameters, check_positive
+from bnn.infer._batches import data_batches
+from bnn.infer._indexed_data import model_device
 from bnn.infer.history import History
 from bnn.likelihoods import Gaussian, Likelihood, Prediction, require_one_std
 from bnn.posterior._evaluate import eval_mode
@@ -300,30 +302,7 @@ def neural_linear(
 
 def _checked_batches(model: nn.Module, data: object) -> Iterator[tuple[Tensor, Tensor]]:
     """``(x, y)`` batches on the model's device, each checked; the first probes the model."""
-    if isinstance(data, tuple | list):
-        if len(data) != 2:
-            raise TypeError("data must be a pair (x, y) of tensors.")
-        batches: Iterable[Any] = [tuple(data)]
-    elif isinstance(data, DataLoader):
-        batches = data
-    elif isinstance(data, Dataset):
-        batches = DataLoader(data, batch_size=_DATASET_BATCH)
-    else:
-        raise TypeError(
-            f"data must be (x, y) tensors, a Dataset or a DataLoader, got {type(data).__name__}."
-        )
-    parameter = next(model.parameters(), None)
-    for index, (x, y) in enumerate(batches):
-        for name, tensor in (("x", x), ("y", y)):
-            if not isinstance(tensor, Tensor):
-                raise TypeError(f"{name} must be a tensor, got {type(tensor).__name__}.")
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} contains NaN or inf; clean or impute it first.")
-        if parameter is not None:
-            x, y = x.to(parameter.device), y.to(parameter.device)
+    for index, (x, y) in enumerate(data_batches(data, device=model_device(model))):
         if index == 0:
             check_model_input(model, x)
         yield x, y
-
-
-_DATASET_BATCH = 1024  # rows per batch when a Dataset is read (it changes only the rounding)

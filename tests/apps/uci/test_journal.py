@@ -125,3 +125,10 @@ def test_run_jobs_hands_each_successful_result_to_on_result(parallel: bool) -> N
                 on_result=lambda index, result: seen.update({index: result}),
             )
     assert seen == {0: 0, 1: 1, 2: 4, 4: 16}
+
+
+def test_the_cli_offers_every_method_of_the_benchmark() -> None:
+    from bnn.apps.cli import UCI_METHODS
+    from bnn.apps.uci.command import METHODS
+
+    assert sorted(UCI_METHODS) == sorted(METHODS)
