@@ -26,22 +26,26 @@ __all__ = [
     "calibration_targets",
     "check_calibration_pair",
     "conformal_rank",
+    "fewest_points",
 ]
 
 
 def conformal_rank(n: int, level: float) -> int:
     """``k = ⌈(n + 1) · level⌉``, the rank of the threshold among ``n`` calibration scores."""
+    if n < fewest_points(level):
+        raise ValueError(
+            f"a conformal set at level {level} needs at least 1/α − 1 = {fewest_points(level)} "
+            f"calibration points, got {n}; pass a larger calibration set or a lower level."
+        )
+    return math.ceil(round((n + 1) * float(level), 9))
+
+
+def fewest_points(level: float) -> int:
+    """``⌈1/α − 1⌉``, the fewest calibration points a conformal set at ``level`` needs (with
+    fewer, ``⌈(n + 1) · level⌉ > n``: no score is large enough)."""
     if not isinstance(level, float | int) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be in (0, 1), e.g. 0.9, got {level!r}.")
-    k = math.ceil(round((n + 1) * float(level), 9))
-    if k > n:
-        alpha = 1.0 - float(level)
-        raise ValueError(
-            f"a conformal set at level {level} needs at least 1/α − 1 = "
-            f"{math.ceil(round(1 / alpha - 1, 9))} calibration points, got {n}; pass a larger "
-            "calibration set or a lower level."
-        )
-    return k
+    return math.ceil(round(1 / (1 - float(level)) - 1, 9))
 
 
 def _threshold(scores: Tensor, level: float) -> Tensor:

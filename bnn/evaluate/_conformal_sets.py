@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bnn.evaluate._conformal_scores import conformal_rank
+from bnn.evaluate._conformal_scores import conformal_rank, fewest_points
 from bnn.likelihoods import ClassificationPrediction, class_indices
 from bnn.random.rng import RNG
 
@@ -94,10 +94,10 @@ class ClassificationCalibration:
         thresholds = []
         for label in range(self.num_classes):
             own = self.scores[self.labels == label]
-            if len(own) < _needed(level):
+            if len(own) < fewest_points(level):
                 raise ValueError(
                     f"class {label} has {len(own)} calibration points; class-conditional sets "
-                    f"at level {level} need at least {_needed(level)} per class. Pass more "
+                    f"at level {level} need at least {fewest_points(level)} per class. Pass more "
                     "calibration data, a lower level, or class_conditional=False."
                 )
             thresholds.append(torch.kthvalue(own, conformal_rank(len(own), level)).values)
@@ -193,11 +193,11 @@ def _raps_k_reg(
         assert isinstance(k_reg, int)
         return probs, labels, k_reg
     n = probs.shape[0]
-    tuning = max(_needed(level), math.ceil(TUNING_SHARE * n))
-    if n - tuning < _needed(level):
+    tuning = max(fewest_points(level), math.ceil(TUNING_SHARE * n))
+    if n - tuning < fewest_points(level):
         raise ValueError(
             f"RAPS with k_reg='auto' holds out {tuning} of the {n} calibration points to pick "
-            f"k_reg and needs {_needed(level)} more to calibrate at level {level}; pass more "
+            f"k_reg and needs {fewest_points(level)} more to calibrate at level {level}; pass more "
             "calibration data or k_reg=<int>."
         )
     permutation = torch.randperm(
@@ -208,8 +208,3 @@ def _raps_k_reg(
     ranks = (order == labels[held_out].unsqueeze(-1)).nonzero()[:, 1] + 1
     k = int(torch.kthvalue(ranks.float(), conformal_rank(tuning, level)).values)
     return probs[kept], labels[kept], k
-
-
-def _needed(level: float) -> int:
-    """The fewest calibration points a conformal set at ``level`` needs: ``⌈1/α − 1⌉``."""
-    return math.ceil(round(1 / (1 - level) - 1, 9))

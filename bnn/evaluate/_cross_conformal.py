@@ -21,7 +21,6 @@ jackknife+ (``n`` models). Everything is used: no point is spent on calibration 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 
 from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
-from bnn.evaluate._conformal_scores import check_calibration_pair
+from bnn.evaluate._conformal_scores import check_calibration_pair, conformal_rank, fewest_points
 from bnn.evaluate._conformal_sets import SetScore
 from bnn.likelihoods import (
     ClassificationPrediction,
@@ -272,13 +271,10 @@ def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore) -> Tens
 
 def _ranks(n: int, level: float) -> tuple[int, int]:
     """``(⌊α(n+1)⌋, ⌈(1−α)(n+1)⌉)``, the ranks of CV+'s lower and upper quantiles."""
-    if not isinstance(level, float | int) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.9, got {level!r}.")
-    upper = math.ceil(round((1 - (1 - level)) * (n + 1), 9))
-    lower = math.floor(round((1 - level) * (n + 1), 9))
-    if upper > n or lower < 1:
+    if n < fewest_points(level):
         raise ValueError(
-            f"CV+ at level {level} needs at least {math.ceil(round(1 / (1 - level) - 1, 9))} "
-            f"points, got {n}; pass more data or a lower level."
+            f"CV+ at level {level} needs at least {fewest_points(level)} points, got {n}; pass "
+            "more data or a lower level."
         )
-    return lower, upper
+    upper = conformal_rank(n, level)
+    return n + 1 - upper, upper

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from bnn.evaluate import metrics
-from bnn.evaluate._conformal_scores import ConformalRegressionPrediction
+from bnn.evaluate._conformal_scores import ConformalRegressionPrediction, fewest_points
 from bnn.evaluate._conformal_sets import ConformalClassificationPrediction
 from bnn.likelihoods import (
     ClassificationPrediction,
@@ -164,7 +164,7 @@ def _has_interval(prediction: RegressionPrediction, level: float) -> bool:
         return True
     assert prediction.calibration is not None
     n = int(prediction.calibration.y.shape[0])
-    return math.ceil(round((n + 1) * level, 9)) <= n
+    return n >= fewest_points(level)
 
 
 def _central_coverage(pit: Tensor, level: float) -> float:
