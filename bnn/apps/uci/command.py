@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -251,7 +252,7 @@ def _conformal_coverage(
     )
     prediction = conformal.predict(data.x_test.to(dtype), rng=rng.spawn("test"))
     assert isinstance(prediction, ConformalRegressionPrediction)
-    return _interval_coverage("split conformal", prediction, y_test.to(dtype))
+    return _interval_coverage("split conformal", prediction.interval, y_test.to(dtype))
 
 
 def _isotonic_coverage(
@@ -274,16 +275,16 @@ def _isotonic_coverage(
         recalibrated, data.x_test.to(dtype), num_samples=samples, rng=rng.spawn("test")
     )
     assert isinstance(prediction, RegressionPrediction)
-    return _interval_coverage("isotonic", prediction, y_test.to(dtype))
+    return _interval_coverage("isotonic", prediction.interval, y_test.to(dtype))
 
 
 def _interval_coverage(
-    name: str, prediction: RegressionPrediction, y_test: Tensor
+    name: str, interval: Callable[[float], tuple[Tensor, Tensor]], y_test: Tensor
 ) -> dict[str, Any]:
     """The recalibration's name, and its 90 % / 95 % intervals' test coverage and width."""
     coverage: dict[str, Any] = {"recalibration": name}
     for level in (0.9, 0.95):
-        lower, upper = prediction.interval(level)
+        lower, upper = interval(level)
         inside = (lower <= y_test) & (y_test <= upper)
         coverage[f"conformal_coverage_{round(100 * level)}"] = float(inside.double().mean())
         coverage[f"conformal_width_{round(100 * level)}"] = float((upper - lower).mean())
@@ -298,14 +299,11 @@ def _cv_plus_coverage(method: str, defaults: Defaults, split: UCISplit, rng: RNG
     cross = cv_plus(
         train, split.x_train, split.y_train.unsqueeze(-1), folds=CV_FOLDS, rng=rng, progress=False
     )
-    y = split.y_test.unsqueeze(-1)
-    result: dict[str, Any] = {"recalibration": "CV+"}
-    for level in (0.9, 0.95):
-        lower, upper = cross.interval(split.x_test, level, rng=rng.spawn("test"))
-        inside = (lower <= y) & (y <= upper)
-        result[f"conformal_coverage_{round(100 * level)}"] = float(inside.double().mean())
-        result[f"conformal_width_{round(100 * level)}"] = float((upper - lower).mean())
-    return result
+    return _interval_coverage(
+        "CV+",
+        lambda level: cross.interval(split.x_test, level, rng=rng.spawn("test")),
+        split.y_test.unsqueeze(-1),
+    )
 
 
 @dataclass(frozen=True)
