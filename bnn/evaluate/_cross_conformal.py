@@ -9,7 +9,11 @@ its label (classification, ``bnn.evaluate._conformal_sets``). At a new ``x``:
 
 * regression (CV+): ``[q⁻_α{μ_{−k(i)}(x) − R_i}, q⁺_{1−α}{μ_{−k(i)}(x) + R_i}]``, with ``q⁻``
   the ``⌊α(n+1)⌋``-th smallest and ``q⁺`` the ``⌈(1−α)(n+1)⌉``-th smallest of the ``n``
-  values;
+  values; with ``method="normalized"`` the residual is divided by the fold model's predictive
+  std, ``R_i = |y_i − μ_{−k(i)}(x_i)| / σ_{−k(i)}(x_i)``, and the interval is
+  ``[q⁻_α{μ_{−k(i)}(x) − R_i σ_{−k(i)}(x)}, q⁺_{1−α}{μ_{−k(i)}(x) + R_i σ_{−k(i)}(x)}]``:
+  as wide as the model's own uncertainty where it is, with the same guarantee (the intervals
+  ``μ ± tσ`` are nested in ``t``; Gupta, Kuchibhotla & Ramdas 2022);
 * classification: the labels ``y`` whose score under every point's fold model is beaten by
   fewer than ``(1−α)(n+1)`` of the out-of-fold scores:
   ``Σ_i 1[E_i < E_{−k(i)}(x, y)] < ⌈(1−α)(n+1)⌉`` (Romano et al. 2020, §3.3).
@@ -63,9 +67,11 @@ class CrossConformal:
         models: the fold posteriors (or predictors); ``models[k]`` was trained without fold
             ``k``.
         fold_of: the fold of each training point ``[n]``.
-        scores: out-of-fold residuals ``[n, ...]`` or label scores ``[n]``.
+        scores: out-of-fold residuals ``[n, ...]`` (divided by the predictive std for
+            ``method="normalized"``) or label scores ``[n]``.
         classification: whether the models are classifiers.
         level: the default level.
+        method: ``"absolute"`` or ``"normalized"`` residuals (``"aps"`` for a classifier).
     """
 
     models: list[Any]
@@ -76,6 +82,7 @@ class CrossConformal:
     likelihood: Likelihood | None
     num_samples: int
     score: SetScore
+    method: str = "absolute"
 
     def _predictions(self, x: Tensor, rng: RNGLike) -> list[Any]:
         generator = resolve_rng(rng)
@@ -91,9 +98,12 @@ class CrossConformal:
         if self.classification:
             raise TypeError("intervals are for regression; use prediction_set for a classifier.")
         lower_rank, upper_rank = _ranks(len(self.fold_of), self.level if level is None else level)
-        means = torch.stack([p.mean for p in self._predictions(x, rng)])  # [K, N, ...]
+        predictions = self._predictions(x, rng)
+        means = torch.stack([p.mean for p in predictions])  # [K, N, ...]
         per_point = means[self.fold_of]  # [n, N, ...]: the model that did not see point i
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
+        if self.method == "normalized":  # R_i σ_{−k(i)}(x)
+            residuals = residuals * torch.stack([p.std for p in predictions])[self.fold_of]
         lower = torch.kthvalue(per_point - residuals, lower_rank, dim=0).values
         upper = torch.kthvalue(per_point + residuals, upper_rank, dim=0).values
         return lower, upper
@@ -128,6 +138,7 @@ def cv_plus(
     *,
     folds: int = 10,
     level: float = 0.9,
+    method: str = "absolute",
     likelihood: Likelihood | None = None,
     num_samples: int = 100,
     rng: RNGLike = None,
@@ -146,6 +157,10 @@ def cv_plus(
         y: targets ``[n, ...]`` (class indices ``[n]`` for a classifier).
         folds: ``K`` (``2 ≤ K ≤ n``); ``K = n`` is the jackknife+.
         level: default coverage ``1 − α``; needs ``⌈(1−α)(n+1)⌉ ≤ n``.
+        method: regression scores: ``"absolute"`` residuals (intervals of one width around
+            the fold models' means) or ``"normalized"`` (residuals over the fold model's
+            predictive std: widths follow the model's uncertainty; every predictive std must
+            be positive). Ignored for a classifier (APS scores).
         likelihood: observation model of the fold models' predictions (``None``: their own).
         num_samples: function samples of every prediction.
         rng: fold ``k`` trains with ``rng.spawn(f"fold-{k}")``; the folds are a permutation
@@ -171,6 +186,8 @@ def cv_plus(
             f"folds must be an int in [2, n = {n}] (n: the jackknife+), got {folds!r}."
         )
     _ranks(n, level)  # enough points for the level, before any training
+    if method not in ("absolute", "normalized"):
+        raise ValueError(f"method must be 'absolute' or 'normalized', got {method!r}.")
     if not callable(train):
         raise TypeError(f"train must be a function (x, y, rng) -> posterior, got {type(train)}.")
     parent = resolve_rng(rng)
@@ -190,7 +207,9 @@ def cv_plus(
     )
     bar.close()
     models = [_fold_model(model) for model in trained]
-    return _score_out_of_fold(models, fold_of, x, y, level, likelihood, num_samples, parent)
+    return _score_out_of_fold(
+        models, fold_of, x, y, float(level), method, likelihood, num_samples, parent
+    )
 
 
 def jackknife_plus(train: Train, x: Tensor, y: Tensor, **options: Any) -> CrossConformal:
@@ -231,6 +250,7 @@ def _score_out_of_fold(
     x: Tensor,
     y: Tensor,
     level: float,
+    method: str,
     likelihood: Likelihood | None,
     num_samples: int,
     parent: RNG,
@@ -244,21 +264,38 @@ def _score_out_of_fold(
         child = parent.spawn(f"out of fold {k}")
         prediction = _predict(model, x[held], likelihood, num_samples, child)
         classification = isinstance(prediction, ClassificationPrediction)
-        fold_scores = _scores_of(prediction, y[held], child, score).detach().cpu()
+        fold_scores = _scores_of(prediction, y[held], child, score, method).detach().cpu()
         if scores is None:
             scores = torch.empty((len(fold_of), *fold_scores.shape[1:]), dtype=fold_scores.dtype)
         scores[held] = fold_scores
     assert scores is not None
     return CrossConformal(
-        models, fold_of, scores, classification, float(level), likelihood, num_samples, score
+        models,
+        fold_of,
+        scores,
+        classification,
+        level,
+        likelihood,
+        num_samples,
+        score,
+        "aps" if classification else method,
     )
 
 
-def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore) -> Tensor:
-    """Absolute residuals of the predictive mean, or the (randomized) APS score of the label."""
+def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore, method: str) -> Tensor:
+    """Absolute (or normalized) residuals of the predictive mean, or the (randomized) APS
+    score of the label."""
     if isinstance(prediction, RegressionPrediction):
         targets = align_targets(y, prediction.loc.shape[1:], "out-of-fold prediction")
-        return (targets.to(prediction.mean) - prediction.mean).abs()
+        residuals = (targets.to(prediction.mean) - prediction.mean).abs()
+        if method == "absolute":
+            return residuals
+        if not bool((prediction.std > 0).all()):
+            raise ValueError(
+                "method 'normalized' divides by the fold models' predictive std, which is 0 "
+                "for some points; use method='absolute' or pass a likelihood with noise."
+            )
+        return residuals / prediction.std
     if isinstance(prediction, ClassificationPrediction):
         probs = prediction.class_probs.mean(0)
         labels = class_indices(y, probs.shape[0], probs.shape[-1]).to(probs.device)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 import bnn
 from bnn.evaluate.recalibrate import cv_plus, jackknife_plus
+from bnn.likelihoods import RegressionPrediction
 from bnn.parallel.executors import local_pool
 from tests.evaluate.test_recalibrate import K_SD, _coverage_sd
 
@@ -64,6 +65,62 @@ def test_cv_plus_and_jackknife_plus_cover_about_the_nominal_level(folds: int | N
     print(f"folds={folds}: coverage {mean:.4f} (nominal {level}, sd {sd:.4f})")
     assert mean >= level - K_SD * sd  # the 1 − 2α guarantee, and about 1 − α here
     assert mean <= level + 0.03 + K_SD * sd  # not wider than a held-out split would give
+
+
+def _noise_scale(x: Tensor) -> Tensor:
+    return 0.1 + x.abs()
+
+
+def _heteroscedastic(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = 4 * torch.rand(n, 1, generator=g, dtype=torch.float64) - 2
+    return x, 2 * x + _noise_scale(x) * torch.randn(n, 1, generator=g, dtype=torch.float64)
+
+
+class _ScaledLine:
+    """Least squares with a noise std of known shape ``c (0.1 + |x|)``, ``c`` fitted."""
+
+    def __init__(self, x: Tensor, y: Tensor, rng: bnn.RNG) -> None:  # noqa: ARG002
+        design = torch.cat([x, torch.ones_like(x)], -1)
+        self.solution = torch.linalg.lstsq(design, y).solution
+        residuals = (y - design @ self.solution) / _noise_scale(x)
+        self.c = residuals.pow(2).mean().sqrt()
+
+    def predict(self, x: Tensor) -> RegressionPrediction:
+        mean = (torch.cat([x, torch.ones_like(x)], -1) @ self.solution)[None]
+        return RegressionPrediction(mean, mean, (self.c * _noise_scale(x))[None])
+
+
+def test_normalized_cv_plus_covers_the_level_where_the_noise_is_small_and_where_it_is_large() -> (
+    None
+):
+    n, m, repetitions, level = 59, 200, 200, 0.9
+    covered = {"absolute": [], "normalized": []}
+    quiet, loud = [], []
+    for r in range(repetitions):
+        x, y = _heteroscedastic(n, 5000 + 2 * r)
+        x_test, y_test = _heteroscedastic(m, 5001 + 2 * r)
+        quiet.append(x_test.abs().squeeze(-1) < 0.5)
+        loud.append(x_test.abs().squeeze(-1) > 1.5)
+        for method, inside in covered.items():
+            cross = cv_plus(
+                _ScaledLine, x, y, folds=5, level=level, method=method, rng=r, progress=False
+            )
+            lower, upper = cross.interval(x_test)
+            inside.append(((y_test >= lower) & (y_test <= upper)).squeeze(-1))
+    _, sd = _coverage_sd(n, level, m, repetitions)
+    for method, inside in covered.items():
+        every = torch.cat(inside).double()
+        small, large = every[torch.cat(quiet)].mean(), every[torch.cat(loud)].mean()
+        print(f"{method}: coverage {every.mean():.4f}, |x| < 0.5: {small:.4f}, > 1.5: {large:.4f}")
+        assert level - K_SD * sd <= float(every.mean()) <= level + 0.03 + K_SD * sd
+        # Conditional coverage has no guarantee; what separates the two methods is the gap
+        # between the quiet and the loud quarter of x (measured 0.235 and 0.037: the line's
+        # own error weighs more where the noise is small).
+        if method == "normalized":  # widths follow the noise
+            assert abs(float(small) - float(large)) < 0.06
+        else:  # one width for all: too wide where it is quiet, too narrow where it is loud
+            assert float(small) - float(large) > 0.2
 
 
 def _blobs(n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -139,3 +196,11 @@ def test_bad_input_is_refused_before_training() -> None:
     cross = cv_plus(least_squares, x, y, folds=4, rng=0, progress=False)
     with pytest.raises(TypeError, match="prediction sets are for classifiers"):
         cross.prediction_set(x)
+
+
+def test_normalized_scores_need_a_positive_std_and_a_known_method() -> None:
+    x, y = _regression(30, 3)
+    with pytest.raises(ValueError, match="predictive std, which is 0"):
+        cv_plus(least_squares, x, y, folds=3, method="normalized", rng=0, progress=False)
+    with pytest.raises(ValueError, match="'absolute' or 'normalized'"):
+        cv_plus(least_squares, x, y, folds=3, method="cqr", rng=0, progress=False)

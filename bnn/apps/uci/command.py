@@ -124,8 +124,9 @@ def run_uci(
     the validation split; the method's own metrics are unchanged. ``recalibrate="cvplus"``
     reports CV+ intervals instead (Barber et al. 2021, ``bnn.evaluate.recalibrate.cv_plus``):
     ``CV_FOLDS`` more models of the method per split, each trained without one fold of the
-    training split, their out-of-fold residuals calibrating the intervals — no point spent
-    on calibration only, and no reuse of the split that chose the epochs.
+    training split, their out-of-fold residuals (over each fold model's predictive std)
+    calibrating the intervals — no point spent on calibration only, and no reuse of the split
+    that chose the epochs.
     ``recalibrate="isotonic"`` reports the intervals of the predictive CDF recalibrated on the
     validation split (Kuleshov et al. 2018, ``bnn.evaluate.isotonic_recalibrate``), with no
     finite-sample guarantee. Widths are on the original scale.
@@ -294,13 +295,13 @@ def _interval_coverage(
 def _cv_plus_coverage(method: str, defaults: Defaults, split: UCISplit, rng: RNG) -> dict[str, Any]:
     """Test coverage and mean width of CV+ 90 % / 95 % intervals (Barber et al. 2021) on the
     original scale: ``CV_FOLDS`` models of the row's method, each trained like the row's own
-    model (its validation carved from its fold's training part), no point held out."""
+    model (its validation carved from its fold's training part), no point held out; scores
+    normalised by the fold models' predictive std, like split conformal's here."""
     train = functools.partial(_train_fold, method, defaults, split.x_test)
-    cross = cv_plus(
-        train, split.x_train, split.y_train.unsqueeze(-1), folds=CV_FOLDS, rng=rng, progress=False
-    )
+    x, y = split.x_train, split.y_train.unsqueeze(-1)
+    cross = cv_plus(train, x, y, folds=CV_FOLDS, method="normalized", rng=rng, progress=False)
     return _interval_coverage(
-        "CV+",
+        "CV+ (normalized)",
         lambda level: cross.interval(split.x_test, level, rng=rng.spawn("test")),
         split.y_test.unsqueeze(-1),
     )

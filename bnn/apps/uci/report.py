@@ -46,7 +46,7 @@ class SplitResult:
     conformal_coverage_95: float | None = None
     conformal_width_90: float | None = None
     conformal_width_95: float | None = None
-    recalibration: str | None = None  # "split conformal", "CV+" or "isotonic"
+    recalibration: str | None = None  # "split conformal", "CV+ (normalized)" or "isotonic"
     stack_weights: list[float] | None = None
     tuned: dict[str, Any] | None = None
     tuned_seed_std: float | None = None  # the chosen configuration's std over tuning seeds

@@ -108,7 +108,7 @@ def test_cv_plus_recalibration_reports_coverage_and_width_and_is_reproducible() 
     plain = run_uci("yacht", "mc_dropout", **options)[0]
     cross = run_uci("yacht", "mc_dropout", recalibrate="cvplus", **options)[0]
     assert (plain.rmse, plain.log_likelihood) == (cross.rmse, cross.log_likelihood)
-    assert cross.recalibration == "CV+"
+    assert cross.recalibration == "CV+ (normalized)"
     assert cross.conformal_coverage_90 is not None and cross.conformal_coverage_95 is not None
     assert 0 <= cross.conformal_coverage_90 <= cross.conformal_coverage_95 <= 1
     assert cross.conformal_width_90 is not None and cross.conformal_width_95 is not None
