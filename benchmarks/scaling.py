@@ -17,7 +17,8 @@ likelihood, GLM predictive), ``swag`` (from the MAP network, 10 epochs of SGD, r
 inducing points, ARD RBF), ``svi`` (Pyro, mean field), ``sghmc`` (``--epochs`` of steps from
 the MAP network), ``boost`` (5 stages, 20 full-batch steps each). NUTS and HMC are
 full-batch samplers whose every gradient reads all ``N`` rows — not large-``N`` methods, so
-not here.
+not here. Peers in the same run (``PEERS``): ``torch_map``, the ``map`` fit written directly in
+PyTorch, and ``gpytorch_svgp``, the ``svgp`` fit written directly in GPyTorch.
 
 "Linear in n" means: seconds per 100,000 rows of the fit do not grow with ``n``.
 """
@@ -57,6 +58,8 @@ METHODS = (
     "sghmc",
     "boost",
 )
+PEERS = ("torch_map", "gpytorch_svgp")
+"""The same fits written directly in PyTorch and GPyTorch, as a user would without bnn."""
 NOISE = 0.1
 BATCH = 512
 TEST_ROWS = 10_000
@@ -100,6 +103,8 @@ def fit_method(method: str, data: DataLoader[Any], epochs: int) -> tuple[Any, di
         "svi": _svi,
         "sghmc": _sghmc,
         "boost": _boost,
+        "torch_map": _torch_map,
+        "gpytorch_svgp": _gpytorch_svgp,
     }
     return fits[method](data, epochs)
 
@@ -227,6 +232,95 @@ def _boost(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:  #
     return boosted, {}
 
 
+class _Fixed:
+    """A plain model's predictive: ``N(mean(x), std(x)²)`` from ``predict(x)``."""
+
+    def __init__(self, predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]):
+        self.predict_mean_std = predict
+
+    def predict(self, x: torch.Tensor) -> bnn.likelihoods.RegressionPrediction:
+        mean, std = self.predict_mean_std(x)
+        return bnn.likelihoods.RegressionPrediction(mean[None], mean[None], std[None])
+
+
+def _torch_map(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    """``map`` in plain PyTorch: the same network, loader, Adam and Gaussian NLL."""
+    torch.manual_seed(0)
+    net = network()
+    log_std = torch.tensor(math.log(0.5), requires_grad=True)
+    optimizer = torch.optim.Adam([*net.parameters(), log_std], lr=3e-3)
+    for _ in range(epochs):
+        for x, y in data:
+            optimizer.zero_grad()
+            loss = ((y - net(x)) ** 2 / (2 * torch.exp(2 * log_std)) + log_std).mean()
+            loss.backward()
+            optimizer.step()
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = net(x)
+        return mean, torch.exp(log_std).expand_as(mean)
+
+    return _Fixed(predict), {}
+
+
+def _gpytorch_svgp(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    """``svgp`` in plain GPyTorch, as its SVGP tutorial writes it: natural gradients (0.1) for
+    the variational distribution, Adam (0.01) for the rest, 256 inducing points from the
+    first rows, ARD RBF kernel, the same loader."""
+    import gpytorch
+
+    torch.manual_seed(0)
+    dataset = data.dataset
+    inducing = torch.stack([dataset[i][0] for i in range(256)])
+
+    class SVGP(gpytorch.models.ApproximateGP):  # type: ignore[misc]
+        def __init__(self) -> None:
+            distribution = gpytorch.variational.NaturalVariationalDistribution(256)
+            strategy = gpytorch.variational.VariationalStrategy(
+                self, inducing, distribution, learn_inducing_locations=True
+            )
+            super().__init__(strategy)
+            self.mean_module = gpytorch.means.ConstantMean()
+            self.covar_module = gpytorch.kernels.ScaleKernel(
+                gpytorch.kernels.RBFKernel(ard_num_dims=inducing.shape[-1])
+            )
+
+        def forward(self, z: torch.Tensor) -> Any:
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(z), self.covar_module(z)
+            )
+
+    model, likelihood = SVGP(), gpytorch.likelihoods.GaussianLikelihood()
+    rows = len(dataset)  # type: ignore[arg-type]
+    natural = gpytorch.optim.NGD(model.variational_parameters(), num_data=rows, lr=0.1)
+    adam = torch.optim.Adam([*model.hyperparameters(), *likelihood.parameters()], lr=0.01)
+    objective = gpytorch.mlls.VariationalELBO(likelihood, model, num_data=rows)
+    model.train()
+    likelihood.train()
+    for _ in range(epochs):
+        for x, y in data:
+            natural.zero_grad()
+            adam.zero_grad()
+            loss = -objective(model(x), y.squeeze(-1))
+            loss.backward()
+            natural.step()
+            adam.step()
+    model.eval()
+    likelihood.eval()
+
+    @torch.no_grad()
+    def predict(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        means, stds = [], []
+        for block in x.split(1024):
+            observed = likelihood(model(block))
+            means.append(observed.mean)
+            stds.append(observed.variance.sqrt())
+        return torch.cat(means)[:, None], torch.cat(stds)[:, None]
+
+    return _Fixed(predict), {}
+
+
 def worker(method: str, rows: int, epochs: int, threads: int) -> dict[str, Any]:
     """One (method, rows) measurement, in this process."""
     torch.set_num_threads(threads)
@@ -239,7 +333,11 @@ def worker(method: str, rows: int, epochs: int, threads: int) -> dict[str, Any]:
     posterior, options = fit_method(method, data, epochs)
     fitted = time.perf_counter() - start
     start = time.perf_counter()
-    prediction = bnn.predict_with_uncertainty(posterior, x_test, rng=1, **options)
+    prediction = (
+        posterior.predict(x_test)
+        if isinstance(posterior, _Fixed)
+        else bnn.predict_with_uncertainty(posterior, x_test, rng=1, **options)
+    )
     predicted = time.perf_counter() - start
     return {
         "method": method,
@@ -289,7 +387,7 @@ def main() -> None:
         method, rows = args.worker
         print(json.dumps(worker(method, int(rows), args.epochs, args.threads)))
         return
-    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    methods = [*METHODS, *PEERS] if args.methods == "all" else args.methods.split(",")
     row_counts = [int(n) for n in args.rows.split(",")]
     results = []
     runs = [(m, n) for m in methods for n in row_counts]
