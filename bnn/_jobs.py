@@ -95,7 +95,8 @@ def run_jobs(
             order they finish: e.g. a progress bar's ``update(1)``.
         on_result: called in this process with ``(index, result)`` of each job that succeeds,
             as it finishes (before ``on_done``): e.g. to save it, so that an interrupted run
-            keeps what it finished.
+            keeps what it finished. If a callback raises, jobs not yet started are cancelled
+            and the error propagates.
 
     Raises:
         JobError: a job raised or its worker was lost; the message names every such job and
@@ -122,8 +123,13 @@ def run_jobs(
     futures = [executor.submit(_Job(fn, item, threads)) for item in items]
     if on_done is not None or on_result is not None:
         index_of = {id(future): index for index, future in enumerate(futures)}
-        for future in as_completed(futures):
-            _report(index_of[id(future)], future, on_done, on_result)
+        try:
+            for future in as_completed(futures):
+                _report(index_of[id(future)], future, on_done, on_result)
+        except BaseException:  # a callback failed (or an interrupt): start no further job
+            for future in futures:
+                future.cancel()
+            raise
     return _collect(futures, describe)
 
 
@@ -134,7 +140,7 @@ def _report(
     on_result: Callable[[int, Result], object] | None,
 ) -> None:
     """Tell the callbacks that job ``index`` finished (``on_result`` only if it succeeded)."""
-    if on_result is not None and future.exception() is None:
+    if on_result is not None and not future.cancelled() and future.exception() is None:
         on_result(index, future.result())
     if on_done is not None:
         on_done()

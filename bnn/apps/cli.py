@@ -165,9 +165,9 @@ def _add_images(suites: Any) -> None:
 
 
 USAGE_ERROR = 2
+"""Exit status for a user error (bad path, data file or number), as argparse uses."""
 JOURNAL = "uci-splits.jsonl"
 """Where ``bnn benchmark uci`` saves each split's result as it finishes (``--resume``)."""
-"""Exit status for a user error (bad path, data file or number), as argparse uses."""
 
 
 class UsageError(ValueError):
@@ -308,6 +308,8 @@ def _uci(args: argparse.Namespace) -> int:
         "journal": args.output / JOURNAL,
         "resume": args.resume,
     }
+    if args.resume and not (args.output / JOURNAL).exists():
+        print(f"bnn: no {JOURNAL} in {args.output} to resume; starting a new run", file=sys.stderr)
     if args.jobs == 1:  # one torch thread per split here too: the same numbers as --jobs N
         results = run_uci(
             args.dataset, args.method, defaults=defaults, threads_per_job=1, **options

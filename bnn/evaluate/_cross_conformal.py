@@ -84,6 +84,13 @@ class CrossConformal:
     score: SetScore
     method: str = "absolute"
 
+    def __post_init__(self) -> None:
+        if self.method not in ("absolute", "normalized", "aps"):
+            raise ValueError(
+                f"method must be 'absolute' or 'normalized' (or 'aps' for sets), got "
+                f"{self.method!r}."
+            )
+
     def _predictions(self, x: Tensor, rng: RNGLike) -> list[Any]:
         generator = resolve_rng(rng)
         return [
@@ -103,7 +110,13 @@ class CrossConformal:
         per_point = means[self.fold_of]  # [n, N, ...]: the model that did not see point i
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
         if self.method == "normalized":  # R_i σ_{−k(i)}(x)
-            residuals = residuals * torch.stack([p.std for p in predictions])[self.fold_of]
+            stds = torch.stack([p.std for p in predictions])
+            if not bool((stds > 0).all()):
+                raise ValueError(
+                    "normalized CV+ scales by the fold models' predictive std, which is 0 at "
+                    "some of these inputs; predict with the likelihood's noise."
+                )
+            residuals = residuals * stds[self.fold_of]
         lower = torch.kthvalue(per_point - residuals, lower_rank, dim=0).values
         upper = torch.kthvalue(per_point + residuals, upper_rank, dim=0).values
         return lower, upper

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 import bnn
 from bnn.infer._batches import DATASET_BATCH, data_batches
@@ -71,6 +71,23 @@ def test_laplace_refuses_a_nan_in_a_later_batch_of_a_loader() -> None:
         bnn.infer.laplace(
             net,
             DataLoader(TensorDataset(x, y), batch_size=16),
+            likelihood=bnn.Gaussian(0.1),
+            hessian="kron",
+            progress=False,
+        )
+
+
+class _NoRows(IterableDataset[tuple[Tensor, Tensor]]):
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter([])
+
+
+def test_laplace_refuses_an_iterable_dataset_with_no_rows() -> None:
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(ValueError, match="the data has no rows"):
+        bnn.infer.laplace(
+            net,
+            DataLoader(_NoRows(), batch_size=4),
             likelihood=bnn.Gaussian(0.1),
             hessian="kron",
             progress=False,

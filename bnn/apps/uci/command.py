@@ -164,16 +164,16 @@ def run_uci(
         raise ValueError(f"splits must be in [1, {available}], got {splits}.")
     header = {"dataset": dataset, "method": method, "seed": seed, "recalibrate": recalibrate}
     header |= {"defaults": asdict(defaults), "tuning": None if tuning is None else asdict(tuning)}
+    # every split is read (and its files checked) before the journal opens or any split trains
+    loaded = {index: load_uci(dataset, index, data_dir=data_dir) for index in range(count)}
     book = None if journal is None else Journal.open(journal, header, resume=resume)
     done = {} if book is None else {i: r for i, r in book.done.items() if i < count}
     pending = [index for index in range(count) if index not in done]
-    # every split is read (and its files checked) before the first one trains
-    loaded = [(index, load_uci(dataset, index, data_dir=data_dir)) for index in pending]
     bar = progress_bar(range(count), desc=f"{dataset}/{method} splits", disable=not progress)
     bar.update(len(done))
     results = run_jobs(
         functools.partial(_run_split, dataset, method, defaults, seed, recalibrate, tuning),
-        loaded,
+        [(index, loaded[index]) for index in pending],
         executor=executor,
         threads_per_job=threads_per_job,
         describe=lambda job: f"{dataset} split {pending[job]}",

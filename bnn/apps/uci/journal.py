@@ -8,7 +8,8 @@ the same results as an uninterrupted one.
 
 The first line is the run's header (data set, method, seed, recalibration, tuning and every
 default); resuming a journal written with other settings is refused, naming the difference.
-A last line cut short by a killed process is ignored (that split trains again).
+A last line cut short by a killed process is dropped (that split trains again). An existing
+journal is never overwritten: without ``resume`` it is refused.
 
 Example:
     >>> run_uci("kin8nm", "stack", splits=20, journal="out/uci-splits.jsonl")  # killed at 7
@@ -23,6 +24,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from bnn._io import write_text_atomically
 from bnn.apps.uci.report import SplitResult
 
 __all__ = ["FORMAT", "Journal"]
@@ -41,20 +43,32 @@ class Journal:
 
     @classmethod
     def open(cls, path: str | Path, header: dict[str, Any], *, resume: bool) -> Journal:
-        """Start a journal at ``path`` (replacing any), or with ``resume`` continue the one there.
+        """Start a journal at ``path``, or with ``resume`` continue the one there (a missing or
+        empty file starts a new one).
+
+        Resuming rewrites the file to its header and whole lines (dropping a line cut short
+        by a killed process), so that later results start on lines of their own.
 
         Raises:
-            ValueError: resuming a journal of another run (its header differs from ``header``)
-                or a file that is not a journal.
+            ValueError: without ``resume``, ``path`` already holds finished splits (they are
+                never overwritten: resume, or remove the file); resuming a journal of another
+                run (its header differs from ``header``) or a file that is not a journal.
         """
         path = Path(path)
         first = json.loads(json.dumps({"format": FORMAT, "version": VERSION, **header}))
-        if resume and path.exists():
-            return cls(path, _read(path, first))
+        written = path.exists() and path.stat().st_size > 0
+        if written and not resume:
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            raise ValueError(
+                f"{path} already holds a journal ({max(lines - 1, 0)} finished splits); resume "
+                "it (--resume), or remove it or give another output folder to start over."
+            )
+        done = _read(path, first) if written else {}
+        records = [first, *(asdict(done[split]) for split in sorted(done))]
+        text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as file:
-            _write_line(file, first)
-        return cls(path, {})
+        write_text_atomically(path, text)
+        return cls(path, done)
 
     def record(self, result: SplitResult) -> None:
         """Append ``result`` as one line, flushed and synced before returning."""

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from bnn._checks import check_finite_parameters
 from bnn._progress import progress_bar
 from bnn.infer._batches import data_batches
+from bnn.infer._indexed_data import model_device
 from bnn.infer.history import History
 from bnn.infer.laplace._curvature import CurvatureSums, accumulate_curvature
 from bnn.infer.laplace._posterior import Hessian, LaplacePosterior
@@ -146,13 +147,15 @@ def laplace(
     if predictive == "glm":
         check_glm_likelihood(likelihood)
     budget = check_memory_budget(memory_budget, reference.device)
-    read = data_batches(data, batch_size, device=reference.device)
+    read = data_batches(data, batch_size, device=model_device(model))
     start = time.perf_counter()
     sums = CurvatureSums()
     for index, batch in enumerate(progress_bar(read, desc="laplace", disable=not progress)):
         if index == 0:
             check_model_input(model, batch[0])
         accumulate_curvature(sums, hessian, model, names, layers, likelihood, batch, budget)
+    if sums.count == 0:
+        raise ValueError("the data has no rows; give at least one (x, y) pair.")
     _check_finite(sums)
     posterior = LaplacePosterior(
         model,

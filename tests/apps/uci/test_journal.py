@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -43,32 +44,31 @@ def test_a_resumed_run_equals_the_uninterrupted_one_and_trains_only_the_missing_
     assert len(journal.read_text().splitlines()) == 1 + 3  # header and three splits
 
 
-def test_without_resume_the_journal_starts_over(tmp_path: Path) -> None:
+def test_without_resume_a_journal_with_results_is_refused_and_kept(tmp_path: Path) -> None:
     journal = tmp_path / JOURNAL
     run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, journal=journal, progress=False)
-    again = run_uci(
-        "yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False
-    )
+    before = journal.read_text()
+    with pytest.raises(ValueError, match=r"already holds a journal \(2 finished splits\)"):
+        run_uci("yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False)
+    assert journal.read_text() == before
+    journal.write_text("")  # killed before its header was written: a new run may start
+    run_uci("yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False)
     assert len(journal.read_text().splitlines()) == 1 + 1
-    assert json.loads(journal.read_text().splitlines()[1])["seconds"] == again[0].seconds
 
 
-def test_a_last_line_cut_short_is_trained_again(tmp_path: Path) -> None:
+def test_a_last_line_cut_short_is_trained_again_and_later_results_are_kept(
+    tmp_path: Path,
+) -> None:
     journal = tmp_path / JOURNAL
-    run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, journal=journal, progress=False)
+    options = {"defaults": QUICK, "journal": journal, "progress": False}
+    run_uci("yacht", "mc_dropout", splits=2, **options)
     lines = journal.read_text().splitlines()
     journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][:40])  # killed mid-write
-    resumed = run_uci(
-        "yacht",
-        "mc_dropout",
-        splits=2,
-        defaults=QUICK,
-        journal=journal,
-        resume=True,
-        progress=False,
-    )
-    whole = run_uci("yacht", "mc_dropout", splits=2, defaults=QUICK, progress=False)
-    assert _untimed(resumed) == _untimed(whole)
+    resumed = run_uci("yacht", "mc_dropout", splits=3, resume=True, **options)
+    again = run_uci("yacht", "mc_dropout", splits=3, resume=True, **options)
+    whole = run_uci("yacht", "mc_dropout", splits=3, defaults=QUICK, progress=False)
+    assert _untimed(resumed) == _untimed(again) == _untimed(whole)
+    assert [r.seconds for r in again] == [r.seconds for r in resumed]  # all three read back
 
 
 def test_resuming_a_journal_of_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
@@ -132,3 +132,19 @@ def test_the_cli_offers_every_method_of_the_benchmark() -> None:
     from bnn.apps.uci.command import METHODS
 
     assert sorted(UCI_METHODS) == sorted(METHODS)
+
+
+def test_a_failing_callback_cancels_the_jobs_not_yet_started() -> None:
+    started: list[int] = []
+
+    def record(index: int) -> int:
+        started.append(index)
+        time.sleep(0.01)
+        return index
+
+    def refuse(index: int, result: int) -> None:  # noqa: ARG001 - e.g. a full disk
+        raise OSError("disk full")
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(OSError, match="disk full"):
+        run_jobs(record, range(50), executor=pool, on_result=refuse)
+    assert len(started) < 50
