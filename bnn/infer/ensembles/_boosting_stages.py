@@ -5,6 +5,7 @@ learner fitted to the negative gradient, the line search of its step, and the fi
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -165,17 +166,7 @@ def fit_learner(
 
     def closure() -> Tensor:
         method.zero_grad()
-        if x.shape[0] <= LEARNER_CHUNK:
-            loss = _squared_error(learner, x, target, x.shape[0])
-            loss.backward()  # type: ignore[no-untyped-call]
-        else:  # the same full-batch gradient, accumulated chunk by chunk: memory stays flat
-            loss = torch.zeros((), dtype=target.dtype, device=target.device)
-            for inputs, targets in zip(
-                torch.split(x, LEARNER_CHUNK), torch.split(target, LEARNER_CHUNK), strict=True
-            ):
-                part = _squared_error(learner, inputs, targets, x.shape[0])
-                part.backward()  # type: ignore[no-untyped-call]
-                loss = loss + part.detach()
+        loss = _backward_in_chunks(functools.partial(_squared_error, learner), x, target)
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(
                 f"non-finite loss fitting the learner of stage {stage}; lower lr."
@@ -186,6 +177,29 @@ def fit_learner(
     with rng.stream("boost"):
         for _ in range(1 if optimizer == "lbfgs" else epochs):
             method.step(closure)  # type: ignore[no-untyped-call]
+
+
+def _backward_in_chunks(
+    share: Callable[[Tensor, Tensor, int], Tensor], x: Tensor, target: Tensor
+) -> Tensor:
+    """Backpropagate a full-batch mean loss; return its value (detached above one chunk).
+
+    ``share(x_rows, target_rows, total)`` is those rows' share of the mean over all ``total``
+    rows. Up to ``LEARNER_CHUNK`` rows it is one pass; above, the same gradient is accumulated
+    chunk by chunk, so memory does not grow with the rows.
+    """
+    if x.shape[0] <= LEARNER_CHUNK:
+        loss = share(x, target, x.shape[0])
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+    loss = torch.zeros((), dtype=target.dtype, device=target.device)
+    for inputs, targets in zip(
+        torch.split(x, LEARNER_CHUNK), torch.split(target, LEARNER_CHUNK), strict=True
+    ):
+        part = share(inputs, targets, x.shape[0])
+        part.backward()  # type: ignore[no-untyped-call]
+        loss = loss + part.detach()
+    return loss
 
 
 def _squared_error(learner: nn.Module, x: Tensor, target: Tensor, total: int) -> Tensor:
@@ -263,16 +277,26 @@ def final_stage(
     residual = (targets - output).detach()
     value = math.nan
     noise.train()
+    share = functools.partial(_noise_nll, noise, likelihood)
     with child.stream("boost"):
         for _ in range(epochs):
-            raw = noise(x)
-            mean = torch.zeros_like(residual)
-            nll = -likelihood.log_density(torch.cat([mean, raw], -1), residual).mean()
+            optimizer.zero_grad()
+            nll = _backward_in_chunks(share, x, residual)
             if not bool(torch.isfinite(nll)):
                 raise NonFiniteLossError("non-finite NLL fitting the noise head; lower lr.")
-            optimizer.zero_grad()
-            nll.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             value = float(nll.detach())
     history.extras["noise_nll"] = value
     return noise.eval(), likelihood
+
+
+def _noise_nll(
+    noise: nn.Module, likelihood: Likelihood, x: Tensor, residual: Tensor, total: int
+) -> Tensor:
+    """The rows' share of the noise head's mean NLL of the residuals (zero mean)."""
+    raw = noise(x)
+    mean = torch.zeros_like(residual)
+    log_density = likelihood.log_density(torch.cat([mean, raw], -1), residual)
+    if x.shape[0] == total:
+        return -log_density.mean()
+    return -log_density.sum() / total

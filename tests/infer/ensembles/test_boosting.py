@@ -222,3 +222,43 @@ def test_learners_on_many_rows_take_the_full_batch_step_chunk_by_chunk(
     chunked = fitted()
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
     assert not torch.equal(whole, torch.zeros_like(whole))
+
+
+def test_the_noise_head_on_many_rows_takes_the_full_batch_step_chunk_by_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The heteroscedastic noise head's Adam steps accumulate the full-batch gradient over
+    chunks above ``LEARNER_CHUNK`` rows: the same noise up to float64 rounding."""
+    from bnn.infer.ensembles import _boosting_stages
+
+    x, y = _linear_problem()
+    factory = lambda: nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1)).double()  # noqa: E731
+
+    def noise_std() -> Tensor:
+        boosted, _ = boost(
+            factory,
+            (x, y),
+            likelihood=bnn.HeteroscedasticGaussian(),
+            num_stages=2,
+            epochs=10,
+            noise_epochs=30,
+            lr=0.05,
+            rng=0,
+            progress=False,
+        )
+        return bnn.predict_with_uncertainty(boosted, x).aleatoric.sqrt()
+
+    whole = noise_std()
+    rows: list[int] = []
+    share = _boosting_stages._noise_nll
+
+    def spy(noise: nn.Module, likelihood: object, x: Tensor, *rest: object) -> Tensor:
+        rows.append(x.shape[0])
+        return share(noise, likelihood, x, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_boosting_stages, "_noise_nll", spy)
+    monkeypatch.setattr(_boosting_stages, "LEARNER_CHUNK", 7)
+    chunked = noise_std()
+    assert max(rows) == 7 and sum(rows) == 30 * 200  # 30 steps over 200 rows, 7 at a time
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-10)
+    assert float(whole.std()) > 0  # a noise that depends on x
