@@ -96,9 +96,8 @@ def _read(path: Path, header: dict[str, Any]) -> dict[int, SplitResult]:
     changed = sorted(k for k in header.keys() | written.keys() if header.get(k) != written.get(k))
     if changed:
         raise ValueError(
-            f"cannot resume {path}: it was written by a run with other settings "
-            f"({', '.join(changed)} differ); run without resuming to start over, or give "
-            "another output folder."
+            f"cannot resume {path}: it was written with other settings (different "
+            f"{', '.join(changed)}); remove it or give another output folder to start over."
         )
     names = {field.name for field in fields(SplitResult)}
     done: dict[int, SplitResult] = {}

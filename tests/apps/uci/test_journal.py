@@ -74,7 +74,7 @@ def test_a_last_line_cut_short_is_trained_again_and_later_results_are_kept(
 def test_resuming_a_journal_of_other_settings_is_refused_naming_them(tmp_path: Path) -> None:
     journal = tmp_path / JOURNAL
     run_uci("yacht", "mc_dropout", splits=1, defaults=QUICK, journal=journal, progress=False)
-    with pytest.raises(ValueError, match=r"defaults, method differ"):
+    with pytest.raises(ValueError, match=r"other settings \(different defaults, method\)"):
         run_uci(
             "yacht",
             "vi",
