@@ -76,11 +76,12 @@ def _add_uci(suites: Any) -> None:
     )
     uci.add_argument(
         "--recalibrate",
-        choices=["conformal", "cvplus", "isotonic"],
+        choices=["conformal", "cvplus", "jab", "isotonic"],
         default=None,
         help="also report the test coverage and width of 90/95%% intervals: split conformal "
         "calibrated on the validation split (conformal), CV+ from 10 more models per split "
-        "trained on folds of the training split (cvplus), or the predictive CDF recalibrated "
+        "trained on folds of the training split (cvplus), jackknife+-after-bootstrap from 20 "
+        "more models per split on 60%% subsamples (jab), or the predictive CDF recalibrated "
         "on the validation split (isotonic)",
     )
     uci.add_argument(

@@ -63,10 +63,14 @@ class CrossConformal:
     ``prediction_set(x, level)`` (classification) at any level ``1 − α`` with
     ``⌈(1−α)(n+1)⌉ ≤ n``.
 
+    Also made by `jackknife_plus_after_bootstrap`, where a point is out of the bag of several
+    models and its centre is their aggregate.
+
     Attributes:
         models: the fold posteriors (or predictors); ``models[k]`` was trained without fold
-            ``k``.
-        fold_of: the fold of each training point ``[n]``.
+            ``k`` (or on bag ``k``).
+        out_of_bag: ``[n, K]`` (bool): whether model ``k`` did not see point ``i``; one
+            ``True`` per row for CV+ (``fold_of`` names it).
         scores: out-of-fold residuals ``[n, ...]`` (divided by the predictive std for
             ``method="normalized"``) or label scores ``[n]``.
         classification: whether the models are classifiers.
@@ -75,7 +79,7 @@ class CrossConformal:
     """
 
     models: list[Any]
-    fold_of: Tensor
+    out_of_bag: Tensor
     scores: Tensor
     classification: bool
     level: float
@@ -91,6 +95,13 @@ class CrossConformal:
                 f"{self.method!r}."
             )
 
+    @property
+    def fold_of(self) -> Tensor:
+        """The fold of each point ``[n]``: the one model that did not see it (CV+)."""
+        if not bool((self.out_of_bag.sum(1) == 1).all()):
+            raise ValueError("points are out of the bag of several models here: no one fold each.")
+        return self.out_of_bag.to(torch.long).argmax(1)
+
     def _predictions(self, x: Tensor, rng: RNGLike) -> list[Any]:
         generator = resolve_rng(rng)
         return [
@@ -104,19 +115,22 @@ class CrossConformal:
         """CV+ interval ``(lower, upper)``, each ``[N, ...]``, at ``level``."""
         if self.classification:
             raise TypeError("intervals are for regression; use prediction_set for a classifier.")
-        lower_rank, upper_rank = _ranks(len(self.fold_of), self.level if level is None else level)
+        lower_rank, upper_rank = _ranks(
+            len(self.out_of_bag), self.level if level is None else level
+        )
         predictions = self._predictions(x, rng)
         means = torch.stack([p.mean for p in predictions])  # [K, N, ...]
-        per_point = means[self.fold_of]  # [n, N, ...]: the model that did not see point i
+        stds = torch.stack([p.std for p in predictions]) if self.method == "normalized" else None
+        if stds is not None and not bool((stds > 0).all()):
+            raise ValueError(
+                "normalized CV+ scales by the fold models' predictive std, which is 0 at some "
+                "of these inputs; predict with the likelihood's noise."
+            )
+        # [n, N, ...]: the model(s) that did not see point i
+        per_point, per_point_std = out_of_bag_predictive(means, stds, self.out_of_bag)
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
-        if self.method == "normalized":  # R_i σ_{−k(i)}(x)
-            stds = torch.stack([p.std for p in predictions])
-            if not bool((stds > 0).all()):
-                raise ValueError(
-                    "normalized CV+ scales by the fold models' predictive std, which is 0 at "
-                    "some of these inputs; predict with the likelihood's noise."
-                )
-            residuals = residuals * stds[self.fold_of]
+        if per_point_std is not None:  # R_i σ_{−i}(x)
+            residuals = residuals * per_point_std
         lower = torch.kthvalue(per_point - residuals, lower_rank, dim=0).values
         upper = torch.kthvalue(per_point + residuals, upper_rank, dim=0).values
         return lower, upper
@@ -127,7 +141,8 @@ class CrossConformal:
         """CV+ prediction set ``[N, K]`` (bool) at ``level`` (classification)."""
         if not self.classification:
             raise TypeError("prediction sets are for classifiers; use interval for regression.")
-        _, upper_rank = _ranks(len(self.fold_of), self.level if level is None else level)
+        fold_of = self.fold_of
+        _, upper_rank = _ranks(len(fold_of), self.level if level is None else level)
         generator = resolve_rng(rng)
         probs = [p.class_probs.mean(0) for p in self._predictions(x, generator)]
         uniform = torch.rand(
@@ -139,7 +154,7 @@ class CrossConformal:
         fold_scores = torch.stack([self.score.scores(p, uniform) for p in probs])  # [K, N, C]
         beaten = torch.zeros(fold_scores.shape[1:], dtype=torch.long, device=x.device)
         for k in range(len(self.models)):  # the points of fold k against model −k
-            own = self.scores[self.fold_of == k].to(fold_scores).sort().values
+            own = self.scores[fold_of == k].to(fold_scores).sort().values
             beaten += torch.searchsorted(own, fold_scores[k].contiguous(), right=False)
         return beaten < upper_rank
 
@@ -284,7 +299,7 @@ def _score_out_of_fold(
     assert scores is not None
     return CrossConformal(
         models,
-        fold_of,
+        torch.nn.functional.one_hot(fold_of, len(models)).bool(),
         scores,
         classification,
         level,
@@ -317,6 +332,34 @@ def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore, method:
         ).to(probs.device)
         return score.scores(probs, uniform).gather(-1, labels[:, None]).squeeze(-1)
     raise TypeError(f"cannot cross-conformalize a {type(prediction).__name__}.")
+
+
+def out_of_bag_predictive(
+    means: Tensor, stds: Tensor | None, out_of_bag: Tensor
+) -> tuple[Tensor, Tensor | None]:
+    """Each point's predictive from the models that did not see it: mean and std ``[n, N, ...]``.
+
+    ``means`` / ``stds`` ``[K, N, ...]`` are the ``K`` models' predictives at ``N`` inputs;
+    ``out_of_bag`` ``[n, K]`` marks the models each of ``n`` points was out of. One model: its
+    own prediction (CV+). Several: their equal-weight mixture (jackknife+-after-bootstrap),
+    whose mean is the average of the means and whose variance is the average variance plus
+    the spread of the means (computed about the models' overall mean, so that large means do
+    not cancel digits).
+    """
+    counts = out_of_bag.sum(1)
+    if bool((counts == 1).all()):
+        chosen = out_of_bag.to(torch.long).argmax(1)
+        return means[chosen], None if stds is None else stds[chosen]
+    models, shape = means.shape[0], means.shape[1:]
+    weights = out_of_bag.to(means) / counts[:, None].to(means)  # [n, K]
+    flat = means.reshape(models, -1)
+    centre = weights @ flat  # [n, N·...]
+    if stds is None:
+        return centre.reshape(-1, *shape), None
+    anchor = flat.mean(0)
+    second = weights @ (stds.reshape(models, -1) ** 2 + (flat - anchor) ** 2)
+    variance = (second - (centre - anchor) ** 2).clamp_min(0.0)
+    return centre.reshape(-1, *shape), variance.sqrt().reshape(-1, *shape)
 
 
 def _ranks(n: int, level: float) -> tuple[int, int]:

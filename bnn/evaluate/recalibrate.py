@@ -16,7 +16,9 @@ did not train on, both returned as wrapper `bnn.Posterior` objects, so that
 * **Conformal prediction** (`conformalize`, in ``bnn.evaluate._conformal``): intervals or
   prediction sets with a finite-sample guarantee ``P(y ∈ C(x)) ≥ level`` for exchangeable data,
   whatever the model; `cv_plus` / `jackknife_plus` (in ``bnn.evaluate._cross_conformal``)
-  need no held-out set: they use the out-of-fold predictions of a cross-validation.
+  need no held-out set: they use the out-of-fold predictions of a cross-validation;
+  `jackknife_plus_after_bootstrap` (in ``bnn.evaluate._bootstrap_conformal``) centres them on
+  aggregates of many models trained on resamples, for learners whose fold models disagree.
 
 For a posterior with ``S`` function samples, temperature scaling scales **each sample's
 logits** by ``1/T`` and then averages the ``S`` softmaxes (a Bayesian predictive is a mixture
@@ -40,6 +42,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from bnn.evaluate._bootstrap_conformal import jackknife_plus_after_bootstrap
 from bnn.evaluate._conformal import (
     ConformalClassificationPrediction,
     ConformalPosterior,
@@ -86,6 +89,7 @@ __all__ = [
     "cv_plus",
     "isotonic_recalibrate",
     "jackknife_plus",
+    "jackknife_plus_after_bootstrap",
     "std_scale",
     "temperature_scale",
     "vector_scale",

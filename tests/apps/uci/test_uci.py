@@ -102,23 +102,30 @@ def test_isotonic_recalibration_reports_coverage_and_width_and_keeps_the_metrics
         run_uci("yacht", "vi", recalibrate="isotonic", defaults=Defaults(validation_fraction=0.0))
 
 
-def test_cv_plus_recalibration_reports_coverage_and_width_and_is_reproducible() -> None:
+@pytest.mark.parametrize(
+    ("recalibrate", "name"), [("cvplus", "CV+ (normalized)"), ("jab", "J+aB (normalized)")]
+)
+def test_cross_recalibration_reports_coverage_and_width_and_is_reproducible(
+    recalibrate: str, name: str
+) -> None:
     quick = Defaults(epochs=3, num_samples=10)
     options: dict[str, Any] = {"splits": 1, "defaults": quick, "progress": False}
     plain = run_uci("yacht", "mc_dropout", **options)[0]
-    cross = run_uci("yacht", "mc_dropout", recalibrate="cvplus", **options)[0]
+    cross = run_uci("yacht", "mc_dropout", recalibrate=recalibrate, **options)[0]
     assert (plain.rmse, plain.log_likelihood) == (cross.rmse, cross.log_likelihood)
-    assert cross.recalibration == "CV+ (normalized)"
+    assert cross.recalibration == name
     assert cross.conformal_coverage_90 is not None and cross.conformal_coverage_95 is not None
     assert 0 <= cross.conformal_coverage_90 <= cross.conformal_coverage_95 <= 1
     assert cross.conformal_width_90 is not None and cross.conformal_width_95 is not None
     assert 0 < cross.conformal_width_90 < cross.conformal_width_95 < 100  # targets span 0..62
-    again = run_uci("yacht", "mc_dropout", recalibrate="cvplus", **options)[0]
+    again = run_uci("yacht", "mc_dropout", recalibrate=recalibrate, **options)[0]
     assert replace(again, seconds=0.0) == replace(cross, seconds=0.0)
     header = format_table(summarise([cross])).splitlines()[0]
     assert "| recalibration | recalibrated 90% coverage | recalibrated 95% coverage |" in header
     no_validation = Defaults(epochs=3, num_samples=10, validation_fraction=0.0)
-    run_uci("yacht", "vi", splits=1, defaults=no_validation, recalibrate="cvplus", progress=False)
+    run_uci(
+        "yacht", "vi", splits=1, defaults=no_validation, recalibrate=recalibrate, progress=False
+    )
 
 
 def test_tuning_with_the_defaults_as_only_choice_reproduces_the_untuned_row(
