@@ -26,18 +26,15 @@ from concurrent.futures import Executor
 import torch
 from torch import Tensor
 
-from bnn._jobs import run_jobs
-from bnn._progress import progress_bar
 from bnn.evaluate._conformal_scores import check_calibration_pair
 from bnn.evaluate._conformal_sets import SetScore
 from bnn.evaluate._cross_conformal import (
     CrossConformal,
     Train,
-    _fold_model,
     _predict,
     _ranks,
-    _train_fold,
     out_of_bag_predictive,
+    train_models,
 )
 from bnn.likelihoods import Likelihood, RegressionPrediction, align_targets
 from bnn.random.default import RNGLike, resolve_rng
@@ -99,16 +96,7 @@ def jackknife_plus_after_bootstrap(
     size = sample_size if sample_size is not None else (n if replace else n // 2)
     bags = _bags(n, resamplings, size, replace, parent.torch_generator("bags"))
     jobs = [(train, x[bag], y[bag], parent.spawn(f"resample-{b}")) for b, bag in enumerate(bags)]
-    bar = progress_bar(range(resamplings), desc="jackknife+ab models", disable=not progress)
-    trained = run_jobs(
-        _train_fold,
-        jobs,
-        executor=executor,
-        threads_per_job=threads_per_job,
-        on_done=lambda: bar.update(1),
-    )
-    bar.close()
-    models = [_fold_model(model) for model in trained]
+    models = train_models(jobs, executor, threads_per_job, progress, "jackknife+ab models")
     out_of_bag = torch.ones(n, resamplings, dtype=torch.bool)
     for b, bag in enumerate(bags):
         out_of_bag[bag, b] = False

@@ -222,19 +222,10 @@ def cv_plus(
     order = torch.randperm(n, generator=parent.torch_generator("folds"))
     fold_of = torch.empty(n, dtype=torch.long)
     fold_of[order] = torch.arange(n) % folds
-    bar = progress_bar(range(folds), desc="cv+ folds", disable=not progress)
     jobs = [
         (train, x[fold_of != k], y[fold_of != k], parent.spawn(f"fold-{k}")) for k in range(folds)
     ]
-    trained = run_jobs(
-        _train_fold,
-        jobs,
-        executor=executor,
-        threads_per_job=threads_per_job,
-        on_done=lambda: bar.update(1),
-    )
-    bar.close()
-    models = [_fold_model(model) for model in trained]
+    models = train_models(jobs, executor, threads_per_job, progress, "cv+ folds")
     return _score_out_of_fold(
         models, fold_of, x, y, float(level), method, likelihood, num_samples, parent
     )
@@ -243,6 +234,27 @@ def cv_plus(
 def jackknife_plus(train: Train, x: Tensor, y: Tensor, **options: Any) -> CrossConformal:
     """`cv_plus` with one fold per point (``n`` models)."""
     return cv_plus(train, x, y, folds=x.shape[0], **options)
+
+
+def train_models(
+    jobs: list[tuple[Train, Tensor, Tensor, RNG]],
+    executor: Executor | None,
+    threads_per_job: int | None,
+    progress: bool,
+    description: str,
+) -> list[Any]:
+    """``train(x, y, rng)`` of every job (here or on ``executor``) under a progress bar, each
+    result as a posterior or a predictor."""
+    bar = progress_bar(range(len(jobs)), desc=description, disable=not progress)
+    trained = run_jobs(
+        _train_fold,
+        jobs,
+        executor=executor,
+        threads_per_job=threads_per_job,
+        on_done=lambda: bar.update(1),
+    )
+    bar.close()
+    return [_fold_model(model) for model in trained]
 
 
 def _fold_model(trained: object) -> Any:
