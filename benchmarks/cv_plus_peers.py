@@ -1,6 +1,7 @@
-"""CV+ and jackknife+ in bnn and MAPIE on the same folds and the same fold models.
+"""CV+, jackknife+ and jackknife+-after-bootstrap in bnn and MAPIE on the same folds (or bags)
+and the same models.
 
-    python benchmarks/cv_plus_peers.py [--repetitions 50]
+    python benchmarks/cv_plus_peers.py [--repetitions 50] [--only bootstrap]
 
 Needs a benchmark environment with ``mapie`` (1.x) and scikit-learn (never dependencies of
 bnn). Each repetition draws ``n = 200`` training and 1,000 test points of a linear problem
@@ -9,6 +10,9 @@ on the same folds (bnn's seeded folds are handed to MAPIE as a ``PredefinedSplit
 for the jackknife+) and build absolute-residual CV+ intervals at level 0.9 — so the intervals
 should agree to rounding. bnn's normalised CV+ (residuals over a fold model's std) is printed
 beside them; MAPIE's cross-conformal regressor has no normalised score to compare it with.
+Jackknife+-after-bootstrap: 30 bags drawn by bnn (bootstrap, and subsamples of n/2 without
+replacement), handed to MAPIE's ``JackknifeAfterBootstrapRegressor`` as a ``Subsample`` that
+yields them; both aggregate the out-of-bag models by their mean.
 
 Prints, per method and library: mean coverage ± its standard error over repetitions, mean
 width, and the largest difference between bnn's and MAPIE's interval ends.
@@ -21,17 +25,20 @@ import math
 
 import numpy as np
 import torch
-from mapie.regression import CrossConformalRegressor
+from mapie.regression import CrossConformalRegressor, JackknifeAfterBootstrapRegressor
+from mapie.subsample import Subsample
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import PredefinedSplit
 from torch import Tensor
 
 import bnn
-from bnn.evaluate.recalibrate import cv_plus
+from bnn.evaluate._bootstrap_conformal import _bags
+from bnn.evaluate.recalibrate import cv_plus, jackknife_plus_after_bootstrap
 from bnn.likelihoods import RegressionPrediction
 
 LEVEL = 0.9
 N_TRAIN, N_TEST = 200, 1000
+BAGS = 30
 
 
 def task(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -80,6 +87,43 @@ def row(seed: int, folds: int) -> dict[tuple[str, str], tuple[float, float, floa
     return results
 
 
+def bootstrap_row(seed: int, replace: bool) -> dict[tuple[str, str], tuple[float, float, float]]:
+    x, y, x_test, y_test = task(seed)
+    results, bounds = {}, {}
+    for method in ("absolute", "normalized"):
+        jab = jackknife_plus_after_bootstrap(
+            FittedLine, x, y, resamplings=BAGS, replace=replace, level=LEVEL, method=method,
+            rng=seed, progress=False,
+        )  # fmt: skip
+        bounds[method] = [bound.squeeze(-1) for bound in jab.interval(x_test)]
+        results[("bnn", method)] = (*_scores(*bounds[method], y_test), 0.0)
+    size = N_TRAIN if replace else N_TRAIN // 2  # bnn's defaults
+    bags = _bags(N_TRAIN, BAGS, size, replace, bnn.RNG(seed).torch_generator("bags"))
+    for b, bag in enumerate(bags):  # the draw rebuilt is the draw bnn trained on
+        assert not bool(jab.out_of_bag[bag, b].any())
+    mapie = JackknifeAfterBootstrapRegressor(
+        LinearRegression(), confidence_level=LEVEL, resampling=_SameBags(bags)
+    ).fit_conformalize(x.numpy(), y.squeeze(-1).numpy())
+    _, intervals = mapie.predict_interval(x_test.numpy())
+    theirs = [torch.from_numpy(intervals[:, end, 0]) for end in (0, 1)]
+    pairs = zip(bounds["absolute"], theirs, strict=True)
+    gap = max(float((mine - other).abs().max()) for mine, other in pairs)
+    results[("MAPIE", "absolute")] = (*_scores(*theirs, y_test), gap)
+    return results
+
+
+class _SameBags(Subsample):  # type: ignore[misc]
+    """MAPIE's resampling, yielding bnn's bags (repeats included) and their out-of-bag points."""
+
+    def __init__(self, bags: list[Tensor]) -> None:
+        super().__init__(n_resamplings=len(bags))
+        self.bags = [bag.numpy() for bag in bags]
+
+    def split(self, X: object, *args: object, **kwargs: object):  # noqa: ANN201, N803, ARG002
+        for bag in self.bags:
+            yield bag, np.setdiff1d(np.arange(N_TRAIN), bag)
+
+
 def _same_folds(cross: object) -> PredefinedSplit:
     return PredefinedSplit(cross.fold_of.numpy())  # type: ignore[attr-defined]
 
@@ -109,10 +153,17 @@ def summarise(rows: list[dict], name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=50)
+    parser.add_argument("--only", choices=["cross", "bootstrap"], default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name, folds in (("CV+ (10 folds)", 10), ("jackknife+", N_TRAIN)):
-        summarise([row(seed, folds) for seed in range(args.repetitions)], name)
+        if args.only != "bootstrap":
+            summarise([row(seed, folds) for seed in range(args.repetitions)], name)
+    for replace, bags in ((True, "bootstrap bags"), (False, "subsamples of n/2")):
+        if args.only == "cross":
+            continue
+        rows = [bootstrap_row(seed, replace) for seed in range(args.repetitions)]
+        summarise(rows, f"jackknife+-after-bootstrap ({BAGS} {bags}, mean)")
 
 
 if __name__ == "__main__":
