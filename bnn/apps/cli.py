@@ -157,6 +157,12 @@ def _add_images(suites: Any) -> None:
         help="training images held out for temperature scaling (default 5000)",
     )
     images.add_argument(
+        "--temperature-on-top",
+        action="store_true",
+        help="also report every method with a temperature fitted on the first half of the "
+        "validation split (rows METHOD+T); every method is then chosen on the second half",
+    )
+    images.add_argument(
         "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"
     )
     images.add_argument(

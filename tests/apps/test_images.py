@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,33 @@ def test_every_method_reports(folders: Path, tmp_path: Path) -> None:
     record = json.loads((tmp_path / "images.json").read_text())
     assert record["summary"]["map"]["accuracy"][0] == results[0]["map"]["metrics"]["accuracy"]
     assert (tmp_path / "figures" / "shift.png").stat().st_size > 5_000
+
+
+def test_temperature_on_top_adds_a_scaled_row_per_method_and_keeps_the_others(
+    folders: Path, tmp_path: Path
+) -> None:
+    methods = ("map", "temperature", "ensemble", "laplace")
+    options = {"train_name": "bars", "train_dir": folders / "bars", "methods": methods}
+    options["ood_dirs"] = {"noise": folders / "noise"}
+    plain = run_images(Benchmark(**options, settings=SMALL), seeds=1)[0]
+    on_top = replace(SMALL, temperature_on_top=True)
+    benchmark = Benchmark(**options, settings=on_top)
+    scaled = run_images(benchmark, seeds=1)[0]
+    assert list(scaled) == ["map", "temperature", "ensemble", "ensemble+T", "laplace", "laplace+T"]
+    for method in ("map", "ensemble", "laplace"):  # the same training and test predictions
+        for metric in ("accuracy", "nll", "ece", "brier"):
+            assert scaled[method]["metrics"][metric] == plain[method]["metrics"][metric]
+        assert scaled[method]["ood"] == plain[method]["ood"]
+        assert scaled[method]["metrics"]["val_nll"] != plain[method]["metrics"]["val_nll"]
+    for row in ("temperature", "ensemble+T", "laplace+T"):
+        assert scaled[row]["extras"]["temperature"] > 0
+        assert np.isfinite(scaled[row]["metrics"]["nll"])
+    # fitted on half the validation split now, so another temperature
+    assert scaled["temperature"]["extras"] != plain["temperature"]["extras"]
+    text = write_report(benchmark, [scaled], tmp_path)
+    chosen = min(scaled, key=lambda m: scaled[m]["metrics"]["val_nll"])  # all compete
+    assert f"fitted on its first half, every method chosen on its second): **{chosen}**" in text
+    assert "| ensemble+T |" in text
 
 
 def test_a_seed_is_reproducible_and_seeds_differ(folders: Path) -> None:

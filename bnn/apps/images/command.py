@@ -24,7 +24,7 @@ import torch
 from bnn._progress import progress_bar
 from bnn.apps.datasets.images import ImageData, ImageSet, load_image_data, load_images
 from bnn.apps.images.evaluation import Evaluation, PeakMemory, evaluate
-from bnn.apps.images.methods import TRAIN, SeedRun
+from bnn.apps.images.methods import TRAIN, SeedRun, Trained, validation_halves, with_temperature
 from bnn.apps.images.network import METHODS, Settings
 from bnn.parallel.executors import local_pool, run_jobs
 from bnn.random.rng import RNG
@@ -73,27 +73,45 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
     run = SeedRun(data, settings, rng, progress)
     results: SeedResult = {}
     methods = _ordered(benchmark.methods)
+    calibration, choice = validation_halves(data.validation, settings)
+    figures = benchmark.figures if index == 0 else None
     for method in progress_bar(methods, desc=f"seed {index}", disable=not progress):
         with PeakMemory() as peak:
             trained = TRAIN[method](run)
-            evaluation = evaluate(
-                trained,
-                data.validation,
-                data.test,
-                ood_sets,
-                settings,
-                rng.spawn(f"evaluate {method}"),
-                keep_predictions=index == 0 and benchmark.figures is not None,
-                progress=progress,
-            )
-        results[method] = {
-            **evaluation.as_dict(),
-            "extras": trained.extras,
-            "memory_gb": peak.bytes / 2**30,
-        }
-        if index == 0 and benchmark.figures is not None:
-            _method_figures(benchmark.figures, method, evaluation, data.test.y)
+            results[method] = _evaluated(method, trained, run, choice, ood_sets, figures)
+        results[method]["memory_gb"] = peak.bytes / 2**30
+        if settings.temperature_on_top and method not in ("map", "temperature"):
+            with PeakMemory() as peak:
+                scaled = with_temperature(trained, calibration, rng.spawn(f"temperature {method}"))
+                results[f"{method}+T"] = _evaluated(
+                    f"{method}+T", scaled, run, choice, ood_sets, figures
+                )
+            results[f"{method}+T"]["memory_gb"] = peak.bytes / 2**30
     return results
+
+
+def _evaluated(
+    name: str,
+    trained: Trained,
+    run: SeedRun,
+    choice: ImageSet,
+    ood_sets: dict[str, torch.Tensor],
+    figures: Path | None,
+) -> dict[str, Any]:
+    """One row's metrics (its validation NLL on ``choice``) and, on seed 0, its figures."""
+    evaluation = evaluate(
+        trained,
+        choice,
+        run.data.test,
+        ood_sets,
+        run.settings,
+        run.rng.spawn(f"evaluate {name}"),
+        keep_predictions=figures is not None,
+        progress=run.progress,
+    )
+    if figures is not None:
+        _method_figures(figures, name, evaluation, run.data.test.y)
+    return {**evaluation.as_dict(), "extras": trained.extras}
 
 
 def _on(data: ImageData, device: torch.device) -> ImageData:

@@ -34,7 +34,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from bnn.apps.datasets.images import ImageData
+from bnn.apps.datasets.images import ImageData, ImageSet
 from bnn.apps.images.network import Settings, lenet
 from bnn.evaluate.recalibrate import temperature_scale
 from bnn.infer.ensembles.ensemble import DeepEnsemble, deep_ensemble
@@ -45,11 +45,11 @@ from bnn.infer.training.fit import fit
 from bnn.likelihoods import Categorical, ClassificationPrediction
 from bnn.nn.convert import bayesianize
 from bnn.nn.dropout import MCDropout
-from bnn.posterior.model import PointEstimate
+from bnn.posterior.model import PointEstimate, as_posterior
 from bnn.predict import predict_with_uncertainty
 from bnn.random.rng import RNG
 
-__all__ = ["TRAIN", "SeedRun", "Trained"]
+__all__ = ["TRAIN", "SeedRun", "Trained", "validation_halves", "with_temperature"]
 
 
 @dataclass
@@ -172,9 +172,39 @@ def map_trained(run: SeedRun) -> Trained:
     return Trained(PointEstimate(network), 1, seconds)
 
 
+def validation_halves(validation: ImageSet, settings: Settings) -> tuple[ImageSet, ImageSet]:
+    """The images temperatures are fitted on and the images methods are chosen on: the whole
+    validation split for both, or its first and second half with ``temperature_on_top``."""
+    if not settings.temperature_on_top:
+        return validation, validation
+    half = len(validation) // 2
+    return (
+        ImageSet(validation.x[:half], validation.y[:half]),
+        ImageSet(validation.x[half:], validation.y[half:]),
+    )
+
+
+def with_temperature(trained: Trained, calibration: ImageSet, rng: RNG) -> Trained:
+    """``trained`` with each function sample's logits divided by a temperature fitted on
+    ``calibration`` (`bnn.evaluate.recalibrate.temperature_scale`; a closed-form predictive
+    such as Laplace's probit becomes its Monte Carlo GLM version, ``num_samples`` draws)."""
+    scaled, seconds = _timed(
+        lambda: temperature_scale(
+            as_posterior(trained.posterior),
+            calibration.x,
+            calibration.y,
+            likelihood=Categorical(),
+            num_samples=trained.num_samples,
+            rng=rng,
+        )
+    )
+    extras = {**trained.extras, "temperature": float(scaled.temperature)}
+    return Trained(scaled, trained.num_samples, trained.seconds + seconds, extras)
+
+
 def temperature_trained(run: SeedRun) -> Trained:
     network, _ = run.map_network()
-    validation = run.data.validation
+    validation, _ = validation_halves(run.data.validation, run.settings)
     scaled, seconds = _timed(
         lambda: temperature_scale(
             PointEstimate(network),

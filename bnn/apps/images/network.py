@@ -47,6 +47,10 @@ class Settings:
         sghmc_lr: SGHMC's peak step ``ε`` times the training-set size (``ε·N``: the step on
             the mean loss).
         validation: training images held out for temperature scaling and model choice.
+        temperature_on_top: also report every method with a temperature fitted on its
+            predictive (rows ``"<method>+T"``): the temperatures are fitted on the first half of
+            the validation split and every method is chosen on the second half (``temperature``
+            too: it is ``map+T``).
         train_images: train on the first this many of the remaining images (``None``: all).
         shift_images: test images rotated at every angle (the first ones of the test set).
         angles: rotation angles in degrees.
@@ -66,6 +70,7 @@ class Settings:
     sghmc_lr: float = 1e-2
     sghmc_cycles: int = 4
     validation: int = 5000
+    temperature_on_top: bool = False
     train_images: int | None = None
     shift_images: int = 2000
     angles: tuple[int, ...] = tuple(range(0, 181, 15))

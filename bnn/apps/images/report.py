@@ -12,7 +12,7 @@ from typing import Any
 from bnn.apps.images.command import Benchmark, SeedResult
 from bnn.apps.images.network import METHODS
 
-__all__ = ["chosen_on_validation", "summarise", "write_report"]
+__all__ = ["chosen_on_validation", "rows", "summarise", "write_report"]
 
 _TEST = (("accuracy", 100.0), ("nll", 1.0), ("ece", 100.0), ("brier", 1.0))
 _OOD = ("auroc", "aupr", "fpr95", "confidence_out")
@@ -32,10 +32,16 @@ def _cell(values: Sequence[float], scale: float = 1.0, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if math.isnan(se) else f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
+def rows(results: list[SeedResult]) -> list[str]:
+    """The methods of a run in benchmark order, each followed by its ``"+T"`` row if any."""
+    names = [[m, f"{m}+T"] for m in METHODS]
+    return [name for pair in names for name in pair if name in results[0]]
+
+
 def summarise(results: list[SeedResult]) -> dict[str, Any]:
     """``{method: {metric: [mean, se]}}`` over seeds, for test, OOD and rotation metrics."""
     summary: dict[str, Any] = {}
-    for method in [m for m in METHODS if m in results[0]]:
+    for method in rows(results):
         runs = [seed[method] for seed in results]
         entry: dict[str, Any] = {
             name: _mean_se([run["metrics"][name] for run in runs]) for name in runs[0]["metrics"]
@@ -55,33 +61,40 @@ def summarise(results: list[SeedResult]) -> dict[str, Any]:
     return summary
 
 
-def chosen_on_validation(results: list[SeedResult]) -> str | None:
+def chosen_on_validation(results: list[SeedResult], temperature_on_top: bool = False) -> str | None:
     """The method with the lowest mean validation NLL (``None`` without validation data).
 
-    ``temperature`` is left out: its temperature was fitted on the validation split, so its
-    validation NLL is in-sample.
+    Without ``temperature_on_top``, ``temperature`` is left out: its temperature was fitted
+    on the validation split, so its validation NLL is in-sample. With it, every temperature
+    was fitted on the first half of the split and every NLL is on the second: all compete.
     """
     candidates = {
         method: _mean_se([seed[method]["metrics"]["val_nll"] for seed in results])[0]
-        for method in results[0]
-        if method != "temperature" and "val_nll" in results[0][method]["metrics"]
+        for method in rows(results)
+        if (temperature_on_top or method != "temperature")
+        and "val_nll" in results[0][method]["metrics"]
     }
     return min(candidates, key=candidates.__getitem__) if candidates else None
 
 
 def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
-    methods = [m for m in METHODS if m in results[0]]
+    methods = rows(results)
     lines = [
         f"# {benchmark.train_name}: {len(methods)} methods, {len(results)} seed(s) (mean ± s.e.)",
         "",
         *_test_table(methods, results),
     ]
-    chosen = chosen_on_validation(results)
+    on_top = benchmark.settings.temperature_on_top
+    chosen = chosen_on_validation(results, on_top)
     if chosen is not None:
+        rule = (
+            "temperatures fitted on its first half, every method chosen on its second"
+            if on_top
+            else "`temperature` excluded: it was fitted there"
+        )
         lines += [
             "",
-            f"Chosen on the validation split (lowest mean validation NLL, `temperature` "
-            f"excluded: it was fitted there): **{chosen}**.",
+            f"Chosen on the validation split (lowest mean validation NLL, {rule}): **{chosen}**.",
         ]
     for ood_name in results[0][methods[0]]["ood"]:
         lines += ["", *_ood_table(methods, results, ood_name)]
@@ -158,7 +171,9 @@ def write_report(benchmark: Benchmark, results: list[SeedResult], output: Path) 
         },
         "seed": benchmark.seed,
         "summary": summarise(results),
-        "chosen_on_validation": chosen_on_validation(results),
+        "chosen_on_validation": chosen_on_validation(
+            results, benchmark.settings.temperature_on_top
+        ),
         "seeds": results,
     }
     (output / "images.json").write_text(json.dumps(record, indent=1))
