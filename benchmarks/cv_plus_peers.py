@@ -32,7 +32,7 @@ from sklearn.model_selection import PredefinedSplit
 from torch import Tensor
 
 import bnn
-from bnn.evaluate._bootstrap_conformal import _bags
+from bnn.evaluate._out_of_bag import draw_bags
 from bnn.evaluate.recalibrate import cv_plus, jackknife_plus_after_bootstrap
 from bnn.likelihoods import RegressionPrediction
 
@@ -98,7 +98,7 @@ def bootstrap_row(seed: int, replace: bool) -> dict[tuple[str, str], tuple[float
         bounds[method] = [bound.squeeze(-1) for bound in jab.interval(x_test)]
         results[("bnn", method)] = (*_scores(*bounds[method], y_test), 0.0)
     size = N_TRAIN if replace else N_TRAIN // 2  # bnn's defaults
-    bags = _bags(N_TRAIN, BAGS, size, replace, bnn.RNG(seed).torch_generator("bags"))
+    bags = draw_bags(N_TRAIN, BAGS, size, replace, bnn.RNG(seed).torch_generator("bags"))
     for b, bag in enumerate(bags):  # the draw rebuilt is the draw bnn trained on
         assert not bool(jab.out_of_bag[bag, b].any())
     mapie = JackknifeAfterBootstrapRegressor(

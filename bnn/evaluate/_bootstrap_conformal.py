@@ -12,10 +12,13 @@ Why: CV+ widens by the disagreement of its ``K`` fold models, once through the o
 residuals and once through the scatter of the fold models' predictions at ``x``; with an
 unstable learner (a neural network on a few hundred points) it covers well above ``1 − α``.
 Averaging over many out-of-bag models shrinks that scatter, so the coverage comes back
-towards ``1 − α`` at the cost of ``B`` trainings; the guarantee is CV+'s ``1 − 2α``.
+towards ``1 − α`` at the cost of ``B`` trainings. Kim et al. prove CV+'s ``1 − 2α`` when the
+number of bags is itself drawn from a binomial; with a fixed ``B`` (as here and in MAPIE) that
+bound is not proven, and coverage is measured instead (near ``1 − α`` in the tests).
 
 A point that is in every bag has no out-of-bag model: it is left out of the calibration
-scores with a warning (raise ``resamplings``; with the bootstrap the chance is ``0.63^B``).
+scores with a warning, before any training (raise ``resamplings``; the chance is about
+``0.63^B`` for the bootstrap, ``(m/n)^B`` for subsamples).
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ from concurrent.futures import Executor
 import torch
 from torch import Tensor
 
-from bnn.evaluate._conformal_scores import check_calibration_pair
+from bnn.evaluate._conformal_scores import check_calibration_pair, fewest_points
 from bnn.evaluate._conformal_sets import SetScore
 from bnn.evaluate._cross_conformal import (
     CrossConformal,
     Train,
     _predict,
     _ranks,
-    out_of_bag_predictive,
+    check_cross_options,
+    check_positive_std,
     train_models,
 )
-from bnn.likelihoods import Likelihood, RegressionPrediction, align_targets
+from bnn.evaluate._out_of_bag import draw_bags, out_of_bag_at_own_points
+from bnn.likelihoods import Bernoulli, Categorical, Likelihood, RegressionPrediction, align_targets
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
@@ -83,30 +88,40 @@ def jackknife_plus_after_bootstrap(
         A `CrossConformal` whose ``interval(x, level)`` gives ``(lower, upper)`` ``[N, ...]``.
 
     Example:
+        >>> def train(x, y, rng):
+        ...     with rng.stream("init"):
+        ...         net = torch.nn.Sequential(torch.nn.Linear(1, 32), torch.nn.Tanh(),
+        ...                                   torch.nn.Linear(32, 1))
+        ...     return bnn.fit(net, (x, y), likelihood=bnn.Gaussian(0.1), rng=rng)[0]
         >>> jab = jackknife_plus_after_bootstrap(train, x, y, resamplings=30, rng=0)
-        >>> lower, upper = jab.interval(x_test, 0.9)
+        >>> lower, upper = jab.interval(x_test, 0.9)  # [N, 1] each
     """
     check_calibration_pair(x, y, num_samples)
     n = x.shape[0]
-    _check_options(n, resamplings, sample_size, replace, method, y)
+    _check_options(n, resamplings, sample_size, replace, y, likelihood)
     _ranks(n, level)  # enough points for the level, before any training
-    if not callable(train):
-        raise TypeError(f"train must be a function (x, y, rng) -> posterior, got {type(train)}.")
+    check_cross_options(train, y, method)
     parent = resolve_rng(rng)
     size = sample_size if sample_size is not None else (n if replace else n // 2)
-    bags = _bags(n, resamplings, size, replace, parent.torch_generator("bags"))
-    jobs = [(train, x[bag], y[bag], parent.spawn(f"resample-{b}")) for b, bag in enumerate(bags)]
-    models = train_models(jobs, executor, threads_per_job, progress, "jackknife+ab models")
+    bags = draw_bags(n, resamplings, size, replace, parent.torch_generator("bags"))
     out_of_bag = torch.ones(n, resamplings, dtype=torch.bool)
     for b, bag in enumerate(bags):
         out_of_bag[bag, b] = False
+    covered = _points_out_of_some_bag(out_of_bag, level)
+    jobs = [(train, x[bag], y[bag], parent.spawn(f"resample-{b}")) for b, bag in enumerate(bags)]
+    models = train_models(jobs, executor, threads_per_job, progress, "jackknife+ab models")
     return _score_out_of_bag(
-        models, out_of_bag, x, y, float(level), method, likelihood, num_samples, parent
+        models, out_of_bag, covered, x, y, float(level), method, likelihood, num_samples, parent
     )
 
 
 def _check_options(
-    n: int, resamplings: object, sample_size: object, replace: object, method: object, y: Tensor
+    n: int,
+    resamplings: object,
+    sample_size: object,
+    replace: object,
+    y: Tensor,
+    likelihood: Likelihood | None,
 ) -> None:
     if isinstance(resamplings, bool) or not isinstance(resamplings, int) or resamplings < 2:
         raise ValueError(f"resamplings must be an int ≥ 2 (30 is common), got {resamplings!r}.")
@@ -122,25 +137,38 @@ def _check_options(
             f"sample_size must be an int in [1, {largest}] (n = {n}; without replacement a "
             f"bag must leave points out), got {sample_size!r}."
         )
-    if method not in ("absolute", "normalized"):
-        raise ValueError(f"method must be 'absolute' or 'normalized', got {method!r}.")
-    if not y.is_floating_point():
+    if not y.is_floating_point() or isinstance(likelihood, Categorical | Bernoulli):
         raise TypeError(
-            f"jackknife+-after-bootstrap makes regression intervals; y has dtype {y.dtype} "
-            "(class labels?): use cv_plus for prediction sets, or pass float targets."
+            "jackknife+-after-bootstrap makes regression intervals; these are class labels "
+            f"(y of dtype {y.dtype}, likelihood {type(likelihood).__name__}): use cv_plus for "
+            "prediction sets, or pass float targets and a regression likelihood."
         )
 
 
-def _bags(n: int, count: int, size: int, replace: bool, generator: torch.Generator) -> list[Tensor]:
-    """``count`` index sets of ``size`` points each, drawn from one seeded generator."""
-    if replace:
-        return [torch.randint(n, (size,), generator=generator) for _ in range(count)]
-    return [torch.randperm(n, generator=generator)[:size] for _ in range(count)]
+def _points_out_of_some_bag(out_of_bag: Tensor, level: float) -> Tensor:
+    """``[n]`` (bool): the points some bag left out; the others are warned about (before any
+    training) and dropped from the scores."""
+    covered = out_of_bag.any(1)
+    if not bool(covered.all()):
+        warnings.warn(
+            f"{int((~covered).sum())} of {len(covered)} points are in every bag and have no "
+            "out-of-bag model; they are left out of the calibration scores. Raise resamplings "
+            "or lower sample_size.",
+            stacklevel=3,
+        )
+        kept = int(covered.sum())
+        if kept < fewest_points(level):
+            raise ValueError(
+                f"only {kept} points are out of some bag, and level {level} needs "
+                f"{fewest_points(level)}: raise resamplings or lower sample_size."
+            )
+    return covered
 
 
 def _score_out_of_bag(
     models: list[object],
     out_of_bag: Tensor,
+    covered: Tensor,
     x: Tensor,
     y: Tensor,
     level: float,
@@ -151,7 +179,7 @@ def _score_out_of_bag(
 ) -> CrossConformal:
     """Every point's residual under the mixture of the models that left it out."""
     predictions = [
-        _predict(model, x, likelihood, num_samples, parent.spawn(f"out of bag {b}"))
+        _predict(model, x[covered], likelihood, num_samples, parent.spawn(f"out of bag {b}"))
         for b, model in enumerate(models)
     ]
     if not all(isinstance(p, RegressionPrediction) for p in predictions):
@@ -159,25 +187,13 @@ def _score_out_of_bag(
             "jackknife+-after-bootstrap makes regression intervals; the models predict "
             f"{type(predictions[0]).__name__}: use cv_plus for a classifier."
         )
-    covered = out_of_bag.any(1)
-    if not bool(covered.all()):
-        warnings.warn(
-            f"{int((~covered).sum())} of {len(covered)} points are in every bag and have no "
-            "out-of-bag model; they are left out of the calibration scores. Raise resamplings.",
-            stacklevel=3,
-        )
-        _ranks(int(covered.sum()), level)
-    means = torch.stack([p.mean[covered] for p in predictions])  # [B, n', ...]
-    stds = torch.stack([p.std[covered] for p in predictions]) if method == "normalized" else None
-    own_mean, own_std = _diagonal(means, stds, out_of_bag[covered])
+    means = torch.stack([p.mean for p in predictions])  # [B, n', ...]
+    stds = torch.stack([p.std for p in predictions]) if method == "normalized" else None
+    own_mean, own_std = out_of_bag_at_own_points(means, stds, out_of_bag[covered])
     targets = align_targets(y[covered], means.shape[1:], "out-of-bag prediction").to(own_mean)
     scores = (targets - own_mean).abs()
     if own_std is not None:
-        if not bool((own_std > 0).all()):
-            raise ValueError(
-                "method 'normalized' divides by the out-of-bag predictive std, which is 0 for "
-                "some points; use method='absolute' or pass a likelihood with noise."
-            )
+        check_positive_std(own_std, "for some training points")
         scores = scores / own_std
     return CrossConformal(
         models,
@@ -190,20 +206,3 @@ def _score_out_of_bag(
         SetScore(),
         method,
     )
-
-
-def _diagonal(
-    means: Tensor, stds: Tensor | None, out_of_bag: Tensor, chunk: int = 512
-) -> tuple[Tensor, Tensor | None]:
-    """Point ``i``'s out-of-bag predictive at its own input ``x_i``, ``[n, ...]`` each, from the
-    models' predictives ``[B, n, ...]`` at the ``n`` points (``chunk`` points at a time)."""
-    own_means, own_stds = [], []
-    for start in range(0, means.shape[1], chunk):
-        rows = slice(start, start + chunk)
-        mean, std = out_of_bag_predictive(
-            means[:, rows], None if stds is None else stds[:, rows], out_of_bag[rows]
-        )
-        own_means.append(mean.diagonal(dim1=0, dim2=1).movedim(-1, 0))
-        if std is not None:
-            own_stds.append(std.diagonal(dim1=0, dim2=1).movedim(-1, 0))
-    return torch.cat(own_means), torch.cat(own_stds) if own_stds else None

@@ -37,6 +37,7 @@ from bnn._jobs import run_jobs
 from bnn._progress import progress_bar
 from bnn.evaluate._conformal_scores import check_calibration_pair, conformal_rank, fewest_points
 from bnn.evaluate._conformal_sets import SetScore
+from bnn.evaluate._out_of_bag import out_of_bag_predictive
 from bnn.likelihoods import (
     ClassificationPrediction,
     Likelihood,
@@ -50,7 +51,14 @@ from bnn.predict import predict_with_uncertainty
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
-__all__ = ["CrossConformal", "cv_plus", "jackknife_plus"]
+__all__ = [
+    "CrossConformal",
+    "check_cross_options",
+    "check_positive_std",
+    "cv_plus",
+    "jackknife_plus",
+    "train_models",
+]
 
 Train = Callable[[Tensor, Tensor, RNG], Any]
 
@@ -112,7 +120,8 @@ class CrossConformal:
     def interval(
         self, x: Tensor, level: float | None = None, *, rng: RNGLike = None
     ) -> tuple[Tensor, Tensor]:
-        """CV+ interval ``(lower, upper)``, each ``[N, ...]``, at ``level``."""
+        """CV+ (or jackknife+-after-bootstrap) interval ``(lower, upper)``, each ``[N, ...]``,
+        at ``level``."""
         if self.classification:
             raise TypeError("intervals are for regression; use prediction_set for a classifier.")
         lower_rank, upper_rank = _ranks(
@@ -121,11 +130,8 @@ class CrossConformal:
         predictions = self._predictions(x, rng)
         means = torch.stack([p.mean for p in predictions])  # [K, N, ...]
         stds = torch.stack([p.std for p in predictions]) if self.method == "normalized" else None
-        if stds is not None and not bool((stds > 0).all()):
-            raise ValueError(
-                "normalized CV+ scales by the fold models' predictive std, which is 0 at some "
-                "of these inputs; predict with the likelihood's noise."
-            )
+        if stds is not None:
+            check_positive_std(stds, "of these inputs")
         # [n, N, ...]: the model(s) that did not see point i
         per_point, per_point_std = out_of_bag_predictive(means, stds, self.out_of_bag)
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
@@ -214,10 +220,7 @@ def cv_plus(
             f"folds must be an int in [2, n = {n}] (n: the jackknife+), got {folds!r}."
         )
     _ranks(n, level)  # enough points for the level, before any training
-    if method not in ("absolute", "normalized"):
-        raise ValueError(f"method must be 'absolute' or 'normalized', got {method!r}.")
-    if not callable(train):
-        raise TypeError(f"train must be a function (x, y, rng) -> posterior, got {type(train)}.")
+    check_cross_options(train, y, method)
     parent = resolve_rng(rng)
     order = torch.randperm(n, generator=parent.torch_generator("folds"))
     fold_of = torch.empty(n, dtype=torch.long)
@@ -330,11 +333,7 @@ def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore, method:
         residuals = (targets.to(prediction.mean) - prediction.mean).abs()
         if method == "absolute":
             return residuals
-        if not bool((prediction.std > 0).all()):
-            raise ValueError(
-                "method 'normalized' divides by the fold models' predictive std, which is 0 "
-                "for some points; use method='absolute' or pass a likelihood with noise."
-            )
+        check_positive_std(prediction.std, "for some training points")
         return residuals / prediction.std
     if isinstance(prediction, ClassificationPrediction):
         probs = prediction.class_probs.mean(0)
@@ -346,32 +345,23 @@ def _scores_of(prediction: object, y: Tensor, rng: RNG, score: SetScore, method:
     raise TypeError(f"cannot cross-conformalize a {type(prediction).__name__}.")
 
 
-def out_of_bag_predictive(
-    means: Tensor, stds: Tensor | None, out_of_bag: Tensor
-) -> tuple[Tensor, Tensor | None]:
-    """Each point's predictive from the models that did not see it: mean and std ``[n, N, ...]``.
+def check_cross_options(train: object, y: Tensor, method: object) -> None:
+    """A callable ``train``, finite targets and a known regression score, before training."""
+    if method not in ("absolute", "normalized"):
+        raise ValueError(f"method must be 'absolute' or 'normalized', got {method!r}.")
+    if not callable(train):
+        raise TypeError(f"train must be a function (x, y, rng) -> posterior, got {type(train)}.")
+    if y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise ValueError("y contains NaN or inf; remove those rows first.")
 
-    ``means`` / ``stds`` ``[K, N, ...]`` are the ``K`` models' predictives at ``N`` inputs;
-    ``out_of_bag`` ``[n, K]`` marks the models each of ``n`` points was out of. One model: its
-    own prediction (CV+). Several: their equal-weight mixture (jackknife+-after-bootstrap),
-    whose mean is the average of the means and whose variance is the average variance plus
-    the spread of the means (computed about the models' overall mean, so that large means do
-    not cancel digits).
-    """
-    counts = out_of_bag.sum(1)
-    if bool((counts == 1).all()):
-        chosen = out_of_bag.to(torch.long).argmax(1)
-        return means[chosen], None if stds is None else stds[chosen]
-    models, shape = means.shape[0], means.shape[1:]
-    weights = out_of_bag.to(means) / counts[:, None].to(means)  # [n, K]
-    flat = means.reshape(models, -1)
-    centre = weights @ flat  # [n, N·...]
-    if stds is None:
-        return centre.reshape(-1, *shape), None
-    anchor = flat.mean(0)
-    second = weights @ (stds.reshape(models, -1) ** 2 + (flat - anchor) ** 2)
-    variance = (second - (centre - anchor) ** 2).clamp_min(0.0)
-    return centre.reshape(-1, *shape), variance.sqrt().reshape(-1, *shape)
+
+def check_positive_std(std: Tensor, where: str) -> None:
+    """Normalised scores divide by predictive stds: all must be positive."""
+    if not bool((std > 0).all()):
+        raise ValueError(
+            f"method 'normalized' divides by the models' predictive std, which is 0 {where}; "
+            "use method='absolute' or predict with the likelihood's noise."
+        )
 
 
 def _ranks(n: int, level: float) -> tuple[int, int]:

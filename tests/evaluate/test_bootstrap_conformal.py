@@ -5,23 +5,23 @@ mixture against its definition, the same result on any executor, and refusals.""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor
 
 import bnn
-from bnn.evaluate._cross_conformal import out_of_bag_predictive
+from bnn.evaluate._out_of_bag import out_of_bag_predictive
 from bnn.evaluate.recalibrate import cv_plus, jackknife_plus_after_bootstrap
-from bnn.likelihoods import RegressionPrediction
+from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
 from bnn.parallel.executors import local_pool
 from tests.evaluate.test_cross_conformal import (
-    _blobs,
     _heteroscedastic,
     _regression,
     _ScaledLine,
     gradient_descent,
     least_squares,
-    nearest_centre,
 )
 from tests.evaluate.test_recalibrate import K_SD, _coverage_sd
 
@@ -116,6 +116,47 @@ def test_the_out_of_bag_predictive_is_the_mixture_of_the_models_that_left_a_poin
     assert torch.equal(mean, means[[2, 0, 4, 2]]) and torch.equal(std, stds[[2, 0, 4, 2]])
 
 
+def test_the_mixture_is_exact_beside_a_diverged_model_and_ignores_models_in_the_bag() -> None:
+    means = torch.tensor([[1e4], [1.0], [1.5]])  # [B = 3, N = 1], float32
+    stds = torch.tensor([[1.0], [0.1], [0.2]])
+    out_of_bag = torch.tensor([[False, True, True], [True, True, True]])
+    mean, std = out_of_bag_predictive(means, stds, out_of_bag)
+    assert std is not None
+    exact = math.sqrt((0.1**2 + 0.2**2) / 2 + 0.25**2)  # models 1 and 2 only
+    assert float(mean[0, 0]) == 1.25 and abs(float(std[0, 0]) / exact - 1) < 1e-6
+    means[0, 0] = float("nan")  # a model point 0 trained on cannot leak into its predictive
+    mean, std = out_of_bag_predictive(means, stds, out_of_bag)
+    assert std is not None and torch.isfinite(mean[0]).all() and torch.isfinite(std[0]).all()
+
+
+def test_scores_and_intervals_follow_the_definition() -> None:
+    x, y = _regression(12, 9)
+    x_test = torch.linspace(-2, 2, 5, dtype=torch.float64)[:, None].repeat(1, 2)
+    level = 0.8
+    jab = jackknife_plus_after_bootstrap(
+        least_squares, x, y, resamplings=6, replace=False, sample_size=6, level=level, rng=3,
+        progress=False,
+    )  # fmt: skip
+    assert bool(jab.out_of_bag.any(1).all())  # no point dropped with this seed
+    with torch.no_grad():
+        at_train = [model.model(x) for model in jab.models]  # [n, 1] each
+        at_test = [model.model(x_test) for model in jab.models]
+    lows, highs = [], []
+    for i in range(12):
+        chosen = [b for b in range(6) if jab.out_of_bag[i, b]]
+        centre_i = sum(at_train[b][i] for b in chosen) / len(chosen)
+        residual = float((y[i] - centre_i).abs())
+        assert abs(float(jab.scores[i]) - residual) < 1e-12
+        centre = sum(at_test[b] for b in chosen) / len(chosen)
+        lows.append(centre - residual)
+        highs.append(centre + residual)
+    # ranks ⌊α(n+1)⌋ = 2 and ⌈(1−α)(n+1)⌉ = 11 of the n = 12 values
+    lower = torch.stack(lows).sort(0).values[1]
+    upper = torch.stack(highs).sort(0).values[10]
+    mine = jab.interval(x_test, level)
+    torch.testing.assert_close(mine, (lower, upper), rtol=0, atol=1e-12)
+
+
 def test_the_same_result_serially_and_on_an_executor_and_other_bags_for_another_seed() -> None:
     x, y = _regression(30, 7)
     options = {"resamplings": 12, "replace": False, "rng": 0, "threads_per_job": 1}
@@ -151,21 +192,34 @@ def test_bad_input_is_refused_before_training() -> None:
         jab(never, x, y, method="cqr")
     with pytest.raises(ValueError, match="needs at least 99 points"):
         jab(never, x, y, level=0.99)
-    with pytest.raises(TypeError, match="use cv_plus for prediction sets"):
+    with pytest.raises(TypeError, match="use cv_plus for"):
         jab(never, x, torch.zeros(20, dtype=torch.long))
+    with pytest.raises(TypeError, match="use cv_plus for"):
+        jab(never, x, y, likelihood=bnn.Categorical())
+    with pytest.raises(ValueError, match="NaN or inf"):
+        jab(never, x, torch.where(y > 1, float("nan"), y))
+    with (
+        pytest.raises(ValueError, match="raise resamplings or lower sample_size"),
+        pytest.warns(UserWarning, match="in every bag"),
+    ):
+        jab(never, x, y, resamplings=2, sample_size=19, replace=False, level=0.8)
+
+
+class _Voter:
+    """A predictor that returns class probabilities whatever it is given."""
+
+    def __init__(self, x: Tensor, y: Tensor, rng: bnn.RNG) -> None:  # noqa: ARG002
+        pass
+
+    def predict(self, x: Tensor) -> ClassificationPrediction:
+        logits = torch.zeros(1, x.shape[0], 3, dtype=x.dtype)
+        return ClassificationPrediction(logits, logits.softmax(-1))
 
 
 def test_a_classifier_and_points_in_every_bag_are_reported() -> None:
-    x, labels = _blobs(60, 8)
+    x, y = _regression(20, 8)
     with pytest.raises(TypeError, match="use cv_plus for a classifier"):
-        jackknife_plus_after_bootstrap(
-            nearest_centre,
-            x,
-            labels.double(),
-            resamplings=2,
-            likelihood=bnn.Categorical(),
-            progress=False,
-        )
+        jackknife_plus_after_bootstrap(_Voter, x, y, resamplings=12, progress=False)
     x, y = _regression(20, 8)
     with pytest.warns(UserWarning, match="in every bag and have no out-of-bag model"):
         cross = jackknife_plus_after_bootstrap(

@@ -223,10 +223,9 @@ def _run_split(
         conformal = calibrate(fitted, data, y_standard, rng.spawn(recalibrate))
         conformal["conformal_width_90"] *= float(y_scaler.std)
         conformal["conformal_width_95"] *= float(y_scaler.std)
-    if recalibrate == "cvplus":
-        conformal = _cv_plus_coverage(method, defaults, split, rng.spawn("cv+"))
-    if recalibrate == "jab":
-        conformal = _jab_coverage(method, defaults, split, rng.spawn("jackknife+ab"))
+    if recalibrate in ("cvplus", "jab"):
+        stream = "cv+" if recalibrate == "cvplus" else "jackknife+ab"
+        conformal = _cross_coverage(recalibrate, method, defaults, split, rng.spawn(stream))
     return SplitResult(
         dataset=dataset,
         method=method if tuning is None else f"{method}+tune",
@@ -302,41 +301,31 @@ def _interval_coverage(
     return coverage
 
 
-def _cv_plus_coverage(method: str, defaults: Defaults, split: UCISplit, rng: RNG) -> dict[str, Any]:
-    """Test coverage and mean width of CV+ 90 % / 95 % intervals (Barber et al. 2021) on the
-    original scale: ``CV_FOLDS`` models of the row's method, each trained like the row's own
-    model (its validation carved from its fold's training part), no point held out; scores
-    normalised by the fold models' predictive std, like split conformal's here."""
+def _cross_coverage(
+    recalibrate: str, method: str, defaults: Defaults, split: UCISplit, rng: RNG
+) -> dict[str, Any]:
+    """Test coverage and mean width of CV+ (Barber et al. 2021) or jackknife+-after-bootstrap
+    (Kim et al. 2020) 90 % / 95 % intervals on the original scale, from more models of the
+    row's method, each trained like the row's own model (its validation carved from its
+    training part): ``CV_FOLDS`` fold models, or ``RESAMPLES`` models on ``RESAMPLE_FRACTION``
+    of the training split; no point held out; scores normalised by the predictive std, like
+    split conformal's here."""
     train = functools.partial(_train_fold, method, defaults, split.x_test)
     x, y = split.x_train, split.y_train.unsqueeze(-1)
-    cross = cv_plus(train, x, y, folds=CV_FOLDS, method="normalized", rng=rng, progress=False)
+    options: dict[str, Any] = {"method": "normalized", "rng": rng, "progress": False}
+    if recalibrate == "cvplus":
+        name, cross = "CV+ (normalized)", cv_plus(train, x, y, folds=CV_FOLDS, **options)
+    else:
+        size = int(RESAMPLE_FRACTION * len(x))
+        name, cross = (
+            "J+aB (normalized)",
+            jackknife_plus_after_bootstrap(
+                train, x, y, resamplings=RESAMPLES, sample_size=size, replace=False, **options
+            ),
+        )
     return _interval_coverage(
-        "CV+ (normalized)",
+        name,
         lambda level: cross.interval(split.x_test, level, rng=rng.spawn("test")),
-        split.y_test.unsqueeze(-1),
-    )
-
-
-def _jab_coverage(method: str, defaults: Defaults, split: UCISplit, rng: RNG) -> dict[str, Any]:
-    """Test coverage and mean width of jackknife+-after-bootstrap 90 % / 95 % intervals on the
-    original scale: ``RESAMPLES`` models of the row's method trained like CV+'s fold models,
-    each on ``RESAMPLE_FRACTION`` of the training split; normalised scores."""
-    train = functools.partial(_train_fold, method, defaults, split.x_test)
-    x, y = split.x_train, split.y_train.unsqueeze(-1)
-    jab = jackknife_plus_after_bootstrap(
-        train,
-        x,
-        y,
-        resamplings=RESAMPLES,
-        sample_size=int(RESAMPLE_FRACTION * len(x)),
-        replace=False,
-        method="normalized",
-        rng=rng,
-        progress=False,
-    )
-    return _interval_coverage(
-        "J+aB (normalized)",
-        lambda level: jab.interval(split.x_test, level, rng=rng.spawn("test")),
         split.y_test.unsqueeze(-1),
     )
 
