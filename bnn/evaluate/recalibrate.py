@@ -52,6 +52,11 @@ from bnn.evaluate._conformal import (
 )
 from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
 from bnn.evaluate._cross_conformal import CrossConformal, cv_plus, jackknife_plus
+from bnn.evaluate._glm_temperature import (
+    glm_calibration_nll,
+    is_glm_classifier,
+    scaled_glm_prediction,
+)
 from bnn.evaluate._isotonic import (
     IsotonicRecalibrated,
     IsotonicRegressionPrediction,
@@ -62,10 +67,12 @@ from bnn.evaluate._scaling import (
     ScalingWrapper,
     calibration_logits,
     minimise,
+    resolve_likelihood,
 )
 from bnn.evaluate._vector_scaling import VectorScaled, vector_scale
 from bnn.likelihoods import (
     Bernoulli,
+    Categorical,
     Likelihood,
     Prediction,
     RegressionPrediction,
@@ -121,6 +128,24 @@ class TemperatureScaled(LogitMap):
     def transform(self, logits: Tensor) -> Tensor:
         """Each sample's logits divided by ``T``."""
         return logits / self.temperature
+
+    def closed_form_prediction(
+        self,
+        x: Tensor,
+        *,
+        likelihood: Likelihood | None,
+        num_samples: int,
+        rng: RNG,
+        memory_budget: int,
+    ) -> Prediction | None:
+        """A linearised (GLM) posterior's own predictive of the logits over ``T``; ``None``
+        (sample the scaled functions) for any other posterior."""
+        if not is_glm_classifier(self.posterior, likelihood):
+            return None
+        assert likelihood is not None
+        return scaled_glm_prediction(
+            self.posterior, x, self.temperature, likelihood, num_samples, rng, memory_budget
+        )
 
 
 class StdScaled(ScalingWrapper):
@@ -202,6 +227,8 @@ def temperature_scale(
         >>> scaled = temperature_scale(posterior, x_cal, y_cal, rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical()).probs
     """
+    if is_glm_classifier(posterior, resolve_likelihood(posterior, likelihood, Categorical())):
+        return _glm_temperature_scale(posterior, x_cal, y_cal, num_samples, rng)
     likelihood, logits = calibration_logits(
         posterior, likelihood, x_cal, y_cal, num_samples, rng, "temperature scaling"
     )
@@ -303,6 +330,21 @@ def std_scale(
 
 
 # ------------------------------------------------------------------------------ helpers
+def _glm_temperature_scale(
+    posterior: Posterior, x_cal: Tensor, y_cal: Tensor, num_samples: int, rng: RNGLike
+) -> TemperatureScaled:
+    """`temperature_scale` of a linearised (GLM) classifier posterior, fitted on its own
+    closed-form predictive (``bnn.evaluate._glm_temperature``)."""
+    check_calibration_pair(x_cal, y_cal, num_samples)
+    nll = glm_calibration_nll(posterior, x_cal, y_cal, num_samples, resolve_rng(rng))
+    device = x_cal.device
+    log_temperature = _minimise_scalar(nll, device)
+    scaled = TemperatureScaled(posterior, math.exp(log_temperature))
+    scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=device)))
+    scaled.nll_after = float(nll(torch.tensor(log_temperature, dtype=torch.float64)))
+    return scaled
+
+
 def _minimise_scalar(objective: Callable[[Tensor], Tensor], device: torch.device) -> float:
     """Minimise a smooth scalar function of one log-parameter by L-BFGS from 0; its argmin."""
     start = torch.zeros((), dtype=torch.float64, device=device)

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from bnn.apps.cli import main
+from bnn.apps.datasets.images import ImageSet
 from bnn.apps.images.command import Benchmark, run_images
+from bnn.apps.images.methods import validation_halves
 from bnn.apps.images.network import METHODS, Settings, lenet
 from bnn.apps.images.report import summarise, write_report
 
@@ -125,12 +127,31 @@ def test_temperature_on_top_adds_a_scaled_row_per_method_and_keeps_the_others(
     for row in ("temperature", "ensemble+T", "laplace+T"):
         assert scaled[row]["extras"]["temperature"] > 0
         assert np.isfinite(scaled[row]["metrics"]["nll"])
+    for method in ("ensemble", "laplace"):  # the temperature was applied
+        assert scaled[f"{method}+T"]["metrics"]["nll"] != scaled[method]["metrics"]["nll"]
+        assert scaled[f"{method}+T"]["metrics"]["accuracy"] == scaled[method]["metrics"]["accuracy"]
     # fitted on half the validation split now, so another temperature
     assert scaled["temperature"]["extras"] != plain["temperature"]["extras"]
     text = write_report(benchmark, [scaled], tmp_path)
     chosen = min(scaled, key=lambda m: scaled[m]["metrics"]["val_nll"])  # all compete
-    assert f"fitted on its first half, every method chosen on its second): **{chosen}**" in text
+    assert f"first half, every NLL measured on its second half): **{chosen}**" in text
     assert "| ensemble+T |" in text
+
+
+def test_the_validation_halves_are_disjoint_and_cover_the_split() -> None:
+    images = ImageSet(torch.arange(10.0).reshape(10, 1, 1, 1), torch.arange(10))
+    same = validation_halves(images, SMALL)
+    assert same == (images, images)
+    fit, choose = validation_halves(images, replace(SMALL, temperature_on_top=True))
+    assert fit.y.tolist() == [0, 1, 2, 3, 4] and choose.y.tolist() == [5, 6, 7, 8, 9]
+    with pytest.raises(ValueError, match="validation must be at least 4"):
+        Benchmark(
+            train_name="bars",
+            train_dir=Path("."),
+            ood_dirs={},
+            methods=("map",),
+            settings=replace(SMALL, validation=3, temperature_on_top=True),
+        )
 
 
 def test_a_seed_is_reproducible_and_seeds_differ(folders: Path) -> None:

@@ -49,6 +49,11 @@ class Benchmark:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be among {METHODS}, got {list(self.methods)}.")
+        if self.settings.temperature_on_top and self.settings.validation < 4:
+            raise ValueError(
+                "temperature_on_top fits on one half of the validation split and chooses on "
+                f"the other: validation must be at least 4 images, got {self.settings.validation}."
+            )
 
 
 SeedResult = dict[str, dict[str, Any]]
@@ -78,15 +83,19 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
     for method in progress_bar(methods, desc=f"seed {index}", disable=not progress):
         with PeakMemory() as peak:
             trained = TRAIN[method](run)
-            results[method] = _evaluated(method, trained, run, choice, ood_sets, figures)
-        results[method]["memory_gb"] = peak.bytes / 2**30
-        if settings.temperature_on_top and method not in ("map", "temperature"):
-            with PeakMemory() as peak:
-                scaled = with_temperature(trained, calibration, rng.spawn(f"temperature {method}"))
-                results[f"{method}+T"] = _evaluated(
-                    f"{method}+T", scaled, run, choice, ood_sets, figures
-                )
-            results[f"{method}+T"]["memory_gb"] = peak.bytes / 2**30
+            evaluation = _evaluated(method, trained, run, choice, ood_sets, figures is not None)
+        results[method] = _row(evaluation, trained, peak.bytes)
+        if figures is not None:
+            _method_figures(figures, method, evaluation, data.test.y)
+        if not settings.temperature_on_top or method in ("map", "temperature"):
+            continue
+        name = f"{method}+T"
+        with PeakMemory() as peak:
+            scaled = with_temperature(trained, calibration, rng.spawn(f"temperature {method}"))
+            evaluation = _evaluated(name, scaled, run, choice, ood_sets, figures is not None)
+        results[name] = _row(evaluation, scaled, peak.bytes)
+        if figures is not None:
+            _method_figures(figures, name, evaluation, data.test.y)
     return results
 
 
@@ -96,22 +105,23 @@ def _evaluated(
     run: SeedRun,
     choice: ImageSet,
     ood_sets: dict[str, torch.Tensor],
-    figures: Path | None,
-) -> dict[str, Any]:
-    """One row's metrics (its validation NLL on ``choice``) and, on seed 0, its figures."""
-    evaluation = evaluate(
+    keep_predictions: bool,
+) -> Evaluation:
+    """One row's evaluation, its validation NLL on ``choice``."""
+    return evaluate(
         trained,
         choice,
         run.data.test,
         ood_sets,
         run.settings,
         run.rng.spawn(f"evaluate {name}"),
-        keep_predictions=figures is not None,
+        keep_predictions=keep_predictions,
         progress=run.progress,
     )
-    if figures is not None:
-        _method_figures(figures, name, evaluation, run.data.test.y)
-    return {**evaluation.as_dict(), "extras": trained.extras}
+
+
+def _row(evaluation: Evaluation, trained: Trained, peak_bytes: int) -> dict[str, Any]:
+    return {**evaluation.as_dict(), "extras": trained.extras, "memory_gb": peak_bytes / 2**30}
 
 
 def _on(data: ImageData, device: torch.device) -> ImageData:

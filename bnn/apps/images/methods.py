@@ -185,9 +185,9 @@ def validation_halves(validation: ImageSet, settings: Settings) -> tuple[ImageSe
 
 
 def with_temperature(trained: Trained, calibration: ImageSet, rng: RNG) -> Trained:
-    """``trained`` with each function sample's logits divided by a temperature fitted on
-    ``calibration`` (`bnn.evaluate.recalibrate.temperature_scale`; a closed-form predictive
-    such as Laplace's probit becomes its Monte Carlo GLM version, ``num_samples`` draws)."""
+    """``trained`` with its logits divided by a temperature fitted on ``calibration``
+    (`bnn.evaluate.recalibrate.temperature_scale`: each function sample's logits; Laplace's
+    linearised predictive keeps its probit closed form, of the logits ``N(μ/T, Σ/T²)``)."""
     scaled, seconds = _timed(
         lambda: temperature_scale(
             as_posterior(trained.posterior),

@@ -80,7 +80,7 @@ def chosen_on_validation(results: list[SeedResult], temperature_on_top: bool = F
 def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
     methods = rows(results)
     lines = [
-        f"# {benchmark.train_name}: {len(methods)} methods, {len(results)} seed(s) (mean ± s.e.)",
+        f"# {benchmark.train_name}: {len(methods)} rows, {len(results)} seed(s) (mean ± s.e.)",
         "",
         *_test_table(methods, results),
     ]
@@ -88,7 +88,7 @@ def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
     chosen = chosen_on_validation(results, on_top)
     if chosen is not None:
         rule = (
-            "temperatures fitted on its first half, every method chosen on its second"
+            "temperatures fitted on its first half, every NLL measured on its second half"
             if on_top
             else "`temperature` excluded: it was fitted there"
         )
