@@ -80,7 +80,12 @@ def jackknife_plus_after_bootstrap(
         level: default coverage ``1 − α``.
         method: ``"absolute"`` residuals or ``"normalized"`` (over the out-of-bag mixture's
             std).
-        likelihood, num_samples, executor, threads_per_job, progress: as for `cv_plus`.
+        likelihood: observation model of the models' predictions (``None``: their own).
+        num_samples: function samples of every prediction.
+        executor: trains the models on any ``concurrent.futures.Executor``.
+        threads_per_job: torch threads while a model trains (``None``: unchanged here, 1 on
+            an executor); the same value gives the same bits serially and on an executor.
+        progress: a bar over the models.
         rng: model ``b`` trains with ``rng.spawn(f"resample-{b}")``; the bags come from the
             generator ``"bags"``.
 
