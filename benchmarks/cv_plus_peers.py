@@ -78,12 +78,8 @@ def row(seed: int, folds: int) -> dict[tuple[str, str], tuple[float, float, floa
         results[("bnn", method)] = (*_scores(*bounds[method], y_test), 0.0)
     mapie = CrossConformalRegressor(
         LinearRegression(), confidence_level=LEVEL, method="plus", cv=_same_folds(cross)
-    ).fit_conformalize(x.numpy(), y.squeeze(-1).numpy())
-    _, intervals = mapie.predict_interval(x_test.numpy())
-    theirs = [torch.from_numpy(intervals[:, end, 0]) for end in (0, 1)]
-    pairs = zip(bounds["absolute"], theirs, strict=True)
-    gap = max(float((mine - other).abs().max()) for mine, other in pairs)
-    results[("MAPIE", "absolute")] = (*_scores(*theirs, y_test), gap)
+    )
+    results[("MAPIE", "absolute")] = _against(mapie, bounds["absolute"], x, y, x_test, y_test)
     return results
 
 
@@ -103,13 +99,21 @@ def bootstrap_row(seed: int, replace: bool) -> dict[tuple[str, str], tuple[float
         assert not bool(jab.out_of_bag[bag, b].any())
     mapie = JackknifeAfterBootstrapRegressor(
         LinearRegression(), confidence_level=LEVEL, resampling=_SameBags(bags)
-    ).fit_conformalize(x.numpy(), y.squeeze(-1).numpy())
-    _, intervals = mapie.predict_interval(x_test.numpy())
-    theirs = [torch.from_numpy(intervals[:, end, 0]) for end in (0, 1)]
-    pairs = zip(bounds["absolute"], theirs, strict=True)
-    gap = max(float((mine - other).abs().max()) for mine, other in pairs)
-    results[("MAPIE", "absolute")] = (*_scores(*theirs, y_test), gap)
+    )
+    results[("MAPIE", "absolute")] = _against(mapie, bounds["absolute"], x, y, x_test, y_test)
     return results
+
+
+def _against(
+    mapie: object, mine: list[Tensor], x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor
+) -> tuple[float, float, float]:
+    """MAPIE's coverage and width after fitting it on ``(x, y)``, and its largest difference
+    from bnn's interval ends ``mine``."""
+    fitted = mapie.fit_conformalize(x.numpy(), y.squeeze(-1).numpy())  # type: ignore[attr-defined]
+    _, intervals = fitted.predict_interval(x_test.numpy())
+    theirs = [torch.from_numpy(intervals[:, end, 0]) for end in (0, 1)]
+    gap = max(float((a - b).abs().max()) for a, b in zip(mine, theirs, strict=True))
+    return (*_scores(*theirs, y_test), gap)
 
 
 class _SameBags(Subsample):  # type: ignore[misc]
