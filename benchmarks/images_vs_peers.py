@@ -2,7 +2,8 @@
 directly in torch) and laplace-torch on bnn's MAP weights, beside bnn's own methods.
 
     python benchmarks/images_vs_peers.py [--train fashion-mnist] [--data-dir DIR]
-        [--epochs 10] [--members 5] [--threads 2] [--peer-images 1000] [--train-images N]
+        [--epochs 10] [--members 5] [--threads 2] [--peer-images 1000] [--seeds K]
+        [--sections cost,anchors,laplace,laplace_all] [--train-images N]
 
 Run it in a benchmark environment (laplace-torch is not a dependency:
 ``pip install laplace-torch``, then ``pip uninstall torchvision``). Without laplace-torch the
@@ -14,8 +15,11 @@ What it measures (the LeNet of ``bnn.apps.images``, seed 0, the benchmark's vali
    one epoch of ``bnn.fit`` on the same network (MAP) and on its ``vi`` version (flipout);
    32 plain forward passes over the 10,000 test images against bnn's 32-sample MC-dropout and
    ``vi`` predictions.
-2. **Quality anchors.** The plain-PyTorch MAP network and a 5-member ensemble trained in plain
-   PyTorch: accuracy, NLL, ECE (15 bins), Brier, AUROC (entropy) against the OOD set.
+2. **Quality anchors**, on seeds ``0..K-1`` (``--seeds``; each seed's training images and
+   validation split are the benchmark's for that seed): the plain-PyTorch MAP network and a
+   5-member ensemble trained in plain PyTorch, and laplace-torch's last-layer KFAC with its own
+   marglik prior on bnn's MAP of the seed: accuracy, NLL, ECE (15 bins), Brier, AUROC
+   (entropy) against the OOD set, a row per seed and mean ± s.e.
 3. **laplace-torch on bnn's MAP weights** (``bnn.apps.images`` seed 0's ``map``):
    last-layer KFAC — log marginal likelihood and GLM probit probabilities at one prior
    precision (bnn's marglik optimum), compared with bnn's, on the MAP LeNet and on a copy
@@ -30,6 +34,8 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import math
+import statistics
 import time
 import warnings
 from dataclasses import replace
@@ -84,15 +90,19 @@ def probabilities(nets: list[nn.Module], x: Tensor) -> ClassificationPrediction:
 
 def quality(
     prediction: ClassificationPrediction, y: Tensor, ood: ClassificationPrediction
-) -> list[str]:
+) -> list[float]:
     """Accuracy (%), NLL, ECE (%), Brier and the entropy's AUROC against ``ood``."""
     return [
-        f"{100 * accuracy(prediction, y):.2f}",
-        f"{nll(prediction, y):.4f}",
-        f"{100 * expected_calibration_error(prediction, y):.2f}",
-        f"{brier_score(prediction, y):.4f}",
-        f"{auroc(prediction.entropy, ood.entropy):.4f}",
+        100 * accuracy(prediction, y),
+        nll(prediction, y),
+        100 * expected_calibration_error(prediction, y),
+        brier_score(prediction, y),
+        auroc(prediction.entropy, ood.entropy),
     ]
+
+
+def formatted(scores: list[float]) -> list[str]:
+    return [f"{value:.{digits}f}" for value, digits in zip(scores, DIGITS, strict=True)]
 
 
 def row(*cells: str) -> None:
@@ -205,6 +215,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--peer-images", type=int, default=200)
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="quality anchors on seeds 0..K-1 (each seed's validation split and training "
+        "images as the benchmark's seed), mean ± s.e.; the other sections use seed 0",
+    )
+    parser.add_argument(
         "--sections",
         default="cost,anchors,laplace,laplace_all",
         help="comma-separated parts to run (cost, anchors, laplace, laplace_all)",
@@ -226,7 +243,7 @@ def main() -> None:
     if "cost" in sections:
         cost_floor(data, x, y, x_test)
     if "anchors" in sections:
-        plain_anchors(x, y, x_test, y_test, ood_x, args.epochs, args.members)
+        anchors_over_seeds(args, settings, ood_x)
     run = SeedRun(data, settings, bnn.RNG(0), progress=False)
     if "laplace" in sections:
         last_layer(run, x, y, x_test, y_test, ood_x)
@@ -267,23 +284,74 @@ def cost_floor(data: Any, x: Tensor, y: Tensor, x_test: Tensor) -> None:
         row(step, f"{floor:.2f}", f"{ours:.2f}", f"{ours / floor:.2f}")
 
 
-def plain_anchors(
-    x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, ood_x: Tensor, epochs: int, count: int
-) -> None:
-    """The plain-PyTorch MAP network and deep ensemble: quality and training time."""
+def anchors_over_seeds(args: argparse.Namespace, settings: Settings, ood_x: Tensor) -> None:
+    """The quality anchors on seeds ``0..args.seeds-1``: a row per seed, then mean ± s.e."""
     print()
-    table("anchor", "accuracy (%)", "NLL", "ECE (%)", "Brier", "AUROC", "train (s)")
-    members, member_seconds = [], 0.0
-    for member in range(count):
-        with bnn.RNG(0).spawn(member).stream("init"):
+    header = ("anchor", "seed", "accuracy (%)", "NLL", "ECE (%)", "Brier", "AUROC", "train (s)")
+    table(*header)
+    per_anchor: dict[str, list[list[float]]] = {}
+    for seed in range(args.seeds):
+        data = load_image_data(
+            args.data_dir / args.train, validation=settings.validation, rng=bnn.RNG(seed)
+        )
+        if args.train_images is not None:
+            kept = slice(0, args.train_images)
+            data = replace(data, train=ImageSet(data.train.x[kept], data.train.y[kept]))
+        for name, scores, seconds in seed_anchors(data, ood_x, settings, args, seed):
+            row(name, str(seed), *formatted(scores), seconds)
+            per_anchor.setdefault(name, []).append(scores)
+    if args.seeds > 1:
+        print(f"\nmean ± s.e. over {args.seeds} seeds\n")
+        table(*header[:1], *header[2:-1])
+        for name, runs in per_anchor.items():
+            columns = zip(*runs, strict=True)
+            row(name, *(mean_se(c, d) for c, d in zip(columns, DIGITS, strict=True)))
+
+
+DIGITS = (2, 4, 2, 4, 4)
+"""Printed decimals of accuracy (%), NLL, ECE (%), Brier, AUROC."""
+
+
+def mean_se(values: tuple[float, ...], digits: int) -> str:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def seed_anchors(
+    data: Any, ood_x: Tensor, settings: Settings, args: argparse.Namespace, seed: int
+) -> list[tuple[str, list[float], str]]:
+    """Seed ``seed``'s anchors: the plain-PyTorch MAP network and deep ensemble (members from
+    ``RNG(seed).spawn(m)``; seed 0 is the single-seed run's), and laplace-torch's last-layer
+    KFAC with its own marglik prior on bnn's MAP of that seed (when installed)."""
+    x, y, x_test, y_test = data.train.x, data.train.y, data.test.x, data.test.y
+    members: list[nn.Module] = []
+    member_seconds = 0.0
+    for member in range(args.members):
+        with bnn.RNG(seed).spawn(member).stream("init"):
             net = lenet()
-        member_seconds += sum(plain_epochs(net, x, y, epochs, seed=member))
+        member_seconds += sum(
+            plain_epochs(net, x, y, args.epochs, seed=seed * args.members + member)
+        )
         members.append(net)
-        if member == 0:
-            scores = quality(probabilities([net], x_test), y_test, probabilities([net], ood_x))
-            row("PyTorch MAP", *scores, f"{member_seconds:.1f}")
-    scores = quality(probabilities(members, x_test), y_test, probabilities(members, ood_x))
-    row(f"PyTorch deep ensemble ({count})", *scores, f"{member_seconds:.1f}")
+    first = [members[0]]
+    anchors = [
+        ("PyTorch MAP", quality(probabilities(first, x_test), y_test, probabilities(first, ood_x))),
+        (
+            f"PyTorch deep ensemble ({args.members})",
+            quality(probabilities(members, x_test), y_test, probabilities(members, ood_x)),
+        ),
+    ]
+    times = [f"{member_seconds / args.members:.1f}", f"{member_seconds:.1f}"]
+    network, _ = SeedRun(data, settings, bnn.RNG(seed), progress=False).map_network()
+    la = laplace_torch(network, x, y, "last_layer", None)
+    if la is not None:
+        test, ood = from_probs(peer_probs(la, x_test)), from_probs(peer_probs(la, ood_x))
+        anchors.append(
+            ("laplace-torch last-layer KFAC (its marglik prior)", quality(test, y_test, ood))
+        )
+        times.append("—")
+    return [(name, scores, t) for (name, scores), t in zip(anchors, times, strict=True)]
 
 
 def last_layer(
@@ -313,7 +381,10 @@ def last_layer(
     print()
     table("method", "accuracy (%)", "NLL", "ECE (%)", "Brier", "AUROC")
     ood_probs = from_probs(peer_probs(la, ood_x))
-    row("laplace-torch last-layer KFAC", *quality(from_probs(peer_test), y_test, ood_probs))
+    row(
+        "laplace-torch last-layer KFAC",
+        *formatted(quality(from_probs(peer_test), y_test, ood_probs)),
+    )
 
 
 def all_layers(run: SeedRun, x: Tensor, y: Tensor, x_test: Tensor, peer_images: int) -> None:

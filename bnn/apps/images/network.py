@@ -38,8 +38,9 @@ class Settings:
         epochs: training epochs of every network trained from scratch (Adam, ``lr``).
         batch_size, lr: mini-batch size and Adam's learning rate.
         dropout: MC dropout's rate.
-        ensemble_members: members of ``ensemble`` (MultiSWAG continues the first
-            ``multiswag_runs`` of them).
+        ensemble_members: members of ``ensemble``.
+        multiswag_runs: ensemble members MultiSWAG continues with SWAG (the first ones; by
+            default all of them, so that MultiSWAG and the ensemble mix as many modes).
         vi_estimator: gradient estimator of the Bayesian conv/linear layers.
         num_samples: function samples of every sampled prediction.
         swag_epochs, swag_lr: SGD epochs (one model collected per epoch) and step of SWAG.
@@ -61,7 +62,7 @@ class Settings:
     lr: float = 1e-3
     dropout: float = 0.1
     ensemble_members: int = 5
-    multiswag_runs: int = 3
+    multiswag_runs: int = 5
     vi_estimator: str = "flipout"
     num_samples: int = 32
     swag_epochs: int = 10
