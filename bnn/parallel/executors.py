@@ -6,7 +6,6 @@ threads per job, failures named, never dropped). ``local_pool`` is the process p
 
 Example:
     >>> from concurrent.futures import ProcessPoolExecutor
-from multiprocessing.context import BaseContext
     >>> with ProcessPoolExecutor(2) as pool:
     ...     results = run_jobs(train_split, splits, executor=pool)
 """
@@ -15,9 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.process
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
+from types import FrameType
 
 from bnn._jobs import JobError, run_jobs
 
@@ -34,6 +39,12 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     leaving the block the pool is shut down without waiting for the workers to exit (every
     result has been collected by then).
 
+    The workers never outlive the work: an exception in the block (``Ctrl-C`` included) or a
+    ``SIGTERM`` to this process (``kill``, a batch scheduler's time limit) terminates them at
+    once, running jobs included, and a worker whose parent process is gone (``kill -9``) exits
+    within a second. What a job finished is the caller's (``bnn benchmark`` journals every
+    split, so ``--resume`` picks up from there).
+
     Example:
         >>> with local_pool(2) as pool:
         ...     results = run_jobs(train_split, splits, executor=pool)
@@ -45,10 +56,74 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         context = server
     else:
         context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+    )
     try:
-        yield pool
+        with _sigterm_raises():
+            yield pool
     except BaseException:
+        _terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block, ``SIGTERM`` raises ``SystemExit(143)`` (the shell's code for it), so
+    that the pool's clean-up runs; only in the main thread, where signals are handled."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker process of ``pool`` now (``ProcessPoolExecutor.terminate_workers``
+    from Python 3.14; its process table before)."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    processes: dict[int, multiprocessing.process.BaseProcess] = (
+        getattr(pool, "_processes", None) or {}
+    )
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()
+
+
+def _exit_with(parent: int) -> None:
+    """A worker's initializer: a daemon thread that ends the worker once process ``parent``
+    is gone (a fork server's workers are not its children, so nothing else stops them)."""
+
+    def watch() -> None:
+        while _alive(parent):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="bnn-exit-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): os.kill has answered
+        return True
