@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,13 +60,20 @@ def ood_histogram(
 
 
 def shift_plot(
-    curves: Mapping[str, ShiftCurve], metrics: tuple[str, ...] = _SHIFT_METRICS
+    curves: Mapping[str, ShiftCurve],
+    metrics: tuple[str, ...] = _SHIFT_METRICS,
+    *,
+    dashed: Collection[str] = (),
 ) -> Figure:
     """Accuracy, NLL and ECE (or ``metrics``) against the rotation angle, one line per posterior.
+
+    Up to 10 curves take matplotlib's default colours; more take the 20 colours of ``tab20``,
+    whose consecutive pairs share a hue (so name a variant right after its original).
 
     Args:
         curves: ``{posterior name: ShiftCurve}`` (from `bnn.evaluate.shift.shift_curve`).
         metrics: `ShiftCurve` fields to draw, one panel each.
+        dashed: names of the curves drawn dashed (variants, such as a recalibrated posterior).
     """
     if not curves:
         raise ValueError("curves is empty: give at least one {name: ShiftCurve}.")
@@ -77,11 +84,29 @@ def shift_plot(
         )
     figure = _figure(width=4.0 * len(metrics), height=3.4)
     axes = np.atleast_1d(figure.subplots(1, len(metrics)))
+    colours = _colours(len(curves))
     for axis, metric in zip(axes, metrics, strict=True):
-        for name, curve in curves.items():
-            axis.plot(curve.angles, getattr(curve, metric), marker="o", markersize=3, label=name)
+        for (name, curve), colour in zip(curves.items(), colours, strict=True):
+            style = "--" if name in dashed else "-"
+            axis.plot(
+                curve.angles,
+                getattr(curve, metric),
+                style,
+                color=colour,
+                marker="o",
+                markersize=3,
+                label=name,
+            )
         axis.set(
             xlabel="rotation (degrees)", ylabel=metric.upper() if metric != "accuracy" else metric
         )
     axes[0].legend()
     return figure
+
+
+def _colours(count: int) -> list[Any]:
+    """``count`` colours: the default cycle up to 10, ``tab20`` (in hue pairs) up to 20."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]

@@ -69,6 +69,20 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
     assert len(panels.axes) == 2
 
 
+def test_a_shift_plot_of_many_curves_gives_each_its_own_colour_and_dashes_the_variants() -> None:
+    curve = ShiftCurve([0.0, 15.0], [0.9, 0.8], [0.3, 0.5], [0.02, 0.05], [0.1, 0.2], [0.2, 0.4])
+    names = [name for m in range(7) for name in (f"m{m}", f"m{m}+T")]  # 14 curves
+    figure = bnn.evaluate.plots.shift_plot(
+        dict.fromkeys(names, curve), dashed=[n for n in names if n.endswith("+T")]
+    )
+    for axis in figure.axes:
+        lines = {line.get_label(): line for line in axis.get_lines()}
+        assert len({tuple(line.get_color()) for line in lines.values()}) == 14
+        assert {n for n, line in lines.items() if line.get_linestyle() == "--"} == {
+            n for n in names if n.endswith("+T")
+        }
+
+
 def test_a_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     samples, _ = _sample_set()
     figure_class = bnn.evaluate._figures._notebook_figure_class  # built once, on first use
