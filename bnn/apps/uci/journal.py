@@ -8,6 +8,8 @@ the same results as an uninterrupted one.
 
 The first line is the run's header (data set, method, seed, recalibration, tuning and every
 default); resuming a journal written with other settings is refused, naming the difference.
+The header also lists the bnn versions that wrote to the journal: resuming with another one
+warns (same seed, same bits holds within one version) and adds it to the list.
 A last line cut short by a killed process is dropped (that split trains again). An existing
 journal is never overwritten: without ``resume`` it is refused.
 
@@ -18,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +60,7 @@ class Journal:
         """
         path = Path(path)
         first = json.loads(json.dumps({"format": FORMAT, "version": VERSION, **header}))
+        first[VERSIONS] = [bnn_version()]
         written = path.exists() and path.stat().st_size > 0
         if written and not resume:
             lines = len(path.read_text(encoding="utf-8").splitlines())
@@ -64,6 +69,8 @@ class Journal:
                 "it (--resume), or remove it or give another output folder to start over."
             )
         done = _read(path, first) if written else {}
+        if written:
+            first[VERSIONS] = _versions_with_this_one(path)
         records = [first, *(asdict(done[split]) for split in sorted(done))]
         text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +81,35 @@ class Journal:
         """Append ``result`` as one line, flushed and synced before returning."""
         with self.path.open("a", encoding="utf-8") as file:
             _write_line(file, asdict(result))
+
+
+VERSIONS = "bnn_versions"
+"""The header's key of the bnn versions that wrote to the journal (not a setting: a run may
+resume under another version)."""
+
+
+def bnn_version() -> str:
+    """The installed bnn's version (``"unknown"`` when run from a tree that is not installed)."""
+    try:
+        return importlib.metadata.version("bnn-torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _versions_with_this_one(path: Path) -> list[str]:
+    """The versions in the header of the journal at ``path`` and this one, warning if new."""
+    header = json.loads(path.read_text(encoding="utf-8").split("\n", 1)[0])
+    versions = list(header.get(VERSIONS, []))
+    this = bnn_version()
+    if this not in versions:
+        earlier = ", ".join(versions) or "a version that did not record itself"
+        warnings.warn(
+            f"{path} was written by bnn {earlier}; this is bnn {this}. Its splits are kept, "
+            "so the run mixes versions: same seed, same bits holds only within one version.",
+            stacklevel=3,
+        )
+        versions.append(this)
+    return versions
 
 
 def _write_line(file: Any, record: dict[str, Any]) -> None:
@@ -93,7 +129,8 @@ def _read(path: Path, header: dict[str, Any]) -> dict[int, SplitResult]:
         raise ValueError(
             f"{path} is not a bnn UCI journal; remove it or give another output folder."
         )
-    changed = sorted(k for k in header.keys() | written.keys() if header.get(k) != written.get(k))
+    settings = (header.keys() | written.keys()) - {VERSIONS}
+    changed = sorted(k for k in settings if header.get(k) != written.get(k))
     if changed:
         raise ValueError(
             f"cannot resume {path}: it was written with other settings (different "

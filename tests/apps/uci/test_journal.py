@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from bnn._jobs import JobError, run_jobs
 from bnn.apps.cli import JOURNAL, main
+from bnn.apps.uci import journal
 from bnn.apps.uci.command import Defaults, run_uci
 from bnn.apps.uci.report import SplitResult
 
@@ -95,6 +97,34 @@ def test_resuming_a_journal_of_other_settings_is_refused_naming_them(tmp_path: P
             resume=True,
             progress=False,
         )
+
+
+def test_the_journal_lists_the_bnn_versions_that_wrote_it_and_warns_on_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal_file = tmp_path / JOURNAL
+    options = {"defaults": QUICK, "journal": journal_file, "progress": False}
+    first = run_uci("yacht", "mc_dropout", splits=1, **options)
+
+    def header() -> dict[str, object]:
+        return json.loads(journal_file.read_text().splitlines()[0])
+
+    this = journal.bnn_version()
+    assert header()["bnn_versions"] == [this]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same version resumes silently
+        run_uci("yacht", "mc_dropout", splits=1, resume=True, **options)
+    monkeypatch.setattr(journal, "bnn_version", lambda: "9.9")
+    with pytest.warns(UserWarning, match=r"written by bnn .+; this is bnn 9\.9"):
+        resumed = run_uci("yacht", "mc_dropout", splits=2, resume=True, **options)
+    assert resumed[0] == first[0]  # the earlier version's split is kept, not trained again
+    assert header()["bnn_versions"] == [this, "9.9"]
+    lines = journal_file.read_text().splitlines()
+    unversioned = {k: v for k, v in header().items() if k != "bnn_versions"}
+    journal_file.write_text("\n".join([json.dumps(unversioned), *lines[1:]]) + "\n")
+    with pytest.warns(UserWarning, match="a version that did not record itself"):
+        run_uci("yacht", "mc_dropout", splits=2, resume=True, **options)
+    assert header()["bnn_versions"] == ["9.9"]
 
 
 def test_the_cli_resumes_from_its_output_folder(tmp_path: Path) -> None:
