@@ -62,6 +62,10 @@ __all__ = [
 
 Train = Callable[[Tensor, Tensor, RNG], Any]
 
+_BLOCK_ELEMENTS = 2**24
+"""Elements of the ``[n, block, ...]`` out-of-bag centres `CrossConformal.interval` holds at
+once (64 MB in float32)."""
+
 
 @dataclass
 class CrossConformal:
@@ -121,24 +125,40 @@ class CrossConformal:
         self, x: Tensor, level: float | None = None, *, rng: RNGLike = None
     ) -> tuple[Tensor, Tensor]:
         """CV+ (or jackknife+-after-bootstrap) interval ``(lower, upper)``, each ``[N, ...]``,
-        at ``level``."""
+        at ``level``.
+
+        Memory: the ``K`` predictives ``[K, N, ...]``, and the ``n`` out-of-bag centres of a
+        block of test inputs at a time (``n`` times the block, at most `_BLOCK_ELEMENTS`).
+        """
         if self.classification:
             raise TypeError("intervals are for regression; use prediction_set for a classifier.")
-        lower_rank, upper_rank = _ranks(
-            len(self.out_of_bag), self.level if level is None else level
-        )
+        ranks = _ranks(len(self.out_of_bag), self.level if level is None else level)
         predictions = self._predictions(x, rng)
         means = torch.stack([p.mean for p in predictions])  # [K, N, ...]
         stds = torch.stack([p.std for p in predictions]) if self.method == "normalized" else None
         if stds is not None:
             check_positive_std(stds, "of these inputs")
-        # [n, N, ...]: the model(s) that did not see point i
+        per_input = len(self.out_of_bag) * max(1, means[0, :1].numel())
+        block = max(1, _BLOCK_ELEMENTS // per_input)
+        bounds = [
+            self._bounds(means[:, start : start + block], stds, start, block, ranks)
+            for start in range(0, means.shape[1], block)
+        ]
+        return torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds])
+
+    def _bounds(
+        self, means: Tensor, stds: Tensor | None, start: int, block: int, ranks: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """The interval at one block of test inputs, from its ``[K, B, ...]`` means."""
+        if stds is not None:
+            stds = stds[:, start : start + block]
+        # [n, B, ...]: the model(s) that did not see point i
         per_point, per_point_std = out_of_bag_predictive(means, stds, self.out_of_bag)
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])
         if per_point_std is not None:  # R_i σ_{−i}(x)
             residuals = residuals * per_point_std
-        lower = torch.kthvalue(per_point - residuals, lower_rank, dim=0).values
-        upper = torch.kthvalue(per_point + residuals, upper_rank, dim=0).values
+        lower = torch.kthvalue(per_point - residuals, ranks[0], dim=0).values
+        upper = torch.kthvalue(per_point + residuals, ranks[1], dim=0).values
         return lower, upper
 
     def prediction_set(

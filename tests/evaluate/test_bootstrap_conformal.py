@@ -228,3 +228,24 @@ def test_a_classifier_and_points_in_every_bag_are_reported() -> None:
     assert cross.out_of_bag.any(1).all() and len(cross.scores) < 20
     with pytest.raises(ValueError, match="no one fold each"):
         _ = cross.fold_of
+
+
+@pytest.mark.parametrize("method", ["absolute", "normalized"])
+def test_intervals_in_blocks_of_test_inputs_equal_the_whole_at_once(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, y = _heteroscedastic(59, 3)
+    x_test, _ = _heteroscedastic(100, 4)
+    options = {"level": LEVEL, "method": method, "progress": False}
+    bags = jackknife_plus_after_bootstrap(_ScaledLine, x, y, resamplings=20, rng=1, **options)
+    folds = cv_plus(_ScaledLine, x, y, folds=5, rng=1, **options)
+    whole = [made.interval(x_test, rng=2) for made in (bags, folds)]
+    monkeypatch.setattr(bnn.evaluate._cross_conformal, "_BLOCK_ELEMENTS", 59 * 7)  # 7 a block
+    (bag_lower, bag_upper), (fold_lower, fold_upper) = (
+        made.interval(x_test, rng=2) for made in (bags, folds)
+    )
+    # CV+ picks one model's prediction: the same bits; J+aB sums over its models, which torch
+    # vectorises differently for another block width: the same to rounding
+    assert torch.equal(fold_lower, whole[1][0]) and torch.equal(fold_upper, whole[1][1])
+    torch.testing.assert_close(bag_lower, whole[0][0], rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(bag_upper, whole[0][1], rtol=1e-14, atol=1e-14)
