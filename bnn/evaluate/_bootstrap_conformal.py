@@ -13,8 +13,9 @@ residuals and once through the scatter of the fold models' predictions at ``x``;
 unstable learner (a neural network on a few hundred points) it covers well above ``1 − α``.
 Averaging over many out-of-bag models shrinks that scatter, so the coverage comes back
 towards ``1 − α`` at the cost of ``B`` trainings. Kim et al. prove CV+'s ``1 − 2α`` when the
-number of bags is itself drawn from a binomial; with a fixed ``B`` (as here and in MAPIE) that
-bound is not proven, and coverage is measured instead (near ``1 − α`` in the tests).
+number of bags is itself drawn from a binomial (``random_count=True``); with a fixed ``B`` (the
+default, as in MAPIE) that bound is not proven, and coverage is measured instead (near
+``1 − α`` in the tests).
 
 A point that is in every bag has no out-of-bag model: it is left out of the calibration
 scores with a warning, before any training (raise ``resamplings``; the chance is about
@@ -56,6 +57,7 @@ def jackknife_plus_after_bootstrap(
     resamplings: int = 30,
     sample_size: int | None = None,
     replace: bool = True,
+    random_count: bool = False,
     level: float = 0.9,
     method: str = "absolute",
     likelihood: Likelihood | None = None,
@@ -77,6 +79,13 @@ def jackknife_plus_after_bootstrap(
             rounded down without); without replacement ``m < n``, so every bag leaves some out.
         replace: draw bags with replacement (the bootstrap) or without (subsampling: no point
             twice in a bag, e.g. for a learner that carves its own validation set from it).
+        random_count: train a random number of models, ``B ~ Binomial(resamplings, p)`` with
+            ``p`` the chance that a bag of ``m`` draws from ``n + 1`` points leaves out a given
+            one (``(1 − 1/(n+1))^m`` with replacement, ``1 − m/(n+1)`` without): Kim et al.'s
+            construction, under which coverage ``≥ 1 − 2α`` is proven for any learner. About
+            ``p·resamplings`` models train (``p ≈ 0.37`` for the bootstrap), so raise
+            ``resamplings`` accordingly. ``False``: exactly ``resamplings`` models (as MAPIE;
+            coverage measured, not proven).
         level: default coverage ``1 − α``.
         method: ``"absolute"`` residuals or ``"normalized"`` (over the out-of-bag mixture's
             std).
@@ -87,7 +96,7 @@ def jackknife_plus_after_bootstrap(
             an executor); the same value gives the same bits serially and on an executor.
         progress: a bar over the models.
         rng: model ``b`` trains with ``rng.spawn(f"resample-{b}")``; the bags come from the
-            generator ``"bags"``.
+            generator ``"bags"``, a random count from ``"bag count"``.
 
     Returns:
         A `CrossConformal` whose ``interval(x, level)`` gives ``(lower, upper)`` ``[N, ...]``.
@@ -104,12 +113,19 @@ def jackknife_plus_after_bootstrap(
     check_calibration_pair(x, y, num_samples)
     n = x.shape[0]
     _check_options(n, resamplings, sample_size, replace, y, likelihood)
+    if not isinstance(random_count, bool):
+        raise TypeError(f"random_count must be True or False, got {random_count!r}.")
     _ranks(n, level)  # enough points for the level, before any training
     check_cross_options(train, y, method)
     parent = resolve_rng(rng)
     size = sample_size if sample_size is not None else (n if replace else n // 2)
-    bags = draw_bags(n, resamplings, size, replace, parent.torch_generator("bags"))
-    out_of_bag = torch.ones(n, resamplings, dtype=torch.bool)
+    count = resamplings
+    if random_count:
+        count = binomial_bag_count(
+            n, resamplings, size, replace, parent.torch_generator("bag count")
+        )
+    bags = draw_bags(n, count, size, replace, parent.torch_generator("bags"))
+    out_of_bag = torch.ones(n, count, dtype=torch.bool)
     for b, bag in enumerate(bags):
         out_of_bag[bag, b] = False
     covered = _points_out_of_some_bag(out_of_bag, level)
@@ -118,6 +134,29 @@ def jackknife_plus_after_bootstrap(
     return _score_out_of_bag(
         models, out_of_bag, covered, x, y, float(level), method, likelihood, num_samples, parent
     )
+
+
+def binomial_bag_count(
+    n: int, resamplings: int, size: int, replace: bool, generator: torch.Generator
+) -> int:
+    """Kim et al.'s number of bags, ``Binomial(resamplings, p)``: of ``resamplings`` bags of
+    ``size`` draws from ``n + 1`` points, those that leave out point ``n + 1`` (the test
+    point), each with chance ``p``. Refused below 2 (too few ``resamplings`` for ``p``)."""
+    leave_out = (1 - 1 / (n + 1)) ** size if replace else 1 - size / (n + 1)
+    count = int(
+        torch.binomial(
+            torch.tensor(float(resamplings), dtype=torch.float64),
+            torch.tensor(leave_out, dtype=torch.float64),
+            generator=generator,
+        )
+    )
+    if count < 2:
+        raise ValueError(
+            f"random_count drew {count} of {resamplings} bags (each kept with chance "
+            f"{leave_out:.3f}); jackknife+-after-bootstrap needs at least 2: raise resamplings "
+            f"(about {max(2, round(10 / leave_out))} keep 10 on average) or lower sample_size."
+        )
+    return count
 
 
 def _check_options(

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 import bnn
+from bnn.evaluate._bootstrap_conformal import binomial_bag_count
 from bnn.evaluate._out_of_bag import out_of_bag_predictive
 from bnn.evaluate.recalibrate import cv_plus, jackknife_plus_after_bootstrap
 from bnn.likelihoods import ClassificationPrediction, RegressionPrediction
@@ -40,23 +41,32 @@ def _coverage(make: object, data: object, repetitions: int, n: int, m: int) -> f
 
 
 @pytest.mark.parametrize(
-    ("replace", "method"), [(True, "absolute"), (False, "absolute"), (True, "normalized")]
+    ("replace", "method", "random_count"),
+    [
+        (True, "absolute", False),
+        (False, "absolute", False),
+        (True, "normalized", False),
+        (True, "absolute", True),
+    ],
 )
-def test_it_covers_about_the_nominal_level_for_a_stable_learner(replace: bool, method: str) -> None:
+def test_it_covers_about_the_nominal_level_for_a_stable_learner(
+    replace: bool, method: str, random_count: bool
+) -> None:
     n, m, repetitions = 59, 100, 200
     learner, data = (
         (least_squares, _regression) if method == "absolute" else (_ScaledLine, _heteroscedastic)
     )
+    resamplings = 80 if random_count else 30  # about 30 models either way
 
     def make(x: Tensor, y: Tensor, r: int) -> object:
         return jackknife_plus_after_bootstrap(
-            learner, x, y, resamplings=30, replace=replace, level=LEVEL, method=method, rng=r,
-            progress=False,
+            learner, x, y, resamplings=resamplings, replace=replace, random_count=random_count,
+            level=LEVEL, method=method, rng=r, progress=False,
         )  # fmt: skip
 
     mean = _coverage(make, data, repetitions, n, m)
     _, sd = _coverage_sd(n, LEVEL, m, repetitions)
-    print(f"replace={replace}, {method}: coverage {mean:.4f} (sd {sd:.4f})")
+    print(f"replace={replace}, {method}, random count {random_count}: {mean:.4f} (sd {sd:.4f})")
     assert LEVEL - K_SD * sd <= mean <= LEVEL + 0.03 + K_SD * sd
 
 
@@ -249,3 +259,32 @@ def test_intervals_in_blocks_of_test_inputs_equal_the_whole_at_once(
     assert torch.equal(fold_lower, whole[1][0]) and torch.equal(fold_upper, whole[1][1])
     torch.testing.assert_close(bag_lower, whole[0][0], rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(bag_upper, whole[0][1], rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize(("replace", "size"), [(True, 59), (False, 20)])
+def test_a_random_count_is_binomial_with_the_chance_a_bag_leaves_out_one_more_point(
+    replace: bool, size: int
+) -> None:
+    n, resamplings, draws = 59, 80, 4000
+    chance = (1 - 1 / (n + 1)) ** size if replace else 1 - size / (n + 1)
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.tensor(
+        [binomial_bag_count(n, resamplings, size, replace, generator) for _ in range(draws)],
+        dtype=torch.float64,
+    )
+    mean, variance = resamplings * chance, resamplings * chance * (1 - chance)
+    assert abs(float(counts.mean()) - mean) <= K_SD * math.sqrt(variance / draws)
+    assert abs(float(counts.var()) / variance - 1) <= K_SD * math.sqrt(2 / (draws - 1))
+    x, y = _regression(n, 5)
+    drawn = jackknife_plus_after_bootstrap(
+        least_squares, x, y, resamplings=resamplings, random_count=True, rng=3, progress=False
+    )
+    expected = binomial_bag_count(n, resamplings, n, True, bnn.RNG(3).torch_generator("bag count"))
+    assert len(drawn.models) == drawn.out_of_bag.shape[1] == expected
+    with pytest.raises(ValueError, match="random_count drew .* raise resamplings"):
+        jackknife_plus_after_bootstrap(  # each bag kept with chance 1 − 58/60
+            least_squares, x, y, resamplings=2, replace=False, sample_size=58,
+            random_count=True, rng=0, progress=False,
+        )  # fmt: skip
+    with pytest.raises(TypeError, match="random_count must be True or False"):
+        jackknife_plus_after_bootstrap(least_squares, x, y, random_count=1, progress=False)  # type: ignore[arg-type]
