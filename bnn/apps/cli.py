@@ -6,25 +6,19 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bnn._version import installed_version
+
 __all__ = ["UsageError", "main"]
-
-
-def _version() -> str:
-    try:
-        return version("bnn-torch")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnn", description="Bayesian deep learning for PyTorch.")
-    parser.add_argument("--version", action="version", version=f"bnn {_version()}")
+    parser.add_argument("--version", action="version", version=f"bnn {installed_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(commands)
     benchmark = commands.add_parser("benchmark", help="standard benchmarks")

@@ -13,7 +13,8 @@ residuals and once through the scatter of the fold models' predictions at ``x``;
 unstable learner (a neural network on a few hundred points) it covers well above ``1 − α``.
 Averaging over many out-of-bag models shrinks that scatter, so the coverage comes back
 towards ``1 − α`` at the cost of ``B`` trainings. Kim et al. prove CV+'s ``1 − 2α`` when the
-number of bags is itself drawn from a binomial (``random_count=True``); with a fixed ``B`` (the
+number of bags is itself drawn from a binomial (``random_count=True``; here as long as no point
+is in every bag, since such points are dropped); with a fixed ``B`` (the
 default, as in MAPIE) that bound is not proven, and coverage is measured instead (near
 ``1 − α`` in the tests).
 
@@ -82,7 +83,9 @@ def jackknife_plus_after_bootstrap(
         random_count: train a random number of models, ``B ~ Binomial(resamplings, p)`` with
             ``p`` the chance that a bag of ``m`` draws from ``n + 1`` points leaves out a given
             one (``(1 − 1/(n+1))^m`` with replacement, ``1 − m/(n+1)`` without): Kim et al.'s
-            construction, under which coverage ``≥ 1 − 2α`` is proven for any learner. About
+            construction, under which coverage ``≥ 1 − 2α`` is proven for any learner as long
+            as every point has an out-of-bag model (points in every bag are warned about and
+            dropped; a count below 2 is refused: raise ``resamplings`` then). About
             ``p·resamplings`` models train (``p ≈ 0.37`` for the bootstrap), so raise
             ``resamplings`` accordingly. ``False``: exactly ``resamplings`` models (as MAPIE;
             coverage measured, not proven).

@@ -142,7 +142,7 @@ class CrossConformal:
         block = max(1, _BLOCK_ELEMENTS // per_input)
         bounds = [
             self._bounds(means[:, start : start + block], stds, start, block, ranks)
-            for start in range(0, means.shape[1], block)
+            for start in range(0, max(1, means.shape[1]), block)  # one (empty) block for no inputs
         ]
         return torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds])
 

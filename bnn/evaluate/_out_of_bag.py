@@ -5,7 +5,8 @@ jackknife+-after-bootstrap.
 A mixture of Gaussian-like predictives with means ``μ_k`` and stds ``σ_k`` has mean
 ``μ̃ = mean_k μ_k`` and variance ``mean_k (σ_k² + (μ_k − μ̃)²)``; both are summed over the
 point's own models only (``torch.where``, so a diverged model in its bag cannot leak in), in
-two passes (no ``E[μ²] − E[μ]²`` cancellation), and in chunks of points that bound memory.
+two passes (no ``E[μ²] − E[μ]²`` cancellation), in model order (the same bits in any chunk),
+and in chunks of points that bound memory.
 """
 
 from __future__ import annotations
@@ -78,12 +79,22 @@ def _mixture(means: Tensor, stds: Tensor | None, mask: Tensor) -> tuple[Tensor, 
     from their means and stds ``[c, K, M]``."""
     chosen = mask[..., None]
     counts = mask.sum(1, keepdim=True).to(means)
-    centre = torch.where(chosen, means, 0.0).sum(1) / counts
+    centre = _sum_over_models(torch.where(chosen, means, 0.0)) / counts
     if stds is None:
         return centre, None
     squares = stds**2 + (means - centre[:, None]) ** 2
-    variance = torch.where(chosen, squares, 0.0).sum(1) / counts
+    variance = _sum_over_models(torch.where(chosen, squares, 0.0)) / counts
     return centre, variance.sqrt()
+
+
+def _sum_over_models(values: Tensor) -> Tensor:
+    """``values.sum(1)`` of ``[c, K, M]``, added in model order: the same bits whatever ``c``
+    and ``M`` (torch's reduction vectorises differently for other widths, so an interval
+    would depend on the other inputs predicted with it)."""
+    total = values[:, 0].clone()
+    for k in range(1, values.shape[1]):
+        total += values[:, k]
+    return total
 
 
 def draw_bags(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,17 +63,18 @@ def shift_plot(
     curves: Mapping[str, ShiftCurve],
     metrics: tuple[str, ...] = _SHIFT_METRICS,
     *,
-    dashed: Collection[str] = (),
+    variants: Mapping[str, str] | None = None,
 ) -> Figure:
     """Accuracy, NLL and ECE (or ``metrics``) against the rotation angle, one line per posterior.
 
-    Up to 10 curves take matplotlib's default colours; more take the 20 colours of ``tab20``,
-    whose consecutive pairs share a hue (so name a variant right after its original).
+    Each curve has a colour of its own (matplotlib's colour cycle, or ``tab20`` for more curves
+    than the cycle has colours), except a variant, drawn dashed in its original's colour.
 
     Args:
         curves: ``{posterior name: ShiftCurve}`` (from `bnn.evaluate.shift.shift_curve`).
         metrics: `ShiftCurve` fields to draw, one panel each.
-        dashed: names of the curves drawn dashed (variants, such as a recalibrated posterior).
+        variants: ``{variant name: original name}`` of curves that vary another one (a
+            recalibrated posterior beside its original, say).
     """
     if not curves:
         raise ValueError("curves is empty: give at least one {name: ShiftCurve}.")
@@ -84,15 +85,19 @@ def shift_plot(
         )
     figure = _figure(width=4.0 * len(metrics), height=3.4)
     axes = np.atleast_1d(figure.subplots(1, len(metrics)))
-    colours = _colours(len(curves))
+    variants = dict(variants or {})
+    missing = sorted(set(variants.values()) - set(curves))
+    if missing:
+        raise ValueError(f"variants name originals {missing} that curves does not have.")
+    originals = [name for name in curves if name not in variants]
+    colours = dict(zip(originals, _colours(len(originals)), strict=True))
     for axis, metric in zip(axes, metrics, strict=True):
-        for (name, curve), colour in zip(curves.items(), colours, strict=True):
-            style = "--" if name in dashed else "-"
+        for name, curve in curves.items():
             axis.plot(
                 curve.angles,
                 getattr(curve, metric),
-                style,
-                color=colour,
+                "--" if name in variants else "-",
+                color=colours[variants.get(name, name)],
                 marker="o",
                 markersize=3,
                 label=name,
@@ -105,8 +110,11 @@ def shift_plot(
 
 
 def _colours(count: int) -> list[Any]:
-    """``count`` colours: the default cycle up to 10, ``tab20`` (in hue pairs) up to 20."""
+    """``count`` colours: matplotlib's colour cycle while it has enough, else ``tab20``'s."""
     import matplotlib
 
-    palette = matplotlib.colormaps["tab10" if count <= 10 else "tab20"]
+    cycle = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", [])
+    if count <= len(cycle):
+        return list(cycle[:count])
+    palette = matplotlib.colormaps["tab20"]
     return [palette(i % palette.N) for i in range(count)]

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.process
+import multiprocessing.connection
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
@@ -40,10 +39,12 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     result has been collected by then).
 
     The workers never outlive the work: an exception in the block (``Ctrl-C`` included) or a
-    ``SIGTERM`` to this process (``kill``, a batch scheduler's time limit) terminates them at
-    once, running jobs included, and a worker whose parent process is gone (``kill -9``) exits
-    within a second. What a job finished is the caller's (``bnn benchmark`` journals every
-    split, so ``--resume`` picks up from there).
+    ``SIGTERM`` to this process (``kill``, a batch scheduler's time limit; unless the caller
+    handles ``SIGTERM`` itself) terminates them at once, running jobs included, and a worker
+    whose parent process is gone (``kill -9``) exits at once. What a job finished is the
+    caller's (``bnn benchmark`` journals every split, so ``--resume`` picks up from there).
+    Each worker runs one extra thread for that watch (a job that forks a process, such as a
+    ``DataLoader``'s workers with the fork start method, may be warned about threads).
 
     Example:
         >>> with local_pool(2) as pool:
@@ -56,9 +57,7 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         context = server
     else:
         context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
-    )
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with_parent)
     try:
         with _sigterm_raises():
             yield pool
@@ -72,19 +71,23 @@ def local_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """Within the block, ``SIGTERM`` raises ``SystemExit(143)`` (the shell's code for it), so
-    that the pool's clean-up runs; only in the main thread, where signals are handled."""
-    if threading.current_thread() is not threading.main_thread():
+    that the pool's clean-up runs: only where it would otherwise end the process at once
+    (the default action, in the main thread); a handler of the caller's is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
 
     def raise_exit(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, raise_exit)
+    signal.signal(signal.SIGTERM, raise_exit)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
@@ -94,36 +97,23 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
     if terminate is not None:
         terminate()
         return
-    processes: dict[int, multiprocessing.process.BaseProcess] = (
-        getattr(pool, "_processes", None) or {}
-    )
+    processes = getattr(pool, "_processes", None) or {}
     for process in list(processes.values()):
         if process.is_alive():
             process.terminate()
 
 
-def _exit_with(parent: int) -> None:
-    """A worker's initializer: a daemon thread that ends the worker once process ``parent``
-    is gone (a fork server's workers are not its children, so nothing else stops them)."""
+def _exit_with_parent() -> None:
+    """A worker's initializer: a daemon thread that ends the worker once the process that
+    made the pool is gone (a fork server's workers are not that process's children, so
+    nothing else stops them). It waits on the parent's sentinel (a pipe end, or a process
+    handle on Windows), so it costs nothing while the parent runs."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
 
     def watch() -> None:
-        while _alive(parent):
-            time.sleep(0.5)
+        multiprocessing.connection.wait([parent.sentinel])
         os._exit(1)
 
     threading.Thread(target=watch, name="bnn-exit-with-parent", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (macOS): os.kill has answered
-        return True

@@ -138,6 +138,14 @@ def test_temperature_on_top_adds_a_scaled_row_per_method_and_keeps_the_others(
     assert "| ensemble+T |" in text
 
 
+def test_multiswag_continues_every_ensemble_member_unless_told_fewer() -> None:
+    assert Settings().multiswag_runs is None  # all of the ensemble's members
+    assert replace(SMALL, multiswag_runs=None).multiswag_runs is None
+    for runs in (0, 3):
+        with pytest.raises(ValueError, match=r"multiswag_runs must be in \[1, ensemble_members"):
+            replace(SMALL, multiswag_runs=runs)
+
+
 def test_the_validation_halves_are_disjoint_and_cover_the_split() -> None:
     images = ImageSet(torch.arange(10.0).reshape(10, 1, 1, 1), torch.arange(10))
     same = validation_halves(images, SMALL)

@@ -69,18 +69,20 @@ def test_every_plot_renders_to_png(tmp_path: Path) -> None:
     assert len(panels.axes) == 2
 
 
-def test_a_shift_plot_of_many_curves_gives_each_its_own_colour_and_dashes_the_variants() -> None:
+def test_a_shift_plot_gives_each_curve_its_colour_and_a_variant_its_original_s_dashed() -> None:
     curve = ShiftCurve([0.0, 15.0], [0.9, 0.8], [0.3, 0.5], [0.02, 0.05], [0.1, 0.2], [0.2, 0.4])
-    names = [name for m in range(7) for name in (f"m{m}", f"m{m}+T")]  # 14 curves
-    figure = bnn.evaluate.plots.shift_plot(
-        dict.fromkeys(names, curve), dashed=[n for n in names if n.endswith("+T")]
-    )
+    originals = [f"m{m}" for m in range(12)]  # more than the 10 colours of the default cycle
+    variants = {f"{name}+T": name for name in originals[1::2]}
+    names = [*originals, *variants]
+    figure = bnn.evaluate.plots.shift_plot(dict.fromkeys(names, curve), variants=variants)
     for axis in figure.axes:
         lines = {line.get_label(): line for line in axis.get_lines()}
-        assert len({tuple(line.get_color()) for line in lines.values()}) == 14
-        assert {n for n, line in lines.items() if line.get_linestyle() == "--"} == {
-            n for n in names if n.endswith("+T")
-        }
+        colour = {name: tuple(matplotlib.colors.to_rgba(lines[name].get_color())) for name in names}
+        assert len({colour[name] for name in originals}) == 12
+        assert all(colour[v] == colour[o] for v, o in variants.items())
+        assert {n for n, line in lines.items() if line.get_linestyle() == "--"} == set(variants)
+    with pytest.raises(ValueError, match=r"originals \['m99'\]"):
+        bnn.evaluate.plots.shift_plot({"a": curve}, variants={"a+T": "m99"})
 
 
 def test_a_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-
-from bnn.parallel.executors import _alive
 
 # a pool of one worker that reports its pid, then runs a job longer than any test
 _HOLDS_A_LONG_JOB = """
@@ -22,7 +21,20 @@ with local_pool(1) as pool:
     time.sleep(300)
 """
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and a fork server")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:  # gone since
+        return False
 
 
 def _start() -> tuple[subprocess.Popen[str], int]:
@@ -30,6 +42,8 @@ def _start() -> tuple[subprocess.Popen[str], int]:
         [sys.executable, "-c", _HOLDS_A_LONG_JOB], stdout=subprocess.PIPE, text=True
     )
     assert parent.stdout is not None
+    ready, _, _ = select.select([parent.stdout], [], [], 120)
+    assert ready, "the pool's first job did not report within 120 s"
     worker = int(parent.stdout.readline())
     assert _alive(worker) and worker != parent.pid
     time.sleep(0.5)  # the long job is running in the worker
@@ -65,8 +79,10 @@ def test_a_worker_running_a_job_stops_with_its_parent(how: signal.Signals, exit_
             os.kill(worker, signal.SIGKILL)
 
 
-def test_a_pid_that_runs_is_alive_and_a_finished_one_is_not() -> None:
+def test_a_pid_that_runs_is_alive_and_a_finished_or_unreaped_one_is_not() -> None:
     assert _alive(os.getpid())
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, finished.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    assert not _alive(finished.pid)
     finished.wait()
     assert not _alive(finished.pid)

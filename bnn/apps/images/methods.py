@@ -17,7 +17,8 @@ method's time excludes the MAP training it starts from (reported as ``map``'s ti
   likelihood, probit GLM predictive.
 * ``laplace_all`` — all-layer KFAC Laplace, the same choices.
 * ``swag`` — SWAG from the MAP: SGD with momentum 0.9, one model per epoch, rank = epochs.
-* ``multiswag`` — SWAG from each of the 5 ensemble members; their equal mixture.
+* ``multiswag`` — SWAG from each ensemble member (``multiswag_runs``: the first ones); their
+  equal mixture.
 * ``sghmc`` — cyclical SGHMC (Zhang et al. 2020) from the MAP, ``⌊steps/cycles⌋``-step cycles,
   half exploration; 5 draws kept per cycle.
 """

@@ -39,8 +39,8 @@ class Settings:
         batch_size, lr: mini-batch size and Adam's learning rate.
         dropout: MC dropout's rate.
         ensemble_members: members of ``ensemble``.
-        multiswag_runs: ensemble members MultiSWAG continues with SWAG (the first ones; by
-            default all of them, so that MultiSWAG and the ensemble mix as many modes).
+        multiswag_runs: ensemble members MultiSWAG continues with SWAG, the first ones
+            (``None``: every member, so that MultiSWAG and the ensemble mix as many modes).
         vi_estimator: gradient estimator of the Bayesian conv/linear layers.
         num_samples: function samples of every sampled prediction.
         swag_epochs, swag_lr: SGD epochs (one model collected per epoch) and step of SWAG.
@@ -62,7 +62,7 @@ class Settings:
     lr: float = 1e-3
     dropout: float = 0.1
     ensemble_members: int = 5
-    multiswag_runs: int = 5
+    multiswag_runs: int | None = None
     vi_estimator: str = "flipout"
     num_samples: int = 32
     swag_epochs: int = 10
@@ -75,6 +75,14 @@ class Settings:
     train_images: int | None = None
     shift_images: int = 2000
     angles: tuple[int, ...] = tuple(range(0, 181, 15))
+
+    def __post_init__(self) -> None:
+        runs = self.multiswag_runs
+        if runs is not None and not 1 <= runs <= self.ensemble_members:
+            raise ValueError(
+                f"multiswag_runs must be in [1, ensemble_members = {self.ensemble_members}] "
+                f"(MultiSWAG continues ensemble members) or None for all, got {runs}."
+            )
 
 
 def lenet(

@@ -189,5 +189,5 @@ def _shift_figure(results: list[SeedResult], path: Path) -> None:
     summary = summarise(results)
     curves = {method: ShiftCurve(**entry["shift"]) for method, entry in summary.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    variants = [name for name in curves if name.endswith("+T")]
-    shift_plot(curves, dashed=variants).savefig(path, dpi=100)
+    variants = {name: name.removesuffix("+T") for name in curves if name.endswith("+T")}
+    shift_plot(curves, variants=variants).savefig(path, dpi=100)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import warnings
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bnn._io import write_text_atomically
+from bnn._version import installed_version
 from bnn.apps.uci.report import SplitResult
 
 __all__ = ["FORMAT", "Journal"]
@@ -90,10 +90,7 @@ resume under another version)."""
 
 def bnn_version() -> str:
     """The installed bnn's version (``"unknown"`` when run from a tree that is not installed)."""
-    try:
-        return importlib.metadata.version("bnn-torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return installed_version()
 
 
 def _versions_with_this_one(path: Path) -> list[str]:
