@@ -141,17 +141,19 @@ class CrossConformal:
         per_input = len(self.out_of_bag) * max(1, means[0, :1].numel())
         block = max(1, _BLOCK_ELEMENTS // per_input)
         bounds = [
-            self._bounds(means[:, start : start + block], stds, start, block, ranks)
+            self._bounds(
+                means[:, start : start + block],
+                None if stds is None else stds[:, start : start + block],
+                ranks,
+            )
             for start in range(0, max(1, means.shape[1]), block)  # one (empty) block for no inputs
         ]
         return torch.cat([b[0] for b in bounds]), torch.cat([b[1] for b in bounds])
 
     def _bounds(
-        self, means: Tensor, stds: Tensor | None, start: int, block: int, ranks: tuple[int, int]
+        self, means: Tensor, stds: Tensor | None, ranks: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
         """The interval at one block of test inputs, from its ``[K, B, ...]`` means."""
-        if stds is not None:
-            stds = stds[:, start : start + block]
         # [n, B, ...]: the model(s) that did not see point i
         per_point, per_point_std = out_of_bag_predictive(means, stds, self.out_of_bag)
         residuals = self.scores.to(means).reshape(self.scores.shape[0], 1, *self.scores.shape[1:])

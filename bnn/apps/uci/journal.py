@@ -60,7 +60,7 @@ class Journal:
         """
         path = Path(path)
         first = json.loads(json.dumps({"format": FORMAT, "version": VERSION, **header}))
-        first[VERSIONS] = [bnn_version()]
+        first[VERSIONS] = [installed_version()]
         written = path.exists() and path.stat().st_size > 0
         if written and not resume:
             lines = len(path.read_text(encoding="utf-8").splitlines())
@@ -68,9 +68,10 @@ class Journal:
                 f"{path} already holds a journal ({max(lines - 1, 0)} finished splits); resume "
                 "it (--resume), or remove it or give another output folder to start over."
             )
-        done = _read(path, first) if written else {}
+        done: dict[int, SplitResult] = {}
         if written:
-            first[VERSIONS] = _versions_with_this_one(path)
+            earlier, done = _read(path, first)
+            first[VERSIONS] = _versions_with_this_one(path, earlier.get(VERSIONS, []))
         records = [first, *(asdict(done[split]) for split in sorted(done))]
         text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,20 +89,14 @@ VERSIONS = "bnn_versions"
 resume under another version)."""
 
 
-def bnn_version() -> str:
-    """The installed bnn's version (``"unknown"`` when run from a tree that is not installed)."""
-    return installed_version()
-
-
-def _versions_with_this_one(path: Path) -> list[str]:
-    """The versions in the header of the journal at ``path`` and this one, warning if new."""
-    header = json.loads(path.read_text(encoding="utf-8").split("\n", 1)[0])
-    versions = list(header.get(VERSIONS, []))
-    this = bnn_version()
+def _versions_with_this_one(path: Path, earlier: list[str]) -> list[str]:
+    """The versions that wrote the journal at ``path`` and this one, warning if it is new."""
+    versions = list(earlier)
+    this = installed_version()
     if this not in versions:
-        earlier = ", ".join(versions) or "a version that did not record itself"
+        writers = ", ".join(versions) or "a version that did not record itself"
         warnings.warn(
-            f"{path} was written by bnn {earlier}; this is bnn {this}. Its splits are kept, "
+            f"{path} was written by bnn {writers}; this is bnn {this}. Its splits are kept, "
             "so the run mixes versions: same seed, same bits holds only within one version.",
             stacklevel=3,
         )
@@ -115,7 +110,7 @@ def _write_line(file: Any, record: dict[str, Any]) -> None:
     os.fsync(file.fileno())
 
 
-def _read(path: Path, header: dict[str, Any]) -> dict[int, SplitResult]:
+def _read(path: Path, header: dict[str, Any]) -> tuple[dict[str, Any], dict[int, SplitResult]]:
     """The results of the journal at ``path``, after checking that it belongs to this run."""
     lines = path.read_text(encoding="utf-8").split("\n")
     try:
@@ -142,4 +137,4 @@ def _read(path: Path, header: dict[str, Any]) -> dict[int, SplitResult]:
             continue  # an empty last line, or one cut short when its process was killed
         result = SplitResult(**{key: value for key, value in record.items() if key in names})
         done[result.split] = result
-    return done
+    return written, done

@@ -109,12 +109,12 @@ def test_the_journal_lists_the_bnn_versions_that_wrote_it_and_warns_on_a_new_one
     def header() -> dict[str, object]:
         return json.loads(journal_file.read_text().splitlines()[0])
 
-    this = journal.bnn_version()
+    this = journal.installed_version()
     assert header()["bnn_versions"] == [this]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same version resumes silently
         run_uci("yacht", "mc_dropout", splits=1, resume=True, **options)
-    monkeypatch.setattr(journal, "bnn_version", lambda: "9.9")
+    monkeypatch.setattr(journal, "installed_version", lambda: "9.9")
     with pytest.warns(UserWarning, match=r"written by bnn .+; this is bnn 9\.9"):
         resumed = run_uci("yacht", "mc_dropout", splits=2, resume=True, **options)
     assert resumed[0] == first[0]  # the earlier version's split is kept, not trained again
