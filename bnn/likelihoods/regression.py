@@ -189,29 +189,34 @@ class HeteroscedasticGaussian(Likelihood):
 
     def check_targets(self, output: Tensor, y: Tensor) -> Tensor:
         mean, _ = self.split(output)
-        y = align_targets(y, mean.shape, "predicted mean")
-        _check_finite_targets(y)
-        return y
+        return self._checked_targets(mean, y)
 
     def log_density(self, output: Tensor, y: Tensor) -> Tensor:
-        return _per_datum(self._elementwise_log_density(output, y))
+        return _per_datum(_gaussian_log_density(*self.split(output), y))
 
     def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
         """β-NLL: each log-density term weighted by ``stopgrad(std^(2β))`` (plain for β = 0)."""
-        elementwise = self._elementwise_log_density(output, self.check_targets(output, y))
+        mean, std = self.split(output)  # split once: this runs at every training step
+        elementwise = _gaussian_log_density(mean, std, self._checked_targets(mean, y))
         if self.beta > 0:
-            _, std = self.split(output)
             elementwise = elementwise * std.detach() ** (2 * self.beta)
         return _per_datum(elementwise)
 
-    def _elementwise_log_density(self, output: Tensor, y: Tensor) -> Tensor:
-        mean, std = self.split(output)
-        return -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
+    @staticmethod
+    def _checked_targets(mean: Tensor, y: Tensor) -> Tensor:
+        y = align_targets(y, mean.shape, "predicted mean")
+        _check_finite_targets(y)
+        return y
 
     def predict(self, samples: Tensor) -> RegressionPrediction:
         check_finite_samples(samples)
         mean, std = self.split(samples)
         return RegressionPrediction(samples=samples, loc=mean, scale=std)
+
+
+def _gaussian_log_density(mean: Tensor, std: Tensor, y: Tensor) -> Tensor:
+    """``log N(y; mean, std²)`` element by element."""
+    return -0.5 * ((y - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
 
 class MixtureDensity(Likelihood):

@@ -94,6 +94,12 @@ TOY_FINGERPRINTS = {
         "vi": "11db4c6e78898020002ae62367925a5ed48da3f2606e710f49428ed558688a95",
     },
 }
+# The VI run's last bits depend on the CPU kernels ATen picks: an AVX2 machine (AMD EPYC)
+# running the pinning commit's code gives these digests (MC dropout's agree).
+TOY_FINGERPRINTS_OTHER_KERNELS = {
+    0: {"vi": "70d08c784da0906fdbdfbe582b31ca46c26477dd7ecb07fe4039cdf4f0c6bde8"},
+    3: {"vi": "2b23bbb6e1026856267ee0f83b73c0fd732796537a021befad985f244f93cfa0"},
+}
 
 
 @pytest.mark.parametrize("seed", sorted(TOY_FINGERPRINTS))
@@ -109,7 +115,8 @@ def test_toy_run_is_bit_identical_to_the_release_before_the_redesign(seed: int) 
         ):
             digest.update(tensor.contiguous().numpy().tobytes())
         fingerprints[method] = digest.hexdigest()
-    assert fingerprints == TOY_FINGERPRINTS[seed]
+    other_kernels = TOY_FINGERPRINTS[seed] | TOY_FINGERPRINTS_OTHER_KERNELS[seed]
+    assert fingerprints in (TOY_FINGERPRINTS[seed], other_kernels)
 
 
 def test_reading_notes_flag_miscalibration_by_a_binomial_tail() -> None:

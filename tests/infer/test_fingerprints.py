@@ -5,6 +5,9 @@ draws at 8 test inputs with a fixed ``rng``. The expected digests were computed 
 inference families moved into packages (issue 27) and must survive any refactor that keeps
 behaviour; a change that is meant to alter the numbers re-pins them and says why in its commit.
 Everything runs on one torch thread, so the digests do not depend on the machine's core count.
+They can depend on the CPU kernels ATen picks (``torch.backends.cpu.get_cpu_capability()``):
+where a method's last bits differ between machines, every digest a machine of the pinning
+commit's code gave is listed in ``OTHER_KERNELS``.
 
 Run ``python -m tests.infer.test_fingerprints`` to print the current digests.
 """
@@ -191,9 +194,16 @@ FINGERPRINTS: dict[str, str] = {
 }
 
 
+OTHER_KERNELS: dict[str, set[str]] = {
+    # An AVX2 machine (AMD EPYC) running the pinning commit's code: SVI's last bits differ
+    # from the machine the digests were pinned on; every other method's agree.
+    "svi": {"fc6893ab911ccb7ac69116a37f813e994fcb3995d722d25b0f4761249233f456"},
+}
+
+
 @pytest.mark.parametrize("method", sorted(RUNS))
 def test_a_seeded_run_gives_the_same_bits_as_before_the_move(method: str) -> None:
-    assert fingerprint(method) == FINGERPRINTS[method]
+    assert fingerprint(method) in {FINGERPRINTS[method], *OTHER_KERNELS.get(method, set())}
 
 
 if __name__ == "__main__":

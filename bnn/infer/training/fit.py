@@ -33,12 +33,14 @@ from bnn.infer.training._loop import (
     StepResult,
     TrainData,
     device_of,
+    epoch_stream,
     make_loader,
     make_optimizer,
     start_epoch,
     training_step,
 )
 from bnn.likelihoods import Likelihood
+from bnn.nn.layers import bayesian_modules
 from bnn.nn.priors import Prior
 from bnn.parallel.distributed import training_strategy
 from bnn.posterior import PointEstimate, Posterior, as_posterior, has_posterior
@@ -160,6 +162,8 @@ def fit(
         dataset_size=size,
         num_samples=num_samples,
         prior=prior,
+        has_bayesian_layers=any(True for _ in bayesian_modules(model)),
+        epoch_in_stream=isinstance(data, tuple) and optimizer is None,
     )
     rows_per_step = (loader.batch_size or 1) * num_samples
     with training_threads(threads, model, rows_per_step):
@@ -278,17 +282,18 @@ def _train_epoch(
     nll_total, penalty_total = 0.0, 0.0
     kl_value = torch.zeros(())
     beta = schedule.weight
-    for batch_index, (x, y) in enumerate(loader):
-        beta = schedule.beta(step, steps_per_epoch)
-        where = f"epoch {epoch}, step {step} (batch {batch_index})"
-        if step == 0:  # a DataLoader's data is seen first here: explain a mismatch
-            result = _first_step(context, x.to(device), y.to(device), beta, where)
-        else:
-            result = training_step(context, x.to(device), y.to(device), beta, where)
-        nll_total += result.nll
-        penalty_total += result.penalty
-        kl_value = result.kl
-        step += 1
+    with epoch_stream(context):
+        for batch_index, (x, y) in enumerate(loader):
+            beta = schedule.beta(step, steps_per_epoch)
+            where = f"epoch {epoch}, step {step} (batch {batch_index})"
+            if step == 0:  # a DataLoader's data is seen first here: explain a mismatch
+                result = _first_step(context, x.to(device), y.to(device), beta, where)
+            else:
+                result = training_step(context, x.to(device), y.to(device), beta, where)
+            nll_total += result.nll
+            penalty_total += result.penalty
+            kl_value = result.kl
+            step += 1
     return (nll_total, penalty_total), kl_value, beta, step
 
 
