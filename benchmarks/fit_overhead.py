@@ -14,6 +14,10 @@ The plain loop is what a user writes in PyTorch for the same run: ``torch.randpe
 ``x[index]`` batches, ``torch.optim.Adam``, the same loss, one validation pass per epoch and a
 copy of the best weights. Rounds alternate the two loops; medians per optimiser step and the
 ratio ``bnn ÷ plain`` are printed and written to ``fit_overhead.json``.
+
+A third case trains an ensemble of 5 such members: the plain loop five times, then
+``bnn.infer.deep_ensemble`` one member after another and with ``lockstep=True`` (one vmapped
+step for all members); per member step, ratios to the plain loop.
 """
 
 from __future__ import annotations
@@ -160,6 +164,50 @@ def measure(rounds: int, epochs: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def measure_ensemble(rounds: int, epochs: int, members: int = 5) -> dict[str, float]:
+    """Five members: plain loops one after another, bnn sequentially, bnn in lock-step."""
+    split = data(0)
+    x, y, x_val, y_val = split
+    member_steps = members * epochs * math.ceil(ROWS / BATCH)
+
+    def plain() -> None:
+        for _ in range(members):
+            plain_fit(member_network(), lambda o, t: beta_nll(o, t, 0.5), [], split, epochs)
+
+    def ours(lockstep: bool) -> None:
+        bnn.infer.deep_ensemble(
+            member_network,
+            (x, y),
+            likelihood=HeteroscedasticGaussian(beta=0.5),
+            num_members=members,
+            epochs=epochs,
+            batch_size=BATCH,
+            lr=LR,
+            validation=Validation(x_val, y_val),
+            rng=0,
+            progress=False,
+            lockstep=lockstep,
+        )
+
+    runs = {"plain": plain, "sequential": lambda: ours(False), "lockstep": lambda: ours(True)}
+    for run in runs.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(1e3 * timed(run) / member_steps)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result = {f"{name}_ms_per_member_step": value for name, value in medians.items()}
+    result |= {f"{name}_ratio": medians[name] / medians["plain"] for name in runs}
+    print(
+        f"ensemble of {members}  plain {medians['plain']:.3f}   bnn one after another "
+        f"{medians['sequential']:.3f} ({result['sequential_ratio']:.2f}x)   bnn lockstep "
+        f"{medians['lockstep']:.3f} ({result['lockstep_ratio']:.2f}x) ms per member step",
+        flush=True,
+    )
+    return result
+
+
 def _plain_dropout(split: tuple[Tensor, Tensor, Tensor, Tensor], epochs: int) -> None:
     log_std = torch.zeros((), requires_grad=True)
     plain_fit(dropout_network(), lambda o, t: gaussian_nll(o, t, log_std), [log_std], split, epochs)
@@ -174,7 +222,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} thread(s), {args.rounds} rounds of {args.epochs} epochs")
-    results = measure(args.rounds, args.epochs)
+    results: dict[str, dict[str, float]] = measure(args.rounds, args.epochs)
+    results["ensemble of 5"] = measure_ensemble(args.rounds, args.epochs)
     args.output.mkdir(parents=True, exist_ok=True)
     record = {"threads": args.threads, "epochs": args.epochs, "rounds": args.rounds, **results}
     (args.output / "fit_overhead.json").write_text(json.dumps(record, indent=2) + "\n")

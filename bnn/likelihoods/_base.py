@@ -64,7 +64,12 @@ class Likelihood(nn.Module):
         A likelihood may train with a modified objective (e.g. β-NLL) while every density it
         reports — to samplers, metrics and predictions — stays the model's own.
         """
-        return self.log_prob(output, y)
+        return self.training_log_density(output, self.check_targets(output, y))
+
+    def training_log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        """``training_log_prob`` unvalidated (``y`` from ``check_targets``): for inner loops
+        such as a ``vmap`` over ensemble members, where a data-dependent check cannot run."""
+        return self.log_density(output, y)
 
     def predict(self, samples: Tensor) -> Prediction:
         """Aggregate function samples ``[S, N, ...]`` into a predictive distribution."""

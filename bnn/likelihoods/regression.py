@@ -197,7 +197,13 @@ class HeteroscedasticGaussian(Likelihood):
     def training_log_prob(self, output: Tensor, y: Tensor) -> Tensor:
         """β-NLL: each log-density term weighted by ``stopgrad(std^(2β))`` (plain for β = 0)."""
         mean, std = self.split(output)  # split once: this runs at every training step
-        elementwise = _gaussian_log_density(mean, std, self._checked_targets(mean, y))
+        return self._beta_weighted(mean, std, self._checked_targets(mean, y))
+
+    def training_log_density(self, output: Tensor, y: Tensor) -> Tensor:
+        return self._beta_weighted(*self.split(output), y)
+
+    def _beta_weighted(self, mean: Tensor, std: Tensor, y: Tensor) -> Tensor:
+        elementwise = _gaussian_log_density(mean, std, y)
         if self.beta > 0:
             elementwise = elementwise * std.detach() ** (2 * self.beta)
         return _per_datum(elementwise)

@@ -2,7 +2,8 @@
 
 - ``ensemble.py``: ``deep_ensemble`` trains independent members with ``fit`` (seeds from
   ``rng.spawn``; processes, an executor or ``torch.distributed`` ranks) into a ``DeepEnsemble``;
-  ``_ensemble_training.py`` runs the members.
+  ``_ensemble_training.py`` runs the members; ``_lockstep_training.py`` trains them all at once
+  in one vmapped step per mini-batch (``lockstep=True``).
 - ``swag.py``: ``swag`` continues SGD from trained weights and fits a Gaussian (diagonal plus
   low rank) to the iterates; ``multi_swag`` mixes several such Gaussians, one per network —
   the ensemble of SWAGs.

@@ -224,7 +224,7 @@ def _run_epochs(
         )
         postfix = {"loss": f"{history.loss[-1]:.4f}"}
         if validation is not None and stopper is not None:
-            val_nll = _validation_nll(model, likelihood, validation, generator)
+            val_nll = validation_nll(model, likelihood, validation, generator)
             history.record(val_nll=val_nll)
             postfix["val_nll"] = f"{val_nll:.4f}"
             if strategy.agree(stopper.update(val_nll, model, likelihood)):
@@ -309,7 +309,7 @@ def _first_step(context: StepContext, x: Tensor, y: Tensor, beta: float, where: 
         ) from error
 
 
-def _validation_nll(
+def validation_nll(
     model: nn.Module, likelihood: Likelihood, validation: Validation, rng: RNG
 ) -> float:
     """Mean negative log predictive density of the validation data."""
