@@ -50,6 +50,7 @@ METHODS = (
     "mc_dropout",
     "vi",
     "ensemble",
+    "ensemble_lockstep",
     "laplace",
     "swag",
     "neural_linear",
@@ -96,6 +97,7 @@ def fit_method(method: str, data: DataLoader[Any], epochs: int) -> tuple[Any, di
         "mc_dropout": _mc_dropout,
         "vi": _vi,
         "ensemble": _ensemble,
+        "ensemble_lockstep": _ensemble_lockstep,
         "laplace": _laplace,
         "swag": _swag,
         "neural_linear": _neural_linear,
@@ -144,6 +146,23 @@ def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
         lr=3e-3,
         rng=0,
         progress=False,
+    )
+    return ensemble, {}
+
+
+def _ensemble_lockstep(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+    """The same ensemble, every member trained at once (one vmapped step per mini-batch)."""
+    ensemble, _ = bnn.infer.deep_ensemble(
+        network,
+        data.dataset.tensors,  # type: ignore[attr-defined]  # lock-step trains on tensors
+        batch_size=BATCH,
+        likelihood=bnn.Gaussian(0.5, learn_std=True),
+        num_members=5,
+        epochs=epochs,
+        lr=3e-3,
+        rng=0,
+        progress=False,
+        lockstep=True,
     )
     return ensemble, {}
 

@@ -1,5 +1,5 @@
-"""`benchmarks/scaling.py` at a toy size: every method it measures trains from a DataLoader and
-predicts, and the table reports each of them."""
+"""`benchmarks/scaling.py` at a toy size: every method it measures trains from a DataLoader (the
+lock-step ensemble from its tensors) and predicts, and the table reports each of them."""
 
 from __future__ import annotations
 
