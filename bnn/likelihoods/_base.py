@@ -64,11 +64,12 @@ class Likelihood(nn.Module):
         A likelihood may train with a modified objective (e.g. β-NLL) while every density it
         reports — to samplers, metrics and predictions — stays the model's own.
         """
-        return self.training_log_density(output, self.check_targets(output, y))
+        return self.log_prob(output, y)
 
     def training_log_density(self, output: Tensor, y: Tensor) -> Tensor:
-        """``training_log_prob`` unvalidated (``y`` from ``check_targets``): for inner loops
-        such as a ``vmap`` over ensemble members, where a data-dependent check cannot run."""
+        """``training_log_prob`` unvalidated (``y`` from ``check_targets``), for inner loops
+        where a data-dependent check cannot run (a ``vmap`` over ensemble members). A
+        likelihood that changes ``training_log_prob`` or ``log_prob`` overrides this too."""
         return self.log_density(output, y)
 
     def predict(self, samples: Tensor) -> Prediction:

@@ -34,6 +34,7 @@ from bnn.likelihoods import Likelihood
 from bnn.nn.layers import bayesian_modules
 from bnn.parallel.distributed import job_strategy
 from bnn.posterior import has_posterior
+from bnn.posterior._model_input import check_model_input
 from bnn.random.rng import RNG
 
 __all__ = ["LOCKSTEP_OPTIONS", "train_members_in_lockstep"]
@@ -67,10 +68,10 @@ def train_members_in_lockstep(
     fit_options: dict[str, Any],
 ) -> tuple[list[Likelihood], list[History]]:
     """Train ``members`` in place, all at once; each member's likelihood and `History`."""
-    options = _checked_options(members, data, fit_options)
+    options = _checked_options(members, likelihood, data, fit_options)
     member_rngs = [parent_rng.spawn(i) for i in range(len(members))]
     likelihoods = [copy.deepcopy(likelihood).to(_device(members)) for _ in members]
-    data = _checked_targets(members[0], likelihood, data)  # type: ignore[arg-type]
+    data = _checked_data(members[0], likelihood, data, options["validation"])  # type: ignore[arg-type]
     loaders = [
         make_loader(_member_data(data, bagging, rng), options["batch_size"], None, rng, _LOCAL)[0]
         for rng in member_rngs
@@ -83,12 +84,16 @@ def train_members_in_lockstep(
     validation = options["validation"]
     stoppers = [EarlyStopping(validation.patience if validation else None) for _ in members]
     rows = (loaders[0].batch_size or 1) * len(members)
+    running = torch.ones(len(members), dtype=torch.bool, device=_device(members))
     with training_threads(options["threads"], members[0], rows):
         bar = progress_bar(range(options["epochs"]), desc="ensemble", disable=not progress)
         for epoch in bar:
-            losses = _epoch(losses_of, loaders, optimizer, parent_rng, epoch)
-            _write_back(parameters, objectives)
-            if all(_record(objectives, member_rngs, histories, stoppers, losses, validation)):
+            step = _Step(losses_of, optimizer, parameters, running)
+            losses = _epoch(step, loaders, parent_rng, epoch)
+            _write_back(parameters, objectives, running)
+            stopped = _record(objectives, member_rngs, histories, stoppers, losses, validation)
+            running = ~torch.tensor(stopped, device=running.device)
+            if not bool(running.any()):
                 break
         bar.close()
     _finish(objectives, histories, stoppers, validation)
@@ -114,45 +119,67 @@ def _vectorised_losses(
     return lambda x, y: vectorised(parameters, buffers, x, y)
 
 
-def _epoch(
-    losses_of: Callable[[Tensor, Tensor], Tensor],
-    loaders: list[Any],
-    optimizer: torch.optim.Optimizer,
-    rng: RNG,
-    epoch: int,
-) -> Tensor:
+class _Step:
+    """One optimiser step of the running members; the stopped ones stay as they stopped."""
+
+    def __init__(
+        self,
+        losses_of: Callable[[Tensor, Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+        parameters: dict[str, Tensor],
+        running: Tensor,
+    ) -> None:
+        self.losses_of, self.optimizer, self.running = losses_of, optimizer, running
+        self.parameters = parameters
+        self.device = running.device
+        everyone = bool(running.all())
+        self.held = None if everyone else {k: p.detach().clone() for k, p in parameters.items()}
+
+    def __call__(self, x: Tensor, y: Tensor, where: str) -> Tensor:
+        """Each member's mean loss on its batch ``[M]`` (stopped members' too, unused)."""
+        losses = self.losses_of(x, y)
+        _check_finite(losses, self.running, where)
+        self.optimizer.zero_grad()
+        losses[self.running].sum().backward()  # type: ignore[no-untyped-call]  # each its own
+        self.optimizer.step()
+        if self.held is not None:  # Adam's momentum would move a member without a gradient
+            with torch.no_grad():
+                for name, parameter in self.parameters.items():
+                    parameter[~self.running] = self.held[name][~self.running]
+        return losses.detach()
+
+
+def _epoch(step: _Step, loaders: list[Any], rng: RNG, epoch: int) -> Tensor:
     """One pass of every member over its own batches; the members' mean losses ``[M]``."""
-    device = optimizer.param_groups[0]["params"][0].device
-    totals = torch.zeros(len(loaders), device=device)
+    totals = torch.zeros(len(loaders), dtype=torch.float64, device=step.device)
     steps = 0
     with rng.stream("fit"):  # nothing between the steps draws at random
-        for step, batches in enumerate(zip(*loaders, strict=True)):
-            x = torch.stack([batch[0] for batch in batches]).to(device)
-            y = torch.stack([batch[1] for batch in batches]).to(device)
-            losses = losses_of(x, y)  # [M]
-            _check_finite(losses, epoch, step)
-            optimizer.zero_grad()
-            losses.sum().backward()  # type: ignore[no-untyped-call]  # member i: its own loss
-            optimizer.step()
-            totals += losses.detach()
+        for index, batches in enumerate(zip(*loaders, strict=True)):
+            x = torch.stack([batch[0] for batch in batches]).to(step.device)
+            y = torch.stack([batch[1] for batch in batches]).to(step.device)
+            totals += step(x, y, f"epoch {epoch}, step {index}")
             steps += 1
     return totals / max(steps, 1)
 
 
-def _check_finite(losses: Tensor, epoch: int, step: int) -> None:
-    finite = torch.isfinite(losses.detach())
+def _check_finite(losses: Tensor, running: Tensor, where: str) -> None:
+    finite = torch.isfinite(losses.detach()) | ~running
     if not bool(finite.all()):
         members = [int(i) for i in torch.nonzero(~finite).flatten()]
         raise NonFiniteLossError(
-            f"non-finite loss at epoch {epoch}, step {step} for member(s) {members}. Lower "
+            f"non-finite loss at {where} for member(s) {members}. Lower "
             "the learning rate, standardise inputs and targets, or check the data for NaN/inf."
         )
 
 
-def _write_back(parameters: dict[str, Tensor], objectives: list[_Objective]) -> None:
-    """Copy the stacked parameters into each member (and its likelihood)."""
+def _write_back(
+    parameters: dict[str, Tensor], objectives: list[_Objective], running: Tensor
+) -> None:
+    """Copy the stacked parameters into each running member (and its likelihood)."""
     with torch.no_grad():
         for i, objective in enumerate(objectives):
+            if not bool(running[i]):
+                continue
             for name, own in objective.named_parameters():
                 own.copy_(parameters[name][i])
 
@@ -205,14 +232,18 @@ def _new_history() -> History:
     )
 
 
-def _checked_targets(
-    member: nn.Module, likelihood: Likelihood, data: tuple[Tensor, Tensor]
+def _checked_data(
+    member: nn.Module,
+    likelihood: Likelihood,
+    data: tuple[Tensor, Tensor],
+    validation: Validation | None,
 ) -> tuple[Tensor, Tensor]:
     """``(x, y)`` with ``y`` checked and shaped by the likelihood once, for all members (a
-    check inside ``vmap`` cannot branch on the data)."""
+    check inside ``vmap`` cannot branch on the data); the inputs probed as ``fit`` does."""
     x, y = data
-    with torch.no_grad():
-        probe = member(x[:1].to(next(member.parameters()).device))
+    probe = check_model_input(member, x)  # generators untouched, eval mode, no gradients
+    if validation is not None:
+        check_model_input(member, validation.x)
     outputs = torch.zeros((x.shape[0], *probe.shape[1:]), dtype=probe.dtype)
     return x, likelihood.check_targets(outputs, y.to(outputs.device))
 
@@ -227,9 +258,10 @@ def _member_data(data: TrainData, bagging: bool, rng: RNG) -> TrainData:
 
 
 def _checked_options(
-    members: nn.ModuleList, data: TrainData, fit_options: dict[str, Any]
+    members: nn.ModuleList, likelihood: Likelihood, data: TrainData, fit_options: dict[str, Any]
 ) -> dict[str, Any]:
     """The options with their defaults, after refusing what lock-step training cannot do."""
+    _check_objective(likelihood)
     unsupported = sorted(set(fit_options) - set(LOCKSTEP_OPTIONS))
     if unsupported:
         raise ValueError(
@@ -261,6 +293,24 @@ def _checked_options(
     if options["validation"] is not None and not isinstance(options["validation"], Validation):
         raise TypeError("validation must be a bnn.infer.Validation.")
     return options
+
+
+def _check_objective(likelihood: Likelihood) -> None:
+    """Inside ``vmap`` the objective is ``training_log_density`` (no data-dependent checks): a
+    likelihood that changes ``training_log_prob`` or ``log_prob`` must define it as well."""
+    kind = type(likelihood)
+    own_form = kind.training_log_density is not Likelihood.training_log_density
+    default_objective = (
+        kind.training_log_prob is Likelihood.training_log_prob
+        and kind.log_prob is Likelihood.log_prob
+    )
+    if not (own_form or default_objective):
+        raise ValueError(
+            f"{kind.__name__} changes training_log_prob or log_prob but not "
+            "training_log_density, the unchecked form lock-step training evaluates inside "
+            "vmap; define it (see bnn.likelihoods.Likelihood) or train the members one after "
+            "another (lockstep=False)."
+        )
 
 
 def _device(members: nn.ModuleList) -> torch.device:

@@ -129,7 +129,7 @@ class _TensorPairs(TensorDataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)
         x, y = self.tensors
-        return x[index], y[index]
+        return x[index].contiguous(), y[index].contiguous()  # as stacked rows (channels_last)
 
 
 def _batch_as_gathered(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
@@ -232,7 +232,10 @@ def epoch_stream(context: StepContext) -> contextlib.AbstractContextManager[obje
     between steps is known to draw nothing (``(x, y)`` tensors gathered by index, bnn's own
     optimiser) the stream is entered once per epoch: the same numbers, in the same order.
     Elsewhere (a ``Dataset`` whose ``__getitem__`` may augment at random, a caller's optimiser)
-    each step enters it, so that only the forward pass draws from it.
+    each step enters it, so that only the forward pass draws from it. Held for the epoch, it
+    also covers the backward pass (hooks that add gradient noise draw from ``"fit"`` too) and
+    holds the process-wide generator lock: another thread's stream block or prediction waits
+    for the epoch, not for one forward pass.
     """
     return context.noise.stream("fit") if context.epoch_in_stream else contextlib.nullcontext()
 

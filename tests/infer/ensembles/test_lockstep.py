@@ -97,8 +97,62 @@ def test_lockstep_training_is_reproducible_and_seed_dependent() -> None:
         )
         return _weights(ensemble)
 
+    before = torch.get_rng_state()
     assert torch.equal(train(0), train(0))  # dropout masks from the "fit" stream included
     assert not torch.equal(train(0), train(1))
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator untouched
+
+
+def test_a_stopped_member_does_not_move_while_the_others_train() -> None:
+    """Adam's momentum would move a member whose gradient is zero; a stopped member is held."""
+    from torch.func import stack_module_state
+
+    from bnn.infer.ensembles._lockstep_training import _Objective, _Step, _vectorised_losses
+
+    x, y, _ = _data()
+    objectives = [_Objective(_network(1), bnn.Gaussian(0.5)) for _ in range(2)]
+    parameters, buffers = stack_module_state(objectives)  # type: ignore[arg-type]
+    optimizer = torch.optim.Adam(parameters.values(), lr=0.1)
+    losses_of = _vectorised_losses(objectives[0], parameters, buffers)
+    batch = x[:16].expand(2, -1, -1), y[:16].expand(2, -1, -1)
+    _Step(losses_of, optimizer, parameters, torch.tensor([True, True]))(*batch, "first")
+    before = {k: p.detach().clone() for k, p in parameters.items()}
+    _Step(losses_of, optimizer, parameters, torch.tensor([True, False]))(*batch, "second")
+    for name, parameter in parameters.items():
+        assert torch.equal(parameter[1], before[name][1]), name  # held
+    assert not torch.equal(parameters["network.0.weight"][0], before["network.0.weight"][0])
+
+
+class _Reweighted(bnn.Gaussian):
+    """A Gaussian that trains on a reweighted objective (``training_log_prob`` only)."""
+
+    def training_log_prob(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 2.0 * self.log_prob(output, y)
+
+
+class _OwnLogProb(bnn.Gaussian):
+    """A Gaussian whose density is its own (``log_prob`` only): training uses it."""
+
+    def log_prob(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 2.0 * super().log_prob(output, y)
+
+
+@pytest.mark.parametrize("kind", [_Reweighted, _OwnLogProb])
+def test_a_likelihood_with_its_own_objective_needs_its_unchecked_form(kind: type) -> None:
+    """Trained one after another with its own objective; refused in lock-step, where only
+    ``training_log_density`` can run inside vmap."""
+    x, y, _ = _data()
+    likelihood = kind(0.5)
+    output = torch.zeros(4, 1)
+    assert torch.equal(
+        likelihood.training_log_prob(output, y[:4]), 2.0 * bnn.Gaussian(0.5).log_prob(output, y[:4])
+    )
+    options = {"num_members": 2, "epochs": 1, "rng": 0, "progress": False}
+    bnn.infer.deep_ensemble(lambda: _network(1), (x, y), likelihood=likelihood, **options)
+    with pytest.raises(ValueError, match="training_log_density"):
+        bnn.infer.deep_ensemble(
+            lambda: _network(1), (x, y), likelihood=likelihood, lockstep=True, **options
+        )
 
 
 def _bag(rng: bnn.RNG, size: int) -> set[int]:
@@ -146,8 +200,23 @@ def test_a_diverging_member_is_named() -> None:
         (lambda: _network(1), "tensors", {"workers": 2}, "workers"),
         (lambda: _network(1), "tensors", {"num_samples": 4}, "num_samples"),
         (lambda: _network(1), "tensors", {"checkpoint": "run.pt"}, "checkpoint"),
+        (
+            lambda: _network(1),
+            "tensors",
+            {"validation": Validation(torch.randn(5, 3), torch.randn(5, 1))},
+            "cannot take x",
+        ),
     ],
-    ids=["dataset", "mc dropout", "bayesian", "batch norm", "workers", "samples", "checkpoint"],
+    ids=[
+        "dataset",
+        "mc dropout",
+        "bayesian",
+        "batch norm",
+        "workers",
+        "samples",
+        "checkpoint",
+        "validation inputs",
+    ],
 )
 def test_what_lockstep_training_cannot_do_is_refused_before_training(
     factory: Any, data: str, options: dict[str, Any], match: str
