@@ -101,6 +101,13 @@ def _add_uci(suites: Any) -> None:
         default=None,
         help="share of each training split held out to pick the epoch (default 0.1; 0 = none)",
     )
+    uci.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="train the ensemble's members at once, one vmapped step for all (--method "
+        "ensemble or stack): 2-3x faster on these networks, the same mathematics, other last "
+        "bits than one after another (the default)",
+    )
     uci.add_argument("--seed", type=int, default=0)
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
     uci.add_argument(
@@ -281,6 +288,10 @@ def _uci(args: argparse.Namespace) -> int:
         defaults = replace(defaults, epochs=args.epochs)
     if args.validation_fraction is not None:
         defaults = replace(defaults, validation_fraction=args.validation_fraction)
+    if args.lockstep:
+        if args.method not in ("ensemble", "stack"):
+            raise UsageError("--lockstep trains an ensemble's members: --method ensemble or stack.")
+        defaults = replace(defaults, ensemble_lockstep=True)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
     needs_validation = (

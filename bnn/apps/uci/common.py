@@ -40,6 +40,7 @@ class Defaults:
     marglik_epochs: int = 1000  # full-batch epochs of marglik_training (laplace, swag)
     marglik_lr: float = 1e-2  # Adam's learning rate in marglik_training
     multiswag_runs: int = 3  # independently trained networks of MultiSWAG
+    ensemble_lockstep: bool = False  # the ensemble's members trained at once (lockstep=True)
 
 
 def network(inputs: int, outputs: int) -> nn.Sequential:

@@ -84,6 +84,18 @@ class Journal:
             _write_line(file, asdict(result))
 
 
+ADDED_SETTINGS: dict[str, Any] = {"ensemble_lockstep": False}
+"""Defaults added after journals were written, at the value those runs had: an older journal
+lacks them and resumes under that value (and is refused under another)."""
+
+
+def _with_added_settings(written: dict[str, Any]) -> dict[str, Any]:
+    defaults = written.get("defaults")
+    if not isinstance(defaults, dict):
+        return written
+    return written | {"defaults": ADDED_SETTINGS | defaults}
+
+
 VERSIONS = "bnn_versions"
 """The header's key of the bnn versions that wrote to the journal (not a setting: a run may
 resume under another version)."""
@@ -121,6 +133,7 @@ def _read(path: Path, header: dict[str, Any]) -> tuple[dict[str, Any], dict[int,
         raise ValueError(
             f"{path} is not a bnn UCI journal; remove it or give another output folder."
         )
+    written = _with_added_settings(written)
     settings = (header.keys() | written.keys()) - {VERSIONS}
     changed = sorted(k for k in settings if header.get(k) != written.get(k))
     if changed:

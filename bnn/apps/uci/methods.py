@@ -55,6 +55,7 @@ def ensemble_fitted(
         (data.x, data.y),
         likelihood=HeteroscedasticGaussian(beta=defaults.ensemble_beta),
         num_members=defaults.ensemble_members,
+        lockstep=defaults.ensemble_lockstep,
         rng=rng,
         progress=False,
         **data.options,

@@ -127,6 +127,37 @@ def test_the_journal_lists_the_bnn_versions_that_wrote_it_and_warns_on_a_new_one
     assert header()["bnn_versions"] == ["9.9"]
 
 
+def test_a_journal_older_than_a_setting_resumes_under_its_old_value_only(tmp_path: Path) -> None:
+    """A journal written before ``ensemble_lockstep`` existed ran one member after another:
+    it resumes as such, and is refused for a lock-step run."""
+    journal_file = tmp_path / JOURNAL
+    options = {"journal": journal_file, "progress": False}
+    run_uci("yacht", "mc_dropout", splits=1, defaults=QUICK, **options)
+    lines = journal_file.read_text().splitlines()
+    header = json.loads(lines[0])
+    del header["defaults"]["ensemble_lockstep"]
+    journal_file.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    lockstep = replace(QUICK, ensemble_lockstep=True)
+    with pytest.raises(ValueError, match="different defaults"):
+        run_uci("yacht", "mc_dropout", splits=2, resume=True, defaults=lockstep, **options)
+    run_uci("yacht", "mc_dropout", splits=2, resume=True, defaults=QUICK, **options)
+    assert (
+        json.loads(journal_file.read_text().splitlines()[0])["defaults"]["ensemble_lockstep"]
+        is False
+    )
+
+
+def test_the_cli_trains_an_ensemble_in_lockstep_and_says_which_methods_have_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["benchmark", "uci", "--dataset", "yacht", "--epochs", "2", "--splits", "1"]
+    assert main([*command, "--method", "mc_dropout", "--lockstep", "--output", str(tmp_path)]) == 2
+    assert "--method ensemble or stack" in capsys.readouterr().err
+    assert main([*command, "--method", "ensemble", "--lockstep", "--output", str(tmp_path)]) == 0
+    header = json.loads((tmp_path / JOURNAL).read_text().splitlines()[0])
+    assert header["defaults"]["ensemble_lockstep"] is True
+
+
 def test_the_cli_resumes_from_its_output_folder(tmp_path: Path) -> None:
     command = ["benchmark", "uci", "--dataset", "yacht", "--method", "mc_dropout"]
     command += ["--epochs", "2", "--output", str(tmp_path)]
