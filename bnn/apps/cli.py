@@ -86,14 +86,6 @@ def _add_uci(suites: Any) -> None:
     )
     uci.add_argument("--tune-trials", type=int, default=12, help="configurations per split")
     uci.add_argument("--tune-seeds", type=int, default=2, help="seeds per configuration")
-    uci.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="splits trained in parallel processes, one torch thread each (default 1: serial)",
-    )
-    uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
-    uci.add_argument("--data-dir", type=Path, default=None, help="folder in the UCI layout")
     uci.add_argument("--epochs", type=int, default=None, help="override the default epochs")
     uci.add_argument(
         "--validation-fraction",
@@ -108,6 +100,19 @@ def _add_uci(suites: Any) -> None:
         "ensemble or stack): 2-3x faster on these networks, the same mathematics, other last "
         "bits than one after another (the default)",
     )
+    _add_uci_run(uci)
+
+
+def _add_uci_run(uci: Any) -> None:
+    """Where the UCI run reads, writes and runs: data, splits, processes, output, resuming."""
+    uci.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="splits trained in parallel processes, one torch thread each (default 1: serial)",
+    )
+    uci.add_argument("--splits", type=int, default=None, help="first K splits (default: all)")
+    uci.add_argument("--data-dir", type=Path, default=None, help="folder in the UCI layout")
     uci.add_argument("--seed", type=int, default=0)
     uci.add_argument("--output", type=Path, default=Path("uci-results"))
     uci.add_argument(
