@@ -97,7 +97,7 @@ def fit_method(method: str, data: DataLoader[Any], epochs: int) -> tuple[Any, di
         "mc_dropout": _mc_dropout,
         "vi": _vi,
         "ensemble": _ensemble,
-        "ensemble_lockstep": _ensemble_lockstep,
+        "ensemble_lockstep": lambda data, epochs: _ensemble(data, epochs, lockstep=True),
         "laplace": _laplace,
         "swag": _swag,
         "neural_linear": _neural_linear,
@@ -135,10 +135,14 @@ def _vi(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
     return net, {"likelihood": bnn.Gaussian(float(noise.std.detach())), "num_samples": SAMPLES}
 
 
-def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
+def _ensemble(
+    data: DataLoader[Any], epochs: int, lockstep: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """Five members, each shuffling the dataset with its own seeded generator; with
+    ``lockstep`` all trained at once (one vmapped step per mini-batch, on the tensors)."""
     ensemble, _ = bnn.infer.deep_ensemble(
         network,
-        data.dataset,  # each member shuffles it with its own seeded generator
+        data.dataset.tensors if lockstep else data.dataset,  # type: ignore[attr-defined]
         batch_size=BATCH,
         likelihood=bnn.Gaussian(0.5, learn_std=True),
         num_members=5,
@@ -146,23 +150,7 @@ def _ensemble(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
         lr=3e-3,
         rng=0,
         progress=False,
-    )
-    return ensemble, {}
-
-
-def _ensemble_lockstep(data: DataLoader[Any], epochs: int) -> tuple[Any, dict[str, Any]]:
-    """The same ensemble, every member trained at once (one vmapped step per mini-batch)."""
-    ensemble, _ = bnn.infer.deep_ensemble(
-        network,
-        data.dataset.tensors,  # type: ignore[attr-defined]  # lock-step trains on tensors
-        batch_size=BATCH,
-        likelihood=bnn.Gaussian(0.5, learn_std=True),
-        num_members=5,
-        epochs=epochs,
-        lr=3e-3,
-        rng=0,
-        progress=False,
-        lockstep=True,
+        lockstep=lockstep,
     )
     return ensemble, {}
 

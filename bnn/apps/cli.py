@@ -278,16 +278,12 @@ def _check_data_dir(dataset: str, data_dir: Path | None) -> None:
         )
 
 
-def _uci(args: argparse.Namespace) -> int:
+def _uci_defaults(args: argparse.Namespace) -> Any:
+    """The benchmark's `Defaults` with the flags that override them."""
     from dataclasses import replace
 
-    from bnn.apps.uci.command import Defaults, run_uci
-    from bnn.apps.uci.report import write_report
-    from bnn.parallel.executors import local_pool
+    from bnn.apps.uci.command import Defaults
 
-    _check_counts(args)
-    _check_output(args.output, ("uci.md", "uci.json", JOURNAL))
-    _check_data_dir(args.dataset, args.data_dir)
     defaults = Defaults()
     if args.epochs is not None:
         defaults = replace(defaults, epochs=args.epochs)
@@ -297,6 +293,18 @@ def _uci(args: argparse.Namespace) -> int:
         if args.method not in ("ensemble", "stack"):
             raise UsageError("--lockstep trains an ensemble's members: --method ensemble or stack.")
         defaults = replace(defaults, ensemble_lockstep=True)
+    return defaults
+
+
+def _uci(args: argparse.Namespace) -> int:
+    from bnn.apps.uci.command import run_uci
+    from bnn.apps.uci.report import write_report
+    from bnn.parallel.executors import local_pool
+
+    _check_counts(args)
+    _check_output(args.output, ("uci.md", "uci.json", JOURNAL))
+    _check_data_dir(args.dataset, args.data_dir)
+    defaults = _uci_defaults(args)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be a positive number of processes, got {args.jobs}.")
     needs_validation = (

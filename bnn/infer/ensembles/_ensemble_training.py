@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from bnn._checks import check_int
 from bnn._jobs import run_jobs
-from bnn.infer.ensembles._lockstep_training import train_members_in_lockstep
 from bnn.infer.history import History
 from bnn.infer.training._loop import TrainData
 from bnn.infer.training.fit import fit
@@ -40,22 +39,10 @@ def train_members(
     progress: bool,
     fit_options: dict[str, Any],
     executor: Executor | None = None,
-    lockstep: bool = False,
 ) -> tuple[list[Likelihood], list[History]]:
     """Train ``members`` in place (member ``i`` from ``parent_rng.spawn(i)``; see
     ``deep_ensemble``): each member's likelihood and `History`."""
     _check_train_data(train_data, bagging)
-    if lockstep:
-        _check_lockstep(workers, executor, distributed, threads_per_member)
-        return train_members_in_lockstep(
-            members,
-            parent_rng,
-            train_data,
-            likelihood=likelihood,
-            bagging=bagging,
-            progress=progress,
-            fit_options=fit_options,
-        )
     check_int("workers", workers, minimum=0)
     if workers and executor is not None:
         raise ValueError("give workers= (a process pool of its own) or executor=, not both.")
@@ -152,26 +139,6 @@ def _train_member(job: tuple[Any, ...]) -> tuple[dict[str, Tensor], dict[str, Te
     finally:
         torch.set_num_threads(previous)
     return member.state_dict(), likelihood.state_dict(), history
-
-
-def _check_lockstep(
-    workers: int, executor: Executor | None, distributed: bool, threads: int | None
-) -> None:
-    """Lock-step training is one process's vectorised loop: no pool, ranks or member threads."""
-    if not isinstance(workers, int) or isinstance(workers, bool):
-        raise TypeError(f"workers must be an int, got {type(workers).__name__}.")
-    chosen = {
-        "workers": workers != 0,
-        "executor": executor is not None,
-        "distributed": bool(distributed),
-        "threads_per_member": threads is not None,
-    }
-    if any(chosen.values()):
-        names = [name for name, given in chosen.items() if given]
-        raise ValueError(
-            f"lockstep=True trains every member in one vectorised loop in this process; it "
-            f"does not combine with {names} (pass fit's threads= for its thread count)."
-        )
 
 
 def _check_train_data(data: TrainData, bagging: bool) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ from bnn.posterior import has_posterior
 from bnn.posterior._model_input import check_model_input
 from bnn.random.rng import RNG
 
-__all__ = ["LOCKSTEP_OPTIONS", "train_members_in_lockstep"]
+__all__ = ["LOCKSTEP_OPTIONS", "check_lockstep", "train_members_in_lockstep"]
 
 LOCKSTEP_OPTIONS = ("epochs", "batch_size", "lr", "validation", "threads")
 """The ``fit`` options lock-step training takes (others are refused, naming the way out)."""
@@ -268,7 +269,9 @@ def _checked_options(
             f"lockstep=True takes the fit options {LOCKSTEP_OPTIONS}, not {unsupported}; "
             "train the members one after another (lockstep=False) for those."
         )
-    if not (isinstance(data, tuple) and len(data) == 2):
+    if not (
+        isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+    ):
         raise TypeError(
             "lockstep=True trains on (x, y) tensors; pass the tensors (a Dataset's rows are "
             "read one by one, which lock-step training cannot share between members)."
@@ -318,6 +321,26 @@ def _device(members: nn.ModuleList) -> torch.device:
     if parameter is None:
         raise ValueError("the members have no parameters to train.")
     return parameter.device
+
+
+def check_lockstep(
+    workers: int, executor: Executor | None, distributed: bool, threads: int | None
+) -> None:
+    """Lock-step training is one process's vectorised loop: no pool, ranks or member threads."""
+    if not isinstance(workers, int) or isinstance(workers, bool):
+        raise TypeError(f"workers must be an int, got {type(workers).__name__}.")
+    chosen = {
+        "workers": workers != 0,
+        "executor": executor is not None,
+        "distributed": bool(distributed),
+        "threads_per_member": threads is not None,
+    }
+    if any(chosen.values()):
+        names = [name for name, given in chosen.items() if given]
+        raise ValueError(
+            f"lockstep=True trains every member in one vectorised loop in this process; it "
+            f"does not combine with {names} (pass fit's threads= for its thread count)."
+        )
 
 
 _LOCAL = job_strategy(False)

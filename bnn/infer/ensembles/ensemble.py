@@ -33,6 +33,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from bnn._checks import check_int
 from bnn._io import load_versioned, save_atomically
 from bnn.infer.ensembles._ensemble_training import train_members
+from bnn.infer.ensembles._lockstep_training import check_lockstep, train_members_in_lockstep
 from bnn.infer.history import History
 from bnn.infer.training._loop import TrainData, build_in_init_stream
 from bnn.likelihoods import Likelihood, PerSampleLikelihood
@@ -306,6 +307,18 @@ def deep_ensemble(
         ``(DeepEnsemble, History)``; ``history.chains[i]`` is member ``i``'s fit history.
     """
     ensemble = DeepEnsemble(factory, num_members, rng=rng)
+    if lockstep:
+        check_lockstep(workers, executor, distributed, threads_per_member)
+        ensemble.likelihoods, histories = train_members_in_lockstep(
+            ensemble.members,
+            ensemble.parent_rng,
+            data,
+            likelihood=likelihood,
+            bagging=bagging,
+            progress=progress,
+            fit_options=fit_options,
+        )
+        return ensemble, History("deep_ensemble", chains=histories)
     ensemble.likelihoods, histories = train_members(
         ensemble.members,
         ensemble.parent_rng,
@@ -318,6 +331,5 @@ def deep_ensemble(
         progress=progress,
         fit_options=fit_options,
         executor=executor,
-        lockstep=lockstep,
     )
     return ensemble, History("deep_ensemble", chains=histories)
