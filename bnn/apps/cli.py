@@ -164,9 +164,14 @@ def _add_images(suites: Any) -> None:
     )
     images.add_argument(
         "--temperature-on-top",
-        action="store_true",
+        nargs="?",
+        const="samples",
+        choices=("samples", "pooled"),
+        default=None,
         help="also report every method with a temperature fitted on the first half of the "
-        "validation split (rows METHOD+T); every method is then chosen on the second half",
+        "validation split (rows METHOD+T), on each function sample's logits (samples, the "
+        "default) or on the averaged predictive (pooled); every method is then chosen on the "
+        "second half",
     )
     images.add_argument(
         "--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)"

@@ -5,9 +5,10 @@
 * ``bnn.evaluate.diagnostics`` — ArviZ conversion (``to_arviz``, ``loo``); the only ArviZ
   importer.
 * ``bnn.evaluate.convergence`` — R-hat, ESS, divergences and stuck samplers (``summary``).
-* ``bnn.evaluate.recalibrate`` — temperature, vector and std scaling, isotonic recalibration
-  of regression CDFs, conformal intervals and prediction sets (``temperature_scale``,
-  ``std_scale``, ``isotonic_recalibrate``, ``conformalize``).
+* ``bnn.evaluate.recalibrate`` — temperature (per sample or pooled), vector and std scaling,
+  isotonic recalibration of regression CDFs, conformal intervals and prediction sets
+  (``temperature_scale``, ``pooled_temperature_scale``, ``std_scale``,
+  ``isotonic_recalibrate``, ``conformalize``).
 * ``bnn.evaluate.ood`` — out-of-distribution detection: AUROC, AUPR, FPR at 95 % TPR of an
   uncertainty score (``ood_detection``, ``ood_table``).
 * ``bnn.evaluate.shift`` — image rotation and accuracy/NLL/ECE against the angle
@@ -28,6 +29,7 @@ from bnn.evaluate.ood import OODReport, ood_detection
 from bnn.evaluate.recalibrate import (
     conformalize,
     isotonic_recalibrate,
+    pooled_temperature_scale,
     std_scale,
     temperature_scale,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "isotonic_recalibrate",
     "loo",
     "ood_detection",
+    "pooled_temperature_scale",
     "rotate",
     "shift_curve",
     "std_scale",

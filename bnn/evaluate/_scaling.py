@@ -17,7 +17,14 @@ from bnn.posterior.wrapper import PosteriorWrapper
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 
-__all__ = ["LogitMap", "ScalingWrapper", "calibration_logits", "minimise", "resolve_likelihood"]
+__all__ = [
+    "LogitMap",
+    "ScalingWrapper",
+    "calibration_logits",
+    "check_temperature",
+    "minimise",
+    "resolve_likelihood",
+]
 
 
 class ScalingWrapper(PosteriorWrapper):
@@ -49,6 +56,15 @@ class LogitMap(ScalingWrapper):
             x, num_samples, rng=rng, memory_budget=memory_budget
         )
         return self.transform(samples)
+
+
+def check_temperature(temperature: object) -> float:
+    """``temperature`` as a positive finite float, or a ValueError that says what it got."""
+    if not (isinstance(temperature, float | int) and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a finite number, got {temperature!r}.")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    return float(temperature)
 
 
 def resolve_likelihood(

@@ -62,10 +62,12 @@ from bnn.evaluate._isotonic import (
     IsotonicRegressionPrediction,
     isotonic_recalibrate,
 )
+from bnn.evaluate._pooled_temperature import PooledTemperatureScaled, pooled_temperature_scale
 from bnn.evaluate._scaling import (
     LogitMap,
     ScalingWrapper,
     calibration_logits,
+    check_temperature,
     minimise,
     resolve_likelihood,
 )
@@ -89,6 +91,7 @@ __all__ = [
     "CrossConformal",
     "IsotonicRecalibrated",
     "IsotonicRegressionPrediction",
+    "PooledTemperatureScaled",
     "StdScaled",
     "TemperatureScaled",
     "VectorScaled",
@@ -97,6 +100,7 @@ __all__ = [
     "isotonic_recalibrate",
     "jackknife_plus",
     "jackknife_plus_after_bootstrap",
+    "pooled_temperature_scale",
     "std_scale",
     "temperature_scale",
     "vector_scale",
@@ -119,11 +123,7 @@ class TemperatureScaled(LogitMap):
 
     def __init__(self, posterior: Posterior, temperature: float) -> None:
         super().__init__(posterior)
-        if not (isinstance(temperature, float | int) and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number, got {temperature!r}.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def transform(self, logits: Tensor) -> Tensor:
         """Each sample's logits divided by ``T``."""

@@ -138,6 +138,29 @@ def test_temperature_on_top_adds_a_scaled_row_per_method_and_keeps_the_others(
     assert "| ensemble+T |" in text
 
 
+def test_a_pooled_temperature_on_top_tempers_each_methods_averaged_predictive(
+    folders: Path, tmp_path: Path
+) -> None:
+    methods = ("map", "ensemble", "laplace")
+    options = {"train_name": "bars", "train_dir": folders / "bars", "methods": methods}
+    options["ood_dirs"] = {"noise": folders / "noise"}
+    on_top = replace(SMALL, temperature_on_top=True)
+    per_sample = run_images(Benchmark(**options, settings=on_top), seeds=1)[0]
+    pooled_settings = replace(on_top, pooled_temperature=True)
+    benchmark = Benchmark(**options, settings=pooled_settings)
+    pooled = run_images(benchmark, seeds=1)[0]
+    assert list(pooled) == list(per_sample)
+    for method in methods:  # the untempered rows are the same
+        for metric in ("accuracy", "nll", "ece", "brier", "val_nll"):
+            assert pooled[method]["metrics"][metric] == per_sample[method]["metrics"][metric]
+    # the ensemble's pooled temperature is another model than a temperature per member
+    assert pooled["ensemble+T"]["extras"] != per_sample["ensemble+T"]["extras"]
+    for method in ("ensemble", "laplace"):  # the pool's arg-max is kept
+        assert pooled[f"{method}+T"]["metrics"]["accuracy"] == pooled[method]["metrics"]["accuracy"]
+    text = write_report(benchmark, [pooled], tmp_path)
+    assert "first half to the pooled predictives, every NLL" in text
+
+
 def test_multiswag_continues_every_ensemble_member_unless_told_fewer() -> None:
     assert Settings().multiswag_runs is None  # all of the ensemble's members
     assert replace(SMALL, multiswag_runs=None).multiswag_runs is None
@@ -220,6 +243,9 @@ def test_the_command_line(
     assert main(arguments) == 0
     assert "| map |" in (tmp_path / "out" / "images.md").read_text()
     assert "wrote" in capsys.readouterr().out
+    pooled = [*arguments[:-1], str(tmp_path / "pooled"), "--temperature-on-top", "pooled"]
+    assert main([*pooled, "--method", "temperature"]) == 0
+    assert "to the pooled predictives" in (tmp_path / "pooled" / "images.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -59,13 +59,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, validation=args.validation)
     if settings.validation < 1 and "temperature" in (args.method or METHODS):
         raise ValueError("--validation must be at least 1: temperature scaling is fitted there.")
-    if getattr(args, "temperature_on_top", False):
+    on_top = getattr(args, "temperature_on_top", None)
+    if on_top:
         if settings.validation < 4:
             raise ValueError(
                 "--temperature-on-top fits on one half of the validation split and chooses on "
                 "the other: give --validation of at least 4 images (thousands are better)."
             )
-        settings = replace(settings, temperature_on_top=True)
+        settings = replace(settings, temperature_on_top=True, pooled_temperature=on_top == "pooled")
     if args.epochs is not None:
         settings = replace(settings, epochs=args.epochs)
     if args.train_images is not None:

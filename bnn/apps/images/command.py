@@ -91,7 +91,12 @@ def run_seed(benchmark: Benchmark, index: int, *, progress: bool = True) -> Seed
             continue
         name = f"{method}+T"
         with PeakMemory() as peak:
-            scaled = with_temperature(trained, calibration, rng.spawn(f"temperature {method}"))
+            scaled = with_temperature(
+                trained,
+                calibration,
+                rng.spawn(f"temperature {method}"),
+                pooled=settings.pooled_temperature,
+            )
             evaluation = _evaluated(name, scaled, run, choice, ood_sets, figures is not None)
         results[name] = _row(evaluation, scaled, peak.bytes)
         if figures is not None:

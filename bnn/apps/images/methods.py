@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from bnn.apps.datasets.images import ImageData, ImageSet
 from bnn.apps.images.network import Settings, lenet
-from bnn.evaluate.recalibrate import temperature_scale
+from bnn.evaluate.recalibrate import pooled_temperature_scale, temperature_scale
 from bnn.infer.ensembles.ensemble import DeepEnsemble, deep_ensemble
 from bnn.infer.ensembles.swag import multi_swag, swag
 from bnn.infer.laplace.laplace import laplace
@@ -185,12 +185,16 @@ def validation_halves(validation: ImageSet, settings: Settings) -> tuple[ImageSe
     )
 
 
-def with_temperature(trained: Trained, calibration: ImageSet, rng: RNG) -> Trained:
-    """``trained`` with its logits divided by a temperature fitted on ``calibration``
-    (`bnn.evaluate.recalibrate.temperature_scale`: each function sample's logits; Laplace's
-    linearised predictive keeps its probit closed form, of the logits ``N(μ/T, Σ/T²)``)."""
+def with_temperature(
+    trained: Trained, calibration: ImageSet, rng: RNG, *, pooled: bool = False
+) -> Trained:
+    """``trained`` with a temperature fitted on ``calibration``: on each function sample's
+    logits (`bnn.evaluate.recalibrate.temperature_scale`; Laplace's linearised predictive
+    keeps its probit closed form, of the logits ``N(μ/T, Σ/T²)``), or with ``pooled`` on the
+    averaged predictive (`bnn.evaluate.recalibrate.pooled_temperature_scale`)."""
+    scale = pooled_temperature_scale if pooled else temperature_scale
     scaled, seconds = _timed(
-        lambda: temperature_scale(
+        lambda: scale(
             as_posterior(trained.posterior),
             calibration.x,
             calibration.y,

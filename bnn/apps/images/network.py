@@ -52,6 +52,9 @@ class Settings:
             predictive (rows ``"<method>+T"``): the temperatures are fitted on the first half of
             the validation split and every method is chosen on the second half (``temperature``
             too: it is ``map+T``).
+        pooled_temperature: with ``temperature_on_top``, temper each method's averaged
+            predictive (pool, then calibrate: `bnn.evaluate.pooled_temperature_scale`) instead
+            of each function sample's logits (`bnn.evaluate.temperature_scale`).
         train_images: train on the first this many of the remaining images (``None``: all).
         shift_images: test images rotated at every angle (the first ones of the test set).
         angles: rotation angles in degrees.
@@ -72,6 +75,7 @@ class Settings:
     sghmc_cycles: int = 4
     validation: int = 5000
     temperature_on_top: bool = False
+    pooled_temperature: bool = False
     train_images: int | None = None
     shift_images: int = 2000
     angles: tuple[int, ...] = tuple(range(0, 181, 15))

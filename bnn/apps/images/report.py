@@ -85,10 +85,11 @@ def _markdown(benchmark: Benchmark, results: list[SeedResult]) -> str:
         *_test_table(methods, results),
     ]
     on_top = benchmark.settings.temperature_on_top
+    pooled = " to the pooled predictives" if benchmark.settings.pooled_temperature else ""
     chosen = chosen_on_validation(results, on_top)
     if chosen is not None:
         rule = (
-            "temperatures fitted on its first half, every NLL measured on its second half"
+            f"temperatures fitted on its first half{pooled}, every NLL measured on its second half"
             if on_top
             else "`temperature` excluded: it was fitted there"
         )
