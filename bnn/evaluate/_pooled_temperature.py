@@ -111,7 +111,7 @@ class PooledTemperatureScaled(ScalingWrapper):
             rng=resolve_rng(rng),
             memory_budget=budget,
         )
-        return prediction.samples.expand(num_samples, *prediction.samples.shape[1:])
+        return prediction.samples.expand(num_samples, *prediction.samples.shape[1:]).contiguous()
 
 
 def pooled_temperature_scale(
