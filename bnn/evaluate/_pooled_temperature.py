@@ -30,8 +30,8 @@ from bnn.evaluate._conformal_scores import check_calibration_pair
 from bnn.evaluate._scaling import (
     ScalingWrapper,
     check_temperature,
+    classification_likelihood,
     minimise,
-    resolve_likelihood,
 )
 from bnn.likelihoods import (
     Bernoulli,
@@ -151,12 +151,7 @@ def pooled_temperature_scale(
         >>> scaled.temperature                      # < 1: the mixture was under-confident
         >>> bnn.predict_with_uncertainty(scaled, x_test).probs   # [N, K]
     """
-    likelihood = resolve_likelihood(posterior, likelihood, Categorical())
-    if not isinstance(likelihood, Categorical | Bernoulli):
-        raise TypeError(
-            "pooled temperature scaling needs logits: a bnn.Categorical or bnn.Bernoulli "
-            f"likelihood, got {type(likelihood).__name__}; for regression use std_scale."
-        )
+    likelihood = classification_likelihood(posterior, likelihood, "pooled temperature scaling")
     check_calibration_pair(x_cal, y_cal, num_samples)
     budget = check_memory_budget(None, x_cal.device)
     with torch.no_grad():

@@ -22,6 +22,7 @@ __all__ = [
     "ScalingWrapper",
     "calibration_logits",
     "check_temperature",
+    "classification_likelihood",
     "minimise",
     "resolve_likelihood",
 ]
@@ -82,6 +83,20 @@ def resolve_likelihood(
     return likelihood or carried or default
 
 
+def classification_likelihood(
+    posterior: Posterior, likelihood: Likelihood | None, what: str
+) -> Likelihood:
+    """`resolve_likelihood` with ``Categorical`` as the default, refused unless it models logits
+    (``what`` names the method in the message)."""
+    likelihood = resolve_likelihood(posterior, likelihood, Categorical())
+    if not isinstance(likelihood, Categorical | Bernoulli):
+        raise TypeError(
+            f"{what} needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, got "
+            f"{type(likelihood).__name__}; for regression use std_scale."
+        )
+    return likelihood
+
+
 def calibration_logits(
     posterior: Posterior,
     likelihood: Likelihood | None,
@@ -98,12 +113,7 @@ def calibration_logits(
         TypeError / ValueError: not a classification likelihood (``what`` names the method in
             the message), a bad calibration pair.
     """
-    likelihood = resolve_likelihood(posterior, likelihood, Categorical())
-    if not isinstance(likelihood, Categorical | Bernoulli):
-        raise TypeError(
-            f"{what} needs logits: a bnn.Categorical or bnn.Bernoulli likelihood, got "
-            f"{type(likelihood).__name__}; for regression use std_scale."
-        )
+    likelihood = classification_likelihood(posterior, likelihood, what)
     check_calibration_pair(x_cal, y_cal, num_samples)
     with torch.no_grad(), GLOBAL_STATE_LOCK:
         logits = posterior.sample_functions(x_cal, num_samples, rng=resolve_rng(rng))
