@@ -1,11 +1,13 @@
-"""Every UCI row of docs/benchmarks.md is the summary of a result file in benchmarks/results.
+"""The UCI and image rows of docs/benchmarks.md are summaries of result files in benchmarks/results.
 
-A row ``| dataset | method[, variant | (detail)] | splits | a ± b | ... |`` must match one summary
-record of a ``benchmarks/results/uci-*.json`` with the same data set, method and number of
-splits: every ``a ± b`` cell a ``[mean, standard error]`` pair of that record and every other
-decimal cell one of its numbers, both at the precision shown. Words (``yes``, ``n/a``, a method
-label) are not checked. A transcription error, or a table left behind when its run was
-re-measured, fails here.
+A UCI row ``| dataset | method[, variant | (detail)] | splits | a ± b | ... |`` must match one
+summary record of a ``benchmarks/results/uci-*.json`` with the same data set, method and number
+of splits; an image row ``| method[+T] [(detail)] | a ± b | ... |`` one method's record of a
+``benchmarks/results/images-*.json`` (percentages as 100×), unless the row stands verbatim in a
+result text (``.md``/``.txt``). Matching: every ``a ± b`` cell a ``[mean, standard error]`` pair
+of that record and every other decimal cell one of its numbers, both at the precision shown.
+Words (``yes``, ``n/a``, labels, ``—``) are not checked. A transcription error, or a table left
+behind when its run was re-measured, fails here.
 """
 
 from __future__ import annotations
@@ -115,6 +117,62 @@ def test_every_uci_row_is_a_result_file_summary() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def _image_records() -> dict[str, list[list[float | tuple[float, float]]]]:
+    """Each method's records (their numbers, and the same ×100 for percentages)."""
+    records: dict[str, list[list[float | tuple[float, float]]]] = {}
+    for path in sorted(RESULTS.glob("images-*.json")):
+        for method, summary in json.loads(path.read_text())["summary"].items():
+            numbers = _numbers(summary)
+            percent = [
+                (100 * n[0], 100 * n[1]) if isinstance(n, tuple) else 100 * n for n in numbers
+            ]
+            records.setdefault(method, []).append(numbers + percent)
+    return records
+
+
+def _verbatim_rows() -> set[str]:
+    return {
+        line.strip()
+        for path in RESULTS.iterdir()
+        if path.suffix in (".md", ".txt")
+        for line in path.read_text().splitlines()
+        if line.startswith("|")
+    }
+
+
+def _image_rows(text: str, methods: set[str]) -> list[tuple[int, str, list[str]]]:
+    """``(line, method, cells)`` of the rows of the Images section that name a method."""
+    section = text.split("\n## Images")[1].split("\n## ")[0]
+    offset = text[: text.index(section)].count("\n")
+    rows = []
+    for number, line in enumerate(section.splitlines(), offset + 1):
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        method = cells[0].replace("*", "").replace("`", "").split(" (")[0]
+        if line.startswith("| ") and method in methods:
+            rows.append((number, method, cells))
+    return rows
+
+
+def test_every_image_row_is_a_result_file_summary() -> None:
+    records, verbatim = _image_records(), _verbatim_rows()
+    text = PAGE.read_text()
+    rows = _image_rows(text, set(records))
+    assert len(rows) >= 80, "the image tables were not found"
+    wrong = []
+    for number, method, cells in rows:
+        if text.splitlines()[number - 1].strip() in verbatim:
+            continue
+        unmatched = [
+            [c for c in cells[1:] if _cell_matches(c, numbers) is False]
+            for numbers in records[method]
+        ]
+        if min(map(len, unmatched)):
+            wrong.append(
+                f"docs/benchmarks.md:{number}: {cells} — not shown: {min(unmatched, key=len)}"
+            )
+    assert not wrong, "\n".join(wrong)
+
+
 def test_a_mistyped_number_or_splits_count_is_caught() -> None:
     records = _records()
     text = PAGE.read_text()
@@ -129,3 +187,13 @@ def test_a_mistyped_number_or_splits_count_is_caught() -> None:
     assert _unmatched([*cells[:3], changed, *cells[4:]], records) == [changed]
     other_splits = [cells[0], cells[1], "7", *cells[3:]]
     assert _unmatched(other_splits, records) == other_splits[2:]  # no record: nothing shown
+
+
+def test_a_mistyped_image_number_is_caught() -> None:
+    records = _image_records()
+    _, method, cells = _image_rows(PAGE.read_text(), set(records))[0]
+    assert any(_cell_matches(cells[2], numbers) for numbers in records[method])
+    mean, error = MEAN_AND_ERROR.match(cells[2]).groups()  # type: ignore[union-attr]
+    decimals = len(mean.split(".")[1])
+    changed = f"{float(mean) + 2 * 10.0**-decimals:.{decimals}f} ± {error}"
+    assert not any(_cell_matches(changed, numbers) for numbers in records[method])
