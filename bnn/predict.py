@@ -23,7 +23,7 @@ from bnn.posterior.protocol import (
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 
-__all__ = ["predict_with_uncertainty"]
+__all__ = ["observation_model", "predict_with_uncertainty"]
 
 
 def predict_with_uncertainty(
@@ -81,7 +81,7 @@ def predict_with_uncertainty(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}.")
-    likelihood = _observation_model(posterior, likelihood)
+    likelihood = observation_model(posterior, likelihood)
     generator = resolve_rng(rng)
     if isinstance(posterior, ClosedFormPredictive):  # e.g. Laplace's linearised predictive
         direct = posterior.closed_form_prediction(
@@ -122,9 +122,11 @@ def _posterior(model_or_posterior: object, joint: object) -> Posterior:
     return MarginalPredictive(model_or_posterior)
 
 
-def _observation_model(posterior: Posterior, likelihood: Likelihood | None) -> Likelihood | None:
+def observation_model(
+    posterior: Posterior, likelihood: Likelihood | None, doing: str = "predict"
+) -> Likelihood | None:
     """The caller's likelihood, or the one the posterior carries (the same one passed again
-    is no clash); refuse a different one."""
+    is no clash); a different one is refused (``doing`` names the call in the message)."""
     carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
     if carried is None:
         return likelihood
@@ -134,7 +136,7 @@ def _observation_model(posterior: Posterior, likelihood: Likelihood | None) -> L
         f"this {type(posterior).__name__} carries its own observation model ({carried!r}; e.g. "
         "ensemble members that each learned a noise scale, or the likelihood a conformal "
         "predictor was calibrated with), and likelihood= gives another one "
-        f"({likelihood!r}); predict without likelihood= to use the carried one."
+        f"({likelihood!r}); {doing} without likelihood= to use the carried one."
     )
 
 

@@ -60,9 +60,9 @@ from bnn.likelihoods import (
     same_observation_model,
 )
 from bnn.posterior.model import as_posterior
-from bnn.posterior.protocol import CarriesLikelihood, Posterior
+from bnn.posterior.protocol import Posterior
 from bnn.posterior.wrapper import PosteriorWrapper
-from bnn.predict import predict_with_uncertainty
+from bnn.predict import observation_model, predict_with_uncertainty
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
 
@@ -87,7 +87,7 @@ def inner_prediction(
     rng: RNGLike,
     memory_budget: int | None,
 ) -> Prediction:
-    """The wrapped posterior's prediction; its own likelihood wins over ``likelihood``."""
+    """The wrapped posterior's prediction, with its own likelihood if it carries one."""
     return predict_with_uncertainty(
         posterior,
         x,
@@ -101,10 +101,10 @@ def inner_prediction(
 def calibration_likelihood(
     posterior: Posterior, likelihood: Likelihood | None
 ) -> Likelihood | None:
-    """The observation model a conformal predictor's scores come from: the posterior's own if
-    it carries one, else ``likelihood`` (``None``: noise-free regression)."""
-    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
-    return carried if carried is not None else likelihood
+    """The observation model a recalibration's scores come from: the posterior's own if it
+    carries one (``likelihood`` may repeat it; another one is refused, as by
+    ``predict_with_uncertainty``), else ``likelihood`` (``None``: noise-free regression)."""
+    return observation_model(posterior, likelihood, "calibrate")
 
 
 class ConformalPosterior(PosteriorWrapper):

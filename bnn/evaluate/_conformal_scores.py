@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ __all__ = [
     "calibrate_regression",
     "calibration_targets",
     "check_calibration_pair",
+    "check_described_by_mixture",
     "conformal_rank",
     "fewest_points",
 ]
@@ -73,6 +75,14 @@ class RegressionCalibration:
             scores = torch.maximum(lower - self.y, self.y - upper)
         return _threshold(scores, level)
 
+    def rescale(self, shift: Tensor | float, scale: Tensor | float) -> RegressionCalibration:
+        """The calibration of ``shift + scale · y``: predictions and targets mapped alike, so
+        absolute and CQR scores scale by ``scale`` and normalised ones stay."""
+        factor = torch.as_tensor(scale, dtype=self.y.dtype, device=self.y.device)
+        return RegressionCalibration(
+            self.method, self.prediction.rescale(shift, scale), self.y * factor + shift
+        )
+
 
 def calibrate_regression(
     prediction: RegressionPrediction, y_cal: Tensor, method: str
@@ -84,6 +94,7 @@ def calibrate_regression(
             f"method {method!r} is for classifiers; regression uses 'absolute', 'normalized' or "
             "'cqr'."
         )
+    check_described_by_mixture(prediction, "conformalize")
     std = prediction.std
     if method == "auto":
         method = "normalized" if bool((std > 0).all()) else "absolute"
@@ -106,6 +117,17 @@ def check_calibration_pair(x: object, y: object, num_samples: object) -> None:
         raise ValueError(
             f"x_cal has {x.shape[0]} rows but y_cal has shape {tuple(y.shape)}; pass the "
             "targets of the same inputs."
+        )
+
+
+def check_described_by_mixture(prediction: RegressionPrediction, what: str) -> None:
+    """Refuse a recalibrated prediction (isotonic, conformal) as the input of a recalibration
+    that rebuilds its input from the mixture: its intervals would silently be the base's."""
+    if not prediction.described_by_mixture:
+        raise TypeError(
+            f"{what} rebuilds its input predictive from its mixture, which would drop this "
+            f"{type(prediction).__name__}'s recalibration; apply {what} to the posterior that "
+            "was recalibrated instead (one recalibration per posterior)."
         )
 
 
@@ -132,6 +154,22 @@ class ConformalRegressionPrediction(RegressionPrediction):
 
     calibration: RegressionCalibration | None = None
     level: float = 0.9
+    described_by_mixture: ClassVar[bool] = False  # its intervals are the calibration's
+
+    def rescale(self, shift: Tensor | float, scale: Tensor | float) -> RegressionPrediction:
+        """The prediction of ``shift + scale · y`` (e.g. back to the original target scale),
+        still conformal: its calibration is mapped the same way, so the interval of the
+        rescaled prediction is the rescaled interval."""
+        assert self.calibration is not None
+        base = super().rescale(shift, scale)
+        return ConformalRegressionPrediction(
+            samples=base.samples,
+            loc=base.loc,
+            scale=base.scale,
+            weights=base.weights,
+            calibration=self.calibration.rescale(shift, scale),
+            level=self.level,
+        )
 
     def interval(self, level: float | None = None) -> tuple[Tensor, Tensor]:
         """Conformal interval ``(lower, upper)``, each ``[N, ...]``, at ``level``.

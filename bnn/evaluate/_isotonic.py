@@ -30,14 +30,16 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from bnn.evaluate._conformal import calibration_likelihood, inner_prediction
-from bnn.evaluate._conformal_scores import check_calibration_pair
+from bnn.evaluate._conformal_scores import check_calibration_pair, check_described_by_mixture
+from bnn.evaluate._mixture_numerics import mixture_quantiles, partial_moments, pit_values
 from bnn.evaluate._scaling import ScalingWrapper
 from bnn.likelihoods import Likelihood, Prediction, RegressionPrediction, align_targets
 from bnn.posterior.protocol import Posterior
@@ -47,9 +49,6 @@ from bnn.random.rng import RNG
 __all__ = ["IsotonicRecalibrated", "IsotonicRegressionPrediction", "isotonic_recalibrate"]
 
 _CRPS_LEVELS = 200  # quantile levels of the CRPS integral (midpoint rule)
-_BLEND = 1e-6  # weight of the identity map in R's knots: keeps R strictly increasing
-_GRID = 256  # points of the per-input CDF table the quantiles start from
-_NEWTON_STEPS = 6  # from the table's interpolation: quadratic convergence, far below 1e-12
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ class IsotonicRegressionPrediction(RegressionPrediction):
 
     knots: Tensor = field(default_factory=lambda: torch.zeros(0))
     levels: Tensor = field(default_factory=lambda: torch.zeros(0))
+    described_by_mixture: ClassVar[bool] = False  # every reading goes through R
 
     @property
     def _base(self) -> RegressionPrediction:
@@ -79,7 +79,7 @@ class IsotonicRegressionPrediction(RegressionPrediction):
 
     def cdf(self, y: Tensor) -> Tensor:
         """``R(F(y))`` ``[N, ...]``."""
-        return _interpolate(self._base.cdf(y), self.knots, self.levels)
+        return _interpolate(pit_values(self, y), self.knots, self.levels).to(self.loc.dtype)
 
     def quantile(self, probability: float) -> Tensor:
         """``F⁻¹(R⁻¹(probability))`` ``[N, ...]``."""
@@ -90,7 +90,8 @@ class IsotonicRegressionPrediction(RegressionPrediction):
     def quantiles(self, probabilities: Tensor) -> Tensor:
         """``G⁻¹`` at ``L`` probabilities in ``(0, 1)`` at once: ``[L, N, ...]``."""
         levels = _interpolate(probabilities.to(self.knots), self.levels, self.knots)
-        return _mixture_quantiles(self.loc, self.scale, self.component_weights, levels)
+        quantiles = mixture_quantiles(self.loc, self.scale, self.component_weights, levels)
+        return quantiles.to(self.loc.dtype)
 
     def interval(self, level: float = 0.95) -> tuple[Tensor, Tensor]:
         """Central interval of ``G``: its ``(1 ∓ level) / 2`` quantiles, each ``[N, ...]``."""
@@ -100,7 +101,7 @@ class IsotonicRegressionPrediction(RegressionPrediction):
 
     def log_likelihood(self, y: Tensor) -> Tensor:
         """``log R'(F(y)) + log f(y)`` per datum ``[N]``."""
-        pit = self._base.cdf(y).reshape(self.loc.shape[1], -1)[:, 0].to(self.knots.dtype)
+        pit = pit_values(self, y).reshape(self.loc.shape[1], -1)[:, 0].to(self.knots.dtype)
         segment = torch.searchsorted(self.knots, pit.contiguous(), right=True).clamp(
             1, len(self.knots) - 1
         )
@@ -136,19 +137,25 @@ class IsotonicRegressionPrediction(RegressionPrediction):
     @functools.cached_property
     def _moment_pair(self) -> tuple[Tensor, Tensor]:
         """``E_G[y]`` and ``E_G[y²]`` ``[N, ...]`` (computed once)."""
-        inner = _mixture_quantiles(self.loc, self.scale, self.component_weights, self.knots[1:-1])
+        inner = mixture_quantiles(self.loc, self.scale, self.component_weights, self.knots[1:-1])
         first = [torch.zeros_like(self.loc[0])]
         second = [torch.zeros_like(self.loc[0])]
         for point in inner:
-            moment1, moment2 = _partial_moments(self.loc, self.scale, self.component_weights, point)
+            moment1, moment2 = partial_moments(self.loc, self.scale, self.component_weights, point)
             first.append(moment1)
             second.append(moment2)
-        first.append(self._base.mean)
-        second.append(self._base.variance + self._base.mean**2)
-        slopes = self._slopes().to(self.loc)
+        base = RegressionPrediction(
+            samples=self.samples,
+            loc=self.loc.to(torch.float64),
+            scale=self.scale.to(torch.float64),
+            weights=None if self.weights is None else self.weights.to(torch.float64),
+        )
+        first.append(base.mean)
+        second.append(base.variance + base.mean**2)
+        slopes = self._slopes()
         mean = sum(s * (b - a) for s, a, b in zip(slopes, first[:-1], first[1:], strict=True))
         raw = sum(s * (b - a) for s, a, b in zip(slopes, second[:-1], second[1:], strict=True))
-        return torch.as_tensor(mean), torch.as_tensor(raw)
+        return torch.as_tensor(mean).to(self.loc.dtype), torch.as_tensor(raw).to(self.loc.dtype)
 
     def crps(self, y: Tensor) -> Tensor:
         """``∫₀¹ 2 (1{y ≤ G⁻¹(u)} − u)(G⁻¹(u) − y) du`` per datum, midpoint rule on 200
@@ -181,74 +188,6 @@ def _interpolate(values: Tensor, xs: Tensor, ys: Tensor) -> Tensor:
     x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
     curve = y0 + (flat - x0) / (x1 - x0) * (y1 - y0)
     return curve.reshape(values.shape).to(values.dtype)
-
-
-def _mixture_quantiles(loc: Tensor, scale: Tensor, weights: Tensor, levels: Tensor) -> Tensor:
-    """Quantiles ``[L, N, ...]`` of the mixture ``Σ_c w_c N(loc_c, scale_c²)`` at ``L`` levels.
-
-    The CDF is tabulated once per input on ``_GRID`` points over the ±12-std bracket; each
-    level starts from the linear interpolation of that table and takes ``_NEWTON_STEPS``
-    Newton steps kept inside its grid cell (bisection where a step would leave it). Noise-free
-    mixtures (steps, no density) use ``RegressionPrediction.quantile``'s bisection.
-    """
-    if not bool((scale > 0).all()):
-        base = RegressionPrediction(samples=loc, loc=loc, scale=scale, weights=weights)
-        return torch.stack([base.quantile(float(level)) for level in levels])
-    scale = scale.expand_as(loc)
-    low = (loc - 12 * scale).amin(0) - 1e-12
-    high = (loc + 12 * scale).amax(0) + 1e-12
-    steps = torch.linspace(0, 1, _GRID, dtype=loc.dtype, device=loc.device)
-    grid = low + (high - low) * steps.reshape(-1, *[1] * low.dim())  # [M, N, ...]
-    table = torch.cat([_mixture_cdf(loc, scale, weights, part) for part in torch.split(grid, 16)])
-    block = max(1, 2**22 // max(loc.numel(), 1))
-    parts = []
-    for chunk in torch.split(levels.to(loc), block):
-        target = chunk.reshape(-1, *[1] * low.dim())  # [L, 1, ...]
-        cell = (table.unsqueeze(0) < target.unsqueeze(1)).sum(1).clamp(1, _GRID - 1)  # [L, N]
-        lower, upper = grid.gather(0, cell - 1), grid.gather(0, cell)
-        f_lower, f_upper = table.gather(0, cell - 1), table.gather(0, cell)
-        span = (f_upper - f_lower).clamp_min(torch.finfo(loc.dtype).tiny)
-        point = lower + (target - f_lower) / span * (upper - lower)
-        for _ in range(_NEWTON_STEPS):
-            cdf, density = _mixture_cdf(loc, scale, weights, point, with_density=True)
-            newton = point - (cdf - target) / density.clamp_min(torch.finfo(loc.dtype).tiny)
-            lower = torch.where(cdf < target, point, lower)
-            upper = torch.where(cdf < target, upper, point)
-            inside = (newton >= lower) & (newton <= upper)
-            point = torch.where(inside, newton, 0.5 * (lower + upper))
-        parts.append(point)
-    return torch.cat(parts)
-
-
-def _mixture_cdf(
-    loc: Tensor, scale: Tensor, weights: Tensor, points: Tensor, *, with_density: bool = False
-) -> Any:
-    """The mixture's CDF at ``points`` ``[L, N, ...]`` (all scales positive), and with
-    ``with_density`` its density there."""
-    z = (points.unsqueeze(1) - loc) / scale  # [L, C, N, ...]
-    cdf = (weights * 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))).sum(1)
-    if not with_density:
-        return cdf
-    density = (weights * torch.exp(-0.5 * z**2) / (scale * math.sqrt(2 * math.pi))).sum(1)
-    return cdf, density
-
-
-def _partial_moments(
-    loc: Tensor, scale: Tensor, weights: Tensor, point: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``∫_{-∞}^t y dF`` and ``∫_{-∞}^t y² dF`` of the mixture at ``t = point`` ``[N, ...]``."""
-    scale = scale.expand_as(loc)
-    noisy = scale > 0
-    safe = torch.where(noisy, scale, torch.ones_like(scale))
-    z = (point - loc) / safe
-    below = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))
-    density = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
-    step = (point >= loc).to(loc)
-    first = torch.where(noisy, loc * below - scale * density, loc * step)
-    second = torch.where(
-        noisy, (loc**2 + scale**2) * below - scale * (loc + point) * density, loc**2 * step
-    )
-    return (weights * first).sum(0), (weights * second).sum(0)
 
 
 class IsotonicRecalibrated(ScalingWrapper):
@@ -364,9 +303,10 @@ def isotonic_recalibrate(
             "isotonic recalibration needs a regression prediction (e.g. likelihood="
             f"bnn.Gaussian(0.1)), got a {type(base).__name__}."
         )
+    check_described_by_mixture(base, "isotonic_recalibrate")
     if x_cal.shape[0] < 2:
         raise ValueError("isotonic recalibration needs at least 2 calibration points.")
-    pit = base.cdf(y_cal).reshape(-1).to(torch.float64).cpu()
+    pit = pit_values(base, y_cal).reshape(-1).cpu()
     knots = _knots(pit, min(num_knots, len(pit)))
     wrapper = IsotonicRecalibrated(posterior, knots, chosen)
     recalibrated = _recalibrated(base, wrapper.knots, wrapper.levels)
@@ -381,9 +321,10 @@ def _knots(pit: Tensor, count: int) -> Tensor:
     the ``k``-th smallest PIT when ``K = n``: on average a new PIT falls between the ``i``-th
     and ``j``-th with probability ``(j − i) / (n + 1)``, which the levels state — the
     interpolating quantile of ``torch.quantile`` would pull the outer knots inward and make
-    small calibration sets under-cover), blended as ``a_k = (1 − λ) q_k + λ k / (K + 1)``
-    (``λ = 1e-6``) so that ``R`` stays strictly increasing where PIT values tie or pile up at
-    0 or 1 (slopes at most ``~1e6``)."""
+    small calibration sets under-cover). Tied quantiles (tied PITs: a jump of the empirical
+    CDF) are spread by a relative ``1e-9`` so that ``R`` stays strictly increasing; a PIT of
+    exactly 0 or 1 (a target beyond the float64 tail of ``F``, about 38 stds below or 8 above
+    it) cannot be placed, is kept just inside ``(0, 1)``, and is warned about."""
     levels = torch.arange(1, count + 1, dtype=torch.float64) / (count + 1)
     ordered = pit.clamp(0, 1).sort().values
     n = len(ordered)
@@ -391,7 +332,42 @@ def _knots(pit: Tensor, count: int) -> Tensor:
     below = position.floor().long()
     above = position.ceil().long()
     quantiles = ordered[below] + (position - below) * (ordered[above] - ordered[below])
-    inner = (1 - _BLEND) * quantiles + _BLEND * levels
+    _warn_saturated(quantiles, levels)
+    inner = torch.tensor(_strictly_increasing(quantiles.tolist()), dtype=torch.float64)
     return torch.cat(
         [torch.zeros(1, dtype=torch.float64), inner, torch.ones(1, dtype=torch.float64)]
     )
+
+
+def _warn_saturated(quantiles: Tensor, levels: Tensor) -> None:
+    """Warn when knots sit at a PIT of exactly 0 or 1, naming the levels whose quantiles the
+    float64 tails of ``F`` cannot reach."""
+    low, high = levels[quantiles <= 0], levels[quantiles >= 1]
+    if len(low) + len(high) == 0:
+        return
+    capped = [f"below level {float(low.max()):.4f}" for _ in low[:1]]
+    capped += [f"above level {float(high.min()):.4f}" for _ in high[:1]]
+    warnings.warn(
+        f"{len(low) + len(high)} of the {len(levels)} knots of R sit at a PIT of exactly 0 or "
+        "1: calibration targets lie beyond the float64 tails of the predictive (about 38 stds "
+        f"below or 8 above it), so the recalibrated quantiles {' and '.join(capped)} are "
+        "capped there. The model is far too confident: widen its predictive first "
+        "(std_scale), or use conformalize.",
+        stacklevel=4,
+    )
+
+
+def _strictly_increasing(values: list[float]) -> list[float]:
+    """Sorted values in ``[0, 1]`` made strictly increasing inside ``(0, 1)``: each tie moved
+    up by a relative ``1e-9`` (at least one float), then those at or above 1 stepped below it."""
+    tiny = torch.finfo(torch.float64).tiny
+    values = [min(max(value, tiny), 1.0) for value in values]
+    for k in range(1, len(values)):
+        if values[k] <= values[k - 1]:
+            values[k] = max(values[k - 1] * (1 + 1e-9), math.nextafter(values[k - 1], 1.0))
+    ceiling = 1.0
+    for k in reversed(range(len(values))):
+        if values[k] >= ceiling:
+            values[k] = math.nextafter(ceiling, 0.0)
+        ceiling = values[k]
+    return values

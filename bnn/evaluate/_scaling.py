@@ -12,8 +12,9 @@ from torch import Tensor
 
 from bnn.evaluate._conformal_scores import check_calibration_pair
 from bnn.likelihoods import Bernoulli, Categorical, Likelihood
-from bnn.posterior.protocol import CarriesLikelihood, Posterior
+from bnn.posterior.protocol import Posterior
 from bnn.posterior.wrapper import PosteriorWrapper
+from bnn.predict import observation_model
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 
@@ -38,7 +39,27 @@ class ScalingWrapper(PosteriorWrapper):
 
 
 class LogitMap(ScalingWrapper):
-    """A classifier posterior whose function samples (logits) go through ``transform``."""
+    """A classifier posterior whose function samples (logits) go through ``transform``.
+
+    It carries the classification likelihood it was fitted with (``None``: the wrapped
+    posterior's own, if it carries one), so that a prediction without ``likelihood=`` reads
+    the logits as class scores, and another likelihood is refused.
+    """
+
+    def __init__(self, posterior: Posterior, likelihood: Likelihood | None = None) -> None:
+        super().__init__(posterior)
+        if likelihood is not None and not isinstance(likelihood, Categorical | Bernoulli):
+            raise TypeError(
+                f"{type(self).__name__} maps logits: its likelihood must be bnn.Categorical() "
+                f"or bnn.Bernoulli(), got {type(likelihood).__name__}."
+            )
+        self.likelihood = likelihood
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The classification likelihood the map was fitted with (else the wrapped
+        posterior's own)."""
+        return self.likelihood if self.likelihood is not None else super().predictive_likelihood
 
     def transform(self, logits: Tensor) -> Tensor:
         """The map applied to the wrapped posterior's samples ``[S, N, ...]``."""
@@ -71,7 +92,8 @@ def check_temperature(temperature: object) -> float:
 def resolve_likelihood(
     posterior: Posterior, likelihood: Likelihood | None, default: Likelihood
 ) -> Likelihood:
-    """The caller's likelihood, else the one the posterior carries, else ``default``."""
+    """The one the posterior carries (``likelihood`` may repeat it; another one is refused),
+    else the caller's, else ``default``."""
     if not isinstance(posterior, Posterior):
         raise TypeError(
             f"posterior must be a bnn Posterior (what a bnn.infer method returns), got "
@@ -79,8 +101,7 @@ def resolve_likelihood(
         )
     if likelihood is not None and not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}.")
-    carried = posterior.predictive_likelihood if isinstance(posterior, CarriesLikelihood) else None
-    return likelihood or carried or default
+    return observation_model(posterior, likelihood, "calibrate") or default
 
 
 def classification_likelihood(

@@ -38,8 +38,14 @@ class VectorScaled(LogitMap):
         nll_after: calibration-set NLL after scaling.
     """
 
-    def __init__(self, posterior: Posterior, scale: Tensor, bias: Tensor) -> None:
-        super().__init__(posterior)
+    def __init__(
+        self,
+        posterior: Posterior,
+        scale: Tensor,
+        bias: Tensor,
+        likelihood: Likelihood | None = None,
+    ) -> None:
+        super().__init__(posterior, likelihood)
         if scale.shape != bias.shape or scale.dim() != 1:
             raise ValueError(
                 f"scale and bias must be vectors of one length, got {tuple(scale.shape)} and "
@@ -77,7 +83,8 @@ def vector_scale(
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
         likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
-            posterior carries, else ``Categorical``).
+            posterior carries, else ``Categorical``; a different one than the posterior
+            carries is refused). The scaled posterior carries it.
         num_samples: function samples ``S`` drawn at ``x_cal``.
         rng: randomness of those samples.
 
@@ -118,7 +125,7 @@ def vector_scale(
     scale, bias = parameters.chunk(2)
     if not binary:
         bias = bias - bias.mean()
-    scaled = VectorScaled(posterior, scale, bias)
+    scaled = VectorScaled(posterior, scale, bias, likelihood)
     scaled.nll_before = float(nll(start.to(logits)))
     scaled.nll_after = float(nll(parameters))
     return scaled

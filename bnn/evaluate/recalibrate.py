@@ -47,10 +47,15 @@ from bnn.evaluate._conformal import (
     ConformalClassificationPrediction,
     ConformalPosterior,
     ConformalRegressionPrediction,
+    calibration_likelihood,
     conformalize,
     inner_prediction,
 )
-from bnn.evaluate._conformal_scores import calibration_targets, check_calibration_pair
+from bnn.evaluate._conformal_scores import (
+    calibration_targets,
+    check_calibration_pair,
+    check_described_by_mixture,
+)
 from bnn.evaluate._cross_conformal import CrossConformal, cv_plus, jackknife_plus
 from bnn.evaluate._glm_temperature import (
     glm_calibration_nll,
@@ -119,10 +124,14 @@ class TemperatureScaled(LogitMap):
     Args:
         posterior: any `bnn.Posterior` whose outputs are logits.
         temperature: ``T > 0`` (``> 1`` softens over-confident predictions).
+        likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()``, carried (``None``: the
+            wrapped posterior's own, if any); `temperature_scale` passes the one it fitted with.
     """
 
-    def __init__(self, posterior: Posterior, temperature: float) -> None:
-        super().__init__(posterior)
+    def __init__(
+        self, posterior: Posterior, temperature: float, likelihood: Likelihood | None = None
+    ) -> None:
+        super().__init__(posterior, likelihood)
         self.temperature = check_temperature(temperature)
 
     def transform(self, logits: Tensor) -> Tensor:
@@ -158,16 +167,33 @@ class StdScaled(ScalingWrapper):
     ``sample_functions`` returns the wrapped posterior's samples unchanged (they also hold
     noise parameters for heteroscedastic heads, which a factor cannot be applied to blindly).
 
+    It carries the likelihood it was fitted with, so a prediction without ``likelihood=``
+    scales the same noisy predictive, and another likelihood is refused.
+
     Args:
         posterior: any `bnn.Posterior` of a regression model.
         factor: ``s > 0``.
+        likelihood: the regression likelihood ``s`` was fitted with (``None``: the wrapped
+            posterior's own, if any); `std_scale` passes it.
     """
 
-    def __init__(self, posterior: Posterior, factor: float) -> None:
+    def __init__(
+        self, posterior: Posterior, factor: float, likelihood: Likelihood | None = None
+    ) -> None:
         super().__init__(posterior)
         if not (isinstance(factor, float | int) and math.isfinite(factor) and factor > 0):
             raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
+        if likelihood is not None and not isinstance(likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}."
+            )
         self.factor = float(factor)
+        self.likelihood = likelihood
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The likelihood ``s`` was fitted with (else the wrapped posterior's own)."""
+        return self.likelihood if self.likelihood is not None else super().predictive_likelihood
 
     def closed_form_prediction(
         self,
@@ -211,7 +237,8 @@ def temperature_scale(
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
         likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
-            posterior carries, else ``Categorical``).
+            posterior carries, else ``Categorical``; a different one than the posterior
+            carries is refused). The scaled posterior carries it.
         num_samples: function samples ``S`` drawn at ``x_cal``.
         rng: randomness of those samples (the posterior's ``"predict"`` stream).
 
@@ -227,8 +254,9 @@ def temperature_scale(
         >>> scaled = temperature_scale(posterior, x_cal, y_cal, rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical()).probs
     """
-    if is_glm_classifier(posterior, resolve_likelihood(posterior, likelihood, Categorical())):
-        return _glm_temperature_scale(posterior, x_cal, y_cal, num_samples, rng)
+    chosen = resolve_likelihood(posterior, likelihood, Categorical())
+    if is_glm_classifier(posterior, chosen):
+        return _glm_temperature_scale(posterior, chosen, x_cal, y_cal, num_samples, rng)
     likelihood, logits = calibration_logits(
         posterior, likelihood, x_cal, y_cal, num_samples, rng, "temperature scaling"
     )
@@ -249,7 +277,7 @@ def temperature_scale(
         return -log_mixture.mean()
 
     log_temperature = _minimise_scalar(nll, logits.device)
-    scaled = TemperatureScaled(posterior, math.exp(log_temperature))
+    scaled = TemperatureScaled(posterior, math.exp(log_temperature), likelihood)
     scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=logits.device)))
     scaled.nll_after = float(nll(torch.tensor(log_temperature, dtype=torch.float64)))
     return scaled
@@ -276,7 +304,9 @@ def std_scale(
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: targets ``[n, ...]`` (the shape of one sample's prediction).
         likelihood: a regression likelihood with observation noise (``bnn.Gaussian(std)``,
-            ``HeteroscedasticGaussian``, ``MixtureDensity``); ``None``: the posterior's own.
+            ``HeteroscedasticGaussian``, ``MixtureDensity``); ``None``: the posterior's own
+            (a different one than the posterior carries is refused). The scaled posterior
+            carries it.
         num_samples: function samples ``S`` drawn at ``x_cal``.
         rng: randomness of those samples (the posterior's ``"predict"`` stream).
 
@@ -292,6 +322,7 @@ def std_scale(
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Gaussian(0.1)).std
     """
     check_calibration_pair(x_cal, y_cal, num_samples)
+    likelihood = calibration_likelihood(posterior, likelihood)
     generator = resolve_rng(rng)
     prediction = inner_prediction(posterior, x_cal, likelihood, num_samples, generator, None)
     if not isinstance(prediction, RegressionPrediction):
@@ -299,6 +330,7 @@ def std_scale(
             "std scaling is for regression; for a classifier use temperature_scale "
             f"(got a {type(prediction).__name__})."
         )
+    check_described_by_mixture(prediction, "std_scale")
     scale = prediction.scale.expand_as(prediction.loc)
     if not bool((scale > 0).all()):
         raise ValueError(
@@ -323,7 +355,7 @@ def std_scale(
         return -(log_mixture - dims * log_factor).mean()
 
     log_factor = _minimise_scalar(nll, loc.device)
-    scaled = StdScaled(posterior, math.exp(log_factor))
+    scaled = StdScaled(posterior, math.exp(log_factor), likelihood)
     scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=loc.device)))
     scaled.nll_after = float(nll(torch.tensor(log_factor, dtype=torch.float64)))
     return scaled
@@ -331,7 +363,12 @@ def std_scale(
 
 # ------------------------------------------------------------------------------ helpers
 def _glm_temperature_scale(
-    posterior: Posterior, x_cal: Tensor, y_cal: Tensor, num_samples: int, rng: RNGLike
+    posterior: Posterior,
+    likelihood: Likelihood,
+    x_cal: Tensor,
+    y_cal: Tensor,
+    num_samples: int,
+    rng: RNGLike,
 ) -> TemperatureScaled:
     """`temperature_scale` of a linearised (GLM) classifier posterior, fitted on its own
     closed-form predictive (``bnn.evaluate._glm_temperature``)."""
@@ -339,7 +376,7 @@ def _glm_temperature_scale(
     nll = glm_calibration_nll(posterior, x_cal, y_cal, num_samples, resolve_rng(rng))
     device = x_cal.device
     log_temperature = _minimise_scalar(nll, device)
-    scaled = TemperatureScaled(posterior, math.exp(log_temperature))
+    scaled = TemperatureScaled(posterior, math.exp(log_temperature), likelihood)
     scaled.nll_before = float(nll(torch.zeros((), dtype=torch.float64, device=device)))
     scaled.nll_after = float(nll(torch.tensor(log_temperature, dtype=torch.float64)))
     return scaled

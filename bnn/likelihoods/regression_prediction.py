@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -51,11 +52,16 @@ class RegressionPrediction(Prediction):
         scale: per-component observation-noise stds, broadcastable to ``loc`` (0 if noise-free).
         weights: mixture weights broadcastable to ``loc``, summing to 1 over components
             (``None``: equal weights ``1/C``).
+        described_by_mixture: (class attribute) whether ``loc``, ``scale`` and ``weights``
+            alone give this prediction's distribution and intervals. A recalibrated
+            prediction (isotonic, conformal) reads them through a map or calibration scores:
+            a recalibration that rebuilds its input prediction from the mixture refuses it.
     """
 
     loc: Tensor
     scale: Tensor
     weights: Tensor | None = None
+    described_by_mixture: ClassVar[bool] = True
 
     @property
     def component_weights(self) -> Tensor:
