@@ -10,8 +10,9 @@ APS): the score of class ``y`` at rank ``o`` is
 with ``u ~ U(0, 1)``; the calibration scores are always randomized. The set is
 ``{y : E(x, y) ≤ q̂}`` (randomized: exact coverage), or every class whose score *before* its
 own probability and penalty step is below ``q̂`` (conservative: never empty, coverage
-``≥ level`` since ``E(x, y) ≤ q̂`` implies it; the same rule as MAPIE's
-``include_last_label=True``). The penalty keeps
+``≥ level`` since ``E(x, y) ≤ q̂`` implies it; like MAPIE's ``include_last_label=True`` it
+includes the class that crosses the threshold, but against randomized calibration scores, so
+the sets can differ from MAPIE's in that last class). The penalty keeps
 classes far down the ranking out of the sets of an over-confident model with a long tail of
 small probabilities. Class-conditional sets use one threshold per class, from the
 calibration points of that class, so coverage holds within every class (Vovk 2012), not only
