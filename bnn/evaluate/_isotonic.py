@@ -42,6 +42,7 @@ from bnn.evaluate._conformal_scores import check_calibration_pair, check_describ
 from bnn.evaluate._mixture_numerics import mixture_quantiles, partial_moments, pit_values
 from bnn.evaluate._scaling import ScalingWrapper
 from bnn.likelihoods import Likelihood, Prediction, RegressionPrediction, align_targets
+from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import Posterior
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -269,7 +270,8 @@ def isotonic_recalibrate(
     """Fit ``R`` on a calibration set (Kuleshov et al. 2018); wrap the posterior.
 
     Args:
-        posterior: any `bnn.Posterior` of a regression model with one output per input.
+        posterior: any `bnn.Posterior` of a regression model with one output per input (or a
+            model with Bayesian layers or ``MCDropout``).
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: targets ``[n]`` or ``[n, 1]``.
         likelihood: the observation model (``None``: the posterior's own); the PIT values
@@ -281,7 +283,8 @@ def isotonic_recalibrate(
 
     Returns:
         `IsotonicRecalibrated` (``knots``; ``nll_before``/``nll_after`` the calibration-set
-        NLL of ``F`` and of ``G``).
+        NLL of ``F`` and of ``G``, NaN for a noise-free mixture of function samples, which
+        has no density).
 
     Raises:
         TypeError / ValueError: not a regression prediction, several outputs per input,
@@ -292,6 +295,7 @@ def isotonic_recalibrate(
         >>> recalibrated = isotonic_recalibrate(posterior, x_cal, y_cal, rng=0)
         >>> bnn.predict_with_uncertainty(recalibrated, x_test).interval(0.9)
     """
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
     check_calibration_pair(x_cal, y_cal, num_samples)
     if isinstance(num_knots, bool) or not isinstance(num_knots, int) or num_knots < 1:
         raise ValueError(f"num_knots must be a positive int, got {num_knots!r}.")
@@ -307,15 +311,17 @@ def isotonic_recalibrate(
     if x_cal.shape[0] < 2:
         raise ValueError("isotonic recalibration needs at least 2 calibration points.")
     pit = pit_values(base, y_cal).reshape(-1).cpu()
-    knots = _knots(pit, min(num_knots, len(pit)))
+    continuous = bool((base.scale > 0).all())  # else PITs of exactly 0 or 1 are steps' values
+    knots = _knots(pit, min(num_knots, len(pit)), continuous)
     wrapper = IsotonicRecalibrated(posterior, knots, chosen)
-    recalibrated = _recalibrated(base, wrapper.knots, wrapper.levels)
-    wrapper.nll_before = -float(base.log_likelihood(y_cal).mean())
-    wrapper.nll_after = -float(recalibrated.log_likelihood(y_cal).mean())
+    if continuous:  # a noise-free mixture has no density: the NLLs stay NaN
+        recalibrated = _recalibrated(base, wrapper.knots, wrapper.levels)
+        wrapper.nll_before = -float(base.log_likelihood(y_cal).mean())
+        wrapper.nll_after = -float(recalibrated.log_likelihood(y_cal).mean())
     return wrapper
 
 
-def _knots(pit: Tensor, count: int) -> Tensor:
+def _knots(pit: Tensor, count: int, continuous: bool) -> Tensor:
     """``[0, a_1, …, a_K, 1]``: the PITs' quantiles ``q_k`` at levels ``k / (K + 1)``, read at
     the plotting positions ``k (n + 1) / (K + 1)`` of their order statistics (so ``q_k`` is
     the ``k``-th smallest PIT when ``K = n``: on average a new PIT falls between the ``i``-th
@@ -324,7 +330,8 @@ def _knots(pit: Tensor, count: int) -> Tensor:
     small calibration sets under-cover). Tied quantiles (tied PITs: a jump of the empirical
     CDF) are spread by a relative ``1e-9`` so that ``R`` stays strictly increasing; a PIT of
     exactly 0 or 1 (a target beyond the float64 tail of ``F``, about 38 stds below or 8 above
-    it) cannot be placed, is kept just inside ``(0, 1)``, and is warned about."""
+    it) cannot be placed, is kept just inside ``(0, 1)``, and is warned about when ``F`` is
+    continuous (a noise-free mixture's steps take those values by design)."""
     levels = torch.arange(1, count + 1, dtype=torch.float64) / (count + 1)
     ordered = pit.clamp(0, 1).sort().values
     n = len(ordered)
@@ -332,7 +339,8 @@ def _knots(pit: Tensor, count: int) -> Tensor:
     below = position.floor().long()
     above = position.ceil().long()
     quantiles = ordered[below] + (position - below) * (ordered[above] - ordered[below])
-    _warn_saturated(quantiles, levels)
+    if continuous:
+        _warn_saturated(quantiles, levels)
     inner = torch.tensor(_strictly_increasing(quantiles.tolist()), dtype=torch.float64)
     return torch.cat(
         [torch.zeros(1, dtype=torch.float64), inner, torch.ones(1, dtype=torch.float64)]

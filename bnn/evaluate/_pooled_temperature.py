@@ -40,6 +40,7 @@ from bnn.likelihoods import (
     Likelihood,
     class_indices,
 )
+from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import Posterior, check_memory_budget
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -132,8 +133,8 @@ def pooled_temperature_scale(
     says what it gives up.
 
     Args:
-        posterior: any `bnn.Posterior` whose outputs are logits ``[N, K]`` (or one logit per
-            input for a Bernoulli likelihood).
+        posterior: any `bnn.Posterior` (or a model) whose outputs are logits ``[N, K]`` (or
+            one logit per input for a Bernoulli likelihood).
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
         likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
@@ -151,6 +152,7 @@ def pooled_temperature_scale(
         >>> scaled.temperature                      # < 1: the mixture was under-confident
         >>> bnn.predict_with_uncertainty(scaled, x_test).probs   # [N, K]
     """
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
     likelihood = classification_likelihood(posterior, likelihood, "pooled temperature scaling")
     check_calibration_pair(x_cal, y_cal, num_samples)
     budget = check_memory_budget(None, x_cal.device)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from bnn.evaluate._scaling import LogitMap, calibration_logits, minimise
 from bnn.likelihoods import Bernoulli, Likelihood, class_indices
+from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import Posterior
 from bnn.random.default import RNGLike
 
@@ -78,8 +79,8 @@ def vector_scale(
     overfit a small one.
 
     Args:
-        posterior: any `bnn.Posterior` whose outputs are logits ``[N, K]`` (one logit per
-            input for a Bernoulli likelihood).
+        posterior: any `bnn.Posterior` (or a model) whose outputs are logits ``[N, K]`` (one
+            logit per input for a Bernoulli likelihood).
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
         likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
@@ -99,6 +100,7 @@ def vector_scale(
         >>> scaled = vector_scale(posterior, x_cal, y_cal, likelihood=bnn.Categorical(), rng=0)
         >>> scaled.scale, scaled.bias
     """
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
     likelihood, logits = calibration_logits(
         posterior, likelihood, x_cal, y_cal, num_samples, rng, "vector scaling"
     )

@@ -85,6 +85,7 @@ from bnn.likelihoods import (
     RegressionPrediction,
     class_indices,
 )
+from bnn.posterior.model import as_posterior
 from bnn.posterior.protocol import Posterior
 from bnn.random.default import RNGLike, resolve_rng
 from bnn.random.rng import RNG
@@ -232,8 +233,8 @@ def temperature_scale(
     With ``S = 1`` (a point estimate) this is the convex problem of Guo et al.
 
     Args:
-        posterior: any `bnn.Posterior` whose outputs are logits ``[N, K]`` (or one logit per
-            input for a Bernoulli likelihood).
+        posterior: any `bnn.Posterior` (or a model) whose outputs are logits ``[N, K]`` (or
+            one logit per input for a Bernoulli likelihood).
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: class indices ``[n]`` (0/1 for a Bernoulli likelihood).
         likelihood: ``bnn.Categorical()`` or ``bnn.Bernoulli()`` (``None``: the one the
@@ -254,6 +255,7 @@ def temperature_scale(
         >>> scaled = temperature_scale(posterior, x_cal, y_cal, rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Categorical()).probs
     """
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
     chosen = resolve_likelihood(posterior, likelihood, Categorical())
     if is_glm_classifier(posterior, chosen):
         return _glm_temperature_scale(posterior, chosen, x_cal, y_cal, num_samples, rng)
@@ -300,7 +302,7 @@ def std_scale(
     Gaussian predictive ``N(μ_i, σ_i²)`` the optimum is ``s² = 1/n Σ_i (y_i − μ_i)² / σ_i²``.
 
     Args:
-        posterior: any `bnn.Posterior` of a regression model.
+        posterior: any `bnn.Posterior` (or a model) of a regression model.
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: targets ``[n, ...]`` (the shape of one sample's prediction).
         likelihood: a regression likelihood with observation noise (``bnn.Gaussian(std)``,
@@ -321,6 +323,7 @@ def std_scale(
         >>> scaled = std_scale(posterior, x_cal, y_cal, likelihood=bnn.Gaussian(0.1), rng=0)
         >>> bnn.predict_with_uncertainty(scaled, x_test, likelihood=bnn.Gaussian(0.1)).std
     """
+    posterior = as_posterior(posterior)  # a model (MCDropout, Bayesian layers) or a posterior
     check_calibration_pair(x_cal, y_cal, num_samples)
     likelihood = calibration_likelihood(posterior, likelihood)
     generator = resolve_rng(rng)

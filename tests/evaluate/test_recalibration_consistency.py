@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -19,6 +22,7 @@ import bnn
 from bnn.evaluate.recalibrate import (
     conformalize,
     isotonic_recalibrate,
+    pooled_temperature_scale,
     std_scale,
     temperature_scale,
     vector_scale,
@@ -159,3 +163,45 @@ def test_isotonic_recalibration_reaches_the_far_tails_of_an_overconfident_float3
         coverage = float(((y[n:] >= lower) & (y[n:] <= upper)).double().mean())
         sd = (level * (1 - level) * (1 / (n + 1) + 1 / m)) ** 0.5
         assert abs(coverage - level) < 4 * sd, (level, coverage, sd)
+
+
+def _dropout_network(outputs: int) -> bnn.MCDropout:
+    with bnn.RNG(0).stream("init"):
+        network = nn.Sequential(
+            nn.Linear(3, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, outputs)
+        )
+    return bnn.MCDropout(network)
+
+
+def test_every_recalibration_takes_a_model_as_conformalize_does() -> None:
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(120, 3, generator=generator)
+    y = x.sum(1, keepdim=True) + torch.randn(120, 1, generator=generator)
+    labels = torch.randint(0, 3, (120,), generator=generator)
+    regression, classifier = _dropout_network(1), _dropout_network(3)
+    noise = bnn.Gaussian(1.0)
+    fitted = [
+        isotonic_recalibrate(regression, x, y, likelihood=noise, num_samples=8, rng=0),
+        std_scale(regression, x, y, likelihood=noise, num_samples=8, rng=0),
+        temperature_scale(classifier, x, labels, num_samples=8, rng=0),
+        vector_scale(classifier, x, labels, num_samples=8, rng=0),
+        pooled_temperature_scale(classifier, x, labels, num_samples=8, rng=0),
+    ]
+    for scaled in fitted:
+        assert isinstance(scaled.posterior, bnn.Posterior)
+        bnn.predict_with_uncertainty(scaled, x[:5], num_samples=8, rng=1)
+
+
+def test_isotonic_recalibration_of_a_noise_free_mixture_has_no_density_and_no_warning() -> None:
+    # PITs of a mixture of point masses are its steps' values, 0 and 1 among them by design
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(100, 3, generator=generator)
+    y = x.sum(1, keepdim=True) + torch.randn(100, 1, generator=generator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recalibrated = isotonic_recalibrate(_dropout_network(1), x, y, num_samples=20, rng=0)
+    assert math.isnan(recalibrated.nll_before) and math.isnan(recalibrated.nll_after)
+    lower, upper = bnn.predict_with_uncertainty(
+        recalibrated, x[:10], num_samples=20, rng=1
+    ).interval(0.9)
+    assert bool((lower < upper).all())
