@@ -18,6 +18,8 @@ from bnn.predict import observation_model
 from bnn.random import GLOBAL_STATE_LOCK
 from bnn.random.default import RNGLike, resolve_rng
 
+_LOG_FACTOR_BOUND = math.log(1e4)  # fitted factors are confined to [1e-4, 1e4]
+
 __all__ = [
     "LogitMap",
     "ScalingWrapper",
@@ -25,6 +27,7 @@ __all__ = [
     "check_temperature",
     "classification_likelihood",
     "minimise",
+    "minimise_log_factor",
     "resolve_likelihood",
 ]
 
@@ -174,3 +177,10 @@ def minimise(
     if not bool(torch.isfinite(result).all()):
         raise ValueError("the calibration objective is not finite; check the calibration data.")
     return result
+
+
+def minimise_log_factor(objective: Callable[[Tensor], Tensor], device: torch.device) -> float:
+    """Minimise a smooth function of one log-parameter (a log temperature or log factor) by
+    L-BFGS from 0, confined to ``[log 1e-4, log 1e4]``; its argmin."""
+    start = torch.zeros((), dtype=torch.float64, device=device)
+    return float(minimise(objective, start, _LOG_FACTOR_BOUND))
