@@ -118,7 +118,11 @@ class ConformalPosterior(PosteriorWrapper):
     It carries the observation model it was calibrated with (``predictive_likelihood``), so
     every door — ``predict_with_uncertainty`` with or without ``likelihood=``, ``predict``,
     ``interval``, ``prediction_set``, ``to_arviz`` — predicts with the calibration's scores.
-    Another likelihood would change the scores and lose the guarantee: it is refused.
+    Another likelihood would change the scores and lose the guarantee: it is refused. For a
+    posterior that draws fresh function samples, test scores are exchangeable with the
+    calibration's at the same sample count: ``predict``, ``interval`` and ``prediction_set``
+    use ``num_samples`` by default; ``predict_with_uncertainty`` uses its own default (100,
+    also `conformalize`'s) unless told.
 
     Attributes:
         posterior: the wrapped posterior.
