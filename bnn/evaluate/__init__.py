@@ -6,9 +6,11 @@
   importer.
 * ``bnn.evaluate.convergence`` — R-hat, ESS, divergences and stuck samplers (``summary``).
 * ``bnn.evaluate.recalibrate`` — temperature (per sample or pooled), vector and std scaling,
-  isotonic recalibration of regression CDFs, conformal intervals and prediction sets
-  (``temperature_scale``, ``pooled_temperature_scale``, ``std_scale``,
-  ``isotonic_recalibrate``, ``conformalize``).
+  isotonic recalibration of regression CDFs, conformal intervals and prediction sets, CV+,
+  jackknife+ and jackknife+-after-bootstrap (``temperature_scale``,
+  ``pooled_temperature_scale``, ``vector_scale``, ``std_scale``, ``isotonic_recalibrate``,
+  ``conformalize``, ``cv_plus``, ``jackknife_plus``, ``jackknife_plus_after_bootstrap``; each
+  also here, as ``bnn.evaluate.<name>``).
 * ``bnn.evaluate.ood`` — out-of-distribution detection: AUROC, AUPR, FPR at 95 % TPR of an
   uncertainty score (``ood_detection``, ``ood_table``).
 * ``bnn.evaluate.shift`` — image rotation and accuracy/NLL/ECE against the angle
@@ -28,10 +30,14 @@ from bnn.evaluate.diagnostics import loo, to_arviz
 from bnn.evaluate.ood import OODReport, ood_detection
 from bnn.evaluate.recalibrate import (
     conformalize,
+    cv_plus,
     isotonic_recalibrate,
+    jackknife_plus,
+    jackknife_plus_after_bootstrap,
     pooled_temperature_scale,
     std_scale,
     temperature_scale,
+    vector_scale,
 )
 from bnn.evaluate.shift import ShiftCurve, rotate, shift_curve
 
@@ -43,7 +49,10 @@ __all__ = [
     "Summary",
     "calibration",
     "conformalize",
+    "cv_plus",
     "isotonic_recalibrate",
+    "jackknife_plus",
+    "jackknife_plus_after_bootstrap",
     "loo",
     "ood_detection",
     "pooled_temperature_scale",
@@ -53,4 +62,5 @@ __all__ = [
     "summary",
     "temperature_scale",
     "to_arviz",
+    "vector_scale",
 ]
