@@ -160,8 +160,9 @@ class ConformalRegressionPrediction(RegressionPrediction):
         """The prediction of ``shift + scale · y`` (e.g. back to the original target scale),
         still conformal: its calibration is mapped the same way, so the interval of the
         rescaled prediction is the rescaled interval."""
-        assert self.calibration is not None
         base = super().rescale(shift, scale)
+        if self.calibration is None:
+            return base
         return ConformalRegressionPrediction(
             samples=base.samples,
             loc=base.loc,

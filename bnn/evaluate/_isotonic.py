@@ -50,6 +50,7 @@ from bnn.random.rng import RNG
 __all__ = ["IsotonicRecalibrated", "IsotonicRegressionPrediction", "isotonic_recalibrate"]
 
 _CRPS_LEVELS = 200  # quantile levels of the CRPS integral (midpoint rule)
+_SMALLEST_KNOT = 1e-300  # smallest knot and gap between tied knots: slopes of R stay finite
 
 
 @dataclass(frozen=True)
@@ -274,8 +275,8 @@ def isotonic_recalibrate(
             model with Bayesian layers or ``MCDropout``).
         x_cal: calibration inputs ``[n, ...]``, not used in training.
         y_cal: targets ``[n]`` or ``[n, 1]``.
-        likelihood: the observation model (``None``: the posterior's own); the PIT values
-            need noise or a spread of function samples.
+        likelihood: the observation model (``None``: the posterior's own); it must have
+            observation noise (a mixture of point masses has no density to recalibrate).
         num_knots: ``K``, the quantiles of the PIT values ``R`` passes through (at most
             ``n``); the moments cost ``K`` quantile evaluations per prediction.
         num_samples: function samples ``S`` drawn at ``x_cal``.
@@ -283,11 +284,11 @@ def isotonic_recalibrate(
 
     Returns:
         `IsotonicRecalibrated` (``knots``; ``nll_before``/``nll_after`` the calibration-set
-        NLL of ``F`` and of ``G``, NaN for a noise-free mixture of function samples, which
-        has no density).
+        NLL of ``F`` and of ``G``).
 
     Raises:
-        TypeError / ValueError: not a regression prediction, several outputs per input,
+        TypeError / ValueError: not a regression prediction, no observation noise, several
+            outputs per input,
             mismatched or non-finite targets, fewer than 2 calibration points, a bad
             ``num_knots``.
 
@@ -308,20 +309,24 @@ def isotonic_recalibrate(
             f"bnn.Gaussian(0.1)), got a {type(base).__name__}."
         )
     check_described_by_mixture(base, "isotonic_recalibrate")
+    if not bool((base.scale > 0).all()):
+        raise ValueError(
+            "isotonic recalibration maps a predictive CDF with a density; this prediction is a "
+            "mixture of point masses (no observation noise): pass likelihood=bnn.Gaussian(std=...) "
+            "or another regression likelihood."
+        )
     if x_cal.shape[0] < 2:
         raise ValueError("isotonic recalibration needs at least 2 calibration points.")
     pit = pit_values(base, y_cal).reshape(-1).cpu()
-    continuous = bool((base.scale > 0).all())  # else PITs of exactly 0 or 1 are steps' values
-    knots = _knots(pit, min(num_knots, len(pit)), continuous)
+    knots = _knots(pit, min(num_knots, len(pit)))
     wrapper = IsotonicRecalibrated(posterior, knots, chosen)
-    if continuous:  # a noise-free mixture has no density: the NLLs stay NaN
-        recalibrated = _recalibrated(base, wrapper.knots, wrapper.levels)
-        wrapper.nll_before = -float(base.log_likelihood(y_cal).mean())
-        wrapper.nll_after = -float(recalibrated.log_likelihood(y_cal).mean())
+    recalibrated = _recalibrated(base, wrapper.knots, wrapper.levels)
+    wrapper.nll_before = -float(base.log_likelihood(y_cal).mean())
+    wrapper.nll_after = -float(recalibrated.log_likelihood(y_cal).mean())
     return wrapper
 
 
-def _knots(pit: Tensor, count: int, continuous: bool) -> Tensor:
+def _knots(pit: Tensor, count: int) -> Tensor:
     """``[0, a_1, …, a_K, 1]``: the PITs' quantiles ``q_k`` at levels ``k / (K + 1)``, read at
     the plotting positions ``k (n + 1) / (K + 1)`` of their order statistics (so ``q_k`` is
     the ``k``-th smallest PIT when ``K = n``: on average a new PIT falls between the ``i``-th
@@ -330,8 +335,7 @@ def _knots(pit: Tensor, count: int, continuous: bool) -> Tensor:
     small calibration sets under-cover). Tied quantiles (tied PITs: a jump of the empirical
     CDF) are spread by a relative ``1e-9`` so that ``R`` stays strictly increasing; a PIT of
     exactly 0 or 1 (a target beyond the float64 tail of ``F``, about 38 stds below or 8 above
-    it) cannot be placed, is kept just inside ``(0, 1)``, and is warned about when ``F`` is
-    continuous (a noise-free mixture's steps take those values by design)."""
+    it) cannot be placed, is kept just inside ``(0, 1)``, and is warned about."""
     levels = torch.arange(1, count + 1, dtype=torch.float64) / (count + 1)
     ordered = pit.clamp(0, 1).sort().values
     n = len(ordered)
@@ -339,8 +343,7 @@ def _knots(pit: Tensor, count: int, continuous: bool) -> Tensor:
     below = position.floor().long()
     above = position.ceil().long()
     quantiles = ordered[below] + (position - below) * (ordered[above] - ordered[below])
-    if continuous:
-        _warn_saturated(quantiles, levels)
+    _warn_saturated(quantiles, levels)
     inner = torch.tensor(_strictly_increasing(quantiles.tolist()), dtype=torch.float64)
     return torch.cat(
         [torch.zeros(1, dtype=torch.float64), inner, torch.ones(1, dtype=torch.float64)]
@@ -366,13 +369,13 @@ def _warn_saturated(quantiles: Tensor, levels: Tensor) -> None:
 
 
 def _strictly_increasing(values: list[float]) -> list[float]:
-    """Sorted values in ``[0, 1]`` made strictly increasing inside ``(0, 1)``: each tie moved
-    up by a relative ``1e-9`` (at least one float), then those at or above 1 stepped below it."""
-    tiny = torch.finfo(torch.float64).tiny
-    values = [min(max(value, tiny), 1.0) for value in values]
+    """Sorted values in ``[0, 1]`` made strictly increasing inside ``(0, 1)``: at least
+    ``1e-300``, each tie moved up by a relative ``1e-9`` (at least ``1e-300``: the slopes of
+    ``R`` stay below ``1e300``), then those at or above 1 stepped below it, one float each."""
+    values = [min(max(value, _SMALLEST_KNOT), 1.0) for value in values]
     for k in range(1, len(values)):
         if values[k] <= values[k - 1]:
-            values[k] = max(values[k - 1] * (1 + 1e-9), math.nextafter(values[k - 1], 1.0))
+            values[k] = max(values[k - 1] * (1 + 1e-9), values[k - 1] + _SMALLEST_KNOT)
     ceiling = 1.0
     for k in reversed(range(len(values))):
         if values[k] >= ceiling:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from bnn.evaluate._conformal import ConformalPosterior
 from bnn.evaluate._conformal_scores import check_calibration_pair
 from bnn.likelihoods import Bernoulli, Categorical, Likelihood
 from bnn.posterior.protocol import Posterior
@@ -112,6 +113,12 @@ def classification_likelihood(
 ) -> Likelihood:
     """`resolve_likelihood` with ``Categorical`` as the default, refused unless it models logits
     (``what`` names the method in the message)."""
+    if isinstance(posterior, ConformalPosterior):
+        raise TypeError(
+            f"{what} would read this conformal posterior's logits and drop its calibrated "
+            "prediction sets; apply it to the posterior that was conformalized instead (one "
+            "recalibration per posterior)."
+        )
     likelihood = resolve_likelihood(posterior, likelihood, Categorical())
     if not isinstance(likelihood, Categorical | Bernoulli):
         raise TypeError(

@@ -93,7 +93,8 @@ def same_observation_model(first: Likelihood | None, second: Likelihood | None) 
         return False
     state, other = first.state_dict(), second.state_dict()
     if state.keys() != other.keys() or not all(
-        state[key].shape == other[key].shape and bool(torch.equal(state[key], other[key]))
+        state[key].shape == other[key].shape
+        and bool(torch.equal(state[key].cpu(), other[key].cpu()))  # a CUDA copy is the same
         for key in state
     ):
         return False

@@ -11,9 +11,6 @@
 
 from __future__ import annotations
 
-import math
-import warnings
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -192,16 +189,37 @@ def test_every_recalibration_takes_a_model_as_conformalize_does() -> None:
         bnn.predict_with_uncertainty(scaled, x[:5], num_samples=8, rng=1)
 
 
-def test_isotonic_recalibration_of_a_noise_free_mixture_has_no_density_and_no_warning() -> None:
-    # PITs of a mixture of point masses are its steps' values, 0 and 1 among them by design
+def test_isotonic_recalibration_refuses_a_mixture_of_point_masses() -> None:
     generator = torch.Generator().manual_seed(7)
     x = torch.randn(100, 3, generator=generator)
     y = x.sum(1, keepdim=True) + torch.randn(100, 1, generator=generator)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        recalibrated = isotonic_recalibrate(_dropout_network(1), x, y, num_samples=20, rng=0)
-    assert math.isnan(recalibrated.nll_before) and math.isnan(recalibrated.nll_after)
-    lower, upper = bnn.predict_with_uncertainty(
-        recalibrated, x[:10], num_samples=20, rng=1
-    ).interval(0.9)
-    assert bool((lower < upper).all())
+    with pytest.raises(ValueError, match="no observation noise"):
+        isotonic_recalibrate(_dropout_network(1), x, y, num_samples=20, rng=0)
+
+
+def test_targets_beyond_the_lower_float64_tail_leave_finite_moments() -> None:
+    # N(0, 0.3²) predictive, targets near −12 (40 stds below: PITs of exactly 0, all tied)
+    generator = torch.Generator().manual_seed(8)
+    x = torch.zeros(200, 1)
+    y = -12 + torch.randn(200, 1, generator=generator)
+    net = nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+    with pytest.warns(UserWarning, match="below level"):
+        recalibrated = isotonic_recalibrate(
+            PointEstimate(net), x, y, likelihood=bnn.Gaussian(0.3), num_samples=1
+        )
+    prediction = bnn.predict_with_uncertainty(recalibrated, x[:3], num_samples=1)
+    assert bool(torch.isfinite(prediction.mean).all() and torch.isfinite(prediction.std).all())
+    assert bool(torch.isfinite(recalibrated.knots.diff().reciprocal()).all())  # finite slopes
+
+
+def test_scaling_a_conformal_classifier_is_refused() -> None:
+    features, labels, posterior = _logits(200, 9)
+    conformal = conformalize(
+        posterior, features[:100], labels[:100], likelihood=bnn.Categorical(), num_samples=1
+    )
+    for fit in (temperature_scale, vector_scale, pooled_temperature_scale):
+        with pytest.raises(TypeError, match="one recalibration per posterior"):
+            fit(conformal, features[100:], labels[100:], num_samples=1)
