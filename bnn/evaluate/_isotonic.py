@@ -208,7 +208,7 @@ class IsotonicRecalibrated(ScalingWrapper):
     def __init__(
         self, posterior: Posterior, knots: Tensor, likelihood: Likelihood | None = None
     ) -> None:
-        super().__init__(posterior)
+        super().__init__(posterior, likelihood)
         knots = torch.as_tensor(knots, dtype=torch.float64).detach().cpu()
         if knots.dim() != 1 or len(knots) < 2 or not bool((knots.diff() > 0).all()):
             raise ValueError("knots must be a strictly increasing 1-d tensor from 0 to 1.")
@@ -216,12 +216,6 @@ class IsotonicRecalibrated(ScalingWrapper):
             raise ValueError("knots must start at 0 and end at 1.")
         self.knots = knots
         self.levels = torch.linspace(0, 1, len(knots), dtype=torch.float64)
-        self.likelihood = likelihood
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The likelihood ``R`` was fitted with (``None``: the wrapped posterior's own)."""
-        return self.likelihood or getattr(self.posterior, "predictive_likelihood", None)
 
     def closed_form_prediction(
         self,

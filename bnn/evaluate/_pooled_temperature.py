@@ -65,19 +65,14 @@ class PooledTemperatureScaled(ScalingWrapper):
     """
 
     def __init__(self, posterior: Posterior, temperature: float, likelihood: Likelihood) -> None:
-        super().__init__(posterior)
         if not isinstance(likelihood, Categorical | Bernoulli):
             raise TypeError(
                 "pooled temperature scaling tempers class probabilities: pass bnn.Categorical() "
                 f"or bnn.Bernoulli(), got {type(likelihood).__name__}."
             )
+        super().__init__(posterior, likelihood)
         self.temperature = check_temperature(temperature)
-        self.likelihood = likelihood
-
-    @property
-    def predictive_likelihood(self) -> Likelihood:
-        """The classification likelihood the temperature was fitted with."""
-        return self.likelihood
+        self.likelihood: Likelihood = likelihood
 
     def closed_form_prediction(
         self,

@@ -34,36 +34,41 @@ __all__ = [
 
 
 class ScalingWrapper(PosteriorWrapper):
-    """A fitted rescaling: the wrapper and its calibration-set NLL before and after fitting."""
+    """A fitted recalibration: the wrapper, the likelihood it was fitted with, and its
+    calibration-set NLL before and after fitting.
 
-    def __init__(self, posterior: Posterior) -> None:
-        super().__init__(posterior)
-        self.nll_before = math.nan
-        self.nll_after = math.nan
-
-
-class LogitMap(ScalingWrapper):
-    """A classifier posterior whose function samples (logits) go through ``transform``.
-
-    It carries the classification likelihood it was fitted with (``None``: the wrapped
-    posterior's own, if it carries one), so that a prediction without ``likelihood=`` reads
-    the logits as class scores, and another likelihood is refused.
+    It carries that likelihood (``None``: the wrapped posterior's own, if it carries one), so a
+    prediction without ``likelihood=`` is the calibrated one and another likelihood is refused.
     """
 
     def __init__(self, posterior: Posterior, likelihood: Likelihood | None = None) -> None:
         super().__init__(posterior)
+        if likelihood is not None and not isinstance(likelihood, Likelihood):
+            raise TypeError(
+                f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}."
+            )
+        self.likelihood = likelihood
+        self.nll_before = math.nan
+        self.nll_after = math.nan
+
+    @property
+    def predictive_likelihood(self) -> Likelihood | None:
+        """The likelihood the recalibration was fitted with (else the wrapped posterior's)."""
+        return self.likelihood if self.likelihood is not None else super().predictive_likelihood
+
+
+class LogitMap(ScalingWrapper):
+    """A classifier posterior whose function samples (logits) go through ``transform``; the
+    likelihood it carries is a classification one, so a prediction without ``likelihood=``
+    reads the logits as class scores."""
+
+    def __init__(self, posterior: Posterior, likelihood: Likelihood | None = None) -> None:
         if likelihood is not None and not isinstance(likelihood, Categorical | Bernoulli):
             raise TypeError(
                 f"{type(self).__name__} maps logits: its likelihood must be bnn.Categorical() "
                 f"or bnn.Bernoulli(), got {type(likelihood).__name__}."
             )
-        self.likelihood = likelihood
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The classification likelihood the map was fitted with (else the wrapped
-        posterior's own)."""
-        return self.likelihood if self.likelihood is not None else super().predictive_likelihood
+        super().__init__(posterior, likelihood)
 
     def transform(self, logits: Tensor) -> Tensor:
         """The map applied to the wrapped posterior's samples ``[S, N, ...]``."""

@@ -48,20 +48,10 @@ class StdScaled(ScalingWrapper):
     def __init__(
         self, posterior: Posterior, factor: float, likelihood: Likelihood | None = None
     ) -> None:
-        super().__init__(posterior)
+        super().__init__(posterior, likelihood)
         if not (isinstance(factor, float | int) and math.isfinite(factor) and factor > 0):
             raise ValueError(f"factor must be a positive finite number, got {factor!r}.")
-        if likelihood is not None and not isinstance(likelihood, Likelihood):
-            raise TypeError(
-                f"likelihood must be a bnn Likelihood, got {type(likelihood).__name__}."
-            )
         self.factor = float(factor)
-        self.likelihood = likelihood
-
-    @property
-    def predictive_likelihood(self) -> Likelihood | None:
-        """The likelihood ``s`` was fitted with (else the wrapped posterior's own)."""
-        return self.likelihood if self.likelihood is not None else super().predictive_likelihood
 
     def closed_form_prediction(
         self,
